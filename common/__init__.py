@@ -1,0 +1,1 @@
+"""Pieces every layer of pycri shares: domain errors and logging set-up."""
