@@ -1,0 +1,1 @@
+"""The CRI gRPC server: RuntimeService and ImageService, translating CRI messages to domain calls."""

@@ -1,0 +1,90 @@
+"""The one place where domain errors become gRPC status codes, and every CRI call is logged."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import structlog
+
+from common import errors
+
+log = structlog.get_logger("cri")
+
+STATUS_OF: dict[type[errors.PycriError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.DataLoss: grpc.StatusCode.DATA_LOSS,
+    errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+}
+
+# Request fields worth a log line: ids and names that say what a call was about.
+_ID_FIELDS = ("pod_sandbox_id", "container_id")
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls], str(exc)
+    if isinstance(exc, NotImplementedError):
+        return grpc.StatusCode.UNIMPLEMENTED, str(exc) or "not implemented by pycri"
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+
+
+def ids_of(request: Any) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name in _ID_FIELDS:
+        value = getattr(request, name, "")
+        if value:
+            found[name] = value
+    image = getattr(request, "image", None)
+    if image is not None and getattr(image, "image", ""):
+        found["image"] = image.image
+    metadata = getattr(getattr(request, "config", None), "metadata", None)
+    if metadata is not None and getattr(metadata, "name", ""):
+        found["name"] = metadata.name
+    return found
+
+
+class CallInterceptor(grpc.ServerInterceptor):
+    """Logs each call (method, ids, duration, status) and maps exceptions to status codes."""
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = details.method.rsplit("/", 1)[-1]
+        inner = handler.unary_unary
+
+        def call(request: Any, context: grpc.ServicerContext) -> Any:
+            start = time.monotonic()
+            ids = ids_of(request)
+            try:
+                response = inner(request, context)
+            except Exception as exc:  # mapped to a status below, never lost
+                code, message = status_of(exc)
+                if isinstance(exc, NotImplementedError):
+                    message = f"{method} is not implemented by pycri yet"
+                fields = dict(method=method, duration_ms=_ms(start), code=code.name, error=message, **ids)
+                if code == grpc.StatusCode.INTERNAL:
+                    log.exception("cri call failed", **fields)
+                else:
+                    log.info("cri call", **fields)
+                context.abort(code, message)
+            log.info("cri call", method=method, duration_ms=_ms(start), code="OK", **ids)
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(
+            call,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _ms(start: float) -> float:
+    return round((time.monotonic() - start) * 1000, 2)

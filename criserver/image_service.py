@@ -1,0 +1,85 @@
+"""CRI ImageService: validates requests, calls images.service, builds the CRI messages."""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from typing import Any
+
+from api.cri import api_pb2 as cri
+from api.cri import api_pb2_grpc
+from common.errors import InvalidArgument
+from images.registry import Credentials
+from images.service import ImageService, image_user
+from images.store import ImageRecord
+
+
+def credentials_of(auth: cri.AuthConfig) -> Credentials:
+    username, password = auth.username, auth.password
+    if auth.auth:
+        try:
+            decoded = base64.b64decode(auth.auth, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise InvalidArgument("auth.auth is not base64 of user:password") from exc
+        username, sep, password = decoded.partition(":")
+        if not sep:
+            raise InvalidArgument("auth.auth is not base64 of user:password")
+    return Credentials(username=username, password=password,
+                       identity_token=auth.identity_token, registry_token=auth.registry_token)
+
+
+def image_message(record: ImageRecord) -> cri.Image:
+    uid, username = image_user(record)
+    image = cri.Image(
+        id=record.id, repo_tags=record.repo_tags, repo_digests=record.repo_digests,
+        size=record.size, username=username, spec=cri.ImageSpec(image=record.id), pinned=False,
+    )
+    if uid is not None:
+        image.uid.value = uid
+    return image
+
+
+def _image_name(spec: cri.ImageSpec, what: str) -> str:
+    if not spec.image:
+        raise InvalidArgument(f"{what}: image.image is required")
+    return spec.image
+
+
+class ImageServicer(api_pb2_grpc.ImageServiceServicer):
+    def __init__(self, images: ImageService) -> None:
+        self.images = images
+
+    def ListImages(self, request: cri.ListImagesRequest, context: Any) -> cri.ListImagesResponse:
+        records = self.images.list(request.filter.image.image if request.HasField("filter") else "")
+        return cri.ListImagesResponse(images=[image_message(r) for r in records])
+
+    def ImageStatus(self, request: cri.ImageStatusRequest, context: Any) -> cri.ImageStatusResponse:
+        record = self.images.resolve(_image_name(request.image, "ImageStatus"))
+        if record is None:
+            return cri.ImageStatusResponse()
+        info = {}
+        if request.verbose:
+            info["info"] = json.dumps({
+                "id": record.id, "manifestDigest": record.manifest_digest,
+                "layers": record.diff_ids, "imageSpec": record.config,
+            })
+        return cri.ImageStatusResponse(image=image_message(record), info=info)
+
+    def PullImage(self, request: cri.PullImageRequest, context: Any) -> cri.PullImageResponse:
+        name = _image_name(request.image, "PullImage")
+        image_id = self.images.pull(name, credentials_of(request.auth))
+        return cri.PullImageResponse(image_ref=image_id)
+
+    def RemoveImage(self, request: cri.RemoveImageRequest, context: Any) -> cri.RemoveImageResponse:
+        self.images.remove(_image_name(request.image, "RemoveImage"))
+        return cri.RemoveImageResponse()
+
+    def ImageFsInfo(self, request: cri.ImageFsInfoRequest, context: Any) -> cri.ImageFsInfoResponse:
+        usage = self.images.fs_usage()
+        fs = cri.FilesystemUsage(
+            timestamp=time.time_ns(), fs_id=cri.FilesystemIdentifier(mountpoint=usage.mountpoint),
+        )
+        fs.used_bytes.value = usage.used_bytes
+        fs.inodes_used.value = usage.inodes_used
+        return cri.ImageFsInfoResponse(image_filesystems=[fs])

@@ -1,0 +1,58 @@
+"""CRI RuntimeService. Version, Status and RuntimeConfig so far; pods and containers
+answer UNIMPLEMENTED (through the generated base class) until the runtime backend lands."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from api.cri import api_pb2 as cri
+from api.cri import api_pb2_grpc
+
+RUNTIME_NAME = "pycri"
+RUNTIME_VERSION = "0.1.0"
+CRI_API_VERSION = "v1"
+KUBELET_API_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: bool
+    reason: str = ""
+    message: str = ""
+
+
+def default_conditions() -> list[Condition]:
+    return [
+        Condition("RuntimeReady", False, "PodsNotSupported",
+                  "pycri serves images only so far: it cannot run pods and containers yet"),
+        Condition("NetworkReady", False, "NetworkPluginNotReady", "pycri has no pod network support yet"),
+    ]
+
+
+class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
+    def __init__(self, cgroup_driver: str, effective_config: str,
+                 conditions: Callable[[], list[Condition]] = default_conditions) -> None:
+        self.cgroup_driver = cgroup_driver
+        self.effective_config = effective_config
+        self.conditions = conditions
+
+    def Version(self, request: cri.VersionRequest, context: Any) -> cri.VersionResponse:
+        return cri.VersionResponse(
+            version=KUBELET_API_VERSION, runtime_name=RUNTIME_NAME,
+            runtime_version=RUNTIME_VERSION, runtime_api_version=CRI_API_VERSION,
+        )
+
+    def Status(self, request: cri.StatusRequest, context: Any) -> cri.StatusResponse:
+        status = cri.RuntimeStatus(conditions=[
+            cri.RuntimeCondition(type=c.type, status=c.status, reason=c.reason, message=c.message)
+            for c in self.conditions()
+        ])
+        info = {"config": json.dumps(self.effective_config)} if request.verbose else {}
+        return cri.StatusResponse(status=status, info=info)
+
+    def RuntimeConfig(self, request: cri.RuntimeConfigRequest, context: Any) -> cri.RuntimeConfigResponse:
+        driver = cri.CgroupDriver.SYSTEMD if self.cgroup_driver == "systemd" else cri.CgroupDriver.CGROUPFS
+        return cri.RuntimeConfigResponse(linux=cri.LinuxRuntimeConfiguration(cgroup_driver=driver))

@@ -1,0 +1,77 @@
+"""The pycri daemon: opens the store, recovers, serves CRI on the unix socket until SIGTERM."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import structlog
+
+from api.cri import api_pb2_grpc
+from criserver.config import Config, to_toml
+from criserver.errors import CallInterceptor
+from criserver.image_service import ImageServicer
+from criserver.runtime_service import RuntimeServicer
+from images.service import ImageService
+from store.db import Database
+
+log = structlog.get_logger("pycri")
+SOCKET_MODE = 0o660
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+WORKERS = 32
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        config.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        config.state.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self.db = Database(config.root / "pycri.db")
+        self.images = ImageService(self.db, config.root / "images", config.registry)
+        self._stopped = threading.Event()
+        self.server: grpc.Server | None = None
+
+    def start(self) -> None:
+        self.images.recover()
+        socket_path = self.config.socket_path
+        socket_path.parent.mkdir(parents=True, exist_ok=True)
+        socket_path.unlink(missing_ok=True)
+        server = grpc.server(
+            ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="cri"),
+            interceptors=[CallInterceptor()],
+            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
+        )
+        api_pb2_grpc.add_RuntimeServiceServicer_to_server(
+            RuntimeServicer(self.config.cgroup_driver, to_toml(self.config)), server)
+        api_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(self.images), server)
+        server.add_insecure_port(f"unix:{socket_path}")
+        server.start()
+        os.chown(socket_path, 0, 0)
+        os.chmod(socket_path, SOCKET_MODE)
+        self.server = server
+        log.info("pycri serving", socket=str(socket_path), root=str(self.config.root), pid=os.getpid())
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self.server is not None:
+            self.server.stop(grace).wait()
+        self.config.socket_path.unlink(missing_ok=True)
+        self.db.close()
+        log.info("pycri stopped")
+        self._stopped.set()
+
+    def run_until_signalled(self) -> None:
+        stop_requested = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop_requested.set())
+        self.start()
+        stop_requested.wait()
+        self.stop()
+
+
+def write_pid_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{os.getpid()}\n")

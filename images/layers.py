@@ -1,0 +1,89 @@
+"""Unpacked layers: one directory per layer, <root>/<diff_id hex>/diff, an overlayfs lower dir.
+
+A layer is unpacked into <root>/.tmp/<random>/diff and renamed into place only once
+its diff_id has been verified; whatever is under .tmp at start-up is a crash's
+leftover. Layers are keyed by diff_id, so images that share a layer share its directory.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Usage:
+    bytes: int
+    inodes: int
+
+
+class LayerStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / ".tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def dir(self, diff_id: str) -> Path:
+        return self.root / diff_id.partition(":")[2]
+
+    def diff(self, diff_id: str) -> Path:
+        """The directory to use as an overlayfs lower layer."""
+        return self.dir(diff_id) / "diff"
+
+    def has(self, diff_id: str) -> bool:
+        return self.diff(diff_id).is_dir()
+
+    @contextlib.contextmanager
+    def create(self, diff_id: str) -> Iterator[Path]:
+        """Yield an empty directory to unpack into; publish it if the block ends without error."""
+        work = self.tmp / uuid.uuid4().hex
+        (work / "diff").mkdir(parents=True)
+        try:
+            yield work / "diff"
+            os.rename(work, self.dir(diff_id))
+        finally:
+            if work.exists():
+                remove_tree(work)
+
+    def delete(self, diff_id: str) -> None:
+        remove_tree(self.dir(diff_id))
+
+    def diff_ids(self) -> Iterator[str]:
+        for entry in os.scandir(self.root):
+            if not entry.name.startswith("."):
+                yield f"sha256:{entry.name}"
+
+    def clear_tmp(self) -> None:
+        remove_tree(self.tmp)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+
+def usage(path: Path) -> Usage:
+    """Disk blocks in bytes and inodes used under `path` (hard links counted once)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return Usage(total, len(seen) + 1)
+
+
+def remove_tree(path: Path) -> None:
+    """rm -rf, also for directories without write permission (unpacked layers keep their modes)."""
+    if not os.path.lexists(path):
+        return
+
+    def make_writable(func, p, _exc):  # type: ignore[no-untyped-def]
+        parent = os.path.dirname(p)
+        with contextlib.suppress(OSError):
+            os.chmod(parent, 0o700)
+        func(p)
+
+    shutil.rmtree(path, onerror=make_writable)

@@ -1,0 +1,262 @@
+"""Pulling an image: resolve the name on an endpoint, fetch manifest and config, and
+download and unpack the layers in one streaming pass each.
+
+Every byte is verified: the manifest against the digest asked for, each blob
+against its descriptor (size and digest), each unpacked layer against the diff_id
+the config promises. Work on one digest runs once at a time (`KeyedLocks`), so
+concurrent pulls of one image download it once; what a pull is using is leased,
+so a concurrent RemoveImage never deletes it.
+"""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import zstandard
+
+from common.errors import DataLoss, NotFound, PycriError, Unavailable
+from images import manifest as mf
+from images.config import RegistryConfig
+from images.content import ContentStore, Ingest
+from images.layers import LayerStore, Usage, usage
+from images.reference import Reference
+from images.registry import Credentials, FetchedManifest, Repository, read_exactly
+from images.unpack import unpack_layer
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class PulledLayer:
+    blob_digest: str
+    blob_size: int
+    diff_id: str
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class PulledImage:
+    image_id: str  # the config digest
+    repo_digest: str  # what the name resolved to: the index or the manifest digest
+    manifest_digest: str
+    config: dict[str, Any]
+    layers: list[PulledLayer]
+    blobs: list[str]  # every blob the image holds on to
+    size: int  # manifest + config + compressed layers
+
+
+class KeyedLocks:
+    """One lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+
+class Leases:
+    """Digests that pulls in progress rely on; GC leaves them alone."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # also held by GC while it deletes
+        self._counts: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def hold(self, keys: list[str]) -> Iterator[None]:
+        with self.lock:
+            for key in keys:
+                self._counts[key] = self._counts.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                for key in keys:
+                    self._counts[key] -= 1
+                    if not self._counts[key]:
+                        del self._counts[key]
+
+    def leased(self) -> set[str]:
+        """Call with `lock` held."""
+        return set(self._counts)
+
+
+class Puller:
+    def __init__(self, config: RegistryConfig, content: ContentStore, layers: LayerStore) -> None:
+        self.config = config
+        self.content = content
+        self.layers = layers
+        self.locks = KeyedLocks()
+        self.leases = Leases()
+        self.platform = mf.host_platform()
+
+    @contextlib.contextmanager
+    def pull(self, ref: Reference, credentials: Credentials) -> Iterator[PulledImage]:
+        """Pull `ref`; the content stays leased while the caller records the image."""
+        repository, fetched = self._resolve(ref, credentials)
+        blobs = [fetched.digest]
+        doc = mf.load_json(fetched.data, f"manifest of {ref}")
+        manifest_digest = fetched.digest
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.leases.hold([fetched.digest]))
+            self._store_blob(fetched.digest, fetched.data)
+            if mf.kind_of(fetched.media_type, doc) == "index":
+                chosen = mf.select_platform(doc, self.platform)
+                fetched = repository.get_manifest(chosen.digest, mf.ACCEPT)
+                manifest_digest = fetched.digest
+                doc = mf.load_json(fetched.data, f"manifest {chosen.digest}")
+                if mf.kind_of(fetched.media_type, doc) != "manifest":
+                    raise DataLoss(f"index entry {chosen.digest} of {ref} is not an image manifest")
+                stack.enter_context(self.leases.hold([manifest_digest]))
+                self._store_blob(manifest_digest, fetched.data)
+                blobs.append(manifest_digest)
+            image = mf.parse_manifest(doc, fetched.media_type)
+            stack.enter_context(self.leases.hold([image.config.digest]))
+            config_bytes = self._fetch_config(repository, image.config)
+            config = mf.load_json(config_bytes, f"image config {image.config.digest}")
+            diff_ids = mf.diff_ids_of(config, len(image.layers))
+            stack.enter_context(self.leases.hold([d.digest for d in image.layers] + diff_ids))
+            pulled_layers = self._fetch_layers(repository, image.layers, diff_ids)
+            blobs += [image.config.digest] + [d.digest for d in image.layers]
+            size = len(fetched.data) + image.config.size + sum(d.size for d in image.layers)
+            yield PulledImage(
+                image_id=image.config.digest, repo_digest=blobs[0], manifest_digest=manifest_digest,
+                config=config, layers=pulled_layers, blobs=list(dict.fromkeys(blobs)), size=size,
+            )
+
+    # -- resolution ---------------------------------------------------------
+
+    def _resolve(self, ref: Reference, given: Credentials) -> tuple[Repository, FetchedManifest]:
+        """Try each endpoint of the domain in turn; the first that has the manifest wins."""
+        failures: list[PycriError] = []
+        for endpoint in self.config.endpoints(ref.domain):
+            credentials = self.config.credentials_for(endpoint, given)
+            repository = Repository(endpoint, ref.path, credentials, self.config.timeout_seconds)
+            try:
+                return repository, repository.get_manifest(ref.pull_target, mf.ACCEPT)
+            except (NotFound, Unavailable) as exc:
+                failures.append(exc)
+        details = "; ".join(str(f) for f in failures)
+        if any(isinstance(f, NotFound) for f in failures):
+            raise NotFound(f"image {ref} not found: {details}")
+        raise Unavailable(f"cannot pull {ref}: {details}")
+
+    # -- blobs --------------------------------------------------------------
+
+    def _store_blob(self, digest: str, data: bytes) -> None:
+        with self.locks.hold(digest):
+            if not self.content.has(digest):
+                self.content.write(digest, data)
+
+    def _fetch_config(self, repository: Repository, desc: mf.Descriptor) -> bytes:
+        with self.locks.hold(desc.digest):
+            if not self.content.has(desc.digest):
+                with repository.open_blob(desc.digest) as response:
+                    data = read_exactly(response, desc.size)
+                self.content.write(desc.digest, data)
+        return self.content.read(desc.digest)
+
+    def _fetch_layers(self, repository: Repository, descs: list[mf.Descriptor], diff_ids: list[str]) -> list[PulledLayer]:
+        workers = max(1, min(self.config.max_concurrent_downloads, len(descs)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull") as pool:
+            futures = [pool.submit(self._fetch_layer, repository, d, i) for d, i in zip(descs, diff_ids)]
+            return [f.result() for f in futures]
+
+    def _fetch_layer(self, repository: Repository, desc: mf.Descriptor, diff_id: str) -> PulledLayer:
+        with self.locks.hold(desc.digest), self.locks.hold(diff_id):
+            have_blob, have_layer = self.content.has(desc.digest), self.layers.has(diff_id)
+            if not have_blob and have_layer:
+                with repository.open_blob(desc.digest) as response, self.content.ingest(desc.digest, desc.size) as ingest:
+                    _copy(response, ingest)
+                    ingest.commit()
+            elif not have_layer:
+                compression = mf.COMPRESSION_BY_MEDIA_TYPE[desc.media_type]
+                if have_blob:
+                    with open(self.content.path(desc.digest), "rb") as blob:
+                        self._unpack(blob, None, desc, compression, diff_id)
+                else:
+                    with repository.open_blob(desc.digest) as response, \
+                            self.content.ingest(desc.digest, desc.size) as ingest:
+                        self._unpack(response, ingest, desc, compression, diff_id)
+            return PulledLayer(desc.digest, desc.size, diff_id, usage(self.layers.diff(diff_id)))
+
+    def _unpack(self, source: BinaryIO, ingest: Ingest | None, desc: mf.Descriptor, compression: str, diff_id: str) -> None:
+        compressed = HashingReader(source, ingest)
+        with self.layers.create(diff_id) as target:
+            tar_stream = HashingReader(_decompressor(compressed, compression))
+            unpack_layer(tar_stream, target)
+            tar_stream.drain()
+            compressed.drain()
+            if compressed.size != desc.size or compressed.digest != desc.digest:
+                raise DataLoss(
+                    f"layer blob {desc.digest} does not match its descriptor "
+                    f"(got {compressed.digest}, {compressed.size} bytes)"
+                )
+            if tar_stream.digest != diff_id:
+                raise DataLoss(f"layer {desc.digest} unpacks to {tar_stream.digest}, the config promises {diff_id}")
+            if ingest is not None:
+                ingest.commit()
+
+
+class HashingReader:
+    """A reader that hashes what passes through it, and copies it to `sink` if given."""
+
+    def __init__(self, source: Any, sink: Ingest | None = None) -> None:
+        self._source = source
+        self._sink = sink
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._source.read(n if n is not None and n >= 0 else CHUNK)
+        if data:
+            self._hash.update(data)
+            self.size += len(data)
+            if self._sink is not None:
+                self._sink.write(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+
+def _decompressor(stream: HashingReader, compression: str) -> Any:
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[arg-type]
+    if compression == "zstd":
+        return zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True, read_size=CHUNK)
+    return stream
+
+
+def _copy(source: BinaryIO, ingest: Ingest) -> None:
+    while chunk := source.read(CHUNK):
+        ingest.write(chunk)
+

@@ -1,0 +1,137 @@
+"""The image service: what criserver's ImageService calls. Pull, list, status, remove, usage.
+
+Files are written before rows and rows deleted before files, so a crash leaves at
+worst unreferenced files, which `recover()` removes at start-up.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from common.errors import InvalidArgument, NotFound
+from images import reference
+from images.config import RegistryConfig
+from images.content import ContentStore
+from images.layers import LayerStore
+from images.pull import Puller
+from images.registry import Credentials
+from images.store import ImageRecord, ImageTable
+from store.db import Database
+
+log = structlog.get_logger("images")
+
+
+@dataclass(frozen=True)
+class FsUsage:
+    mountpoint: str
+    used_bytes: int
+    inodes_used: int
+
+
+class ImageService:
+    def __init__(self, db: Database, root: Path, config: RegistryConfig) -> None:
+        self.root = root
+        self.content = ContentStore(root / "content")
+        self.layers = LayerStore(root / "layers")
+        self.table = ImageTable(db)
+        self.db = db
+        self.puller = Puller(config, self.content, self.layers)
+
+    # -- CRI operations -----------------------------------------------------
+
+    def pull(self, name: str, credentials: Credentials) -> str:
+        """Pull `name` and return the image id."""
+        ref = reference.parse(name)
+        with self.puller.locks.hold(f"pull:{ref}"), self.puller.pull(ref, credentials) as pulled:
+            record = ImageRecord(
+                id=pulled.image_id, manifest_digest=pulled.manifest_digest, size=pulled.size,
+                config=pulled.config, pulled_at=time.time_ns(),
+                repo_tags=[ref.tagged] if ref.tagged else [],
+                repo_digests=[ref.with_digest(pulled.repo_digest)],
+                diff_ids=[layer.diff_id for layer in pulled.layers],
+            )
+            usage = {layer.diff_id: (layer.usage.bytes, layer.usage.inodes) for layer in pulled.layers}
+            with self.db.transaction() as tx:
+                self.table.add(tx, record, usage, pulled.blobs)
+        log.info("image pulled", image=str(ref), image_id=pulled.image_id, size=pulled.size)
+        return pulled.image_id
+
+    def resolve(self, name: str) -> ImageRecord | None:
+        """The image that `name` (an id, a name:tag or a name@digest) denotes, if any."""
+        image_id = self._resolve_id(name)
+        return self.table.get(image_id) if image_id else None
+
+    def get(self, name: str) -> ImageRecord:
+        record = self.resolve(name)
+        if record is None:
+            raise NotFound(f"image {name!r} not found")
+        return record
+
+    def list(self, name_filter: str = "") -> list[ImageRecord]:
+        if name_filter:
+            record = self.resolve(name_filter)
+            return [record] if record else []
+        return self.table.all()
+
+    def remove(self, name: str) -> None:
+        """Remove the image with all its names; removing an absent image succeeds."""
+        record = self.resolve(name)
+        if record is None:
+            return
+        with self.db.transaction() as tx:
+            self.table.delete(tx, record.id)
+            self.table.delete_unused_layers(tx)
+        self.collect_garbage()
+        log.info("image removed", image_id=record.id, tags=record.repo_tags)
+
+    def fs_usage(self) -> FsUsage:
+        size, inodes = self.table.layer_usage()
+        return FsUsage(str(self.layers.root), size, inodes)
+
+    # -- start-up and garbage collection ------------------------------------
+
+    def recover(self) -> None:
+        """Drop what a crash left half-made: partial blobs and layers, files without rows."""
+        self.content.clear_ingest()
+        self.layers.clear_tmp()
+        self.collect_garbage()
+
+    def collect_garbage(self) -> None:
+        """Delete blobs and layer directories that no image refers to and no pull is using."""
+        with self.puller.leases.lock:
+            leased = self.puller.leases.leased()
+            used_blobs = self.table.used_blobs() | leased
+            used_layers = self.table.used_layers() | leased
+            for digest in list(self.content.digests()):
+                if digest not in used_blobs:
+                    self.content.delete(digest)
+            for diff_id in list(self.layers.diff_ids()):
+                if diff_id not in used_layers:
+                    self.layers.delete(diff_id)
+
+    def _resolve_id(self, name: str) -> str | None:
+        if reference.is_image_id(name):
+            image_id = name if name.startswith("sha256:") else f"sha256:{name}"
+            return image_id if self.table.get(image_id) else None
+        try:
+            ref = reference.parse(name)
+        except InvalidArgument:
+            return None
+        if ref.digest:
+            return self.table.id_by_digest(ref.with_digest(ref.digest))
+        return self.table.id_by_tag(ref.tagged or "")
+
+
+def image_user(record: ImageRecord) -> tuple[int | None, str]:
+    """(uid, username) from the image config's User, the way kubelet reads them."""
+    user = str((record.config.get("config") or {}).get("User") or "")
+    if not user:
+        return None, ""
+    name = user.split(":", 1)[0]
+    try:
+        return int(name), ""
+    except ValueError:
+        return None, name
