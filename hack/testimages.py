@@ -196,6 +196,13 @@ WHITEOUTS_A = Layer("whiteouts-a", lambda: [
 WHITEOUTS_B = Layer("whiteouts-b", lambda: [
     d("data"), d("data/opaque"), f("data/.wh.gone", ""), f("data/opaque/.wh..wh..opq", ""),
     f("data/opaque/new", "new\n")])
+ZSTD_MARKER = Layer("zstd-marker", lambda: [d("etc"), f("etc/compression", "zstd\n")],
+                    compression="zstd")
+EVIL_DOTDOT = Layer("evil-dotdot", lambda: [d("etc"), f("../pycri-evil-dotdot", "escaped\n")])
+EVIL_SYMLINK = Layer("evil-symlink", lambda: [symlink("link", "/tmp"), f("link/pycri-evil-symlink", "escaped\n")])
+EVIL_HARDLINK = Layer("evil-hardlink", lambda: [
+    d("etc"), Entry("etc/shadow-link", type=tarfile.LNKTYPE, linkname="../../../../etc/shadow")])
+CORRUPT = Layer("corrupt", lambda: [d("data"), f("data/corrupt-me", "x" * 4096)])
 BIG_SIZE = 100 << 20
 BIG = Layer("big", lambda: [d("data"), Entry("data/blob", size=BIG_SIZE,
                                              opener=lambda: RandomStream(42, BIG_SIZE))], level=1)
@@ -214,7 +221,7 @@ IMAGES: list[ImageSpec] = [
     ImageSpec("busybox", ["docker.io/library/busybox:latest", "docker.io/library/busybox:1.36",
                           "registry.k8s.io/e2e-test-images/busybox:1.29-2"], [BUSYBOX], cmd=["sh"]),
     ImageSpec("zstd", ["docker.io/pycri/zstd:latest"],
-              [dataclasses.replace(BUSYBOX, compression="zstd")], cmd=["sh"], media="oci"),
+              [dataclasses.replace(BUSYBOX, compression="zstd"), ZSTD_MARKER], cmd=["sh"], media="oci"),
     multiarch("multiarch", "docker.io/pycri/multiarch:latest", "oci"),
     multiarch("multiarch-docker", "docker.io/pycri/multiarch-docker:latest", "docker"),
     ImageSpec("whiteouts", ["docker.io/pycri/whiteouts:latest"],
@@ -225,6 +232,12 @@ IMAGES: list[ImageSpec] = [
     ImageSpec("user-uid-group", ["docker.io/pycri/user-uid-group:latest"], [BUSYBOX], cmd=["sh"],
               user="1003:1004"),
     ImageSpec("big", ["docker.io/pycri/big:latest"], [BUSYBOX, BIG], cmd=["sh"]),
+    # Hostile images: pycri must refuse them and keep nothing of them.
+    ImageSpec("evil-dotdot", ["docker.io/pycri/evil-dotdot:latest"], [EVIL_DOTDOT]),
+    ImageSpec("evil-symlink", ["docker.io/pycri/evil-symlink:latest"], [EVIL_SYMLINK]),
+    ImageSpec("evil-hardlink", ["docker.io/pycri/evil-hardlink:latest"], [EVIL_HARDLINK]),
+    # tests corrupt this image's layer in the registry's storage to check digest verification
+    ImageSpec("corrupt", ["docker.io/pycri/corrupt:latest"], [CORRUPT]),
 ]
 
 

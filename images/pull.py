@@ -13,6 +13,7 @@ import contextlib
 import gzip
 import hashlib
 import threading
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -204,9 +205,14 @@ class Puller:
         compressed = HashingReader(source, ingest)
         with self.layers.create(diff_id) as target:
             tar_stream = HashingReader(_decompressor(compressed, compression))
-            unpack_layer(tar_stream, target)
-            tar_stream.drain()
-            compressed.drain()
+            try:
+                unpack_layer(tar_stream, target)
+                tar_stream.drain()
+                compressed.drain()
+            except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
+                if isinstance(exc, OSError) and not isinstance(exc, gzip.BadGzipFile) and exc.errno:
+                    raise  # a local I/O error (disk full), not bad content
+                raise DataLoss(f"layer blob {desc.digest} is corrupt: cannot decompress it ({exc})") from exc
             if compressed.size != desc.size or compressed.digest != desc.digest:
                 raise DataLoss(
                     f"layer blob {desc.digest} does not match its descriptor "

@@ -19,6 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+import http.client
 from http.client import HTTPResponse
 from typing import BinaryIO
 
@@ -140,9 +141,10 @@ class Repository:
             raise DataLoss(f"manifest {target} from {self.endpoint} is not valid JSON") from exc
         return FetchedManifest(data=data, media_type=declared or media_type, digest=digest)
 
-    def open_blob(self, digest: str) -> HTTPResponse:
+    def open_blob(self, digest: str) -> "BlobReader":
         """Open the blob for reading; the caller verifies its digest while reading."""
-        return self._request("GET", f"blobs/{digest}", {}, what=f"blob {digest}")
+        response = self._request("GET", f"blobs/{digest}", {}, what=f"blob {digest}")
+        return BlobReader(response, f"blob {digest} from {self.endpoint.host}")
 
     # -- transport and auth -------------------------------------------------
 
@@ -236,6 +238,29 @@ class Repository:
             raise Unavailable(f"token server {host} answered without a token")
         _token_cache.put(key, token, float(answer.get("expires_in") or 60))
         return token
+
+
+class BlobReader:
+    """A blob download; a broken transfer raises Unavailable, not a bare socket error."""
+
+    def __init__(self, response: HTTPResponse, what: str) -> None:
+        self._response = response
+        self._what = what
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._response.read(n)
+        except (OSError, http.client.HTTPException) as exc:
+            raise Unavailable(f"transfer of {self._what} failed: {exc}") from None
+
+    def close(self) -> None:
+        self._response.close()
+
+    def __enter__(self) -> "BlobReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _errors_of(body: str) -> list[dict[str, str]]:

@@ -45,6 +45,14 @@ class ImageService:
     def pull(self, name: str, credentials: Credentials) -> str:
         """Pull `name` and return the image id."""
         ref = reference.parse(name)
+        try:
+            image_id = self._pull(ref, credentials)
+        except BaseException:
+            self.collect_garbage()  # the blobs and layers of a failed pull are referenced by nothing
+            raise
+        return image_id
+
+    def _pull(self, ref: reference.Reference, credentials: Credentials) -> str:
         with self.puller.locks.hold(f"pull:{ref}"), self.puller.pull(ref, credentials) as pulled:
             record = ImageRecord(
                 id=pulled.image_id, manifest_digest=pulled.manifest_digest, size=pulled.size,

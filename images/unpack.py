@@ -33,6 +33,7 @@ PAX_XATTR_PREFIX = "SCHILY.xattr."
 _IGNORED_XATTR_ERRNOS = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM})
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_T = typing.TypeVar("_T")
 
 
 def unpack_layer(stream: typing.BinaryIO, dest: Path) -> int:
@@ -61,22 +62,25 @@ class _Unpacker:
     def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         """Write one tar entry below the root."""
         parts = _clean(member.name, member.name)
-        if parts and parts[-1].startswith(WHITEOUT_PREFIX):
-            self._whiteout(member.name, parts)
-        elif not parts:
+        if not parts:
             if not member.isdir():
                 raise DataLoss(f"layer entry {member.name!r} names the layer root but is not a directory")
             self._directory(member, self.root)
-        elif member.isreg():
-            self._regular(tar, member, self._target(member.name, parts, create=True))
+            return
+        if parts[-1].startswith(WHITEOUT_PREFIX):
+            self._whiteout(member.name, parts)
+            return
+        path = self._target(member.name, parts, create=True)
+        if member.isreg():
+            self._regular(tar, member, path)
         elif member.isdir():
-            self._directory(member, self._target(member.name, parts, create=True))
+            self._directory(member, path)
         elif member.issym():
-            self._symlink(member, self._target(member.name, parts, create=True))
+            self._symlink(member, path)
         elif member.islnk():
-            self._hardlink(member, parts, self._target(member.name, parts, create=True))
+            self._hardlink(member, parts, path)
         elif member.ischr() or member.isblk() or member.isfifo():
-            self._special(member, self._target(member.name, parts, create=True))
+            self._special(member, path)
         else:
             raise DataLoss(f"layer entry {member.name!r} has unsupported tar type {member.type!r}")
 
@@ -121,11 +125,18 @@ class _Unpacker:
             del self.dir_times[gone]
         return False
 
+    def _create(self, path: str, make: typing.Callable[[], _T]) -> _T:
+        """Run `make` (an O_EXCL-style create); if something is already at `path`, remove it and retry."""
+        try:
+            return make()
+        except FileExistsError:
+            self._clear(path)
+            return make()
+
     def _regular(self, tar: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> None:
-        self._clear(path)
         source = tar.extractfile(member)
         assert source is not None  # isreg() members always have a data stream
-        fd = os.open(path, _FILE_FLAGS, 0o600)
+        fd = self._create(path, lambda: os.open(path, _FILE_FLAGS, 0o600))
         try:
             self.written += _copy(source, fd)
             _apply_owner_mode_xattrs(fd, member)
@@ -144,8 +155,7 @@ class _Unpacker:
         self.dir_times[path] = _times(member)[1]
 
     def _symlink(self, member: tarfile.TarInfo, path: str) -> None:
-        self._clear(path)
-        os.symlink(member.linkname, path)
+        self._create(path, lambda: os.symlink(member.linkname, path))
         os.lchown(path, member.uid, member.gid)
         _set_xattrs(path, member)
         os.utime(path, ns=_times(member), follow_symlinks=False)
@@ -163,13 +173,11 @@ class _Unpacker:
             raise DataLoss(f"layer entry {member.name!r} is a hard link to the directory {member.linkname!r}")
         if target_parts == parts:
             return
-        self._clear(path)
-        os.link(target, path, follow_symlinks=False)
+        self._create(path, lambda: os.link(target, path, follow_symlinks=False))
 
     def _special(self, member: tarfile.TarInfo, path: str) -> None:
-        self._clear(path)
         kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK if member.isblk() else stat.S_IFIFO
-        os.mknod(path, kind | 0o600, os.makedev(member.devmajor, member.devminor))
+        self._create(path, lambda: os.mknod(path, kind | 0o600, os.makedev(member.devmajor, member.devminor)))
         os.lchown(path, member.uid, member.gid)
         _chmod(path, member.mode & 0o7777)
         _set_xattrs(path, member)
@@ -187,8 +195,7 @@ class _Unpacker:
         if hidden in ("", ".", ".."):
             raise DataLoss(f"layer entry {entry!r} is a whiteout of {hidden!r}, which escapes its directory")
         path = self._target(entry, parts[:-1] + (hidden,), create=True)
-        self._clear(path)
-        os.mknod(path, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+        self._create(path, lambda: os.mknod(path, stat.S_IFCHR | 0o000, os.makedev(0, 0)))
 
 
 def _clean(name: str, entry: str) -> tuple[str, ...]:
