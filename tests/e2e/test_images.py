@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Pycri, Registries
+from tests.e2e.conftest import Registries
+from tests.e2e.harness import Pycri
 
 
 def image_status(pycri: Pycri, name: str) -> dict:

@@ -1,0 +1,70 @@
+"""The config file: defaults, every key, strictness, the printed form, endpoints."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.errors import InvalidArgument
+from criserver.config import Config, from_dict, load, to_toml
+from images.config import RegistryConfig, parse_endpoint
+from images.registry import Credentials
+
+
+def test_defaults_without_file(tmp_path: Path) -> None:
+    config = from_dict({})
+    assert config == Config()
+    assert config.socket_path == Path("/run/pycri/pycri.sock")
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "pycri.toml"
+    path.write_text(Path(__file__).resolve().parents[2].joinpath("hack/pycri.toml").read_text())
+    config = load(path)
+    assert config.registry.mirrors["docker.io"] == ["http://127.0.0.1:5000/docker.io"]
+    printed = tmp_path / "printed.toml"
+    printed.write_text(to_toml(config))
+    assert load(printed) == config
+
+
+@pytest.mark.parametrize("doc,message", [
+    ({"lisen": "x"}, "unknown key"),
+    ({"listen": "tcp://x"}, "unix://"),
+    ({"log": {"level": "loud"}}, "one of"),
+    ({"cgroup": {"driver": "none"}}, "one of"),
+    ({"registry": {"max_concurrent_downloads": 0}}, "at least 1"),
+    ({"registry": {"plain_http": "x"}}, "wrong type"),
+    ({"registry": {"mirrors": {"docker.io": ["ftp://x"]}}}, "http"),
+    ({"registry": {"auths": {"h": {"user": "x"}}}}, "unknown key"),
+])
+def test_rejects(doc: dict, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        from_dict(doc)
+
+
+def test_bad_toml(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("listen = ")
+    with pytest.raises(InvalidArgument, match="cannot read config"):
+        load(path)
+
+
+def test_endpoints_mirrors_first_then_upstream() -> None:
+    config = RegistryConfig(mirrors={"docker.io": ["http://127.0.0.1:5000/docker.io"]}, plain_http=["reg:80"])
+    mirror, upstream = config.endpoints("docker.io")
+    assert (mirror.base_url, mirror.prefix, mirror.mirror) == ("http://127.0.0.1:5000", "docker.io", True)
+    assert mirror.repository_path("library/busybox") == "docker.io/library/busybox"
+    assert upstream.base_url == "https://registry-1.docker.io"
+    assert [e.base_url for e in config.endpoints("reg:80")] == ["http://reg:80"]
+    assert [e.base_url for e in config.endpoints("localhost:5000")] == ["http://localhost:5000"]
+    assert [e.base_url for e in config.endpoints("quay.io")] == ["https://quay.io"]
+    only_mirror = RegistryConfig(mirrors={"docker.io": ["http://m"]}, fall_back_to_upstream=False)
+    assert [e.base_url for e in only_mirror.endpoints("docker.io")] == ["http://m"]
+
+
+def test_configured_credentials_only_when_client_sends_none() -> None:
+    config = RegistryConfig(auths={"127.0.0.1:5001": Credentials("u", "p")})
+    endpoint = parse_endpoint("http://127.0.0.1:5001")
+    assert config.credentials_for(endpoint, Credentials()) == Credentials("u", "p")
+    assert config.credentials_for(endpoint, Credentials("x", "y")) == Credentials("x", "y")
+    assert parse_endpoint("http://h:1/v2/pre/fix").prefix == "pre/fix"
