@@ -36,3 +36,7 @@ class DataLoss(PycriError):
 
 class Unimplemented(PycriError):
     """The operation is not supported by pycri (yet)."""
+
+
+class DeadlineExceeded(PycriError):
+    """The operation did not finish in the time it was given."""

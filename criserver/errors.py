@@ -21,6 +21,7 @@ STATUS_OF: dict[type[errors.PycriError], grpc.StatusCode] = {
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.DataLoss: grpc.StatusCode.DATA_LOSS,
     errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 # Request fields worth a log line: ids and names that say what a call was about.

@@ -1,0 +1,1 @@
+"""Containers: their records, their rootfs, and the OCI runtime handlers that run them under conmon."""

@@ -1,0 +1,199 @@
+"""OCI runtime handlers: one interface, a conmon-monitored implementation for any runtime
+with the runc command line (pycri's own runtime, runc, crun).
+
+conmon is started per container; it runs `<runtime> create`, reports the container's pid
+on a sync pipe, then stays as the container's parent: it writes the CRI log file and,
+when the container exits, its exit code to `<exits>/<id>` and `<persist>/exit` (and an
+`oom` file in the persist dir when the kernel OOM-killed it). pycri may restart at any
+time: conmon is in its own session and never a child pycri must wait for.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from common.errors import DeadlineExceeded, FailedPrecondition, NotFound, PycriError
+
+CONMON = "/usr/bin/conmon"
+CREATE_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class ContainerPaths:
+    """Where a container's runtime files live."""
+
+    bundle: Path  # config.json (and rootfs, or root.path pointing elsewhere)
+    persist: Path  # conmon's persist dir: exit, oom
+    exit_file: Path  # conmon's exit file
+    log_path: str  # the CRI log file ("" for none)
+    conmon_pidfile: Path
+    container_pidfile: Path
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+class OciRuntime(Protocol):
+    name: str
+
+    def create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False, tty: bool = False) -> int: ...
+
+    def start(self, container_id: str) -> None: ...
+
+    def kill(self, container_id: str, sig: int, *, all_processes: bool = False) -> None: ...
+
+    def delete(self, container_id: str, *, force: bool = False) -> None: ...
+
+    def state(self, container_id: str) -> dict[str, Any] | None: ...
+
+    def exec_sync(self, container_id: str, process: dict[str, Any], timeout: float) -> ExecResult: ...
+
+
+class RuntimeError_(PycriError):
+    """The OCI runtime failed; the message is its own."""
+
+
+class ConmonRuntime:
+    """Any runtime with runc's command line, each container monitored by conmon."""
+
+    def __init__(self, name: str, runtime_path: str, runtime_root: Path, conmon: str = CONMON) -> None:
+        self.name = name
+        self.runtime_path = runtime_path
+        self.runtime_root = runtime_root
+        self.conmon = conmon
+        runtime_root.mkdir(parents=True, exist_ok=True)
+
+    def _runtime(self, *args: str) -> list[str]:
+        return [self.runtime_path, "--root", str(self.runtime_root), *args]
+
+    def _run(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(self._runtime(*args), capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            message = _runtime_message(result.stderr or result.stdout)
+            if "does not exist" in message or "not exist" in message or "not found" in message.lower():
+                raise NotFound(f"{self.name}: {args[0]} {args[-1]}: {message}")
+            raise RuntimeError_(f"{self.name} {args[0]} failed: {message}")
+        return result
+
+    def create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False, tty: bool = False) -> int:
+        paths.exit_file.parent.mkdir(parents=True, exist_ok=True)
+        paths.persist.mkdir(parents=True, exist_ok=True)
+        args = [
+            self.conmon, "--api-version", "1",
+            "--cid", container_id, "--cuuid", container_id, "--name", container_id,
+            "--runtime", self.runtime_path, "--runtime-arg", "--root", "--runtime-arg", str(self.runtime_root),
+            "--bundle", str(paths.bundle),
+            "--container-pidfile", str(paths.container_pidfile),
+            "--conmon-pidfile", str(paths.conmon_pidfile),
+            "--exit-dir", str(paths.exit_file.parent),
+            "--persist-dir", str(paths.persist),
+            "--socket-dir-path", str(paths.bundle), "--full-attach",
+            "--log-level", "info",
+        ]
+        args += ["--log-path", f"k8s-file:{paths.log_path}"] if paths.log_path else ["--log-path", "none:"]
+        if stdin:
+            args.append("--stdin")
+        if tty:
+            args.append("--terminal")
+        read_end, write_end = os.pipe()
+        try:
+            env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "_OCI_SYNCPIPE": str(write_end)}
+            process = subprocess.Popen(
+                args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                pass_fds=(write_end,), start_new_session=True, cwd=str(paths.bundle),
+            )
+            os.close(write_end)
+            write_end = -1
+            _, conmon_err = process.communicate(timeout=CREATE_TIMEOUT)
+            report = _read_sync(read_end)
+        finally:
+            os.close(read_end)
+            if write_end >= 0:
+                os.close(write_end)
+        pid = int(report.get("data", report.get("pid", -1))) if report else -1
+        if pid <= 0:
+            message = (report or {}).get("message") or _runtime_message(conmon_err.decode(errors="replace"))
+            raise RuntimeError_(f"{self.name} could not create the container: {message or 'conmon gave no reason'}")
+        return pid
+
+    def start(self, container_id: str) -> None:
+        self._run("start", container_id)
+
+    def kill(self, container_id: str, sig: int, *, all_processes: bool = False) -> None:
+        args = ["kill", *(["--all"] if all_processes else []), container_id, str(sig)]
+        self._run(*args)
+
+    def delete(self, container_id: str, *, force: bool = False) -> None:
+        try:
+            self._run("delete", *(["--force"] if force else []), container_id)
+        except NotFound:
+            pass
+
+    def state(self, container_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self._run("state", container_id).stdout)
+        except NotFound:
+            return None
+
+    def exec_sync(self, container_id: str, process: dict[str, Any], timeout: float) -> ExecResult:
+        with tempfile.TemporaryDirectory(prefix="pycri-exec-") as work:
+            spec, pidfile = Path(work) / "process.json", Path(work) / "pid"
+            spec.write_text(json.dumps(process))
+            child = subprocess.Popen(
+                self._runtime("exec", "--process", str(spec), "--pid-file", str(pidfile), container_id),
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+            try:
+                stdout, stderr = child.communicate(timeout=timeout if timeout > 0 else None)
+            except subprocess.TimeoutExpired:
+                _kill_pidfile(pidfile)
+                child.kill()
+                child.communicate()
+                raise DeadlineExceeded(f"command {process.get('args')} timed out after {timeout:g} s") from None
+        return ExecResult(child.returncode, stdout, stderr)
+
+
+def _read_sync(fd: int) -> dict[str, Any] | None:
+    data = b""
+    deadline = time.monotonic() + CREATE_TIMEOUT
+    while b"\n" not in data and time.monotonic() < deadline:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    try:
+        return json.loads(data.split(b"\n", 1)[0]) if data else None
+    except ValueError:
+        return None
+
+
+def _runtime_message(text: str) -> str:
+    """The useful part of a runtime's error output (runc logs JSON or logfmt lines)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("{"):
+            try:
+                return str(json.loads(line).get("msg", line))
+            except ValueError:
+                pass
+        if 'msg="' in line:
+            return line.split('msg="', 1)[1].rstrip('"')
+    return lines[-1] if lines else ""
+
+
+def _kill_pidfile(pidfile: Path) -> None:
+    try:
+        os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
