@@ -21,6 +21,22 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    default_handler: str = "runc"
+    conmon: str = "/usr/bin/conmon"
+    # handler name -> runtime binary with runc's command line; "" is pycri's own runtime
+    handlers: dict[str, str] = field(default_factory=lambda: {"pycri": "", "runc": "/usr/bin/runc", "crun": "/usr/bin/crun"})
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    cni_conf_dir: Path = Path("/etc/cni/net.d")
+    cni_bin_dirs: tuple[str, ...] = ("/opt/cni/bin", "/usr/lib/cni")
+    # write pycri's default bridge network when the conf dir has none
+    write_default: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     listen: str = "unix:///run/pycri/pycri.sock"
     root: Path = Path("/var/lib/pycri")
@@ -29,6 +45,8 @@ class Config:
     log_format: str = "json"
     cgroup_driver: str = "cgroupfs"
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
 
     @property
     def socket_path(self) -> Path:
@@ -56,6 +74,8 @@ def from_dict(doc: dict[str, Any], where: str = "config") -> Config:
     log = reader.table("log")
     cgroup = reader.table("cgroup")
     registry = reader.table("registry")
+    runtime = reader.table("runtime")
+    network = reader.table("network")
     config = Config(
         listen=listen,
         root=Path(reader.str("root", str(Config.root))),
@@ -64,9 +84,34 @@ def from_dict(doc: dict[str, Any], where: str = "config") -> Config:
         log_format=log.choice("format", Config.log_format, LOG_FORMATS),
         cgroup_driver=cgroup.choice("driver", Config.cgroup_driver, CGROUP_DRIVERS),
         registry=_registry(registry),
+        runtime=_runtime(runtime),
+        network=NetworkConfig(
+            cni_conf_dir=Path(network.str("cni_conf_dir", str(NetworkConfig.cni_conf_dir))),
+            cni_bin_dirs=tuple(network.str_list("cni_bin_dirs", list(NetworkConfig.cni_bin_dirs))),
+            write_default=network.bool("write_default", NetworkConfig.write_default),
+        ),
     )
-    for r in (reader, log, cgroup, registry):
+    for r in (reader, log, cgroup, registry, runtime, network):
         r.finish()
+    return config
+
+
+def _runtime(reader: "_Reader") -> RuntimeConfig:
+    defaults = RuntimeConfig()
+    handlers_table = reader.table("handlers")
+    handlers = dict(defaults.handlers)
+    for name in list(handlers_table.doc):
+        entry = handlers_table.table(name)
+        handlers[name] = entry.str("path", "")
+        entry.finish()
+    handlers_table.finish()
+    config = RuntimeConfig(
+        default_handler=reader.str("default_handler", defaults.default_handler),
+        conmon=reader.str("conmon", defaults.conmon),
+        handlers=handlers,
+    )
+    if config.default_handler not in handlers:
+        raise InvalidArgument(f"[runtime] default_handler {config.default_handler!r} is not a handler")
     return config
 
 
@@ -169,6 +214,17 @@ def to_toml(config: Config) -> str:
         "",
         "[registry.mirrors]",
         *[f"{_q(domain)} = [{', '.join(_q(u) for u in urls)}]" for domain, urls in sorted(reg.mirrors.items())],
+        "",
+        "[runtime]",
+        f"default_handler = {_q(config.runtime.default_handler)}",
+        f"conmon = {_q(config.runtime.conmon)}",
+        *[line for name, path in sorted(config.runtime.handlers.items())
+          for line in ("", f"[runtime.handlers.{_q(name)}]", f"path = {_q(path)}")],
+        "",
+        "[network]",
+        f"cni_conf_dir = {_q(str(config.network.cni_conf_dir))}",
+        f"cni_bin_dirs = [{', '.join(_q(d) for d in config.network.cni_bin_dirs)}]",
+        f"write_default = {str(config.network.write_default).lower()}",
     ]
     for host, creds in sorted(reg.auths.items()):
         lines += ["", f"[registry.auths.{_q(host)}]", f"username = {_q(creds.username)}",

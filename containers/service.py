@@ -1,0 +1,297 @@
+"""The container service: what criserver calls for containers.
+
+A container's files live in <root>/<id>/: rootfs/ (overlay upper, work, merged),
+bundle/ (config.json, pid files, conmon's sockets), persist/ (conmon's exit and oom
+files). Its row is written as `creating` before anything is made, so a crash half-way
+is found and undone by `recover()`; a failure half-way is undone at once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from containers import rootfs
+from containers.oci import ContainerPaths, ExecResult, OciRuntime
+from containers.store import CREATED, CREATING, EXITED, RUNNING, ContainerRecord, ContainerTable
+from images.layers import remove_tree
+from kernel.syscall import Syscall
+from store.db import Database
+
+log = structlog.get_logger("containers")
+EXIT_POLL_SECONDS = 0.05
+KILL_WAIT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class NewContainer:
+    """What a container is made of, already translated from the CRI request."""
+
+    pod_id: str
+    name: str
+    attempt: int
+    handler: str
+    image: str
+    image_id: str
+    image_ref: str
+    layers: list[Path]  # bottom first
+    spec: dict[str, Any]  # the OCI runtime spec, without root.path
+    log_path: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ContainerService:
+    def __init__(self, db: Database, root: Path, exits: Path, handlers: dict[str, OciRuntime],
+                 default_handler: str, syscall: Syscall) -> None:
+        self.root = root
+        self.exits = exits
+        self.handlers = handlers
+        self.default_handler = default_handler
+        self.syscall = syscall
+        self.table = ContainerTable(db)
+        self.db = db
+        root.mkdir(parents=True, exist_ok=True)
+        exits.mkdir(parents=True, exist_ok=True)
+
+    # -- paths --------------------------------------------------------------
+
+    def paths(self, record: ContainerRecord) -> ContainerPaths:
+        base = self.root / record.id
+        return ContainerPaths(
+            bundle=base / "bundle", persist=base / "persist", exit_file=self.exits / record.id,
+            log_path=record.log_path, conmon_pidfile=base / "bundle" / "conmon.pid",
+            container_pidfile=base / "bundle" / "pidfile",
+        )
+
+    def handler_name(self, name: str) -> str:
+        """The configured handler `name` stands for ("" is the default one)."""
+        name = name or self.default_handler
+        if name not in self.handlers:
+            raise InvalidArgument(f"no runtime handler {name!r} is configured (have: {', '.join(sorted(self.handlers))})")
+        return name
+
+    def handler(self, name: str) -> OciRuntime:
+        return self.handlers[self.handler_name(name)]
+
+    # -- life cycle ---------------------------------------------------------
+
+    def create(self, new: NewContainer) -> ContainerRecord:
+        runtime = self.handler(new.handler)
+        if self.table.by_name(new.pod_id, new.name, new.attempt):
+            raise AlreadyExists(f"a container named {new.name!r} (attempt {new.attempt}) already exists in pod {new.pod_id}")
+        record = ContainerRecord(
+            id=uuid.uuid4().hex + uuid.uuid4().hex, pod_id=new.pod_id, name=new.name, attempt=new.attempt,
+            state=CREATING, handler=new.handler, image=new.image, image_id=new.image_id, image_ref=new.image_ref,
+            log_path=new.log_path, created_at=time.time_ns(), extra=new.extra,
+        )
+        with self.db.transaction() as tx:
+            self.table.insert(tx, record)
+        try:
+            paths = self.paths(record)
+            merged = rootfs.mount(self.syscall, new.layers, self.root / record.id / "rootfs")
+            paths.bundle.mkdir(parents=True, exist_ok=True)
+            spec = dict(new.spec)
+            spec["root"] = {**spec.get("root", {}), "path": str(merged)}
+            (paths.bundle / "config.json").write_text(json.dumps(spec))
+            if record.log_path:
+                Path(record.log_path).parent.mkdir(parents=True, exist_ok=True)
+            process = spec.get("process", {})
+            record.pid = runtime.create(record.id, paths, stdin=bool(record.extra.get("stdin")),
+                                        tty=bool(process.get("terminal")))
+            record.state = CREATED
+            with self.db.transaction() as tx:
+                self.table.update(tx, record)
+        except BaseException:
+            self._destroy(record)
+            raise
+        log.info("container created", container_id=record.id, pod_sandbox_id=record.pod_id, pid=record.pid)
+        return record
+
+    def start(self, container_id: str) -> ContainerRecord:
+        record = self.get(container_id)
+        if record.state != CREATED:
+            raise FailedPrecondition(f"container {record.id} is {record.state}, not created")
+        self.handler(record.handler).start(record.id)
+        record.state, record.started_at = RUNNING, time.time_ns()
+        with self.db.transaction() as tx:
+            self.table.update(tx, record)
+        return self.refresh(record)
+
+    def stop(self, container_id: str, timeout: float) -> ContainerRecord:
+        """Stop signal, then SIGKILL after `timeout` seconds; stopping a stopped container succeeds."""
+        record = self.get(container_id)
+        if record.state not in (CREATED, RUNNING):
+            return record
+        runtime = self.handler(record.handler)
+        if timeout > 0 and record.state == RUNNING:
+            self._signal(runtime, record, self._stop_signal(record))
+            if self._wait_exit(record, timeout):
+                return self.refresh(record)
+        self._signal(runtime, record, signal.SIGKILL)
+        if not self._wait_exit(record, KILL_WAIT_SECONDS):
+            raise FailedPrecondition(f"container {record.id} did not exit {KILL_WAIT_SECONDS:g} s after SIGKILL")
+        return self.refresh(record)
+
+    def remove(self, container_id: str) -> None:
+        """Remove the container and everything it holds; removing an absent container succeeds."""
+        record = self.table.get(container_id)
+        if record is None:
+            return
+        if self.refresh(record).state in (CREATED, RUNNING):
+            self.stop(record.id, 0)
+        self._destroy(record)
+        log.info("container removed", container_id=record.id, pod_sandbox_id=record.pod_id)
+
+    def exec_sync(self, container_id: str, command: list[str], timeout: float) -> ExecResult:
+        record = self.get(container_id)
+        if not command:
+            raise InvalidArgument("ExecSync: cmd is required")
+        if record.state != RUNNING:
+            raise FailedPrecondition(f"container {record.id} is not running ({record.state})")
+        spec = json.loads((self.paths(record).bundle / "config.json").read_text())
+        process = dict(spec.get("process", {}))
+        process.update(args=command, terminal=False)
+        return self.handler(record.handler).exec_sync(record.id, process, timeout)
+
+    # -- queries ------------------------------------------------------------
+
+    def get(self, container_id: str) -> ContainerRecord:
+        """The container with this id (or unique id prefix), with its state refreshed."""
+        record = self.table.get(container_id)
+        if record is None and container_id:
+            matches = self.table.with_prefix(container_id)
+            if len(matches) > 1:
+                raise InvalidArgument(f"container id prefix {container_id!r} is ambiguous")
+            record = matches[0] if matches else None
+        if record is None or record.state == CREATING:
+            raise NotFound(f"container {container_id!r} not found")
+        return self.refresh(record)
+
+    def find(self, container_id: str) -> ContainerRecord | None:
+        try:
+            return self.get(container_id)
+        except NotFound:
+            return None
+
+    def list(self, pod_id: str | None = None, keep: Callable[[ContainerRecord], bool] = lambda r: True) -> list[ContainerRecord]:
+        return [self.refresh(r) for r in self.table.all(pod_id) if r.state != CREATING and keep(r)]
+
+    def refresh(self, record: ContainerRecord) -> ContainerRecord:
+        """Bring a created or running container's state up to date from conmon's exit file."""
+        if record.state not in (CREATED, RUNNING):
+            return record
+        paths = self.paths(record)
+        exit_code = _read_exit(paths.exit_file) or _read_exit(paths.persist / "exit")
+        if exit_code is None:
+            if _alive(paths.conmon_pidfile, record.id):
+                return record
+            exit_code, reason, message = 255, "Unknown", "the container's monitor is gone and left no exit code"
+            finished = time.time_ns()
+        else:
+            source = paths.exit_file if paths.exit_file.exists() else paths.persist / "exit"
+            finished = source.stat().st_mtime_ns
+            oom = (paths.persist / "oom").exists()
+            reason = "OOMKilled" if oom else ("Completed" if exit_code == 0 else "Error")
+            message = ""
+        record.state, record.exit_code, record.reason, record.message = EXITED, exit_code, reason, message
+        record.finished_at = finished
+        if not record.started_at and exit_code != 0:
+            record.started_at = 0
+        with self.db.transaction() as tx:
+            self.table.update(tx, record)
+        return record
+
+    # -- start-up -----------------------------------------------------------
+
+    def recover(self) -> None:
+        """Undo half-made containers; bring the state of the others up to date."""
+        for record in self.table.all():
+            if record.state == CREATING:
+                log.warning("removing a container a crash left half-made", container_id=record.id)
+                self._destroy(record)
+            else:
+                self.refresh(record)
+
+    # -- helpers ------------------------------------------------------------
+
+    def _destroy(self, record: ContainerRecord) -> None:
+        runtime = self.handlers.get(record.handler)
+        if runtime is not None:
+            runtime.delete(record.id, force=True)
+        _kill_monitor(self.paths(record).conmon_pidfile, record.id)
+        rootfs.unmount(self.syscall, self.root / record.id / "rootfs" / "merged")
+        remove_tree(self.root / record.id)
+        self.paths(record).exit_file.unlink(missing_ok=True)
+        with self.db.transaction() as tx:
+            self.table.delete(tx, record.id)
+
+    def _signal(self, runtime: OciRuntime, record: ContainerRecord, sig: int) -> None:
+        try:
+            runtime.kill(record.id, sig)
+        except Exception as exc:  # it may have exited between refresh and kill
+            if self.refresh(record).state == EXITED:
+                return
+            raise FailedPrecondition(f"cannot signal container {record.id}: {exc}") from exc
+
+    def _stop_signal(self, record: ContainerRecord) -> int:
+        name = str(record.extra.get("stop_signal") or "SIGTERM").upper()
+        if name.isdigit():
+            return int(name)
+        try:
+            return int(signal.Signals(name if name.startswith("SIG") else f"SIG{name}"))
+        except ValueError:
+            return int(signal.SIGTERM)
+
+    def _wait_exit(self, record: ContainerRecord, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.refresh(record).state == EXITED:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(EXIT_POLL_SECONDS)
+
+
+def _read_exit(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _conmon_pid(pidfile: Path, container_id: str) -> int | None:
+    try:
+        pid = int(pidfile.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    if b"conmon" not in cmdline or container_id.encode() not in cmdline:
+        return None  # the pid was reused by something else
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    return None if state == "Z" else pid
+
+
+def _alive(pidfile: Path, container_id: str) -> bool:
+    return _conmon_pid(pidfile, container_id) is not None
+
+
+def _kill_monitor(pidfile: Path, container_id: str) -> None:
+    pid = _conmon_pid(pidfile, container_id)
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

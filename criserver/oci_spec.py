@@ -1,0 +1,275 @@
+"""CRI ContainerConfig + image config + pod -> OCI runtime spec (config.json), the way
+containerd's CRI plugin and CRI-O build it. Pure translation: no I/O but reading the
+image's /etc/passwd and /etc/group for user names.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from api.cri import api_pb2 as cri
+from common.errors import InvalidArgument
+from containers import users
+
+OCI_VERSION = "1.1.0"
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_CAPABILITIES = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+]
+# every capability the kernel knows (CAP_LAST_CAP is 40 on current kernels)
+ALL_CAPABILITIES = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+]
+DEFAULT_MASKED_PATHS = [
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/sys/devices/virtual/powercap", "/proc/scsi",
+]
+DEFAULT_READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+PROPAGATION = {
+    cri.MountPropagation.PROPAGATION_PRIVATE: "rprivate",
+    cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER: "rslave",
+    cri.MountPropagation.PROPAGATION_BIDIRECTIONAL: "rshared",
+}
+
+
+@dataclass(frozen=True)
+class PodContext:
+    """What a container needs to know of its pod sandbox."""
+
+    id: str
+    hostname: str
+    # OCI namespace type -> path of the pod's pinned namespace; a type not here is the host's
+    namespaces: dict[str, str]
+    cgroup_parent: str
+    files: dict[str, str] = field(default_factory=dict)  # container path -> host file (hostname, hosts, resolv.conf)
+    shm: str = ""  # host path of the pod's /dev/shm, "" for a private tmpfs
+    sysctls: dict[str, str] = field(default_factory=dict)
+    host_pid: bool = False
+
+
+def command_line(config: cri.ContainerConfig, image: dict[str, Any]) -> list[str]:
+    """kubelet's rules: command replaces the entrypoint, args replace the image's Cmd."""
+    entrypoint = list(image.get("Entrypoint") or [])
+    cmd = list(image.get("Cmd") or [])
+    if config.command:
+        args = list(config.command) + list(config.args)
+    elif config.args:
+        args = entrypoint + list(config.args)
+    else:
+        args = entrypoint + cmd
+    if not args:
+        raise InvalidArgument("no command specified: the container config and the image give none")
+    return args
+
+
+def environment(config: cri.ContainerConfig, image: dict[str, Any]) -> list[str]:
+    merged: dict[str, str] = {}
+    for item in image.get("Env") or [DEFAULT_PATH]:
+        key, _, value = item.partition("=")
+        merged[key] = value
+    for kv in config.envs:  # values are bytes in CRI: not every environment is UTF-8
+        merged[kv.key] = kv.value.decode("utf-8", "surrogateescape")
+    if "PATH" not in merged:
+        merged["PATH"] = DEFAULT_PATH.split("=", 1)[1]
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+def capabilities(security: cri.LinuxContainerSecurityContext) -> list[str]:
+    """The default set, or all when privileged; ALL in add or drop starts from all or none;
+    then the added ones join and the dropped ones leave (drop wins)."""
+    if security.privileged:
+        return list(ALL_CAPABILITIES)
+    add = [_cap(c) for c in security.capabilities.add_capabilities]
+    drop = [_cap(c) for c in security.capabilities.drop_capabilities]
+    caps = list(ALL_CAPABILITIES if "CAP_ALL" in add else DEFAULT_CAPABILITIES)
+    if "CAP_ALL" in drop:
+        caps = []
+    caps += [c for c in add if c != "CAP_ALL" and c not in caps]
+    return [c for c in caps if c not in drop]
+
+
+def _cap(name: str) -> str:
+    name = name.upper()
+    cap = name if name.startswith("CAP_") else f"CAP_{name}"
+    if cap != "CAP_ALL" and cap not in ALL_CAPABILITIES:
+        raise InvalidArgument(f"unknown capability {name!r}")
+    return cap
+
+
+def build(config: cri.ContainerConfig, image: dict[str, Any], layers: list[Path], pod: PodContext,
+          container_id_hint: str, annotations: dict[str, str]) -> dict[str, Any]:
+    """The OCI runtime spec for `config` (root.path is left to the caller)."""
+    image_config = image.get("config") or {}
+    linux_config = config.linux
+    security = linux_config.security_context
+    user = _user(security, image_config, layers)
+    caps = capabilities(security)
+    process: dict[str, Any] = {
+        "terminal": config.tty,
+        "user": {"uid": user.uid, "gid": user.gid, "additionalGids": list(user.additional_gids)},
+        "args": command_line(config, image_config),
+        "env": environment(config, image_config),
+        "cwd": config.working_dir or image_config.get("WorkingDir") or "/",
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "noNewPrivileges": security.no_new_privs,
+    }
+    ambient = [_cap(c) for c in security.capabilities.add_ambient_capabilities]
+    if ambient:
+        process["capabilities"]["ambient"] = ambient
+        process["capabilities"]["inheritable"] = ambient
+    if linux_config.resources.oom_score_adj:
+        process["oomScoreAdj"] = linux_config.resources.oom_score_adj
+    spec: dict[str, Any] = {
+        "ociVersion": OCI_VERSION,
+        "process": process,
+        "root": {"path": "rootfs", "readonly": security.readonly_rootfs},
+        "mounts": _mounts(config, pod, security.privileged),
+        "annotations": annotations,
+        "linux": {
+            "namespaces": _namespaces(security, pod),
+            "resources": resources(linux_config.resources, privileged=security.privileged),
+            "cgroupsPath": f"{pod.cgroup_parent.rstrip('/')}/{container_id_hint}",
+            "maskedPaths": [] if security.privileged else list(security.masked_paths or DEFAULT_MASKED_PATHS),
+            "readonlyPaths": [] if security.privileged else list(security.readonly_paths or DEFAULT_READONLY_PATHS),
+            "sysctl": dict(pod.sysctls),
+            "devices": _devices(config),
+        },
+    }
+    if "uts" in pod.namespaces or not _host_uts(security):
+        spec["hostname"] = pod.hostname
+    return spec
+
+
+def _user(security: cri.LinuxContainerSecurityContext, image_config: dict[str, Any], layers: list[Path]) -> users.User:
+    uid = security.run_as_user.value if security.HasField("run_as_user") else None
+    group = security.run_as_group.value if security.HasField("run_as_group") else None
+    name = security.run_as_username if uid is None else ""
+    if uid is None and not name:
+        name = str(image_config.get("User") or "")
+    return users.resolve(layers, name, uid, group, tuple(security.supplemental_groups))
+
+
+def _host_uts(security: cri.LinuxContainerSecurityContext) -> bool:
+    return security.namespace_options.network == cri.NamespaceMode.NODE
+
+
+def _namespaces(security: cri.LinuxContainerSecurityContext, pod: PodContext) -> list[dict[str, str]]:
+    options = security.namespace_options
+    namespaces: list[dict[str, str]] = [{"type": "mount"}]
+    for kind in ("network", "ipc", "uts"):
+        if kind in pod.namespaces:
+            namespaces.append({"type": kind, "path": pod.namespaces[kind]})
+    if options.pid == cri.NamespaceMode.NODE or pod.host_pid:
+        pass  # the host's PID namespace
+    elif options.pid == cri.NamespaceMode.POD and "pid" in pod.namespaces:
+        namespaces.append({"type": "pid", "path": pod.namespaces["pid"]})
+    elif options.pid == cri.NamespaceMode.TARGET:
+        raise InvalidArgument("PID namespace mode TARGET is not supported yet")
+    else:
+        namespaces.append({"type": "pid"})
+    return namespaces
+
+
+def resources(res: cri.LinuxContainerResources, privileged: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"devices": [{"allow": True, "access": "rwm"}] if privileged else [{"allow": False, "access": "rwm"}]}
+    cpu: dict[str, Any] = {}
+    if res.cpu_shares:
+        cpu["shares"] = res.cpu_shares
+    if res.cpu_quota:
+        cpu["quota"] = res.cpu_quota
+    if res.cpu_period:
+        cpu["period"] = res.cpu_period
+    if res.cpuset_cpus:
+        cpu["cpus"] = res.cpuset_cpus
+    if res.cpuset_mems:
+        cpu["mems"] = res.cpuset_mems
+    if cpu:
+        out["cpu"] = cpu
+    memory: dict[str, Any] = {}
+    if res.memory_limit_in_bytes:
+        memory["limit"] = res.memory_limit_in_bytes
+    if res.memory_swap_limit_in_bytes:
+        memory["swap"] = res.memory_swap_limit_in_bytes
+    if memory:
+        out["memory"] = memory
+    if res.hugepage_limits:
+        out["hugepageLimits"] = [{"pageSize": h.page_size, "limit": h.limit} for h in res.hugepage_limits]
+    if res.unified:
+        out["unified"] = dict(res.unified)
+    return out
+
+
+def _mounts(config: cri.ContainerConfig, pod: PodContext, privileged: bool) -> list[dict[str, Any]]:
+    sys_options = ["nosuid", "noexec", "nodev"] + ([] if privileged else ["ro"])
+    mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_options},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime"] + ([] if privileged else ["ro"])},
+    ]
+    if pod.shm:
+        mounts.append({"destination": "/dev/shm", "type": "bind", "source": pod.shm, "options": ["rbind", "rw"]})
+    else:
+        mounts.append({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                       "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]})
+    wanted = {m.container_path for m in config.mounts}
+    for destination, source in pod.files.items():
+        if destination not in wanted:
+            mounts.append({"destination": destination, "type": "bind", "source": source, "options": ["rbind", "rw"]})
+    for m in config.mounts:
+        if not m.container_path or not m.host_path:
+            raise InvalidArgument("a mount needs container_path and host_path")
+        if not os.path.isabs(m.container_path):
+            raise InvalidArgument(f"mount container_path {m.container_path!r} is not absolute")
+        if not os.path.exists(m.host_path):
+            raise InvalidArgument(f"mount host_path {m.host_path!r} does not exist")
+        source = os.path.realpath(m.host_path)  # host paths that are symlinks
+        options = ["rbind", "ro" if m.readonly else "rw", PROPAGATION.get(m.propagation, "rprivate")]
+        mounts.append({"destination": m.container_path, "type": "bind", "source": source, "options": options})
+    return mounts
+
+
+def _devices(config: cri.ContainerConfig) -> list[dict[str, Any]]:
+    devices = []
+    for device in config.devices:
+        try:
+            st = os.stat(device.host_path)
+        except OSError as exc:
+            raise InvalidArgument(f"device {device.host_path!r}: {exc.strerror}") from None
+        import stat as stat_module
+        kind = "c" if stat_module.S_ISCHR(st.st_mode) else "b" if stat_module.S_ISBLK(st.st_mode) else ""
+        if not kind:
+            raise InvalidArgument(f"{device.host_path!r} is not a device")
+        devices.append({
+            "path": device.container_path or device.host_path, "type": kind,
+            "major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev),
+            "fileMode": st.st_mode & 0o777, "uid": 0, "gid": 0,
+            "permissions": device.permissions or "rwm",
+        })
+    return devices
+
+
+def device_rules(spec: dict[str, Any]) -> None:
+    """Allow the spec's devices in the devices cgroup (after the deny-all rule)."""
+    rules = spec["linux"]["resources"].setdefault("devices", [])
+    for device in spec["linux"].get("devices", []):
+        rules.append({"allow": True, "type": device["type"], "major": device["major"],
+                      "minor": device["minor"], "access": device["permissions"]})
+    for dev in spec["linux"].get("devices", []):
+        dev.pop("permissions", None)

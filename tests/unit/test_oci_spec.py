@@ -1,0 +1,116 @@
+"""CRI ContainerConfig -> OCI spec: kubelet's command rules, env, capabilities, user, namespaces, mounts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from api.cri import api_pb2 as cri
+from common.errors import InvalidArgument
+from containers.users import resolve
+from criserver import oci_spec
+
+IMAGE = {"Entrypoint": ["/entry"], "Cmd": ["default"], "Env": ["PATH=/bin", "A=image"], "WorkingDir": "/w"}
+
+
+@pytest.mark.parametrize("command,args,expected", [
+    ([], [], ["/entry", "default"]),
+    (["/cmd"], [], ["/cmd"]),
+    (["/cmd"], ["x"], ["/cmd", "x"]),
+    ([], ["x", "y"], ["/entry", "x", "y"]),
+])
+def test_command_rules(command: list[str], args: list[str], expected: list[str]) -> None:
+    assert oci_spec.command_line(cri.ContainerConfig(command=command, args=args), IMAGE) == expected
+
+
+def test_no_command_at_all() -> None:
+    with pytest.raises(InvalidArgument, match="no command"):
+        oci_spec.command_line(cri.ContainerConfig(), {})
+
+
+def test_env_overrides_image() -> None:
+    config = cri.ContainerConfig(envs=[cri.KeyValue(key="A", value=b"cri"), cri.KeyValue(key="B", value=b"b")])
+    assert oci_spec.environment(config, IMAGE) == ["PATH=/bin", "A=cri", "B=b"]
+    assert oci_spec.environment(cri.ContainerConfig(), {})[0].startswith("PATH=/usr/local/sbin")
+
+
+def caps(add: list[str] = [], drop: list[str] = [], privileged: bool = False) -> list[str]:
+    security = cri.LinuxContainerSecurityContext(
+        capabilities=cri.Capability(add_capabilities=add, drop_capabilities=drop), privileged=privileged)
+    return oci_spec.capabilities(security)
+
+
+def test_capabilities() -> None:
+    assert caps() == oci_spec.DEFAULT_CAPABILITIES
+    assert "CAP_SYS_ADMIN" in caps(add=["SYS_ADMIN"]) and "CAP_CHOWN" not in caps(drop=["CHOWN"])
+    assert caps(add=["ALL"]) == oci_spec.ALL_CAPABILITIES
+    assert caps(drop=["ALL"]) == []
+    assert caps(drop=["ALL"], add=["NET_ADMIN"]) == ["CAP_NET_ADMIN"]
+    assert caps(add=["ALL"], drop=["KILL"]) == [c for c in oci_spec.ALL_CAPABILITIES if c != "CAP_KILL"]
+    assert caps(privileged=True) == oci_spec.ALL_CAPABILITIES
+    with pytest.raises(InvalidArgument, match="unknown capability"):
+        caps(add=["FLY"])
+
+
+@pytest.fixture
+def layers(tmp_path: Path) -> list[Path]:
+    base, top = tmp_path / "base", tmp_path / "top"
+    (base / "etc").mkdir(parents=True)
+    (top / "etc").mkdir(parents=True)
+    (base / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nold:x:5:5::/:/bin/sh\n")
+    (top / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nweb:x:33:33::/var/www:/bin/sh\n")
+    (top / "etc/group").write_text("root:x:0:\nweb:x:33:\nextra:x:500:web,other\n")
+    return [base, top]
+
+
+def test_users_from_the_top_layer(layers: list[Path]) -> None:
+    assert resolve(layers, "web").uid == 33
+    assert resolve(layers, "web").additional_gids == (33, 500)
+    with pytest.raises(InvalidArgument, match="not found"):
+        resolve(layers, "old")  # only the lower layer has it
+    assert resolve(layers, "1003:1004") == resolve(layers, "", 1003, 1004)
+    assert resolve(layers, "web:extra").gid == 500
+    assert resolve(layers, "", 33, None, (7,)).additional_gids == (33, 500, 7)
+    (layers[1] / "etc/.wh.group").write_text("")
+    (layers[1] / "etc/group").unlink()
+    (layers[0] / "etc/group").write_text("g:x:9:web\n")
+    assert resolve(layers, "web").additional_gids == (33,)  # the whiteout hides the lower group file
+
+
+def pod(**overrides: object) -> oci_spec.PodContext:
+    values: dict = dict(id="p", hostname="pod-host", cgroup_parent="/pycri/p",
+                        namespaces={"network": "/run/ns/net", "ipc": "/run/ns/ipc", "uts": "/run/ns/uts"},
+                        files={"/etc/hosts": "/pod/hosts"})
+    values.update(overrides)
+    return oci_spec.PodContext(**values)
+
+
+def test_spec(layers: list[Path], tmp_path: Path) -> None:
+    config = cri.ContainerConfig(
+        command=["sh"], envs=[cri.KeyValue(key="X", value=b"1")],
+        mounts=[cri.Mount(container_path="/data", host_path=str(tmp_path), readonly=True,
+                          propagation=cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER)],
+        linux=cri.LinuxContainerConfig(
+            resources=cri.LinuxContainerResources(cpu_quota=50000, cpu_period=100000, memory_limit_in_bytes=1 << 26),
+            security_context=cri.LinuxContainerSecurityContext(run_as_username="web", readonly_rootfs=True)),
+    )
+    spec = oci_spec.build(config, {"config": IMAGE}, layers, pod(), "c1", {"a": "b"})
+    assert spec["process"]["user"] == {"uid": 33, "gid": 33, "additionalGids": [33, 500]}
+    assert spec["process"]["cwd"] == "/w" and spec["root"]["readonly"] is True
+    assert spec["hostname"] == "pod-host"
+    assert {"type": "network", "path": "/run/ns/net"} in spec["linux"]["namespaces"]
+    assert {"type": "pid"} in spec["linux"]["namespaces"] and {"type": "mount"} in spec["linux"]["namespaces"]
+    assert spec["linux"]["resources"]["cpu"] == {"quota": 50000, "period": 100000}
+    assert spec["linux"]["resources"]["memory"] == {"limit": 1 << 26}
+    assert spec["linux"]["cgroupsPath"] == "/pycri/p/c1"
+    mounts = {m["destination"]: m for m in spec["mounts"]}
+    assert mounts["/data"]["options"] == ["rbind", "ro", "rslave"]
+    assert mounts["/etc/hosts"]["source"] == "/pod/hosts"
+    assert "/proc/kcore" in spec["linux"]["maskedPaths"]
+
+
+def test_bad_mounts(layers: list[Path]) -> None:
+    for mount, message in [(cri.Mount(container_path="rel", host_path="/"), "absolute"),
+                           (cri.Mount(container_path="/x", host_path="/no/such/path"), "does not exist")]:
+        with pytest.raises(InvalidArgument, match=message):
+            oci_spec.build(cri.ContainerConfig(command=["sh"], mounts=[mount]), {}, layers, pod(), "c", {})
