@@ -1,5 +1,5 @@
-"""CRI RuntimeService. Version, Status and RuntimeConfig so far; pods and containers
-answer UNIMPLEMENTED (through the generated base class) until the runtime backend lands."""
+"""CRI RuntimeService: Version, Status, RuntimeConfig here; pods and containers in criserver.pods.
+Calls pycri does not implement answer UNIMPLEMENTED through the generated base class."""
 from __future__ import annotations
 
 import json
@@ -9,6 +9,10 @@ from typing import Any
 
 from api.cri import api_pb2 as cri
 from api.cri import api_pb2_grpc
+from containers.service import ContainerService
+from criserver.pods import PodCalls
+from images.service import ImageService
+from sandbox.service import SandboxService
 
 RUNTIME_NAME = "pycri"
 RUNTIME_VERSION = "0.1.0"
@@ -24,20 +28,15 @@ class Condition:
     message: str = ""
 
 
-def default_conditions() -> list[Condition]:
-    return [
-        Condition("RuntimeReady", False, "PodsNotSupported",
-                  "pycri serves images only so far: it cannot run pods and containers yet"),
-        Condition("NetworkReady", False, "NetworkPluginNotReady", "pycri has no pod network support yet"),
-    ]
-
-
-class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
-    def __init__(self, cgroup_driver: str, effective_config: str,
-                 conditions: Callable[[], list[Condition]] = default_conditions) -> None:
+class RuntimeServicer(PodCalls, api_pb2_grpc.RuntimeServiceServicer):
+    def __init__(self, cgroup_driver: str, effective_config: str, conditions: Callable[[], list[Condition]],
+                 sandboxes: SandboxService, containers: ContainerService, images: ImageService) -> None:
         self.cgroup_driver = cgroup_driver
         self.effective_config = effective_config
         self.conditions = conditions
+        self.sandboxes = sandboxes
+        self.containers = containers
+        self.images = images
 
     def Version(self, request: cri.VersionRequest, context: Any) -> cri.VersionResponse:
         return cri.VersionResponse(

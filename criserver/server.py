@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,11 +12,16 @@ import grpc
 import structlog
 
 from api.cri import api_pb2_grpc
+from containers.oci import ConmonRuntime
+from containers.service import ContainerService
 from criserver.config import Config, to_toml
 from criserver.errors import CallInterceptor
 from criserver.image_service import ImageServicer
-from criserver.runtime_service import RuntimeServicer
+from criserver.runtime_service import Condition, RuntimeServicer
 from images.service import ImageService
+from kernel.linux import LinuxSyscall
+from sandbox.cni_network import CniNetwork
+from sandbox.service import SandboxService
 from store.db import Database
 
 log = structlog.get_logger("pycri")
@@ -31,11 +37,31 @@ class Daemon:
         config.state.mkdir(parents=True, exist_ok=True, mode=0o711)
         self.db = Database(config.root / "pycri.db")
         self.images = ImageService(self.db, config.root / "images", config.registry)
+        self.handlers = runtime_handlers(config)
+        self.containers = ContainerService(self.db, config.root / "containers", config.state / "exits",
+                                           dict(self.handlers), config.runtime.default_handler, LinuxSyscall())
+        self.network = CniNetwork(config.network.cni_conf_dir, list(config.network.cni_bin_dirs),
+                                  config.root / "cni", write_default=config.network.write_default)
+        self.sandboxes = SandboxService(self.db, config.root / "sandboxes", config.state, self.network)
         self._stopped = threading.Event()
         self.server: grpc.Server | None = None
 
+    def conditions(self) -> list[Condition]:
+        missing = [name for name, runtime in self.handlers.items() if not os.access(runtime.runtime_path, os.X_OK)]
+        default = self.config.runtime.default_handler
+        runtime_ready = Condition("RuntimeReady", True)
+        if not os.access(self.config.runtime.conmon, os.X_OK):
+            runtime_ready = Condition("RuntimeReady", False, "MonitorMissing", f"{self.config.runtime.conmon} is not executable")
+        elif default in missing:
+            runtime_ready = Condition("RuntimeReady", False, "RuntimeMissing",
+                                      f"the default handler {default!r} has no executable runtime")
+        ready, reason, message = self.network.status()
+        return [runtime_ready, Condition("NetworkReady", ready, reason, message)]
+
     def start(self) -> None:
         self.images.recover()
+        self.containers.recover()
+        self.sandboxes.recover()
         socket_path = self.config.socket_path
         socket_path.parent.mkdir(parents=True, exist_ok=True)
         socket_path.unlink(missing_ok=True)
@@ -46,7 +72,8 @@ class Daemon:
                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
         )
         api_pb2_grpc.add_RuntimeServiceServicer_to_server(
-            RuntimeServicer(self.config.cgroup_driver, to_toml(self.config)), server)
+            RuntimeServicer(self.config.cgroup_driver, to_toml(self.config), self.conditions,
+                            self.sandboxes, self.containers, self.images), server)
         api_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(self.images), server)
         server.add_insecure_port(f"unix:{socket_path}")
         server.start()
@@ -70,6 +97,15 @@ class Daemon:
         self.start()
         stop_requested.wait()
         self.stop()
+
+
+def runtime_handlers(config: Config) -> dict[str, ConmonRuntime]:
+    """One conmon-monitored handler per configured runtime (path "" is pycri's own runtime)."""
+    launcher = str(Path(sys.executable).parent / "pycri-runtime")
+    return {
+        name: ConmonRuntime(name, path or launcher, config.state / "runtime" / name, config.runtime.conmon)
+        for name, path in config.runtime.handlers.items()
+    }
 
 
 def write_pid_file(path: Path) -> None:

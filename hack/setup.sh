@@ -41,7 +41,8 @@ PYTHON=$("$PYTHON" -c 'import os, sys; print(os.path.realpath(sys.executable))')
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=.venv/.pycri-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  # compat mode: a .pth with the checkout's path, so new packages need no reinstall
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' --config-settings editable_mode=compat
   touch "$stamp"
 fi
 echo "ok: $(.venv/bin/python --version) at $ROOT/.venv"

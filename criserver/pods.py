@@ -1,0 +1,250 @@
+"""CRI RuntimeService calls for pod sandboxes and containers: validate, translate, call
+the sandbox and container services, build the CRI messages."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from api.cri import api_pb2 as cri
+from common.errors import FailedPrecondition, InvalidArgument, NotFound
+from containers.service import ContainerService, NewContainer
+from containers.store import CREATED, EXITED, RUNNING, ContainerRecord
+from criserver import oci_spec
+from images.service import ImageService
+from sandbox import files
+from sandbox.service import NewSandbox, PortMapping, SandboxService, pod_context_fields
+from sandbox.store import READY, SandboxRecord
+
+PROTOCOLS = {cri.Protocol.TCP: "tcp", cri.Protocol.UDP: "udp", cri.Protocol.SCTP: "sctp"}
+CONTAINER_STATES = {
+    CREATED: cri.ContainerState.CONTAINER_CREATED, RUNNING: cri.ContainerState.CONTAINER_RUNNING,
+    EXITED: cri.ContainerState.CONTAINER_EXITED,
+}
+
+
+def matches_labels(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+class PodCalls:
+    """The RuntimeService methods for sandboxes and containers (mixed into the servicer)."""
+
+    sandboxes: SandboxService
+    containers: ContainerService
+    images: ImageService
+
+    # -- pod sandboxes -----------------------------------------------------
+
+    def RunPodSandbox(self, request: cri.RunPodSandboxRequest, context: Any) -> cri.RunPodSandboxResponse:
+        config = request.config
+        metadata = config.metadata
+        if not metadata.name or not metadata.namespace or not metadata.uid:
+            raise InvalidArgument("RunPodSandbox: config.metadata needs name, namespace and uid")
+        security = config.linux.security_context
+        options = security.namespace_options
+        dns = None
+        if config.HasField("dns_config"):
+            dns = files.DnsConfig(servers=list(config.dns_config.servers), searches=list(config.dns_config.searches),
+                                  options=list(config.dns_config.options))
+        record = self.sandboxes.run(NewSandbox(
+            name=metadata.name, namespace=metadata.namespace, uid=metadata.uid, attempt=metadata.attempt,
+            handler=self.containers.handler_name(request.runtime_handler), hostname=config.hostname, log_directory=config.log_directory,
+            dns=dns,
+            port_mappings=[PortMapping(PROTOCOLS.get(p.protocol, "tcp"), p.container_port, p.host_port, p.host_ip)
+                           for p in config.port_mappings],
+            cgroup_parent=config.linux.cgroup_parent,
+            host_network=options.network == cri.NamespaceMode.NODE,
+            host_ipc=options.ipc == cri.NamespaceMode.NODE,
+            host_pid=options.pid == cri.NamespaceMode.NODE,
+            labels=dict(config.labels), annotations=dict(config.annotations), sysctls=dict(config.linux.sysctls),
+        ))
+        return cri.RunPodSandboxResponse(pod_sandbox_id=record.id)
+
+    def StopPodSandbox(self, request: cri.StopPodSandboxRequest, context: Any) -> cri.StopPodSandboxResponse:
+        record = self.sandboxes.find(_required(request.pod_sandbox_id, "pod_sandbox_id"))
+        if record is not None:
+            for container in self.containers.list(record.id):
+                self.containers.stop(container.id, 0)
+            self.sandboxes.stop(record.id)
+        return cri.StopPodSandboxResponse()
+
+    def RemovePodSandbox(self, request: cri.RemovePodSandboxRequest, context: Any) -> cri.RemovePodSandboxResponse:
+        record = self.sandboxes.find(_required(request.pod_sandbox_id, "pod_sandbox_id"))
+        if record is not None:
+            for container in self.containers.list(record.id):
+                self.containers.remove(container.id)
+            self.sandboxes.remove(record.id)
+        return cri.RemovePodSandboxResponse()
+
+    def PodSandboxStatus(self, request: cri.PodSandboxStatusRequest, context: Any) -> cri.PodSandboxStatusResponse:
+        record = self.sandboxes.get(_required(request.pod_sandbox_id, "pod_sandbox_id"))
+        status = _sandbox_status(record)
+        info = {}
+        if request.verbose:
+            info["info"] = json.dumps({
+                "id": record.id, "state": record.state, "namespaces": record.extra.get("namespaces", {}),
+                "hostname": record.extra.get("hostname"), "cgroupParent": record.extra.get("cgroup_parent"),
+                "files": record.extra.get("files", {}), "portMappings": record.extra.get("port_mappings", []),
+            })
+        return cri.PodSandboxStatusResponse(status=status, info=info)
+
+    def ListPodSandbox(self, request: cri.ListPodSandboxRequest, context: Any) -> cri.ListPodSandboxResponse:
+        f = request.filter
+        items = []
+        for record in self.sandboxes.list():
+            if f.id and not record.id.startswith(f.id):
+                continue
+            if f.HasField("state") and _sandbox_state(record) != f.state.state:
+                continue
+            if not matches_labels(record.labels, f.label_selector):
+                continue
+            items.append(cri.PodSandbox(
+                id=record.id, metadata=_sandbox_metadata(record), state=_sandbox_state(record),
+                created_at=record.created_at, labels=record.labels, annotations=record.annotations,
+                runtime_handler=record.handler,
+            ))
+        return cri.ListPodSandboxResponse(items=items)
+
+    # -- containers --------------------------------------------------------
+
+    def CreateContainer(self, request: cri.CreateContainerRequest, context: Any) -> cri.CreateContainerResponse:
+        config = request.config
+        if not config.metadata.name:
+            raise InvalidArgument("CreateContainer: config.metadata.name is required")
+        if not config.image.image:
+            raise InvalidArgument("CreateContainer: config.image.image is required")
+        sandbox = self.sandboxes.get(_required(request.pod_sandbox_id, "pod_sandbox_id"))
+        if sandbox.state != READY:
+            raise FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
+        image = self.images.resolve(config.image.image)
+        if image is None:
+            raise NotFound(f"image {config.image.image!r} not found: pull it first")
+        layers = [self.images.layers.diff(d) for d in image.diff_ids]
+        pod = oci_spec.PodContext(id=sandbox.id, **pod_context_fields(sandbox))
+        annotations = {
+            **dict(config.annotations),
+            "io.kubernetes.cri.container-type": "container",
+            "io.kubernetes.cri.container-name": config.metadata.name,
+            "io.kubernetes.cri.sandbox-id": sandbox.id,
+            "io.kubernetes.cri.sandbox-name": sandbox.name,
+            "io.kubernetes.cri.sandbox-namespace": sandbox.namespace,
+            "io.kubernetes.cri.image-name": config.image.image,
+        }
+        name_hint = f"{sandbox.id[:12]}-{config.metadata.name}-{config.metadata.attempt}-{time.time_ns()}"
+        spec = oci_spec.build(config, image.config, layers, pod, name_hint, annotations)
+        log_directory = sandbox.extra.get("log_directory", "")
+        log_path = os.path.join(log_directory, config.log_path) if log_directory and config.log_path else ""
+        record = self.containers.create(NewContainer(
+            pod_id=sandbox.id, name=config.metadata.name, attempt=config.metadata.attempt, handler=sandbox.handler,
+            image=config.image.image, image_id=image.id,
+            image_ref=image.repo_digests[0] if image.repo_digests else image.id,
+            layers=layers, spec=spec, log_path=log_path,
+            extra={
+                "labels": dict(config.labels), "annotations": dict(config.annotations),
+                "mounts": [{"container_path": m.container_path, "host_path": m.host_path, "readonly": m.readonly,
+                            "propagation": m.propagation} for m in config.mounts],
+                "stdin": config.stdin, "stdin_once": config.stdin_once, "tty": config.tty,
+                "stop_signal": (image.config.get("config") or {}).get("StopSignal", ""),
+            },
+        ))
+        return cri.CreateContainerResponse(container_id=record.id)
+
+    def StartContainer(self, request: cri.StartContainerRequest, context: Any) -> cri.StartContainerResponse:
+        self.containers.start(_required(request.container_id, "container_id"))
+        return cri.StartContainerResponse()
+
+    def StopContainer(self, request: cri.StopContainerRequest, context: Any) -> cri.StopContainerResponse:
+        record = self.containers.find(_required(request.container_id, "container_id"))
+        if record is not None:
+            self.containers.stop(record.id, max(0, request.timeout))
+        return cri.StopContainerResponse()
+
+    def RemoveContainer(self, request: cri.RemoveContainerRequest, context: Any) -> cri.RemoveContainerResponse:
+        record = self.containers.find(_required(request.container_id, "container_id"))
+        if record is not None:
+            self.containers.remove(record.id)
+        return cri.RemoveContainerResponse()
+
+    def ListContainers(self, request: cri.ListContainersRequest, context: Any) -> cri.ListContainersResponse:
+        f = request.filter
+        records = self.containers.list(None, lambda r: (
+            (not f.id or r.id.startswith(f.id))
+            and (not f.pod_sandbox_id or r.pod_id.startswith(f.pod_sandbox_id))
+            and matches_labels(r.labels, f.label_selector)
+        ))
+        if f.HasField("state"):
+            records = [r for r in records if CONTAINER_STATES[r.state] == f.state.state]
+        return cri.ListContainersResponse(containers=[
+            cri.Container(
+                id=r.id, pod_sandbox_id=r.pod_id, metadata=cri.ContainerMetadata(name=r.name, attempt=r.attempt),
+                image=cri.ImageSpec(image=r.image), image_ref=r.image_ref, image_id=r.image_id,
+                state=CONTAINER_STATES[r.state], created_at=r.created_at, labels=r.labels, annotations=r.annotations,
+            ) for r in records
+        ])
+
+    def ContainerStatus(self, request: cri.ContainerStatusRequest, context: Any) -> cri.ContainerStatusResponse:
+        record = self.containers.get(_required(request.container_id, "container_id"))
+        info = {}
+        if request.verbose:
+            info["info"] = json.dumps({
+                "pid": record.pid if record.state == RUNNING else 0, "sandboxID": record.pod_id,
+                "runtimeHandler": record.handler, "state": record.state,
+                "bundle": str(self.containers.paths(record).bundle),
+            })
+        return cri.ContainerStatusResponse(status=container_status(record), info=info)
+
+    def ExecSync(self, request: cri.ExecSyncRequest, context: Any) -> cri.ExecSyncResponse:
+        result = self.containers.exec_sync(_required(request.container_id, "container_id"), list(request.cmd),
+                                           float(request.timeout))
+        return cri.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
+
+    def UpdateRuntimeConfig(self, request: cri.UpdateRuntimeConfigRequest, context: Any) -> cri.UpdateRuntimeConfigResponse:
+        return cri.UpdateRuntimeConfigResponse()  # pod CIDR: the CNI config owns addressing
+
+
+def container_status(record: ContainerRecord) -> cri.ContainerStatus:
+    return cri.ContainerStatus(
+        id=record.id, metadata=cri.ContainerMetadata(name=record.name, attempt=record.attempt),
+        state=CONTAINER_STATES[record.state], created_at=record.created_at, started_at=record.started_at,
+        finished_at=record.finished_at, exit_code=record.exit_code, image=cri.ImageSpec(image=record.image),
+        image_ref=record.image_ref, image_id=record.image_id, reason=record.reason, message=record.message,
+        labels=record.labels, annotations=record.annotations, log_path=record.log_path,
+        mounts=[cri.Mount(container_path=m["container_path"], host_path=m["host_path"], readonly=m["readonly"],
+                          propagation=m["propagation"]) for m in record.extra.get("mounts", [])],
+    )
+
+
+def _required(value: str, name: str) -> str:
+    if not value:
+        raise InvalidArgument(f"{name} is required")
+    return value
+
+
+def _sandbox_state(record: SandboxRecord) -> int:
+    return cri.PodSandboxState.SANDBOX_READY if record.state == READY else cri.PodSandboxState.SANDBOX_NOTREADY
+
+
+def _sandbox_metadata(record: SandboxRecord) -> cri.PodSandboxMetadata:
+    return cri.PodSandboxMetadata(name=record.name, namespace=record.namespace, uid=record.uid, attempt=record.attempt)
+
+
+def _sandbox_status(record: SandboxRecord) -> cri.PodSandboxStatus:
+    node, pod = cri.NamespaceMode.NODE, cri.NamespaceMode.POD
+    extra = record.extra
+    options = cri.NamespaceOption(
+        network=node if extra.get("host_network") else pod,
+        ipc=node if extra.get("host_ipc") else pod,
+        pid=node if extra.get("host_pid") else cri.NamespaceMode.CONTAINER,
+    )
+    network = cri.PodSandboxNetworkStatus(
+        ip=record.ips[0] if record.ips else "",
+        additional_ips=[cri.PodIP(ip=ip) for ip in record.ips[1:]],
+    )
+    return cri.PodSandboxStatus(
+        id=record.id, metadata=_sandbox_metadata(record), state=_sandbox_state(record), created_at=record.created_at,
+        network=network, linux=cri.LinuxPodSandboxStatus(namespaces=cri.Namespace(options=options)),
+        labels=record.labels, annotations=record.annotations, runtime_handler=record.handler,
+    )

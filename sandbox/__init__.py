@@ -1,0 +1,15 @@
+"""Pod sandboxes: the host-side pieces a pod needs before its containers run.
+
+- namespaces: the pod's network, IPC and UTS namespaces, made in a short-lived forked child
+  and pinned by nsfs bind mounts (no pause process); unpin, is_pinned, enter_netns.
+- cni: a CNI client (spec 1.0, 0.3/0.4 lists): loads the network list from the conf dir, runs
+  ADD/DEL/CHECK of its plugins with prevResult, runtimeConfig and CNI_ARGS, caches results so
+  DEL works after a restart, rolls back a failed ADD, parses the pod IPs; status() for the CRI
+  NetworkReady condition.
+- default_network: pycri's default bridge network (10-pycri-bridge.conflist) and loopback_up.
+- cni_network: CniNetwork, the pod network of the sandbox service on top of cni.
+- files: the pod's /etc/hostname, /etc/hosts and /etc/resolv.conf, written atomically.
+- service, store: the sandbox service and its table (what criserver calls).
+
+Nothing here depends on the gRPC layer: inputs are plain dataclasses.
+"""

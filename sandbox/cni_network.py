@@ -1,0 +1,101 @@
+"""The pod network the sandbox service uses: CNI, behind the service's small Network interface.
+
+`CniNetwork.setup()` brings up `lo` in the pod's network namespace (the loopback plugin), then
+runs ADD of the configured network list with the pod's identity and hostPort mappings and
+returns the pod's IPs (IPv4 first). `teardown()` runs DEL, from the cached ADD when there is
+one, and succeeds when the pod is already detached. `status()` answers the CRI NetworkReady
+condition. With `write_default`, pycri's default bridge network is written when the conf dir
+has no configuration.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from sandbox import cni, default_network
+
+log = structlog.get_logger("sandbox.cni_network")
+
+
+class Pod(Protocol):
+    """What the network needs of a pod sandbox record."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def uid(self) -> str: ...
+
+
+class Port(Protocol):
+    """A CRI port mapping (protocol "tcp", "udp" or "sctp")."""
+
+    @property
+    def protocol(self) -> str: ...
+
+    @property
+    def container_port(self) -> int: ...
+
+    @property
+    def host_port(self) -> int: ...
+
+    @property
+    def host_ip(self) -> str: ...
+
+
+class CniNetwork:
+    def __init__(
+        self,
+        conf_dir: Path,
+        bin_dirs: Sequence[str | Path],
+        state_dir: Path,
+        write_default: bool = True,
+        timeout: float = cni.DEFAULT_TIMEOUT,
+    ) -> None:
+        """`state_dir` (e.g. /var/lib/pycri/cni) holds the result cache (results/)."""
+        self.client = cni.CniClient(conf_dir, bin_dirs, state_dir / "results", timeout)
+        self.write_default = write_default
+
+    def status(self) -> tuple[bool, str, str]:
+        """(ready, reason, message) for the NetworkReady condition."""
+        self._ensure_default()
+        status = self.client.status()
+        return status.ready, status.reason, status.message
+
+    def setup(self, sandbox: Pod, netns: Path, port_mappings: Sequence[Port]) -> list[str]:
+        self._ensure_default()
+        default_network.loopback_up(netns, sandbox.id, self.client.bin_dirs, self.client.timeout)
+        result = self.client.add(self.attachment(sandbox, netns, port_mappings))
+        return list(result.ips)
+
+    def teardown(self, sandbox: Pod, netns: Path | None) -> None:
+        self.client.delete(self.attachment(sandbox, netns, ()))
+
+    @staticmethod
+    def attachment(sandbox: Pod, netns: Path | None, port_mappings: Sequence[Port]) -> cni.Attachment:
+        return cni.Attachment(
+            container_id=sandbox.id, netns=str(netns) if netns else "",
+            pod_namespace=sandbox.namespace, pod_name=sandbox.name, pod_uid=sandbox.uid,
+            port_mappings=tuple(
+                cni.PortMapping(host_port=p.host_port, container_port=p.container_port,
+                                protocol=p.protocol or "tcp", host_ip=p.host_ip)
+                for p in port_mappings if p.host_port > 0
+            ),
+        )
+
+    def _ensure_default(self) -> None:
+        if not self.write_default:
+            return
+        try:
+            default_network.ensure_default(self.client.conf_dir)
+        except OSError as exc:
+            log.warning("cannot write the default CNI network", conf_dir=str(self.client.conf_dir), error=str(exc))

@@ -1,0 +1,200 @@
+"""The sandbox service: what criserver calls for pod sandboxes.
+
+A pod's network, IPC and UTS namespaces are pinned by bind mounts under
+<state>/ns/<id>/ (no pause process); CNI gives the network namespace its interfaces;
+hostname, hosts and resolv.conf are written to <root>/<id>/. The row is written as
+`creating` first, so a crash half-way is found and undone by `recover()`; a failure
+half-way is undone at once.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from common.errors import AlreadyExists, InvalidArgument, NotFound
+from images.layers import remove_tree
+from sandbox import files, namespaces
+from sandbox.store import CREATING, NOTREADY, READY, SandboxRecord, SandboxTable
+from store.db import Database
+
+log = structlog.get_logger("sandbox")
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    protocol: str  # tcp, udp, sctp
+    container_port: int
+    host_port: int
+    host_ip: str = ""
+
+
+@dataclass(frozen=True)
+class NewSandbox:
+    name: str
+    namespace: str
+    uid: str
+    attempt: int
+    handler: str
+    hostname: str
+    log_directory: str
+    dns: files.DnsConfig | None
+    port_mappings: list[PortMapping]
+    cgroup_parent: str
+    host_network: bool
+    host_ipc: bool
+    host_pid: bool
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    sysctls: dict[str, str] = field(default_factory=dict)
+
+
+class Network(Protocol):
+    """The pod network: CNI, or anything that gives a network namespace its interfaces."""
+
+    def setup(self, sandbox: SandboxRecord, netns: Path, port_mappings: list[PortMapping]) -> list[str]:
+        """Attach the pod; return its IPs, primary first."""
+        ...
+
+    def teardown(self, sandbox: SandboxRecord, netns: Path | None) -> None:
+        """Detach the pod; succeed when it is already detached."""
+        ...
+
+
+class SandboxService:
+    def __init__(self, db: Database, root: Path, state: Path, network: Network) -> None:
+        self.root = root
+        self.ns_root = state / "ns"
+        self.network = network
+        self.table = SandboxTable(db)
+        self.db = db
+        root.mkdir(parents=True, exist_ok=True)
+        self.ns_root.mkdir(parents=True, exist_ok=True)
+
+    def run(self, new: NewSandbox) -> SandboxRecord:
+        if not new.name or not new.namespace or not new.uid:
+            raise InvalidArgument("the pod sandbox metadata needs name, namespace and uid")
+        if self.table.by_name(new.name, new.namespace, new.uid, new.attempt):
+            raise AlreadyExists(
+                f"pod sandbox {new.namespace}/{new.name} (uid {new.uid}, attempt {new.attempt}) already exists")
+        sandbox_id = uuid.uuid4().hex + uuid.uuid4().hex
+        hostname = new.hostname or (_host_hostname() if new.host_network else new.name)
+        record = SandboxRecord(
+            id=sandbox_id, name=new.name, namespace=new.namespace, uid=new.uid, attempt=new.attempt,
+            state=CREATING, handler=new.handler, created_at=time.time_ns(),
+            extra={
+                "labels": new.labels, "annotations": new.annotations, "hostname": hostname,
+                "log_directory": new.log_directory, "cgroup_parent": new.cgroup_parent or f"/pycri/{sandbox_id}",
+                "host_network": new.host_network, "host_ipc": new.host_ipc, "host_pid": new.host_pid,
+                "sysctls": new.sysctls, "namespaces": {},
+                "port_mappings": [vars(p) for p in new.port_mappings],
+            },
+        )
+        with self.db.transaction() as tx:
+            self.table.insert(tx, record)
+        try:
+            kinds = [k for k, host in (("network", new.host_network), ("ipc", new.host_ipc),
+                                       ("uts", new.host_network)) if not host]
+            pinned = namespaces.pin(kinds, self.ns_root / sandbox_id, None if new.host_network else hostname)
+            record.extra["namespaces"] = {kind: str(path) for kind, path in pinned.items()}
+            if "network" in pinned:
+                record.ips = self.network.setup(record, pinned["network"], new.port_mappings)
+            directory = self.root / sandbox_id
+            record.extra["files"] = {
+                str(k): str(v) for k, v in files.write_pod_files(
+                    directory, hostname, record.ips[0] if record.ips else "", new.dns, host_network=new.host_network
+                ).items()
+            }
+            record.state = READY
+            with self.db.transaction() as tx:
+                self.table.update(tx, record)
+        except BaseException:
+            self._destroy(record)
+            raise
+        log.info("pod sandbox ready", pod_sandbox_id=sandbox_id, name=new.name, namespace=new.namespace, ips=record.ips)
+        return record
+
+    def stop(self, sandbox_id: str) -> SandboxRecord:
+        """Detach the pod from its network (its containers are the caller's to stop first)."""
+        record = self.get(sandbox_id)
+        if record.state == READY:
+            netns = record.extra.get("namespaces", {}).get("network")
+            self.network.teardown(record, Path(netns) if netns else None)
+            record.state = NOTREADY
+            with self.db.transaction() as tx:
+                self.table.update(tx, record)
+        return record
+
+    def remove(self, sandbox_id: str) -> None:
+        record = self.find(sandbox_id)
+        if record is None:
+            return
+        if record.state == READY:
+            self.stop(record.id)
+        self._destroy(record)
+        log.info("pod sandbox removed", pod_sandbox_id=record.id)
+
+    def get(self, sandbox_id: str) -> SandboxRecord:
+        record = self.find(sandbox_id)
+        if record is None:
+            raise NotFound(f"pod sandbox {sandbox_id!r} not found")
+        return record
+
+    def find(self, sandbox_id: str) -> SandboxRecord | None:
+        record = self.table.get(sandbox_id)
+        if record is None and sandbox_id:
+            matches = self.table.with_prefix(sandbox_id)
+            if len(matches) > 1:
+                raise InvalidArgument(f"pod sandbox id prefix {sandbox_id!r} is ambiguous")
+            record = matches[0] if matches else None
+        return None if record is None or record.state == CREATING else record
+
+    def list(self) -> list[SandboxRecord]:
+        return [r for r in self.table.where() if r.state != CREATING]
+
+    def recover(self) -> None:
+        for record in self.table.where():
+            if record.state == CREATING:
+                log.warning("removing a pod sandbox a crash left half-made", pod_sandbox_id=record.id)
+                self._destroy(record)
+            elif record.state == READY and not _pins_intact(record):
+                record.state = NOTREADY  # after a reboot: the namespaces are gone
+                with self.db.transaction() as tx:
+                    self.table.update(tx, record)
+
+    def _destroy(self, record: SandboxRecord) -> None:
+        netns = record.extra.get("namespaces", {}).get("network")
+        if record.state in (CREATING, READY) and netns:
+            try:
+                self.network.teardown(record, Path(netns))
+            except Exception as exc:  # keep tearing down the rest
+                log.warning("network teardown failed", pod_sandbox_id=record.id, error=str(exc))
+        namespaces.unpin(self.ns_root / record.id)
+        remove_tree(self.root / record.id)
+        with self.db.transaction() as tx:
+            self.table.delete(tx, record.id)
+
+
+def _pins_intact(record: SandboxRecord) -> bool:
+    return all(namespaces.is_pinned(Path(p)) for p in record.extra.get("namespaces", {}).values())
+
+
+def _host_hostname() -> str:
+    import socket
+    return socket.gethostname()
+
+
+def pod_context_fields(record: SandboxRecord) -> dict[str, Any]:
+    """What containers need of the pod, as plain values."""
+    return {
+        "namespaces": dict(record.extra.get("namespaces", {})),
+        "hostname": record.extra.get("hostname", ""),
+        "cgroup_parent": record.extra.get("cgroup_parent", ""),
+        "files": dict(record.extra.get("files", {})),
+        "sysctls": dict(record.extra.get("sysctls", {})),
+        "host_pid": bool(record.extra.get("host_pid")),
+    }

@@ -1,0 +1,129 @@
+"""The pin sequence with the recording fake: what the parent mounts, what the child does, what a
+failure undoes; mountinfo parsing. (The real kernel: tests/integration/test_sandbox_namespaces.py.)"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from common.errors import AlreadyExists, InvalidArgument
+from kernel.fake import RecordingSyscall
+from kernel.syscall import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWUTS,
+    MNT_DETACH,
+    MS_BIND,
+    MS_PRIVATE,
+    MS_REC,
+)
+from sandbox import namespaces
+
+MOUNTINFO = """\
+27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+40 27 0:50 / /run rw,nosuid shared:5 - tmpfs tmpfs rw
+41 40 0:50 /pycri/ns /run/pycri/ns rw,nosuid - tmpfs tmpfs rw
+42 41 0:4 net:[4026532179] /run/pycri/ns/pod\\040a/net rw - nsfs nsfs rw
+43 40 0:50 /netns /run/netns rw master:5 - tmpfs tmpfs rw
+"""
+
+
+def test_pin_binds_the_childs_namespaces_onto_files_in_a_private_root(tmp_path: Path) -> None:
+    fake = RecordingSyscall()
+    pod = tmp_path / "ns" / "pod1"
+    pinned = namespaces.pin(["network", "ipc", "uts"], pod, "web-0", syscall=fake)
+    assert pinned == {"network": pod / "net", "ipc": pod / "ipc", "uts": pod / "uts"}
+    root = str((tmp_path / "ns").resolve())
+    assert fake.calls[:2] == [("mount", (root, root, "", MS_BIND | MS_REC, "")),
+                              ("mount", ("", root, "", MS_PRIVATE | MS_REC, ""))]
+    binds = fake.calls[2:]
+    assert [args[1:] for _, args in binds] == [(str(pod / f), "", MS_BIND, "") for f in ("net", "ipc", "uts")]
+    sources = [args[0] for _, args in binds]
+    pids = {re.fullmatch(r"/proc/(\d+)/ns/(net|ipc|uts)", s).group(1) for s in sources}  # type: ignore[union-attr]
+    assert len(pids) == 1 and int(pids.pop()) != os.getpid()  # the forked child's namespaces
+    assert [s.rsplit("/", 1)[1] for s in sources] == ["net", "ipc", "uts"]
+    assert all(p.is_file() for p in pinned.values())
+    assert "unshare" not in fake.names()  # the parent never unshares
+
+
+def test_the_child_unshares_then_sets_the_hostname() -> None:
+    fake = RecordingSyscall()
+    namespaces.child_setup(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS, "web-0", fake)
+    assert fake.calls == [("unshare", (CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS,)), ("sethostname", ("web-0",))]
+    fake = RecordingSyscall()
+    namespaces.child_setup(CLONE_NEWNET, None, fake)
+    assert fake.names() == ["unshare"]
+
+
+def test_a_failed_bind_undoes_everything(tmp_path: Path) -> None:
+    fake = RecordingSyscall()
+    root = tmp_path / "ns"
+    namespaces.ensure_private_mount(root, fake)
+    fake.failures["mount"] = OSError(errno.EPERM, "mount: not allowed")
+    with pytest.raises(OSError, match="not allowed"):
+        namespaces.pin(["network", "uts"], root / "pod1", "h", syscall=fake)
+    assert not (root / "pod1").exists()
+
+
+def test_a_child_that_cannot_unshare_reports_its_error(tmp_path: Path) -> None:
+    fake = RecordingSyscall(failures={"unshare": OSError(errno.EPERM, "unshare(0x40000000): Operation not permitted")})
+    root = tmp_path / "ns"
+    with pytest.raises(OSError) as info:
+        namespaces.pin(["network"], root / "pod1", syscall=fake)
+    assert info.value.errno == errno.EPERM and "Operation not permitted" in str(info.value)
+    assert os.listdir(root) == []
+    assert not any(name == "mount" and args[1].startswith(str(root / "pod1")) for name, args in fake.calls)
+
+
+def test_an_existing_pin_is_not_overwritten(tmp_path: Path) -> None:
+    pod = tmp_path / "ns" / "pod1"
+    pod.mkdir(parents=True)
+    (pod / "uts").write_text("")
+    with pytest.raises(AlreadyExists, match="already pinned"):
+        namespaces.pin(["network", "uts"], pod, syscall=RecordingSyscall())
+    assert os.listdir(pod) == ["uts"]  # only what pin made is removed
+
+
+@pytest.mark.parametrize("kinds, hostname, message", [
+    (["pid"], None, "cannot pin namespace kinds"),
+    (["network", "network"], None, "repeat"),
+    (["network"], "web", "needs a new UTS namespace"),
+    (["uts"], "x" * 65, "invalid hostname"),
+])
+def test_bad_requests_are_rejected_before_anything_happens(tmp_path: Path, kinds: list[str], hostname: str | None,
+                                                            message: str) -> None:
+    fake = RecordingSyscall()
+    with pytest.raises(InvalidArgument, match=message):
+        namespaces.pin(kinds, tmp_path / "ns" / "p", hostname, syscall=fake)
+    assert fake.calls == [] and not (tmp_path / "ns").exists()
+
+
+def test_unpin_detaches_and_removes_every_file(tmp_path: Path) -> None:
+    pod = tmp_path / "pod1"
+    pod.mkdir()
+    for name in ("net", "ipc", "uts"):
+        (pod / name).write_text("")
+    fake = RecordingSyscall()
+    namespaces.unpin(pod, fake)
+    assert fake.calls == [("umount", (str(pod / n), MNT_DETACH)) for n in ("ipc", "net", "uts")]
+    assert not pod.exists()
+    namespaces.unpin(pod, fake)  # idempotent
+
+
+def test_mountinfo_parsing_and_propagation() -> None:
+    entries = namespaces.parse_mountinfo(MOUNTINFO)
+    assert [e.mount_point for e in entries] == ["/", "/run", "/run/pycri/ns", "/run/pycri/ns/pod a/net", "/run/netns"]
+    assert [e.private for e in entries] == [False, False, True, True, False]
+    assert entries[3].fstype == "nsfs"
+    assert namespaces.find_mount(Path("/run/pycri/ns"), MOUNTINFO) == entries[2]
+    assert namespaces.find_mount(Path("/run/pycri"), MOUNTINFO) is None
+
+
+def test_is_pinned_knows_namespace_files(tmp_path: Path) -> None:
+    assert namespaces.is_pinned(Path("/proc/self/ns/net"))
+    (tmp_path / "plain").write_text("")
+    assert not namespaces.is_pinned(tmp_path / "plain")
+    assert not namespaces.is_pinned(tmp_path / "missing")
