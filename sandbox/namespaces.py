@@ -1,7 +1,7 @@
 """Pinned pod namespaces: network, IPC and UTS namespaces kept alive by bind mounts.
 
 A pod sandbox needs namespaces that outlive any one container, without a long-running
-"pause" process. `pin()` makes them in a short-lived forked child and bind-mounts the child's
+"pause" process. `pin()` makes them in a short-lived child process and bind-mounts the child's
 /proc/<pid>/ns/{net,ipc,uts} onto files in the pod's directory (e.g. /run/pycri/ns/<id>/net);
 the nsfs mount keeps each namespace alive after the child exits. The daemon's own namespaces
 never change: only the child unshares.
@@ -12,10 +12,10 @@ The sequence (parent P, child C):
      like `ip netns` does with /run/netns, so the nsfs mounts do not propagate to other mount
      namespaces (where they would keep the namespaces alive, and could not be unmounted).
   2. P creates the pod directory and one empty file per namespace.
-  3. P forks C. C unshares the new namespaces, sets the hostname in the new UTS namespace,
-     reports "ok" (or its error) on a status pipe, and waits on a second pipe.
-  4. P bind-mounts /proc/<C>/ns/<kind> onto each file, then closes the second pipe; C exits
-     and P reaps it.
+  3. P spawns C (util-linux unshare running a tiny shell). C is in the new namespaces, sets
+     the hostname in the new UTS namespace, says "ok" on its stdout, and waits on its stdin.
+  4. P bind-mounts /proc/<C>/ns/<kind> onto each file, then closes C's stdin; C exits and P
+     reaps it.
 Any failure undoes what was done: mounts are detached, files and the directory removed, the
 child killed and reaped.
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import signal
+import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -44,7 +44,6 @@ from kernel.syscall import (
     MS_PRIVATE,
     MS_REC,
     NAMESPACE_FILES,
-    NAMESPACE_FLAGS,
     Syscall,
 )
 
@@ -54,7 +53,7 @@ log = structlog.get_logger("sandbox.namespaces")
 PINNABLE = ("network", "ipc", "uts")
 MAX_HOSTNAME_BYTES = 64
 
-_lock = threading.RLock()  # one pin child at a time: its fork copies no other pin's pipes
+_lock = threading.RLock()  # one pin at a time
 
 
 @dataclass(frozen=True)
@@ -193,10 +192,7 @@ def _pin_locked(kinds: list[str], directory: Path, hostname: str | None, sys_: S
     try:
         for kind in kinds:
             files.append(_create_file(directory / NAMESPACE_FILES[kind]))
-        flags = 0
-        for kind in kinds:
-            flags |= NAMESPACE_FLAGS[kind]
-        child = _Child.start(flags, hostname, sys_)
+        child = _Child.start(kinds, hostname)
         for kind, target in zip(kinds, files, strict=True):
             sys_.mount(f"/proc/{child.pid}/ns/{NAMESPACE_FILES[kind]}", str(target), "", MS_BIND)
             mounted.append(target)
@@ -225,113 +221,62 @@ def _create_file(path: Path) -> Path:
     return path
 
 
-class _Child:
-    """The short-lived child that owns the new namespaces until the parent has pinned them."""
+# The holder: util-linux's unshare makes the namespaces and execs a shell that sets the
+# hostname (a write to /proc/sys/kernel/hostname in the new UTS namespace), says "ok", and
+# waits for its stdin to close. Spawning a program (fork+exec in one step) rather than
+# forking the daemon keeps this safe in a process that runs gRPC threads.
+UNSHARE = "unshare"
+UNSHARE_FLAGS = {"network": "--net", "ipc": "--ipc", "uts": "--uts"}
+HOLDER_SCRIPT = (
+    'if [ -n "$1" ]; then printf %s "$1" > /proc/sys/kernel/hostname || exit 1; fi; '
+    "echo ok; read -r _ || true"
+)
+HOLDER_TIMEOUT = 30.0
 
-    def __init__(self, pid: int, go_w: int) -> None:
-        self.pid = pid
-        self.go_w = go_w
-        self.reaped = False
+
+class _Child:
+    """The short-lived process that owns the new namespaces until the parent has pinned them."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+        self.pid = process.pid
 
     @classmethod
-    def start(cls, flags: int, hostname: str | None, sys_: Syscall) -> _Child:
-        status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    def start(cls, kinds: Sequence[str], hostname: str | None) -> _Child:
+        args = [UNSHARE, *(UNSHARE_FLAGS[k] for k in kinds), "--", "/bin/sh", "-c", HOLDER_SCRIPT,
+                "pycri-ns-holder", hostname or ""]
         try:
-            pid = os.fork()
-        except BaseException:
-            for fd in (status_r, status_w, go_r, go_w):
-                os.close(fd)
-            raise
-        if pid == 0:  # the child: nothing here may return into the caller's code
-            _child_main(flags, hostname, sys_, status_w, go_r)
-        os.close(status_w)
-        os.close(go_r)
-        child = cls(pid, go_w)
-        try:
-            report = _read_all(status_r)
-        except BaseException:
+            process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as exc:
+            raise Unavailable(f"making the pod namespaces: cannot run {UNSHARE}: {exc}") from None
+        child = cls(process)
+        assert process.stdout is not None
+        ready = process.stdout.readline()
+        if ready != b"ok\n":
+            message = (process.stderr.read() if process.stderr else b"").decode(errors="replace").strip()
             child.kill()
-            raise
-        finally:
-            os.close(status_r)
-        if report != b"ok":
-            child.kill()
-            raise _child_error(report)
+            raise Unavailable(f"making the pod namespaces: {message or 'the namespace holder exited'}")
         return child
 
     def finish(self) -> None:
-        """Let the child exit and reap it."""
-        os.close(self.go_w)
-        self.go_w = -1
-        _, status = os.waitpid(self.pid, 0)
-        self.reaped = True
-        code = os.waitstatus_to_exitcode(status)
+        """Let the holder exit and reap it."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        code = self.process.wait(timeout=HOLDER_TIMEOUT)
+        self._close()
         if code != 0:
-            raise Unavailable(f"the namespace holder child exited with status {code}")
+            raise Unavailable(f"the namespace holder exited with status {code}")
 
     def kill(self) -> None:
-        if self.go_w >= 0:
-            os.close(self.go_w)
-            self.go_w = -1
-        if self.reaped:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
-        self.reaped = True
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self._close()
 
-
-def _child_main(flags: int, hostname: str | None, sys_: Syscall, status_w: int, go_r: int) -> None:
-    """Runs in the forked child: unshare, set the hostname, report, wait for the parent, exit."""
-    code = 1
-    try:
-        _close_other_fds((status_w, go_r))
-        child_setup(flags, hostname, sys_)
-        os.write(status_w, b"ok")
-        os.close(status_w)
-        status_w = -1
-        os.read(go_r, 1)  # returns at EOF: when the parent closes its end (or dies)
-        code = 0
-    except BaseException as exc:  # report anything to the parent, never unwind into its code
-        with contextlib.suppress(BaseException):
-            os.write(status_w, f"{getattr(exc, 'errno', None) or 0} {exc}".encode()[:4000])
-    finally:
-        os._exit(code)
-
-
-def child_setup(flags: int, hostname: str | None, sys_: Syscall) -> None:
-    """What the child does in its own namespaces: unshare them, then set the hostname."""
-    sys_.unshare(flags)
-    if hostname is not None:
-        sys_.sethostname(hostname)
-
-
-def _child_error(report: bytes) -> Exception:
-    if not report:
-        return Unavailable("the namespace holder child died before it made the namespaces")
-    number, _, message = report.decode(errors="replace").partition(" ")
-    code = int(number) if number.isdigit() else 0
-    if code:
-        return OSError(code, f"making the pod namespaces: {message}")
-    return Unavailable(f"making the pod namespaces: {message}")
-
-
-def _close_other_fds(keep: tuple[int, ...]) -> None:
-    low = 3
-    for fd in sorted(keep):
-        if fd > low:
-            os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, max(low + 1, os.sysconf("SC_OPEN_MAX")))
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 4096):
-        chunks.append(chunk)
-    return b"".join(chunks)
+    def _close(self) -> None:
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
 
 
 # -- removal -------------------------------------------------------------------

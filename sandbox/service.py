@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import structlog
 
+import cgroups
+
 from common.errors import AlreadyExists, InvalidArgument, NotFound
 from images.layers import remove_tree
 from sandbox import files, namespaces
@@ -89,6 +91,8 @@ class SandboxService:
             extra={
                 "labels": new.labels, "annotations": new.annotations, "hostname": hostname,
                 "log_directory": new.log_directory, "cgroup_parent": new.cgroup_parent or f"/pycri/{sandbox_id}",
+                # without a parent from kubelet, the pod cgroup is ours to make and remove
+                "own_cgroup": not new.cgroup_parent,
                 "host_network": new.host_network, "host_ipc": new.host_ipc, "host_pid": new.host_pid,
                 "sysctls": new.sysctls, "namespaces": {},
                 "port_mappings": [vars(p) for p in new.port_mappings],
@@ -97,6 +101,8 @@ class SandboxService:
         with self.db.transaction() as tx:
             self.table.insert(tx, record)
         try:
+            if record.extra["own_cgroup"]:
+                cgroups.new_manager(record.extra["cgroup_parent"], sandbox_id).create()
             kinds = [k for k, host in (("network", new.host_network), ("ipc", new.host_ipc),
                                        ("uts", new.host_network)) if not host]
             pinned = namespaces.pin(kinds, self.ns_root / sandbox_id, None if new.host_network else hostname)
@@ -174,6 +180,8 @@ class SandboxService:
             except Exception as exc:  # keep tearing down the rest
                 log.warning("network teardown failed", pod_sandbox_id=record.id, error=str(exc))
         namespaces.unpin(self.ns_root / record.id)
+        if record.extra.get("own_cgroup"):
+            cgroups.new_manager(record.extra["cgroup_parent"], record.id).destroy()
         remove_tree(self.root / record.id)
         with self.db.transaction() as tx:
             self.table.delete(tx, record.id)

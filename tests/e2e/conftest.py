@@ -47,4 +47,7 @@ def pycri(tmp_path: Path, registries: Registries) -> Any:
     daemon = Pycri(tmp_path)
     daemon.start()
     yield daemon
+    if daemon.process is not None and daemon.process.poll() is None:
+        daemon.remove_everything()
     daemon.stop()
+    daemon.unmount_pin_root()

@@ -70,6 +70,12 @@ class Pycri:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(timeout=20)
 
+    def unmount_pin_root(self) -> None:
+        """The daemon keeps <state>/ns mounted (like /run/netns); a test's stop takes it down."""
+        ns_root = self.state / "ns"
+        if str(ns_root) in Path("/proc/self/mountinfo").read_text():
+            subprocess.run(["umount", "-l", str(ns_root)], check=False)
+
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
         assert self.process is not None
@@ -85,8 +91,36 @@ class Pycri:
             raise AssertionError(f"crictl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
 
+    def runtime_stub(self) -> Any:
+        """A gRPC RuntimeService client, for calls crictl cannot make on their own."""
+        import grpc
+
+        from api.cri import api_pb2_grpc
+
+        return api_pb2_grpc.RuntimeServiceStub(grpc.insecure_channel(f"unix://{self.socket}"))
+
     def crictl_json(self, *args: str) -> Any:
         return json.loads(self.crictl(args[0], "-o", "json", *args[1:]).stdout)
+
+    def run_pod(self, name: str, runtime: str = "", **extra: Any) -> str:
+        args = ["runp", *(["--runtime", runtime] if runtime else []), str(pod_config(self.base, name, **extra))]
+        return self.crictl(*args).stdout.strip()
+
+    def create(self, pod_id: str, pod_name: str, name: str, command: list[str], **extra: Any) -> str:
+        ctr = container_config(self.base, name, command, **extra)
+        self.crictl("pull", extra.get("image", "busybox"))
+        return self.crictl("create", pod_id, str(ctr), str(self.base / f"pod-{pod_name}.json")).stdout.strip()
+
+    def run(self, pod_id: str, pod_name: str, name: str, command: list[str], **extra: Any) -> str:
+        container_id = self.create(pod_id, pod_name, name, command, **extra)
+        self.crictl("start", container_id)
+        return container_id
+
+    def remove_everything(self) -> None:
+        """Stop and remove every pod (and so every container) this daemon has."""
+        for pod_id in self.crictl("pods", "-q", check=False).stdout.split():
+            self.crictl("stopp", pod_id, check=False)
+            self.crictl("rmp", pod_id, check=False)
 
     # what is on disk, to check that failures leave nothing behind
     def blobs(self) -> set[str]:
@@ -98,3 +132,24 @@ class Pycri:
     def leftovers(self) -> list[str]:
         """Partial downloads and unpacks."""
         return os.listdir(self.root / "images/content/ingest") + os.listdir(self.root / "images/layers/.tmp")
+
+
+def pod_config(base: Path, name: str, **extra: Any) -> Path:
+    """A pod sandbox config file for crictl (unique uid per name)."""
+    config = {
+        "metadata": {"name": name, "namespace": "pycri-e2e", "uid": f"uid-{name}", "attempt": 0},
+        "hostname": name, "log_directory": str(base / "logs" / name), "linux": {},
+    }
+    config.update(extra)
+    path = base / f"pod-{name}.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def container_config(base: Path, name: str, command: list[str], image: str = "busybox", **extra: Any) -> Path:
+    config = {"metadata": {"name": name}, "image": {"image": image}, "command": command,
+              "log_path": f"{name}.log", "linux": {}}
+    config.update(extra)
+    path = base / f"ctr-{name}.json"
+    path.write_text(json.dumps(config))
+    return path

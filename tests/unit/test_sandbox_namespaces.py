@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import AlreadyExists, InvalidArgument
+from common.errors import AlreadyExists, InvalidArgument, Unavailable
 from kernel.fake import RecordingSyscall
 from kernel.syscall import (
     CLONE_NEWIPC,
@@ -43,19 +43,10 @@ def test_pin_binds_the_childs_namespaces_onto_files_in_a_private_root(tmp_path: 
     assert [args[1:] for _, args in binds] == [(str(pod / f), "", MS_BIND, "") for f in ("net", "ipc", "uts")]
     sources = [args[0] for _, args in binds]
     pids = {re.fullmatch(r"/proc/(\d+)/ns/(net|ipc|uts)", s).group(1) for s in sources}  # type: ignore[union-attr]
-    assert len(pids) == 1 and int(pids.pop()) != os.getpid()  # the forked child's namespaces
+    assert len(pids) == 1 and int(pids.pop()) != os.getpid()  # the holder child's namespaces
     assert [s.rsplit("/", 1)[1] for s in sources] == ["net", "ipc", "uts"]
     assert all(p.is_file() for p in pinned.values())
     assert "unshare" not in fake.names()  # the parent never unshares
-
-
-def test_the_child_unshares_then_sets_the_hostname() -> None:
-    fake = RecordingSyscall()
-    namespaces.child_setup(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS, "web-0", fake)
-    assert fake.calls == [("unshare", (CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS,)), ("sethostname", ("web-0",))]
-    fake = RecordingSyscall()
-    namespaces.child_setup(CLONE_NEWNET, None, fake)
-    assert fake.names() == ["unshare"]
 
 
 def test_a_failed_bind_undoes_everything(tmp_path: Path) -> None:
@@ -68,12 +59,16 @@ def test_a_failed_bind_undoes_everything(tmp_path: Path) -> None:
     assert not (root / "pod1").exists()
 
 
-def test_a_child_that_cannot_unshare_reports_its_error(tmp_path: Path) -> None:
-    fake = RecordingSyscall(failures={"unshare": OSError(errno.EPERM, "unshare(0x40000000): Operation not permitted")})
+def test_a_holder_that_cannot_unshare_reports_its_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = RecordingSyscall()
     root = tmp_path / "ns"
-    with pytest.raises(OSError) as info:
+    monkeypatch.setattr(namespaces, "UNSHARE", str(tmp_path / "no-such-unshare"))
+    with pytest.raises(Unavailable, match="cannot run"):
         namespaces.pin(["network"], root / "pod1", syscall=fake)
-    assert info.value.errno == errno.EPERM and "Operation not permitted" in str(info.value)
+    monkeypatch.setattr(namespaces, "UNSHARE", "unshare")
+    monkeypatch.setattr(namespaces, "HOLDER_SCRIPT", "echo refused >&2; exit 1")
+    with pytest.raises(Unavailable, match="refused"):
+        namespaces.pin(["network"], root / "pod1", syscall=fake)
     assert os.listdir(root) == []
     assert not any(name == "mount" and args[1].startswith(str(root / "pod1")) for name, args in fake.calls)
 

@@ -1,0 +1,59 @@
+"""Linux control groups for containers, cgroupfs style (no systemd): v1, hybrid and v2.
+
+    manager = cgroups.new_manager("/kubepods/besteffort/pod1/ctr", "ctr")
+    manager.create(); manager.add(pid); manager.apply(Resources.from_spec(spec_resources))
+    manager.stats(); manager.pids(); manager.destroy()
+    cgroups.manager_from_state(manager.to_state())   # the same cgroup, in a later process
+
+`detect(root)` tells v1 (with `unified` for hybrid) from v2 by /sys/fs/cgroup/cgroup.controllers.
+Every class takes the mount root as a parameter, so tests use fake trees in a tmp dir.
+This package imports only the standard library and no dataclasses/typing on the paths that
+`delete`/`kill` use (the Resources dataclasses live in cgroups.resources).
+"""
+from __future__ import annotations
+
+import os
+
+from cgroups.base import CgroupError, CgroupManager, Stats
+from cgroups.paths import own_cgroups, resolve_path
+
+DEFAULT_ROOT = "/sys/fs/cgroup"
+V1, V2 = 1, 2
+
+__all__ = ["CgroupError", "CgroupManager", "Stats", "detect", "new_manager", "manager_from_state",
+           "own_cgroups", "resolve_path", "DEFAULT_ROOT"]
+
+
+def detect(root: str = DEFAULT_ROOT) -> int:
+    """2 on a pure cgroup v2 host, 1 on a v1 or hybrid one."""
+    return V2 if os.path.exists(os.path.join(root, "cgroup.controllers")) else V1
+
+
+def new_manager(cgroups_path: str, container_id: str, *, root: str = DEFAULT_ROOT,
+                own: dict[str, str] | None = None) -> CgroupManager:
+    """The manager for linux.cgroupsPath (absolute, relative to the caller's own cgroup, or
+    empty for <own cgroup>/<container id>), picking v1 or v2 from the host."""
+    own = own_cgroups() if own is None else own
+    if detect(root) == V2:
+        from cgroups.v2 import V2Manager
+
+        return V2Manager(root, resolve_path(cgroups_path, container_id, own.get("", "/")))
+    from cgroups.v1 import V1Manager
+
+    return V1Manager.for_path(root, cgroups_path, container_id, own)
+
+
+def manager_from_state(state: dict[str, object], *, root: str | None = None) -> CgroupManager:
+    version = state.get("version")
+    base = str(state.get("root", DEFAULT_ROOT)) if root is None else root
+    if version == V2:
+        from cgroups.v2 import V2Manager
+
+        return V2Manager(base, str(state["path"]))
+    if version == V1:
+        from cgroups.v1 import V1Manager
+
+        hierarchies = {str(k): str(v) for k, v in dict(state["hierarchies"]).items()}  # type: ignore[arg-type]
+        unified = state.get("unified")
+        return V1Manager(base, hierarchies, str(state["path"]), unified=str(unified) if unified else None)
+    raise CgroupError(f"unknown cgroup state {state!r}")

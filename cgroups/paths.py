@@ -1,0 +1,34 @@
+"""Where a container's cgroup is: linux.cgroupsPath against the caller's own cgroups."""
+from __future__ import annotations
+
+import posixpath
+
+
+def own_cgroups(path: str = "/proc/self/cgroup") -> dict[str, str]:
+    """The controllers field of each line ("cpu", "cpu,cpuacct", "name=systemd", "" for v2)
+    -> this process's cgroup in that hierarchy."""
+    result: dict[str, str] = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":", 2)
+                if len(parts) == 3:
+                    result[parts[1]] = parts[2]
+    except OSError:
+        pass
+    return result
+
+
+def resolve_path(cgroups_path: str, container_id: str, own: str = "/") -> str:
+    """The absolute cgroup path: absolute stays, relative (and empty -> the container id)
+    is taken below `own`, the runtime's own cgroup in that hierarchy (as runc does)."""
+    relative = cgroups_path or container_id
+    if relative.startswith("/"):
+        result = posixpath.normpath(relative)
+    else:
+        result = posixpath.normpath(posixpath.join(own or "/", relative))
+    if result.startswith("//"):
+        result = "/" + result.lstrip("/")
+    if result == "/" or ".." in result.split("/"):
+        raise ValueError(f"bad cgroup path {cgroups_path!r}")
+    return result
