@@ -40,3 +40,7 @@ class Unimplemented(PycriError):
 
 class DeadlineExceeded(PycriError):
     """The operation did not finish in the time it was given."""
+
+
+class RuntimeFailed(PycriError):
+    """The OCI runtime or the container monitor failed; the message is theirs."""

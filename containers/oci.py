@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from common.errors import DeadlineExceeded, FailedPrecondition, NotFound, PycriError
+from common.errors import DeadlineExceeded, NotFound, RuntimeFailed
 
 CONMON = "/usr/bin/conmon"
 CREATE_TIMEOUT = 60.0
@@ -60,10 +60,6 @@ class OciRuntime(Protocol):
     def exec_sync(self, container_id: str, process: dict[str, Any], timeout: float) -> ExecResult: ...
 
 
-class RuntimeError_(PycriError):
-    """The OCI runtime failed; the message is its own."""
-
-
 class ConmonRuntime:
     """Any runtime with runc's command line, each container monitored by conmon."""
 
@@ -83,7 +79,7 @@ class ConmonRuntime:
             message = _runtime_message(result.stderr or result.stdout)
             if "does not exist" in message or "not exist" in message or "not found" in message.lower():
                 raise NotFound(f"{self.name}: {args[0]} {args[-1]}: {message}")
-            raise RuntimeError_(f"{self.name} {args[0]} failed: {message}")
+            raise RuntimeFailed(f"{self.name} {args[0]} failed: {message}")
         return result
 
     def create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False, tty: bool = False) -> int:
@@ -124,7 +120,7 @@ class ConmonRuntime:
         pid = int(report.get("data", report.get("pid", -1))) if report else -1
         if pid <= 0:
             message = (report or {}).get("message") or _runtime_message(conmon_err.decode(errors="replace"))
-            raise RuntimeError_(f"{self.name} could not create the container: {message or 'conmon gave no reason'}")
+            raise RuntimeFailed(f"{self.name} could not create the container: {message or 'conmon gave no reason'}")
         return pid
 
     def start(self, container_id: str) -> None:

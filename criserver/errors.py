@@ -22,6 +22,7 @@ STATUS_OF: dict[type[errors.PycriError], grpc.StatusCode] = {
     errors.DataLoss: grpc.StatusCode.DATA_LOSS,
     errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.RuntimeFailed: grpc.StatusCode.UNKNOWN,
 }
 
 # Request fields worth a log line: ids and names that say what a call was about.

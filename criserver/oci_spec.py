@@ -146,8 +146,7 @@ def build(config: cri.ContainerConfig, image: dict[str, Any], layers: list[Path]
             "devices": _devices(config),
         },
     }
-    if "uts" in pod.namespaces or not _host_uts(security):
-        spec["hostname"] = pod.hostname
+    # the pod's pinned UTS namespace carries the hostname already; a container joins it by path
     return spec
 
 
@@ -158,10 +157,6 @@ def _user(security: cri.LinuxContainerSecurityContext, image_config: dict[str, A
     if uid is None and not name:
         name = str(image_config.get("User") or "")
     return users.resolve(layers, name, uid, group, tuple(security.supplemental_groups))
-
-
-def _host_uts(security: cri.LinuxContainerSecurityContext) -> bool:
-    return security.namespace_options.network == cri.NamespaceMode.NODE
 
 
 def _namespaces(security: cri.LinuxContainerSecurityContext, pod: PodContext) -> list[dict[str, str]]:

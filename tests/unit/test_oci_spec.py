@@ -97,7 +97,7 @@ def test_spec(layers: list[Path], tmp_path: Path) -> None:
     spec = oci_spec.build(config, {"config": IMAGE}, layers, pod(), "c1", {"a": "b"})
     assert spec["process"]["user"] == {"uid": 33, "gid": 33, "additionalGids": [33, 500]}
     assert spec["process"]["cwd"] == "/w" and spec["root"]["readonly"] is True
-    assert spec["hostname"] == "pod-host"
+    assert "hostname" not in spec  # the pod's UTS namespace has it
     assert {"type": "network", "path": "/run/ns/net"} in spec["linux"]["namespaces"]
     assert {"type": "pid"} in spec["linux"]["namespaces"] and {"type": "mount"} in spec["linux"]["namespaces"]
     assert spec["linux"]["resources"]["cpu"] == {"quota": 50000, "period": 100000}
