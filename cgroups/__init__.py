@@ -53,7 +53,10 @@ def manager_from_state(state: dict[str, object], *, root: str | None = None) -> 
     if version == V1:
         from cgroups.v1 import V1Manager
 
-        hierarchies = {str(k): str(v) for k, v in dict(state["hierarchies"]).items()}  # type: ignore[arg-type]
+        raw = state.get("hierarchies")
+        if not isinstance(raw, dict):
+            raise CgroupError(f"bad cgroup state {state!r}")
+        hierarchies = {str(k): str(v) for k, v in raw.items()}
         unified = state.get("unified")
         return V1Manager(base, hierarchies, str(state["path"]), unified=str(unified) if unified else None)
     raise CgroupError(f"unknown cgroup state {state!r}")

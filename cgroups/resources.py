@@ -118,7 +118,8 @@ class Resources:
                 raise CgroupError(f"{where}.unified: bad file name {key!r}")
         blkio = data.get("blockIO") or {}
         return cls(cpu=cpu, memory=memory, pids_limit=_opt_int(pids_raw, "limit", f"{where}.pids"),
-                   hugepage_limits=hugepages, devices=devices, blkio_weight=_opt_int(blkio, "weight", f"{where}.blockIO"),
+                   hugepage_limits=hugepages, devices=devices,
+                   blkio_weight=_opt_int(blkio, "weight", f"{where}.blockIO"),
                    unified={str(k): str(v) for k, v in unified.items()})
 
 

@@ -89,6 +89,8 @@ class ConmonRuntime:
             self.conmon, "--api-version", "1",
             "--cid", container_id, "--cuuid", container_id, "--name", container_id,
             "--runtime", self.runtime_path, "--runtime-arg", "--root", "--runtime-arg", str(self.runtime_root),
+            # the runtime's own messages go to a file, not into the container's stderr
+            "--runtime-arg", "--log", "--runtime-arg", str(paths.bundle / "runtime.log"),
             "--bundle", str(paths.bundle),
             "--container-pidfile", str(paths.container_pidfile),
             "--conmon-pidfile", str(paths.conmon_pidfile),
@@ -119,7 +121,8 @@ class ConmonRuntime:
                 os.close(write_end)
         pid = int(report.get("data", report.get("pid", -1))) if report else -1
         if pid <= 0:
-            message = (report or {}).get("message") or _runtime_message(conmon_err.decode(errors="replace"))
+            message = (report or {}).get("message") or _runtime_message(_tail(paths.bundle / "runtime.log")) \
+                or _runtime_message(conmon_err.decode(errors="replace"))
             raise RuntimeFailed(f"{self.name} could not create the container: {message or 'conmon gave no reason'}")
         return pid
 
@@ -186,6 +189,15 @@ def _runtime_message(text: str) -> str:
         if 'msg="' in line:
             return line.split('msg="', 1)[1].rstrip('"')
     return lines[-1] if lines else ""
+
+
+def _tail(path: Path, size: int = 8192) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - size))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _kill_pidfile(pidfile: Path) -> None:

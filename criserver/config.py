@@ -22,7 +22,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    default_handler: str = "runc"
+    default_handler: str = "pycri"
     conmon: str = "/usr/bin/conmon"
     # handler name -> runtime binary with runc's command line; "" is pycri's own runtime
     handlers: dict[str, str] = field(default_factory=lambda: {"pycri": "", "runc": "/usr/bin/runc", "crun": "/usr/bin/crun"})

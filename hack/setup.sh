@@ -45,7 +45,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' --config-settings editable_mode=compat
   touch "$stamp"
 fi
-echo "ok: $(.venv/bin/python --version) at $ROOT/.venv"
+# pycri's own OCI runtime, run by conmon once per container operation: the venv's interpreter
+# by absolute path, -I -S, standard library only.
+.venv/bin/python -m runtime.launcher .venv/bin/pycri-runtime --python "$ROOT/.venv/bin/python" >/dev/null
+echo "ok: $(.venv/bin/python --version) at $ROOT/.venv, $ROOT/.venv/bin/pycri-runtime"
 
 step "crictl"
 hack/install-crictl.sh

@@ -4,12 +4,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kernel.syscall import CapSets, SeccompProgram
+
 
 @dataclass
 class RecordingSyscall:
     calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     # name of a call -> the OSError it should raise
     failures: dict[str, OSError] = field(default_factory=dict)
+    # what capget returns (capset updates it): all capabilities, like root
+    caps: CapSets = field(default_factory=lambda: CapSets((1 << 41) - 1, (1 << 41) - 1, 0))
 
     def _record(self, name: str, *args: Any) -> None:
         self.calls.append((name, args))
@@ -33,6 +37,45 @@ class RecordingSyscall:
 
     def sethostname(self, name: str) -> None:
         self._record("sethostname", name)
+
+    def setdomainname(self, name: str) -> None:
+        self._record("setdomainname", name)
+
+    def chroot(self, path: str) -> None:
+        self._record("chroot", path)
+
+    def mknod(self, path: str, mode: int, device: int) -> None:
+        self._record("mknod", path, mode, device)
+
+    def setgroups(self, gids: list[int]) -> None:
+        self._record("setgroups", list(gids))
+
+    def setresuid(self, ruid: int, euid: int, suid: int) -> None:
+        self._record("setresuid", ruid, euid, suid)
+
+    def setresgid(self, rgid: int, egid: int, sgid: int) -> None:
+        self._record("setresgid", rgid, egid, sgid)
+
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+        self._record("prctl", option, arg2, arg3, arg4, arg5)
+        return 0
+
+    def capget(self) -> CapSets:
+        self._record("capget")
+        return self.caps
+
+    def capset(self, caps: CapSets) -> None:
+        self._record("capset", caps)
+        self.caps = caps
+
+    def setrlimit(self, resource: int, soft: int, hard: int) -> None:
+        self._record("setrlimit", resource, soft, hard)
+
+    def set_controlling_terminal(self, fd: int) -> None:
+        self._record("set_controlling_terminal", fd)
+
+    def load_seccomp(self, program: SeccompProgram) -> None:
+        self._record("load_seccomp", program)
 
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]

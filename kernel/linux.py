@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource as _resource
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # without importing typing: this module is on the runtime's start-up path
+    from kernel.syscall import CapSets, SeccompProgram
 
 _libc = ctypes.CDLL(None, use_errno=True)
 SYS_pivot_root = 155  # x86_64
@@ -44,3 +49,145 @@ class LinuxSyscall:
     def sethostname(self, name: str) -> None:
         raw = name.encode()
         _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), f"sethostname({name!r})")
+
+    def setdomainname(self, name: str) -> None:
+        raw = name.encode()
+        _check(_libc.setdomainname(raw, ctypes.c_size_t(len(raw))), f"setdomainname({name!r})")
+
+    def chroot(self, path: str) -> None:
+        os.chroot(path)
+
+    def mknod(self, path: str, mode: int, device: int) -> None:
+        os.mknod(path, mode, device)
+
+    def setgroups(self, gids: list[int]) -> None:
+        os.setgroups(gids)
+
+    def setresuid(self, ruid: int, euid: int, suid: int) -> None:
+        os.setresuid(ruid, euid, suid)
+
+    def setresgid(self, rgid: int, egid: int, sgid: int) -> None:
+        os.setresgid(rgid, egid, sgid)
+
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+        return _check(
+            _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
+                        ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)),
+            f"prctl({option}, {arg2}, {arg3})",
+        )
+
+    def capget(self) -> CapSets:
+        from kernel.syscall import CapSets
+
+        header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+        data = (_CapData * 2)()
+        _check(_libc.capget(ctypes.byref(header), data), "capget")
+        return CapSets(
+            effective=data[0].effective | (data[1].effective << 32),
+            permitted=data[0].permitted | (data[1].permitted << 32),
+            inheritable=data[0].inheritable | (data[1].inheritable << 32),
+        )
+
+    def capset(self, caps: CapSets) -> None:
+        header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+        data = (_CapData * 2)()
+        for i in (0, 1):
+            shift = 32 * i
+            data[i].effective = (caps.effective >> shift) & 0xFFFFFFFF
+            data[i].permitted = (caps.permitted >> shift) & 0xFFFFFFFF
+            data[i].inheritable = (caps.inheritable >> shift) & 0xFFFFFFFF
+        _check(_libc.capset(ctypes.byref(header), data), f"capset({caps})")
+
+    def setrlimit(self, resource: int, soft: int, hard: int) -> None:
+        _resource.setrlimit(resource, (soft, hard))
+
+    def set_controlling_terminal(self, fd: int) -> None:
+        _check(_libc.ioctl(ctypes.c_int(fd), ctypes.c_ulong(TIOCSCTTY), ctypes.c_int(0)), f"ioctl({fd}, TIOCSCTTY)")
+
+    def load_seccomp(self, program: SeccompProgram) -> None:
+        _load_seccomp(program)
+
+
+TIOCSCTTY = 0x540E
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+class _ScmpArgCmp(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
+
+# libseccomp filter attributes (enum scmp_filter_attr)
+_SCMP_FLTATR_CTL_NNP = 3
+_SCMP_FLTATR_CTL_LOG = 6
+_NR_SCMP_ERROR = -1
+_libseccomp: ctypes.CDLL | None = None
+
+
+def preload_seccomp() -> None:
+    """Load libseccomp now: a process about to pivot_root into a container cannot find it later."""
+    _seccomp_library()
+
+
+def _seccomp_library() -> ctypes.CDLL:
+    global _libseccomp
+    if _libseccomp is None:
+        lib = ctypes.CDLL("libseccomp.so.2")
+        lib.seccomp_init.restype = ctypes.c_void_p
+        lib.seccomp_init.argtypes = [ctypes.c_uint32]
+        lib.seccomp_release.argtypes = [ctypes.c_void_p]
+        lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
+        lib.seccomp_arch_resolve_name.restype = ctypes.c_uint32
+        lib.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
+        lib.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+        lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+        lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
+                                               ctypes.POINTER(_ScmpArgCmp)]
+        lib.seccomp_load.argtypes = [ctypes.c_void_p]
+        _libseccomp = lib
+    return _libseccomp
+
+
+def _scmp_check(result: int, what: str) -> None:
+    """libseccomp returns -errno on failure."""
+    if result < 0:
+        raise OSError(-result, f"{what}: {os.strerror(-result)}")
+
+
+def _load_seccomp(program: SeccompProgram) -> None:
+    lib = _seccomp_library()
+    ctx = lib.seccomp_init(ctypes.c_uint32(program.default_action))
+    if not ctx:
+        raise OSError(22, f"seccomp_init({program.default_action:#x}) failed")
+    try:
+        _scmp_check(lib.seccomp_attr_set(ctx, _SCMP_FLTATR_CTL_NNP, 1 if program.no_new_privs else 0),
+                    "seccomp_attr_set(CTL_NNP)")
+        if program.log:
+            _scmp_check(lib.seccomp_attr_set(ctx, _SCMP_FLTATR_CTL_LOG, 1), "seccomp_attr_set(CTL_LOG)")
+        for name in program.architectures:
+            token = lib.seccomp_arch_resolve_name(name.encode())
+            if token == 0:
+                raise OSError(22, f"seccomp: unknown architecture {name!r}")
+            result = lib.seccomp_arch_add(ctx, token)
+            if result != -17:  # EEXIST: the native architecture is always in the filter
+                _scmp_check(result, f"seccomp_arch_add({name})")
+        for rule in program.rules:
+            number = lib.seccomp_syscall_resolve_name(rule.syscall.encode())
+            if number == _NR_SCMP_ERROR:
+                continue  # unknown on this kernel/arch: runtimes skip such names
+            args = (_ScmpArgCmp * max(1, len(rule.args)))()
+            for i, arg in enumerate(rule.args):
+                args[i] = _ScmpArgCmp(arg.index, arg.op, arg.value, arg.value_two)
+            _scmp_check(lib.seccomp_rule_add_array(ctx, rule.action, number, len(rule.args), args),
+                        f"seccomp_rule_add({rule.syscall}, {rule.action:#x})")
+        _scmp_check(lib.seccomp_load(ctx), "seccomp_load")
+    finally:
+        lib.seccomp_release(ctx)

@@ -6,6 +6,7 @@ one (kernel.linux).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 # clone/unshare/setns flags
@@ -63,6 +64,86 @@ NAMESPACE_FILES = {
 }
 
 
+# prctl options
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_SET_NAME = 15
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_IS_SET = 1
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_LOWER = 3
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# libseccomp actions (seccomp.h) and argument comparisons (enum scmp_compare)
+SCMP_ACT_KILL_PROCESS = 0x80000000
+SCMP_ACT_KILL_THREAD = 0x00000000
+SCMP_ACT_TRAP = 0x00030000
+SCMP_ACT_ERRNO_BASE = 0x00050000
+SCMP_ACT_TRACE_BASE = 0x7FF00000
+SCMP_ACT_LOG = 0x7FFC0000
+SCMP_ACT_ALLOW = 0x7FFF0000
+SCMP_CMP_NE = 1
+SCMP_CMP_LT = 2
+SCMP_CMP_LE = 3
+SCMP_CMP_EQ = 4
+SCMP_CMP_GE = 5
+SCMP_CMP_GT = 6
+SCMP_CMP_MASKED_EQ = 7
+
+
+def scmp_act_errno(errno: int) -> int:
+    return SCMP_ACT_ERRNO_BASE | (errno & 0xFFFF)
+
+
+def scmp_act_trace(msg: int) -> int:
+    return SCMP_ACT_TRACE_BASE | (msg & 0xFFFF)
+
+
+@dataclass(frozen=True)
+class SeccompArg:
+    """One argument comparison of a rule (struct scmp_arg_cmp)."""
+
+    index: int
+    op: int  # SCMP_CMP_*
+    value: int
+    value_two: int = 0
+
+
+@dataclass(frozen=True)
+class SeccompRule:
+    """Apply `action` to `syscall` (a name libseccomp resolves) when all `args` match."""
+
+    syscall: str
+    action: int
+    args: tuple[SeccompArg, ...] = ()
+
+
+@dataclass(frozen=True)
+class SeccompProgram:
+    """A whole filter: what to load with libseccomp."""
+
+    default_action: int
+    architectures: tuple[str, ...] = ()  # libseccomp arch names: "x86_64", "x86", "aarch64", ...
+    rules: tuple[SeccompRule, ...] = ()
+    no_new_privs: bool = False  # let libseccomp set no_new_privs when loading (SCMP_FLTATR_CTL_NNP)
+    log: bool = False  # SECCOMP_FILTER_FLAG_LOG (SCMP_FLTATR_CTL_LOG)
+
+
+@dataclass(frozen=True)
+class CapSets:
+    """A thread's capability sets, one bit per capability number."""
+
+    effective: int = 0
+    permitted: int = 0
+    inheritable: int = 0
+
+
 class Syscall(Protocol):
     def unshare(self, flags: int) -> None: ...
 
@@ -75,3 +156,27 @@ class Syscall(Protocol):
     def pivot_root(self, new_root: str, put_old: str) -> None: ...
 
     def sethostname(self, name: str) -> None: ...
+
+    def setdomainname(self, name: str) -> None: ...
+
+    def chroot(self, path: str) -> None: ...
+
+    def mknod(self, path: str, mode: int, device: int) -> None: ...
+
+    def setgroups(self, gids: list[int]) -> None: ...
+
+    def setresuid(self, ruid: int, euid: int, suid: int) -> None: ...
+
+    def setresgid(self, rgid: int, egid: int, sgid: int) -> None: ...
+
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int: ...
+
+    def capget(self) -> CapSets: ...
+
+    def capset(self, caps: CapSets) -> None: ...
+
+    def setrlimit(self, resource: int, soft: int, hard: int) -> None: ...
+
+    def set_controlling_terminal(self, fd: int) -> None: ...
+
+    def load_seccomp(self, program: SeccompProgram) -> None: ...

@@ -1,0 +1,108 @@
+"""`create`: set up a container and leave its init waiting for `start`.
+
+The parent side: validate the bundle, make the state dir and exec fifo, the cgroups, fork
+the init stages (runtime.init), put the first stage in the cgroups, wait for the init's
+pid and "ready", apply the resource limits, write state.json and --pid-file, and exit,
+leaving the init to the subreaper (conmon). On any failure nothing is left behind: the
+init is killed, its cgroups removed and the state dir deleted (its mounts were only ever
+in its own mount namespace).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import cgroups
+from cgroups.resources import DEFAULT_ALLOWED_DEVICES, Resources
+from kernel.linux import LinuxSyscall, preload_seccomp
+from kernel.syscall import Syscall
+from runtime import log, sysctl
+from runtime.errors import RuntimeFailure
+from runtime.init import InitOptions, stage_namespaces
+from runtime.process import console
+from runtime.seccomp import translate
+from runtime.spec import Spec, load_spec
+from runtime.stages import kill_and_wait, launch
+from runtime.state import ContainerState, StateStore, read_proc_stat, rfc3339_nano, write_pid_file
+
+INIT_TIMEOUT = 120.0
+
+
+class CreateOptions:
+    def __init__(self, *, bundle: str = ".", pid_file: str = "", console_socket: str = "", no_pivot: bool = False,
+                 no_new_keyring: bool = False, preserve_fds: int = 0) -> None:
+        self.bundle = bundle
+        self.pid_file = pid_file
+        self.console_socket = console_socket
+        self.no_pivot = no_pivot
+        self.no_new_keyring = no_new_keyring
+        self.preserve_fds = preserve_fds
+
+
+def container_resources(spec: Spec) -> Resources:
+    resources = Resources.from_spec(spec.linux.resources)
+    resources.devices = resources.devices + list(DEFAULT_ALLOWED_DEVICES)
+    return resources
+
+
+def validate(spec: Spec, options: CreateOptions) -> None:
+    if spec.process.terminal and not options.console_socket:
+        raise RuntimeFailure("cannot allocate tty if runc will detach without setting console socket")
+    if options.console_socket and not spec.process.terminal:
+        raise RuntimeFailure("cannot use console socket if runc will not detach or allocate tty")
+    if options.preserve_fds < 0:
+        raise RuntimeFailure("--preserve-fds must not be negative")
+    sysctl.validate(spec.linux.sysctl, spec.linux)
+
+
+def create(store: StateStore, container_id: str, options: CreateOptions, kernel: Syscall | None = None) -> int:
+    kernel = kernel or LinuxSyscall()
+    spec = load_spec(options.bundle)
+    validate(spec, options)
+    resources = container_resources(spec)
+    program = translate(spec.linux.seccomp, spec.process.no_new_privileges) if spec.linux.seccomp else None
+    if program is not None and isinstance(kernel, LinuxSyscall):
+        preload_seccomp()
+    store.make_dir(container_id)
+    manager: cgroups.CgroupManager | None = None
+    init_pid = 0
+    console_fd = -1
+    try:
+        fifo = store.make_fifo(container_id)
+        manager = cgroups.new_manager(spec.linux.cgroups_path, container_id)
+        manager.create()
+        if options.console_socket:
+            console_fd = console.connect(options.console_socket)
+        init_options = InitOptions(fifo_path=fifo, console_fd=console_fd, no_pivot=options.no_pivot,
+                                   preserve_fds=options.preserve_fds, seccomp=program)
+        init_pid = launch(stage_namespaces, (kernel, spec, init_options), join_cgroups=manager.add,
+                          timeout=INIT_TIMEOUT)
+        for warning in manager.apply(resources):
+            log.current.warning(warning)
+        stat = read_proc_stat(init_pid)
+        if stat is None:
+            raise RuntimeFailure("container init exited before it was started")
+        store.save(ContainerState(
+            id=container_id, pid=init_pid, pid_start=stat.start_time, bundle=spec.bundle, rootfs=spec.root_path,
+            created=rfc3339_nano(time.time_ns()), annotations=spec.annotations,
+            namespaces=[ns.type for ns in spec.linux.namespaces], cgroup=manager.to_state(),
+            process=spec.raw.get("process") or {}, seccomp=spec.linux.seccomp, hostname=spec.hostname,
+        ))
+        if options.pid_file:
+            write_pid_file(options.pid_file, init_pid)
+        return init_pid
+    except BaseException:
+        if init_pid:
+            kill_and_wait(init_pid)
+        if manager is not None:
+            for pid in manager.pids():
+                kill_and_wait(pid)
+            try:
+                manager.destroy()
+            except cgroups.CgroupError as e:
+                log.current.warning(f"cleaning up after the failed create: {e}")
+        store.remove(container_id)
+        raise
+    finally:
+        if console_fd >= 0:
+            os.close(console_fd)

@@ -1,0 +1,84 @@
+"""The container's init, in two forked stages (`create` is the parent of the first).
+
+Stage 1, "namespaces" (a child of `create`, already in the container's cgroups): waits for
+the parent's go, joins the namespaces given by path and unshares the new ones, forks stage
+2, reports its host pid and exits; stage 2 is reparented to the nearest subreaper (conmon).
+
+Stage 2, "init" (PID 1 of a new PID namespace): hostname, rootfs and mounts, pivot_root,
+console, sysctls, read-only/masked paths, the process attributes (setup.prepare), then tells
+the parent it is ready and blocks opening the exec fifo for writing until `start` opens it
+for reading, and execs the user's process.
+
+A failure in either stage goes to the parent as an error message, then the stage exits.
+"""
+from __future__ import annotations
+
+import os
+
+from kernel.syscall import SeccompProgram, Syscall
+from runtime import namespaces, rootfs, sysctl
+from runtime.errors import RuntimeFailure
+from runtime.process import console, setup
+from runtime.spec import Spec
+from runtime.stages import run_child
+from runtime.sync import Channel
+
+
+class InitOptions:
+    """What `create` hands its children besides the spec."""
+
+    def __init__(self, *, fifo_path: str, console_fd: int = -1, no_pivot: bool = False, preserve_fds: int = 0,
+                 seccomp: SeccompProgram | None = None) -> None:
+        self.fifo_path = fifo_path
+        self.console_fd = console_fd
+        self.no_pivot = no_pivot
+        self.preserve_fds = preserve_fds
+        self.seccomp = seccomp
+
+
+def stage_namespaces(to_parent: Channel, from_parent: Channel, kernel: Syscall, spec: Spec,
+                     options: InitOptions) -> None:
+    go = from_parent.receive()
+    if go.get("type") != "go":
+        raise RuntimeFailure(f"unexpected message from the runtime: {go}")
+    from_parent.close()
+    opened = namespaces.open_paths({ns.type: ns.path for ns in spec.linux.namespaces if ns.path})
+    try:
+        namespaces.join(kernel, opened)
+    finally:
+        namespaces.close(opened)
+    namespaces.create(kernel, [ns.type for ns in spec.linux.namespaces if not ns.path])
+    pid = os.fork()
+    if pid == 0:
+        run_child(to_parent, stage_init, kernel, spec, options)
+    to_parent.send("pid", pid=pid)
+
+
+def stage_init(to_parent: Channel, kernel: Syscall, spec: Spec, options: InitOptions) -> None:
+    os.setsid()
+    try:
+        if spec.hostname:
+            kernel.sethostname(spec.hostname)
+        if spec.domainname:
+            kernel.setdomainname(spec.domainname)
+    except OSError as e:
+        raise RuntimeFailure(f"set hostname: {e.strerror or e}") from None
+    fifo = os.open(options.fifo_path, os.O_PATH | os.O_CLOEXEC)
+    rootfs.prepare(kernel, spec, no_pivot=options.no_pivot)
+    if options.console_fd >= 0:
+        console.setup_console(kernel, options.console_fd, mount_dev_console=True)  # closes the socket
+    sysctl.write_all(spec.linux.sysctl)
+    rootfs.finalize(kernel, spec)
+    prepared = setup.prepare(kernel, spec.process, seccomp=options.seccomp, preserve_fds=options.preserve_fds)
+    to_parent.send("ready")
+    to_parent.close()
+    # blocks until `start` opens the fifo for reading
+    fd = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(fifo)
+    try:
+        setup.execute(kernel, prepared)
+    except OSError as e:
+        os.write(2, f"pycri-runtime: exec {prepared.path}: {e.strerror or e}\n".encode())
+        os._exit(127 if e.errno == 2 else 126)

@@ -1,0 +1,77 @@
+"""The container's root filesystem, set up in its new mount namespace (like runc's
+prepareRootfs/finalizeRootfs):
+
+1. mount propagation of `/` (linux.rootfsPropagation, default rslave) so nothing leaks to
+   the host; the rootfs's mount made private and the rootfs bound onto itself (pivot_root
+   needs a mount point whose parent is not shared);
+2. the spec's mounts in order (mounts), the cgroup mount (cgroupfs);
+3. /dev: device nodes, symlinks, ptmx (devices) unless /dev is bind-mounted;
+4. pivot_root or MS_MOVE + chroot (pivot);
+then, after sysctls, `finalize`: read-only and masked paths (protect), a read-only /dev,
+and a read-only `/` for root.readonly.
+"""
+from __future__ import annotations
+
+import os
+
+from kernel.syscall import MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, MS_SLAVE, Syscall
+from runtime.errors import RuntimeFailure
+from runtime.rootfs import devices, pivot, protect
+from runtime.rootfs.cgroupfs import mount_cgroups
+from runtime.rootfs.mountinfo import mount_containing, read_mountinfo
+from runtime.rootfs.mountopts import parse_options, propagation_flags
+from runtime.rootfs.mounts import mount_entry
+from runtime.spec import Mount, Spec
+
+
+def needs_dev_setup(mounts: list[Mount]) -> bool:
+    """Devices are created unless /dev is bind-mounted from somewhere."""
+    for m in mounts:
+        if m.destination.rstrip("/") == "/dev":
+            return not (m.type == "bind" or parse_options(m.options).is_bind)
+    return True
+
+
+def make_root_propagation(kernel: Syscall, propagation: str) -> None:
+    flags = propagation_flags(propagation) if propagation else MS_SLAVE | MS_REC
+    kernel.mount("", "/", "", flags)
+
+
+def make_parent_private(kernel: Syscall, rootfs: str) -> None:
+    entry = mount_containing(read_mountinfo(), rootfs)
+    if entry is not None and entry.shared:
+        kernel.mount("", entry.mountpoint, "", MS_PRIVATE)
+
+
+def prepare(kernel: Syscall, spec: Spec, *, no_pivot: bool = False) -> None:
+    rootfs = spec.root_path
+    try:
+        make_root_propagation(kernel, spec.linux.rootfs_propagation)
+        make_parent_private(kernel, rootfs)
+        kernel.mount(rootfs, rootfs, "bind", MS_BIND | MS_REC)
+    except OSError as e:
+        raise RuntimeFailure(f"prepare rootfs {rootfs}: {e.strerror or e}") from None
+    for mount in spec.mounts:
+        mount_entry(kernel, rootfs, mount, cgroup_setup=mount_cgroups)
+    if needs_dev_setup(spec.mounts):
+        devices.create_devices(kernel, rootfs, spec.linux.devices)
+        devices.setup_ptmx(rootfs)
+        devices.create_symlinks(rootfs)
+    if no_pivot:
+        pivot.move_root(kernel, rootfs)
+    else:
+        pivot.pivot_root(kernel, rootfs)
+
+
+def finalize(kernel: Syscall, spec: Spec) -> None:
+    """After pivot_root and sysctls."""
+    for path in spec.linux.readonly_paths:
+        protect.readonly_path(kernel, path)
+    for path in spec.linux.masked_paths:
+        protect.mask_path(kernel, path)
+    for m in spec.mounts:
+        if m.destination.rstrip("/") == "/dev" and parse_options(m.options).flags & MS_RDONLY:
+            protect.remount_readonly(kernel, "/dev")
+    if spec.root_readonly:
+        protect.remount_readonly(kernel, "/")
+    os.umask(0o022)

@@ -1,0 +1,76 @@
+"""The `cgroup` mount inside the container.
+
+On a v1 (or hybrid) host: a tmpfs at the destination and, for every v1 hierarchy, a bind
+mount of the container's own cgroup directory at <dest>/<hierarchy>, with the mount's
+flags (read-only in the usual config), plus symlinks for co-mounted controllers
+(cpu -> cpu,cpuacct). On a pure v2 host: cgroup2 itself (the container's cgroup as root when
+it has a cgroup namespace), falling back to a bind mount of its cgroup directory.
+"""
+from __future__ import annotations
+
+import errno
+import os
+
+from kernel.syscall import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, Syscall
+from runtime.rootfs.mountinfo import MountInfo, read_mountinfo
+from runtime.rootfs.mountopts import MountOptions
+
+
+def own_cgroups(path: str = "/proc/self/cgroup") -> dict[str, str]:
+    """hierarchy controllers field ("cpu", "name=systemd", "" for v2) -> cgroup path."""
+    result: dict[str, str] = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split(":", 2)
+            if len(parts) == 3:
+                result[parts[1]] = parts[2]
+    return result
+
+
+def _hierarchy_key(entry: MountInfo) -> str:
+    """The /proc/self/cgroup controllers field of a v1 cgroup mount, from its super options."""
+    names = [o for o in entry.super_options.split(",") if o not in ("rw", "ro") and not o.startswith("release_agent")
+             and o not in ("xattr", "noprefix", "clone_children", "cpuset_v2_mode", "favordynmods")]
+    return ",".join(names)
+
+
+def mount_cgroups(kernel: Syscall, dest: str, opts: MountOptions, *, cgroup_root: str = "/sys/fs/cgroup") -> None:
+    flags = opts.flags & ~(MS_BIND | MS_REC | MS_REMOUNT)
+    if os.path.exists(os.path.join(cgroup_root, "cgroup.controllers")):
+        _mount_v2(kernel, dest, flags, cgroup_root)
+        return
+    mine = own_cgroups()
+    kernel.mount("tmpfs", dest, "tmpfs", flags & ~MS_RDONLY, "mode=755")
+    for entry in read_mountinfo():
+        if entry.fstype != "cgroup" or not entry.mountpoint.startswith(cgroup_root.rstrip("/") + "/"):
+            continue
+        key = _hierarchy_key(entry)
+        if key not in mine:
+            continue
+        name = os.path.basename(entry.mountpoint)
+        inner = mine[key]
+        if entry.root != "/" and inner.startswith(entry.root):
+            inner = inner[len(entry.root):] or "/"
+        source = entry.mountpoint + (inner if inner != "/" else "")
+        target = os.path.join(dest, name)
+        os.makedirs(target, 0o755, exist_ok=True)
+        kernel.mount(source, target, "", MS_BIND | MS_REC)
+        kernel.mount("", target, "", flags | MS_BIND | MS_REMOUNT)
+        controllers = [c for c in key.split(",") if c and not c.startswith("name=")]
+        if len(controllers) > 1:
+            for controller in controllers:
+                link = os.path.join(dest, controller)
+                if controller != name and not os.path.lexists(link):
+                    os.symlink(name, link)
+
+
+def _mount_v2(kernel: Syscall, dest: str, flags: int, cgroup_root: str) -> None:
+    try:
+        kernel.mount("cgroup2", dest, "cgroup2", flags)
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EBUSY):
+            raise
+        inner = own_cgroups().get("", "/")
+        source = cgroup_root + (inner if inner != "/" else "")
+        kernel.mount(source, dest, "", MS_BIND | MS_REC)
+        kernel.mount("", dest, "", flags | MS_BIND | MS_REMOUNT)

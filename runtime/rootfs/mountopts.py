@@ -1,0 +1,79 @@
+"""Mount options of config.json ("ro", "nosuid", "rbind", "rslave", "mode=755", ...) to
+mount(2) flags, propagation changes and the filesystem data string."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kernel.syscall import (
+    MS_BIND, MS_DIRSYNC, MS_MANDLOCK, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID,
+    MS_NOSYMFOLLOW, MS_PRIVATE, MS_RDONLY, MS_REC, MS_RELATIME, MS_REMOUNT, MS_SHARED, MS_SLAVE,
+    MS_STRICTATIME, MS_SYNCHRONOUS, MS_UNBINDABLE,
+)
+
+# option -> (clear the flag?, flag)
+FLAGS: dict[str, tuple[bool, int]] = {
+    "async": (True, MS_SYNCHRONOUS), "sync": (False, MS_SYNCHRONOUS),
+    "atime": (True, MS_NOATIME), "noatime": (False, MS_NOATIME),
+    "defaults": (False, 0),
+    "dev": (True, MS_NODEV), "nodev": (False, MS_NODEV),
+    "diratime": (True, MS_NODIRATIME), "nodiratime": (False, MS_NODIRATIME),
+    "dirsync": (False, MS_DIRSYNC),
+    "exec": (True, MS_NOEXEC), "noexec": (False, MS_NOEXEC),
+    "mand": (False, MS_MANDLOCK), "nomand": (True, MS_MANDLOCK),
+    "relatime": (False, MS_RELATIME), "norelatime": (True, MS_RELATIME),
+    "strictatime": (False, MS_STRICTATIME), "nostrictatime": (True, MS_STRICTATIME),
+    "remount": (False, MS_REMOUNT),
+    "ro": (False, MS_RDONLY), "rw": (True, MS_RDONLY),
+    "suid": (True, MS_NOSUID), "nosuid": (False, MS_NOSUID),
+    "symfollow": (True, MS_NOSYMFOLLOW), "nosymfollow": (False, MS_NOSYMFOLLOW),
+    "bind": (False, MS_BIND), "rbind": (False, MS_BIND | MS_REC),
+}
+PROPAGATION: dict[str, int] = {
+    "private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC,
+    "shared": MS_SHARED, "rshared": MS_SHARED | MS_REC,
+    "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
+    "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
+}
+# options that tell the runtime something and are not passed to the kernel
+EXTENSIONS = ("tmpcopyup", "idmap", "ridmap")
+
+
+@dataclass
+class MountOptions:
+    flags: int = 0
+    propagation: list[int] = field(default_factory=list)
+    data: str = ""
+    extensions: list[str] = field(default_factory=list)
+
+    @property
+    def is_bind(self) -> bool:
+        return bool(self.flags & MS_BIND)
+
+    @property
+    def recursive(self) -> bool:
+        return bool(self.flags & MS_REC)
+
+
+def parse_options(options: list[str]) -> MountOptions:
+    result = MountOptions()
+    data: list[str] = []
+    for option in options:
+        if option in FLAGS:
+            clear, flag = FLAGS[option]
+            if clear:
+                result.flags &= ~flag
+            else:
+                result.flags |= flag
+        elif option in PROPAGATION:
+            result.propagation.append(PROPAGATION[option])
+        elif option in EXTENSIONS:
+            result.extensions.append(option)
+        else:
+            data.append(option)
+    result.data = ",".join(data)
+    return result
+
+
+def propagation_flags(name: str) -> int:
+    """linux.rootfsPropagation -> flags; unknown names raise KeyError."""
+    return PROPAGATION[name]

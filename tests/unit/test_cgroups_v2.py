@@ -1,0 +1,107 @@
+"""cgroup v2 manager on fake unified trees."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cgroups import CgroupError, manager_from_state, new_manager
+from cgroups.resources import Resources
+from cgroups.v2 import V2Manager, shares_to_weight, swap_v2
+
+CONTROLLERS = "cpuset cpu io memory hugetlb pids rdma misc"
+FILES = ["cgroup.procs", "cgroup.controllers", "cgroup.subtree_control", "cpu.weight", "cpu.max", "cpuset.cpus",
+         "cpuset.mems", "memory.max", "memory.low", "memory.swap.max", "pids.max", "hugetlb.2MB.max", "io.weight",
+         "memory.high", "cpu.stat", "memory.current", "memory.stat", "pids.current"]
+
+
+def fake_tree(root: Path, path: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "cgroup.controllers").write_text(CONTROLLERS + "\n")
+    (root / "cgroup.subtree_control").write_text("")
+    current = root
+    for part in path.strip("/").split("/"):
+        current = current / part
+        current.mkdir(exist_ok=True)
+        for name in FILES:
+            (current / name).write_text("")
+        (current / "cgroup.controllers").write_text(CONTROLLERS + "\n")
+    return root
+
+
+def test_create_enables_controllers_on_the_way_down(tmp_path: Path) -> None:
+    root = fake_tree(tmp_path / "cg", "/kubepods/pod1/c1")
+    manager = new_manager("/kubepods/pod1/c1", "c1", root=str(root), own={"": "/"})
+    assert isinstance(manager, V2Manager) and manager.paths() == {"": f"{root}/kubepods/pod1/c1"}
+    manager.create()
+    wanted = "+cpuset +cpu +io +memory +hugetlb +pids +rdma +misc"
+    assert (root / "cgroup.subtree_control").read_text() == wanted
+    assert (root / "kubepods" / "pod1" / "cgroup.subtree_control").read_text() == wanted
+    assert (root / "kubepods" / "pod1" / "c1" / "cgroup.subtree_control").read_text() == ""  # the leaf: none
+    manager.add(77)
+    assert (root / "kubepods" / "pod1" / "c1" / "cgroup.procs").read_text() == "77"
+
+
+def test_relative_path_below_own_cgroup(tmp_path: Path) -> None:
+    root = fake_tree(tmp_path / "cg", "/x")
+    manager = new_manager("c2", "c2", root=str(root), own={"": "/system.slice/pycri.service"})
+    assert manager.paths()[""] == f"{root}/system.slice/pycri.service/c2"
+
+
+def test_apply_converts_v1_values(tmp_path: Path) -> None:
+    root = fake_tree(tmp_path / "cg", "/c1")
+    manager = new_manager("/c1", "c1", root=str(root), own={"": "/"})
+    warnings = manager.apply(Resources.from_spec({
+        "cpu": {"shares": 1024, "quota": 50000, "period": 100000, "cpus": "1", "mems": "0"},
+        "memory": {"limit": 64 << 20, "reservation": 16 << 20, "swap": 96 << 20},
+        "pids": {"limit": 0},
+        "hugepageLimits": [{"pageSize": "2MB", "limit": 2 << 20}],
+        "unified": {"memory.high": "50000000"},
+        "devices": [{"allow": False, "access": "rwm"}],
+    }))
+    c1 = lambda f: (root / "c1" / f).read_text()  # noqa: E731
+    assert c1("cpu.weight") == "39"
+    assert c1("cpu.max") == "50000 100000"
+    assert c1("cpuset.cpus") == "1"
+    assert c1("memory.max") == str(64 << 20)
+    assert c1("memory.low") == str(16 << 20)
+    assert c1("memory.swap.max") == str(32 << 20)
+    assert c1("pids.max") == "max"
+    assert c1("hugetlb.2MB.max") == str(2 << 20)
+    assert c1("memory.high") == "50000000"
+    assert len(warnings) == 1 and "eBPF" in warnings[0]
+    manager.apply(Resources.from_spec({"cpu": {"quota": -1, "period": 50000}, "memory": {"limit": -1}}))
+    assert c1("cpu.max") == "max 50000" and c1("memory.max") == "max"
+
+
+def test_conversions() -> None:
+    assert shares_to_weight(2) == 1
+    assert shares_to_weight(1024) == 39
+    assert shares_to_weight(262144) == 10000
+    assert swap_v2(100, 100) == "0"
+    assert swap_v2(100, -1) == "max"
+    assert swap_v2(100, None) is None
+    with pytest.raises(CgroupError):
+        swap_v2(100, 50)
+    with pytest.raises(CgroupError):
+        swap_v2(None, 50)
+
+
+def test_stats_destroy_and_state(tmp_path: Path) -> None:
+    root = fake_tree(tmp_path / "cg", "/c1")
+    manager = new_manager("/c1", "c1", root=str(root), own={"": "/"})
+    (root / "c1" / "cpu.stat").write_text("usage_usec 1500\nuser_usec 1000\n")
+    (root / "c1" / "memory.current").write_text("4096000\n")
+    (root / "c1" / "memory.stat").write_text("anon 1\ninactive_file 96000\n")
+    (root / "c1" / "memory.max").write_text("max\n")
+    (root / "c1" / "pids.current").write_text("2\n")
+    (root / "c1" / "pids.max").write_text("10\n")
+    assert manager.stats().to_dict() == {"cpu_usage_ns": 1500000, "memory_usage": 4096000,
+                                         "memory_working_set": 4000000, "memory_limit": 0, "pids_current": 2,
+                                         "pids_limit": 10}
+    again = manager_from_state(manager.to_state())
+    assert again.version == 2 and again.paths() == manager.paths()
+    for f in (root / "c1").iterdir():
+        f.unlink()
+    manager.destroy(timeout=0.1)
+    assert not (root / "c1").exists()

@@ -1,0 +1,128 @@
+"""The command line: flag parsing, signals, log formats, the launcher, and what the fast
+paths import."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runtime import cli
+from runtime.args import BOOL, INT, LIST, STRING, FlagSpec, UsageError, parse
+from runtime.errors import RuntimeFailure
+from runtime.launcher import launcher_text, write_launcher
+from runtime.log import format_entry
+from runtime.signals import parse_signal
+
+
+def test_parse_runc_style_flags() -> None:
+    spec = FlagSpec(("bundle|b", STRING), ("detach|d", BOOL), ("env|e", LIST), ("preserve-fds", INT))
+    flags, rest = parse(spec, ["-b", "/x", "--detach", "--env=A=1", "-e", "B=2", "--preserve-fds=2", "id", "sh", "-c", "x"])
+    assert flags == {"bundle": "/x", "detach": True, "env": ["A=1", "B=2"], "preserve-fds": 2}
+    assert rest == ["id", "sh", "-c", "x"]
+    flags, rest = parse(spec, ["-bundle", "/y", "--detach=false", "--", "-id"])
+    assert flags.string("bundle") == "/y" and flags.flag("detach") is False and rest == ["-id"]
+    with pytest.raises(UsageError, match="not defined: -nope"):
+        parse(spec, ["--nope"])
+    with pytest.raises(UsageError, match="needs an argument"):
+        parse(spec, ["--bundle"])
+    with pytest.raises(UsageError, match="not an integer"):
+        parse(spec, ["--preserve-fds", "x"])
+
+
+def test_conmon_argument_order_parses() -> None:
+    create = ["create", "--bundle", "/b", "--pid-file", "/p", "--no-pivot", "--console-socket", "/s", "ctr"]
+    flags, rest = parse(cli.GLOBAL_FLAGS, ["--root", "/r", "--log-format=json", *create])
+    assert flags.string("root") == "/r" and flags.string("log-format") == "json" and rest == create
+    flags, rest = parse(cli.COMMAND_FLAGS["create"], create[1:])
+    assert flags.string("bundle") == "/b" and flags.string("pid-file") == "/p" and flags.flag("no-pivot")
+    assert rest == ["ctr"]
+    flags, rest = parse(cli.COMMAND_FLAGS["exec"], ["--pid-file", "/p", "--process", "/f", "--detach", "--tty", "ctr"])
+    assert flags.flag("detach") and flags.flag("tty") and flags.string("process") == "/f" and rest == ["ctr"]
+    assert flags.integer("preserve-fds") == 0 and flags.strings("env") == []
+
+
+@pytest.mark.parametrize(("text", "number"), [("KILL", 9), ("SIGKILL", 9), ("kill", 9), ("9", 9), ("TERM", 15),
+                                              ("SIGUSR1", 10), ("RTMIN+2", 36), ("SIGRTMAX", 64)])
+def test_signals(text: str, number: int) -> None:
+    assert parse_signal(text) == number
+
+
+def test_bad_signals() -> None:
+    for text in ("NOPE", "0", "65", "RTMIN+40"):
+        with pytest.raises(RuntimeFailure):
+            parse_signal(text)
+
+
+def test_log_formats() -> None:
+    assert format_entry("error", 'a "b"\nc', "text", now=0) == 'time="1970-01-01T00:00:00Z" level=error msg="a \\"b\\"\\nc"'
+    assert json.loads(format_entry("warning", "w", "json", now=0)) == {"level": "warning", "msg": "w",
+                                                                        "time": "1970-01-01T00:00:00Z"}
+
+
+def test_main_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--root", str(tmp_path), "state", "nope"]) == 1
+    assert 'msg="container does not exist"' in capsys.readouterr().err
+    assert cli.main(["--systemd-cgroup", "state", "x"]) == 1
+    assert "cgroupfs only" in capsys.readouterr().err
+    assert cli.main(["frobnicate"]) == 1
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("pycri-runtime version")
+    log = tmp_path / "log.json"
+    assert cli.main(["--log", str(log), "--log-format", "json", "--root", str(tmp_path), "kill", "nope"]) == 1
+    assert json.loads(log.read_text().splitlines()[0])["msg"] == "container does not exist"
+    assert cli.main(["--root", str(tmp_path), "list", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert cli.main(["features"]) == 0
+    assert "SCMP_ACT_ERRNO" in json.loads(capsys.readouterr().out)["linux"]["seccomp"]["actions"]
+
+
+def test_launcher(tmp_path: Path) -> None:
+    text = launcher_text(Path("/usr/bin/python3.11"), Path("/src"))
+    assert text.splitlines()[0] == "#!/usr/bin/python3.11 -IS"
+    dest = write_launcher(tmp_path / "bin" / "pycri-runtime", src_root=Path(__file__).resolve().parents[2])
+    assert dest.stat().st_mode & 0o111
+    assert dest.read_text().splitlines()[0] == f"#!{Path(sys.executable).resolve()} -IS"
+    out = subprocess.run([str(dest), "--version"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("pycri-runtime version")
+    with pytest.raises(ValueError):
+        write_launcher(tmp_path / "x", python=Path("python3"))
+
+
+HEAVY = ("json", "re", "enum", "dataclasses", "typing", "ctypes", "inspect", "argparse", "signal", "structlog", "grpc",
+         "google.protobuf")
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["state", "nope"], ["kill", "nope"], ["delete", "nope"],
+                                  ["start", "nope"]])
+def test_fast_paths_import_only_the_light_standard_library(tmp_path: Path, argv: list[str]) -> None:
+    dest = write_launcher(tmp_path / "pycri-runtime", src_root=Path(__file__).resolve().parents[2])
+    python = dest.read_text().splitlines()[0][2:].split()[0]
+    result = subprocess.run([python, "-IS", "-X", "importtime", str(dest), "--root", str(tmp_path), *argv],
+                            capture_output=True, text=True)
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert imported, result.stderr
+    assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
+
+
+@pytest.mark.parametrize("value", [
+    {"a": 1, "b": [1, 2.5, None, True, False], "c": {"d": "é\n\"x\"", "e": {}}, "f": [], "g": -3},
+    [], "text", 0, {"nested": [[{"x": [1]}]]},
+])
+def test_jsonlite_matches_json(value: object) -> None:
+    from runtime import jsonlite
+
+    assert jsonlite.dumps(value) == json.dumps(value)
+    assert jsonlite.dumps(value, indent=2) == json.dumps(value, indent=2)
+    assert jsonlite.loads(json.dumps(value)) == value
+    assert jsonlite.loads("  " + json.dumps(value, indent=4) + "\n") == value
+
+
+def test_jsonlite_rejects_bad_json() -> None:
+    from runtime import jsonlite
+
+    for bad in ("", "{", '{"a": 1} x', "[1,]", "nope"):
+        with pytest.raises(ValueError):
+            jsonlite.loads(bad)

@@ -1,0 +1,153 @@
+"""Mount options, secure path resolution, mountinfo, and the rootfs steps with the recording
+kernel fake (runtime.rootfs)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from kernel.fake import RecordingSyscall
+from kernel.syscall import (
+    MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_RELATIME, MS_REMOUNT, MS_SLAVE,
+    MS_STRICTATIME,
+)
+from runtime.errors import RuntimeFailure
+from runtime.rootfs import devices, needs_dev_setup, protect
+from runtime.rootfs.mountinfo import mount_containing, parse_mountinfo
+from runtime.rootfs.mountopts import parse_options
+from runtime.rootfs.mounts import mount_entry
+from runtime.rootfs.securejoin import check_within, secure_join
+from runtime.spec import Device, Mount
+
+
+def test_parse_options_flags_propagation_and_data() -> None:
+    opts = parse_options(["nosuid", "strictatime", "mode=755", "size=65536k", "rslave", "ro", "rw", "tmpcopyup"])
+    assert opts.flags == MS_NOSUID | MS_STRICTATIME
+    assert opts.propagation == [MS_SLAVE | MS_REC]
+    assert opts.data == "mode=755,size=65536k"
+    assert opts.extensions == ["tmpcopyup"]
+    bind = parse_options(["rbind", "ro", "nodev", "noexec", "private"])
+    assert bind.is_bind and bind.recursive
+    assert bind.flags == MS_BIND | MS_REC | MS_RDONLY | MS_NODEV | MS_NOEXEC
+    assert bind.propagation == [MS_PRIVATE]
+    assert not parse_options(["bind"]).recursive
+    assert parse_options(["relatime", "norelatime"]).flags == 0
+    assert parse_options(["defaults"]).flags == 0
+
+
+def test_secure_join_keeps_symlinks_inside(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    os.symlink("/etc", root / "abs")
+    os.symlink("../../../../etc", root / "rel")
+    os.symlink("/outside/dir", root / "out")
+    os.symlink("loop2", root / "loop1")
+    os.symlink("loop1", root / "loop2")
+    assert secure_join(str(root), "/abs/passwd") == f"{root}/etc/passwd"
+    assert secure_join(str(root), "rel/passwd") == f"{root}/etc/passwd"
+    assert secure_join(str(root), "/out/x") == f"{root}/outside/dir/x"
+    assert secure_join(str(root), "/../../x") == f"{root}/x"
+    assert secure_join(str(root), "/") == str(root)
+    with pytest.raises(RuntimeFailure, match="too many levels"):
+        secure_join(str(root), "/loop1")
+    os.symlink(str(tmp_path), root / "escape")
+    with pytest.raises(RuntimeFailure, match="outside the rootfs"):
+        check_within(str(root), str(root / "escape"))
+
+
+MOUNTINFO = """\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+30 22 0:40 / /proc rw,nosuid - proc proc rw
+40 22 0:50 / /run/with\\040space rw shared:5 master:2 - tmpfs tmpfs rw
+41 22 0:51 / /var/lib/x/rootfs rw - overlay overlay rw,lowerdir=/l
+"""
+
+
+def test_parse_mountinfo() -> None:
+    entries = parse_mountinfo(MOUNTINFO)
+    assert [e.mountpoint for e in entries] == ["/", "/proc", "/run/with space", "/var/lib/x/rootfs"]
+    assert entries[0].shared and not entries[1].shared
+    assert entries[2].optional == ["shared:5", "master:2"] and entries[2].fstype == "tmpfs"
+    assert mount_containing(entries, "/var/lib/x/rootfs").mountpoint == "/var/lib/x/rootfs"
+    assert mount_containing(entries, "/var/lib/y").mountpoint == "/"
+
+
+def test_bind_mount_creates_targets_and_remounts(tmp_path: Path) -> None:
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    src_dir, src_file = tmp_path / "d", tmp_path / "f"
+    src_dir.mkdir()
+    src_file.write_text("x")
+    kernel = RecordingSyscall()
+    mount_entry(kernel, str(rootfs), Mount("/mnt/dir", "bind", str(src_dir), ["rbind", "ro", "nosuid", "rprivate"]))
+    mount_entry(kernel, str(rootfs), Mount("/etc/file", "none", str(src_file), ["bind"]))
+    assert (rootfs / "mnt" / "dir").is_dir() and (rootfs / "etc" / "file").is_file()
+    assert kernel.calls == [
+        ("mount", (str(src_dir), f"{rootfs}/mnt/dir", "", MS_BIND | MS_REC, "")),
+        ("mount", ("", f"{rootfs}/mnt/dir", "", MS_RDONLY | MS_NOSUID | MS_BIND | MS_REMOUNT, "")),
+        ("mount", ("", f"{rootfs}/mnt/dir", "", MS_PRIVATE | MS_REC, "")),
+        ("mount", (str(src_file), f"{rootfs}/etc/file", "", MS_BIND, "")),
+    ]
+
+
+def test_filesystem_mounts_and_errors(tmp_path: Path) -> None:
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    kernel = RecordingSyscall()
+    mount_entry(kernel, str(rootfs), Mount("/dev", "tmpfs", "tmpfs", ["nosuid", "mode=755", "ro"]))
+    mount_entry(kernel, str(rootfs), Mount("/proc", "proc", "proc", []))
+    assert kernel.calls == [("mount", ("tmpfs", f"{rootfs}/dev", "tmpfs", MS_NOSUID, "mode=755")),
+                            ("mount", ("proc", f"{rootfs}/proc", "proc", 0, ""))]
+    with pytest.raises(RuntimeFailure, match="/nonexistent"):
+        mount_entry(kernel, str(rootfs), Mount("/x", "bind", "/nonexistent", ["bind"]))
+    failing = RecordingSyscall(failures={"mount": PermissionError(1, "Operation not permitted")})
+    with pytest.raises(RuntimeFailure, match="error mounting 'proc' to rootfs at '/proc': Operation not permitted"):
+        mount_entry(failing, str(rootfs), Mount("/proc", "proc", "proc", []))
+
+
+def test_needs_dev_setup() -> None:
+    assert needs_dev_setup([Mount("/dev", "tmpfs", "tmpfs", [])])
+    assert needs_dev_setup([])
+    assert not needs_dev_setup([Mount("/dev", "bind", "/dev", ["rbind"])])
+
+
+def test_devices_mknod_and_bind_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    chowns: list[tuple[str, int, int]] = []
+    monkeypatch.setattr(devices.os, "chown", lambda p, u, g: chowns.append((p, u, g)))
+    kernel = RecordingSyscall()
+    devices.create_devices(kernel, str(rootfs), [Device("c", "/dev/fuse", 10, 229, 0o600, 5, 6)])
+    nodes = [(args[0], args[1], os.major(args[2]), os.minor(args[2])) for name, args in kernel.calls]
+    assert (f"{rootfs}/dev/null", 0o20666, 1, 3) in nodes
+    assert (f"{rootfs}/dev/fuse", 0o20600, 10, 229) in nodes
+    assert len(nodes) == 7 and (f"{rootfs}/dev/fuse", 5, 6) in chowns
+    denied = RecordingSyscall(failures={"mknod": PermissionError(1, "Operation not permitted")})
+    devices.create_device(denied, str(rootfs), devices.DEFAULT_DEVICES[0])
+    assert denied.calls[-1] == ("mount", ("/dev/null", f"{rootfs}/dev/null", "bind", MS_BIND, ""))
+    devices.setup_ptmx(str(rootfs))
+    devices.create_symlinks(str(rootfs))
+    assert os.readlink(rootfs / "dev" / "ptmx") == "pts/ptmx"
+    assert os.readlink(rootfs / "dev" / "stderr") == "/proc/self/fd/2"
+    devices.create_symlinks(str(rootfs))  # idempotent
+    assert devices.dev_symlinks(host_has_kcore=True)[-1] == ("/proc/kcore", "/dev/core")
+
+
+def test_masked_and_readonly_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setattr(protect, "preserved_flags", lambda path: MS_NOSUID)
+    kernel = RecordingSyscall()
+    protect.mask_path(kernel, str(tmp_path / "dir"))
+    protect.mask_path(kernel, str(tmp_path / "file"))
+    protect.mask_path(kernel, str(tmp_path / "missing"))
+    protect.readonly_path(kernel, str(tmp_path / "dir"))
+    protect.readonly_path(kernel, str(tmp_path / "missing"))
+    assert kernel.calls == [
+        ("mount", ("tmpfs", str(tmp_path / "dir"), "tmpfs", MS_RDONLY, "")),
+        ("mount", ("/dev/null", str(tmp_path / "file"), "", MS_BIND, "")),
+        ("mount", (str(tmp_path / "dir"), str(tmp_path / "dir"), "", MS_BIND | MS_REC, "")),
+        ("mount", ("", str(tmp_path / "dir"), "", MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC | MS_NOSUID, "")),
+    ]
+    assert MS_RELATIME == 1 << 21  # the flag numbers the fake records are the kernel's
