@@ -59,6 +59,7 @@ class PodCalls:
             host_network=options.network == cri.NamespaceMode.NODE,
             host_ipc=options.ipc == cri.NamespaceMode.NODE,
             host_pid=options.pid == cri.NamespaceMode.NODE,
+            shared_pid=options.pid == cri.NamespaceMode.POD,
             labels=dict(config.labels), annotations=dict(config.annotations), sysctls=dict(config.linux.sysctls),
         ))
         return cri.RunPodSandboxResponse(pod_sandbox_id=record.id)
@@ -88,6 +89,7 @@ class PodCalls:
                 "id": record.id, "state": record.state, "namespaces": record.extra.get("namespaces", {}),
                 "hostname": record.extra.get("hostname"), "cgroupParent": record.extra.get("cgroup_parent"),
                 "files": record.extra.get("files", {}), "portMappings": record.extra.get("port_mappings", []),
+                "infra": record.extra.get("infra"),
             })
         return cri.PodSandboxStatusResponse(status=status, info=info)
 
@@ -237,7 +239,7 @@ def _sandbox_status(record: SandboxRecord) -> cri.PodSandboxStatus:
     options = cri.NamespaceOption(
         network=node if extra.get("host_network") else pod,
         ipc=node if extra.get("host_ipc") else pod,
-        pid=node if extra.get("host_pid") else cri.NamespaceMode.CONTAINER,
+        pid=node if extra.get("host_pid") else pod if extra.get("infra") else cri.NamespaceMode.CONTAINER,
     )
     network = cri.PodSandboxNetworkStatus(
         ip=record.ips[0] if record.ips else "",

@@ -20,7 +20,7 @@ import cgroups
 
 from common.errors import AlreadyExists, InvalidArgument, NotFound
 from images.layers import remove_tree
-from sandbox import files, namespaces
+from sandbox import files, infra, namespaces
 from sandbox.store import CREATING, NOTREADY, READY, SandboxRecord, SandboxTable
 from store.db import Database
 
@@ -50,6 +50,7 @@ class NewSandbox:
     host_network: bool
     host_ipc: bool
     host_pid: bool
+    shared_pid: bool = False  # the pod's containers share one PID namespace (an infra process holds it)
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     sysctls: dict[str, str] = field(default_factory=dict)
@@ -107,6 +108,8 @@ class SandboxService:
                                        ("uts", new.host_network)) if not host]
             pinned = namespaces.pin(kinds, self.ns_root / sandbox_id, None if new.host_network else hostname)
             record.extra["namespaces"] = {kind: str(path) for kind, path in pinned.items()}
+            if new.shared_pid and not new.host_pid:
+                record.extra["infra"] = infra.start().to_dict()
             if "network" in pinned:
                 record.ips = self.network.setup(record, pinned["network"], new.port_mappings)
             directory = self.root / sandbox_id
@@ -130,6 +133,7 @@ class SandboxService:
         if record.state == READY:
             netns = record.extra.get("namespaces", {}).get("network")
             self.network.teardown(record, Path(netns) if netns else None)
+            _stop_infra(record)
             record.state = NOTREADY
             with self.db.transaction() as tx:
                 self.table.update(tx, record)
@@ -179,12 +183,18 @@ class SandboxService:
                 self.network.teardown(record, Path(netns))
             except Exception as exc:  # keep tearing down the rest
                 log.warning("network teardown failed", pod_sandbox_id=record.id, error=str(exc))
+        _stop_infra(record)
         namespaces.unpin(self.ns_root / record.id)
         if record.extra.get("own_cgroup"):
             cgroups.new_manager(record.extra["cgroup_parent"], record.id).destroy()
         remove_tree(self.root / record.id)
         with self.db.transaction() as tx:
             self.table.delete(tx, record.id)
+
+
+def _stop_infra(record: SandboxRecord) -> None:
+    if record.extra.get("infra"):
+        infra.stop(infra.Infra.from_dict(record.extra["infra"]))
 
 
 def _pins_intact(record: SandboxRecord) -> bool:
@@ -198,8 +208,13 @@ def _host_hostname() -> str:
 
 def pod_context_fields(record: SandboxRecord) -> dict[str, Any]:
     """What containers need of the pod, as plain values."""
+    pod_namespaces = dict(record.extra.get("namespaces", {}))
+    if record.extra.get("infra"):
+        holder = infra.Infra.from_dict(record.extra["infra"])
+        if holder.alive():
+            pod_namespaces["pid"] = holder.pid_namespace
     return {
-        "namespaces": dict(record.extra.get("namespaces", {})),
+        "namespaces": pod_namespaces,
         "hostname": record.extra.get("hostname", ""),
         "cgroup_parent": record.extra.get("cgroup_parent", ""),
         "files": dict(record.extra.get("files", {})),

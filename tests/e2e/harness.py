@@ -138,7 +138,9 @@ def pod_config(base: Path, name: str, **extra: Any) -> Path:
     """A pod sandbox config file for crictl (unique uid per name)."""
     config = {
         "metadata": {"name": name, "namespace": "pycri-e2e", "uid": f"uid-{name}", "attempt": 0},
-        "hostname": name, "log_directory": str(base / "logs" / name), "linux": {},
+        "hostname": name, "log_directory": str(base / "logs" / name),
+        # like kubelet: one PID namespace per container unless the pod asks to share one
+        "linux": {"security_context": {"namespace_options": {"pid": 1}}},
     }
     config.update(extra)
     path = base / f"pod-{name}.json"

@@ -263,3 +263,38 @@ def test_failed_create_leaves_nothing(pycri: Pycri, handler: str) -> None:
                                     "linux": {"security_context": {"run_as_username": "nosuchuser"}}}))
     result = pycri.crictl("create", pod, str(bad_user), str(pycri.base / "pod-broken.json"), check=False)
     assert result.returncode != 0 and "InvalidArgument" in result.stderr and "nosuchuser" in result.stderr
+
+
+def test_host_namespaces(pycri: Pycri, handler: str) -> None:
+    node = {"network": 2, "pid": 2, "ipc": 2}
+    pod = pycri.run_pod("hostns", runtime=handler, linux={"security_context": {"namespace_options": node}})
+    status = pycri.crictl_json("inspectp", pod)
+    options = status["status"]["linux"]["namespaces"]["options"]
+    assert (options["network"], options["pid"], options["ipc"]) == ("NODE", "NODE", "NODE")
+    assert not (pycri.state / "ns" / pod / "net").exists()
+    ctr = pycri.run(pod, "hostns", "main", ["sleep", "1000"],
+                    linux={"security_context": {"namespace_options": node}})
+    pid = pid_of(pycri, ctr)
+    for kind in ("net", "pid", "ipc", "uts"):
+        assert ns(pid, kind) == ns("self", kind), kind
+    assert ns(pid, "mnt") != ns("self", "mnt")
+    hostname = subprocess.run(["hostname"], capture_output=True, text=True).stdout.strip()
+    assert pycri.crictl("exec", "-s", ctr, "hostname").stdout.strip() == hostname
+
+
+def test_shared_pid_namespace(pycri: Pycri, handler: str) -> None:
+    shared = {"security_context": {"namespace_options": {"pid": 0}}}  # POD
+    pod = pycri.run_pod("sharedpid", runtime=handler, linux=shared)
+    assert pycri.crictl_json("inspectp", pod)["status"]["linux"]["namespaces"]["options"]["pid"] == "POD"
+    first = pycri.run(pod, "sharedpid", "first", ["sleep", "1001"], linux=shared)
+    second = pycri.run(pod, "sharedpid", "second", ["sleep", "1002"], linux=shared)
+    assert ns(pid_of(pycri, first), "pid") == ns(pid_of(pycri, second), "pid") != ns("self", "pid")
+    seen = pycri.crictl("exec", "-s", second, "ps", "-o", "pid,args").stdout
+    assert "sleep 1001" in seen and "sleep 1002" in seen and re.search(r"^\s*1\s+.*pause", seen, re.M), seen
+    infra_pid = pycri.crictl_json("inspectp", pod)["info"]["infra"]["pid"]
+    assert b"pause.py" in Path(f"/proc/{infra_pid}/cmdline").read_bytes()
+    pycri.crictl("stopp", pod)
+    assert inspect(pycri, first)["status"]["state"] == "CONTAINER_EXITED"
+    pycri.crictl("rmp", pod)
+    assert not Path(f"/proc/{infra_pid}/cmdline").exists() or b"pause.py" not in Path(
+        f"/proc/{infra_pid}/cmdline").read_bytes()
