@@ -6,6 +6,7 @@ its host pid and start time (so a reused pid is never mistaken for it).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ class Infra:
     pid: int  # the infra process, PID 1 of the pod's PID namespace
     start_time: int  # its start time in clock ticks since boot (field 22 of /proc/<pid>/stat)
     holder: int  # the unshare process that waits for it
+    holder_start_time: int = 0
 
     @property
     def pid_namespace(self) -> str:
@@ -34,11 +36,13 @@ class Infra:
         return _start_time(self.pid) == self.start_time
 
     def to_dict(self) -> dict[str, int]:
-        return {"pid": self.pid, "start_time": self.start_time, "holder": self.holder}
+        return {"pid": self.pid, "start_time": self.start_time, "holder": self.holder,
+                "holder_start_time": self.holder_start_time}
 
     @classmethod
     def from_dict(cls, data: dict[str, int]) -> "Infra":
-        return cls(int(data["pid"]), int(data["start_time"]), int(data["holder"]))
+        return cls(int(data["pid"]), int(data["start_time"]), int(data["holder"]),
+                   int(data.get("holder_start_time", 0)))
 
 
 def start(python: str = sys.executable) -> Infra:
@@ -52,12 +56,13 @@ def start(python: str = sys.executable) -> Infra:
         if children:
             pid = children[0]
             start_time = _start_time(pid)
-            if start_time is not None and _ns_differs(pid):
-                return Infra(pid, start_time, holder.pid)
+            holder_start = _start_time(holder.pid)
+            if start_time is not None and holder_start is not None and _ns_differs(pid):
+                return Infra(pid, start_time, holder.pid, holder_start)
         if holder.poll() is not None:
             break
         time.sleep(0.002)
-    stop_process(holder.pid)
+    stop_process(holder.pid, _start_time(holder.pid))
     raise Unavailable("the pod's infra process did not start")
 
 
@@ -65,10 +70,15 @@ def stop(infra: Infra) -> None:
     """End the infra process, and with it every process of the pod's PID namespace."""
     if infra.alive():
         os.kill(infra.pid, signal.SIGKILL)
-    stop_process(infra.holder)
+    stop_process(infra.holder, infra.holder_start_time)
 
 
-def stop_process(pid: int) -> None:
+def stop_process(pid: int, start_time: int | None) -> None:
+    """SIGKILL `pid` if it is still the process that started at `start_time` (pids are reused)."""
+    if start_time is None or _start_time(pid) != start_time:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # our child that already exited
+        return
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
