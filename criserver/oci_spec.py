@@ -56,6 +56,18 @@ class PodContext:
     shm: str = ""  # host path of the pod's /dev/shm, "" for a private tmpfs
     sysctls: dict[str, str] = field(default_factory=dict)
     host_pid: bool = False
+    # the lowest oom_score_adj the runtime can set (without CAP_SYS_RESOURCE: pycri's own)
+    min_oom_score_adj: int = -1000
+
+
+def lowest_oom_score_adj() -> int:
+    """-1000 with CAP_SYS_RESOURCE; else this process's own value: lower ones would be refused
+    (containerd's restrict_oom_score_adj)."""
+    status = Path("/proc/self/status").read_text()
+    effective = int(next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:")), 16)
+    if effective & (1 << 24):  # CAP_SYS_RESOURCE
+        return -1000
+    return int(Path("/proc/self/oom_score_adj").read_text())
 
 
 def command_line(config: cri.ContainerConfig, image: dict[str, Any]) -> list[str]:
@@ -129,7 +141,7 @@ def build(config: cri.ContainerConfig, image: dict[str, Any], layers: list[Path]
         process["capabilities"]["ambient"] = ambient
         process["capabilities"]["inheritable"] = ambient
     if linux_config.resources.oom_score_adj:
-        process["oomScoreAdj"] = linux_config.resources.oom_score_adj
+        process["oomScoreAdj"] = max(linux_config.resources.oom_score_adj, pod.min_oom_score_adj)
     spec: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": process,

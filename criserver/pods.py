@@ -35,6 +35,7 @@ class PodCalls:
     sandboxes: SandboxService
     containers: ContainerService
     images: ImageService
+    min_oom_score_adj: int
 
     # -- pod sandboxes -----------------------------------------------------
 
@@ -125,7 +126,7 @@ class PodCalls:
         if image is None:
             raise NotFound(f"image {config.image.image!r} not found: pull it first")
         layers = [self.images.layers.diff(d) for d in image.diff_ids]
-        pod = oci_spec.PodContext(id=sandbox.id, **pod_context_fields(sandbox))
+        pod = oci_spec.PodContext(id=sandbox.id, min_oom_score_adj=self.min_oom_score_adj, **pod_context_fields(sandbox))
         annotations = {
             **dict(config.annotations),
             "io.kubernetes.cri.container-type": "container",

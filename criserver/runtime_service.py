@@ -10,6 +10,7 @@ from typing import Any
 from api.cri import api_pb2 as cri
 from api.cri import api_pb2_grpc
 from containers.service import ContainerService
+from criserver import oci_spec
 from criserver.pods import PodCalls
 from images.service import ImageService
 from sandbox.service import SandboxService
@@ -37,6 +38,7 @@ class RuntimeServicer(PodCalls, api_pb2_grpc.RuntimeServiceServicer):
         self.sandboxes = sandboxes
         self.containers = containers
         self.images = images
+        self.min_oom_score_adj = oci_spec.lowest_oom_score_adj()
 
     def Version(self, request: cri.VersionRequest, context: Any) -> cri.VersionResponse:
         return cri.VersionResponse(

@@ -298,3 +298,20 @@ def test_shared_pid_namespace(pycri: Pycri, handler: str) -> None:
     pycri.crictl("rmp", pod)
     assert not Path(f"/proc/{infra_pid}/cmdline").exists() or b"pause.py" not in Path(
         f"/proc/{infra_pid}/cmdline").read_bytes()
+
+
+def test_exec_timeout_and_oom_score_adj(pycri: Pycri, handler: str) -> None:
+    pod = pycri.run_pod("oom", runtime=handler)
+    # this machine has no CAP_SYS_RESOURCE: a negative oom_score_adj cannot be set, the container runs anyway
+    negative = pycri.run(pod, "oom", "negative", ["sleep", "1000"], linux={"resources": {"oom_score_adj": -500}})
+    assert inspect(pycri, negative)["status"]["state"] == "CONTAINER_RUNNING"
+    positive = pycri.run(pod, "oom", "positive", ["sleep", "1000"], linux={"resources": {"oom_score_adj": 500}})
+    assert Path(f"/proc/{pid_of(pycri, positive)}/oom_score_adj").read_text().strip() == "500"
+    stub = pycri.runtime_stub()
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as error:
+        stub.ExecSync(cri.ExecSyncRequest(container_id=positive, cmd=["sleep", "30"], timeout=1))
+    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() - started < 10
+    assert "sleep 30" not in pycri.crictl("exec", "-s", positive, "ps", "-o", "args").stdout  # the timed-out command was killed
+    result = stub.ExecSync(cri.ExecSyncRequest(container_id=positive, cmd=["sh", "-c", "echo o; echo e >&2; exit 4"]))
+    assert (result.stdout, result.stderr, result.exit_code) == (b"o\n", b"e\n", 4)

@@ -114,3 +114,11 @@ def test_bad_mounts(layers: list[Path]) -> None:
                            (cri.Mount(container_path="/x", host_path="/no/such/path"), "does not exist")]:
         with pytest.raises(InvalidArgument, match=message):
             oci_spec.build(cri.ContainerConfig(command=["sh"], mounts=[mount]), {}, layers, pod(), "c", {})
+
+
+def test_oom_score_adj_is_clamped_where_it_cannot_be_set(layers: list[Path]) -> None:
+    config = cri.ContainerConfig(command=["sh"], linux=cri.LinuxContainerConfig(
+        resources=cri.LinuxContainerResources(oom_score_adj=-997)))
+    assert oci_spec.build(config, {}, layers, pod(min_oom_score_adj=0), "c", {})["process"]["oomScoreAdj"] == 0
+    assert oci_spec.build(config, {}, layers, pod(), "c", {})["process"]["oomScoreAdj"] == -997
+    assert -1000 <= oci_spec.lowest_oom_score_adj() <= 1000
