@@ -59,6 +59,8 @@ class OciRuntime(Protocol):
 
     def exec_sync(self, container_id: str, process: dict[str, Any], timeout: float) -> ExecResult: ...
 
+    def update(self, container_id: str, resources: dict[str, Any]) -> None: ...
+
 
 class ConmonRuntime:
     """Any runtime with runc's command line, each container monitored by conmon."""
@@ -144,6 +146,12 @@ class ConmonRuntime:
             return json.loads(self._run("state", container_id).stdout)
         except NotFound:
             return None
+
+    def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        with tempfile.NamedTemporaryFile("w", prefix="pycri-resources-", suffix=".json") as spec:
+            json.dump(resources, spec)
+            spec.flush()
+            self._run("update", "--resources", spec.name, container_id)
 
     def exec_sync(self, container_id: str, process: dict[str, Any], timeout: float) -> ExecResult:
         with tempfile.TemporaryDirectory(prefix="pycri-exec-") as work:

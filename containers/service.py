@@ -19,17 +19,27 @@ from typing import Any
 
 import structlog
 
+import cgroups
+
 from common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from containers import rootfs
 from containers.oci import ContainerPaths, ExecResult, OciRuntime
 from containers.store import CREATED, CREATING, EXITED, RUNNING, ContainerRecord, ContainerTable
-from images.layers import remove_tree
+from images.layers import remove_tree, usage
 from kernel.syscall import Syscall
 from store.db import Database
 
 log = structlog.get_logger("containers")
 EXIT_POLL_SECONDS = 0.05
 KILL_WAIT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class ContainerStats:
+    timestamp: int
+    cgroup: cgroups.Stats | None  # None when the container is not running
+    writable_bytes: int
+    writable_inodes: int
 
 
 @dataclass(frozen=True)
@@ -161,6 +171,51 @@ class ContainerService:
         process = dict(spec.get("process", {}))
         process.update(args=command, terminal=False)
         return self.handler(record.handler).exec_sync(record.id, process, timeout)
+
+    def update_resources(self, container_id: str, resources: dict[str, Any]) -> ContainerRecord:
+        """Apply new cgroup limits to a running or created container and keep them in its spec."""
+        record = self.get(container_id)
+        if record.state not in (CREATED, RUNNING):
+            raise FailedPrecondition(f"container {record.id} is {record.state}: its resources cannot change")
+        self.handler(record.handler).update(record.id, resources)
+        config = self.paths(record).bundle / "config.json"
+        spec = json.loads(config.read_text())
+        current = spec.setdefault("linux", {}).setdefault("resources", {})
+        for key, value in resources.items():
+            current[key] = {**current.get(key, {}), **value} if isinstance(value, dict) else value
+        config.write_text(json.dumps(spec))
+        return record
+
+    def reopen_log(self, container_id: str) -> None:
+        """Ask the monitor to reopen the log file (after kubelet rotated it)."""
+        record = self.get(container_id)
+        if record.state != RUNNING:
+            raise FailedPrecondition(f"container {record.id} is not running")
+        ctl = self.paths(record).bundle / "ctl"
+        try:
+            fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            raise FailedPrecondition(f"cannot reach the monitor of container {record.id}: {exc.strerror}") from None
+        try:
+            os.write(fd, b"2 0 0\n")  # conmon's REOPEN_LOGS_EVENT
+        finally:
+            os.close(fd)
+
+    def spec(self, record: ContainerRecord) -> dict[str, Any]:
+        return json.loads((self.paths(record).bundle / "config.json").read_text())
+
+    def stats(self, record: ContainerRecord) -> ContainerStats:
+        """CPU and memory from the container's cgroup, disk from its writable layer."""
+        now = time.time_ns()
+        upper = usage(self.root / record.id / "rootfs" / "upper")
+        if record.state not in (CREATED, RUNNING):
+            return ContainerStats(now, None, upper.bytes, upper.inodes)
+        try:
+            path = self.spec(record).get("linux", {}).get("cgroupsPath", "")
+            cgroup = cgroups.new_manager(path, record.id).stats()
+        except (OSError, ValueError, cgroups.CgroupError):
+            cgroup = None
+        return ContainerStats(now, cgroup, upper.bytes, upper.inodes)
 
     # -- queries ------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from api.cri import api_pb2_grpc
 from containers.service import ContainerService
 from criserver import oci_spec
 from criserver.pods import PodCalls
+from criserver.stats import CpuRates, StatsCalls
 from images.service import ImageService
 from sandbox.service import SandboxService
 
@@ -29,7 +30,7 @@ class Condition:
     message: str = ""
 
 
-class RuntimeServicer(PodCalls, api_pb2_grpc.RuntimeServiceServicer):
+class RuntimeServicer(PodCalls, StatsCalls, api_pb2_grpc.RuntimeServiceServicer):
     def __init__(self, cgroup_driver: str, effective_config: str, conditions: Callable[[], list[Condition]],
                  sandboxes: SandboxService, containers: ContainerService, images: ImageService) -> None:
         self.cgroup_driver = cgroup_driver
@@ -39,6 +40,7 @@ class RuntimeServicer(PodCalls, api_pb2_grpc.RuntimeServiceServicer):
         self.containers = containers
         self.images = images
         self.min_oom_score_adj = oci_spec.lowest_oom_score_adj()
+        self.cpu_rates = CpuRates()
 
     def Version(self, request: cri.VersionRequest, context: Any) -> cri.VersionResponse:
         return cri.VersionResponse(

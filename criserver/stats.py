@@ -1,0 +1,126 @@
+"""CRI stats calls: container and pod sandbox CPU, memory and writable-layer usage, and
+UpdateContainerResources / ReopenContainerLog. CPU rates (usage_nano_cores) come from the
+previous sample of the same container or pod, as containerd computes them."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import cgroups
+from api.cri import api_pb2 as cri
+from containers.service import ContainerService, ContainerStats
+from containers.store import ContainerRecord
+from criserver import oci_spec
+from criserver.pods import _required, matches_labels
+from sandbox.service import SandboxService
+from sandbox.store import READY, SandboxRecord
+
+
+class CpuRates:
+    """usage_nano_cores from two samples of cumulative CPU time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[str, tuple[int, int]] = {}
+
+    def rate(self, key: str, timestamp: int, usage_ns: int) -> int | None:
+        with self._lock:
+            previous = self._last.get(key)
+            self._last[key] = (timestamp, usage_ns)
+        if previous is None or timestamp <= previous[0] or usage_ns < previous[1]:
+            return None
+        return int((usage_ns - previous[1]) * 1e9 / (timestamp - previous[0]))
+
+
+def _cpu(key: str, stats: cgroups.Stats, timestamp: int, rates: CpuRates) -> cri.CpuUsage:
+    cpu = cri.CpuUsage(timestamp=timestamp)
+    cpu.usage_core_nano_seconds.value = stats.cpu_usage_ns
+    rate = rates.rate(key, timestamp, stats.cpu_usage_ns)
+    if rate is not None:
+        cpu.usage_nano_cores.value = rate
+    return cpu
+
+
+def _memory(stats: cgroups.Stats, timestamp: int) -> cri.MemoryUsage:
+    memory = cri.MemoryUsage(timestamp=timestamp)
+    memory.working_set_bytes.value = stats.memory_working_set
+    memory.usage_bytes.value = stats.memory_usage
+    if stats.memory_limit:
+        memory.available_bytes.value = max(0, stats.memory_limit - stats.memory_working_set)
+    return memory
+
+
+class StatsCalls:
+    sandboxes: SandboxService
+    containers: ContainerService
+    cpu_rates: CpuRates
+
+    def _container_stats(self, record: ContainerRecord) -> cri.ContainerStats:
+        sample: ContainerStats = self.containers.stats(record)
+        out = cri.ContainerStats(attributes=cri.ContainerAttributes(
+            id=record.id, metadata=cri.ContainerMetadata(name=record.name, attempt=record.attempt),
+            labels=record.labels, annotations=record.annotations))
+        if sample.cgroup is not None:
+            out.cpu.CopyFrom(_cpu(record.id, sample.cgroup, sample.timestamp, self.cpu_rates))
+            out.memory.CopyFrom(_memory(sample.cgroup, sample.timestamp))
+        layer = cri.FilesystemUsage(timestamp=sample.timestamp, fs_id=cri.FilesystemIdentifier(
+            mountpoint=str(self.containers.root)))
+        layer.used_bytes.value = sample.writable_bytes
+        layer.inodes_used.value = sample.writable_inodes
+        out.writable_layer.CopyFrom(layer)
+        return out
+
+    def ContainerStats(self, request: cri.ContainerStatsRequest, context: Any) -> cri.ContainerStatsResponse:
+        record = self.containers.get(_required(request.container_id, "container_id"))
+        return cri.ContainerStatsResponse(stats=self._container_stats(record))
+
+    def ListContainerStats(self, request: cri.ListContainerStatsRequest, context: Any) -> cri.ListContainerStatsResponse:
+        f = request.filter
+        records = self.containers.list(None, lambda r: (
+            (not f.id or r.id.startswith(f.id))
+            and (not f.pod_sandbox_id or r.pod_id.startswith(f.pod_sandbox_id))
+            and matches_labels(r.labels, f.label_selector)))
+        return cri.ListContainerStatsResponse(stats=[self._container_stats(r) for r in records])
+
+    def _sandbox_stats(self, record: SandboxRecord) -> cri.PodSandboxStats:
+        out = cri.PodSandboxStats(attributes=cri.PodSandboxAttributes(
+            id=record.id, metadata=cri.PodSandboxMetadata(name=record.name, namespace=record.namespace,
+                                                         uid=record.uid, attempt=record.attempt),
+            labels=record.labels, annotations=record.annotations))
+        containers = self.containers.list(record.id)
+        linux = cri.LinuxPodSandboxStats(containers=[self._container_stats(c) for c in containers])
+        if record.state == READY:
+            now = time.time_ns()
+            try:
+                stats = cgroups.new_manager(record.extra.get("cgroup_parent", ""), record.id).stats()
+            except (OSError, ValueError, cgroups.CgroupError):
+                stats = None
+            if stats is not None:
+                linux.cpu.CopyFrom(_cpu(f"pod:{record.id}", stats, now, self.cpu_rates))
+                linux.memory.CopyFrom(_memory(stats, now))
+                linux.process.timestamp = now
+                linux.process.process_count.value = stats.pids_current
+        out.linux.CopyFrom(linux)
+        return out
+
+    def PodSandboxStats(self, request: cri.PodSandboxStatsRequest, context: Any) -> cri.PodSandboxStatsResponse:
+        record = self.sandboxes.get(_required(request.pod_sandbox_id, "pod_sandbox_id"))
+        return cri.PodSandboxStatsResponse(stats=self._sandbox_stats(record))
+
+    def ListPodSandboxStats(self, request: cri.ListPodSandboxStatsRequest, context: Any) -> cri.ListPodSandboxStatsResponse:
+        f = request.filter
+        records = [r for r in self.sandboxes.list()
+                   if (not f.id or r.id.startswith(f.id)) and matches_labels(r.labels, f.label_selector)]
+        return cri.ListPodSandboxStatsResponse(stats=[self._sandbox_stats(r) for r in records])
+
+    def UpdateContainerResources(self, request: cri.UpdateContainerResourcesRequest,
+                                 context: Any) -> cri.UpdateContainerResourcesResponse:
+        resources = oci_spec.resources(request.linux)
+        resources.pop("devices", None)  # device rules stay as the container was made
+        self.containers.update_resources(_required(request.container_id, "container_id"), resources)
+        return cri.UpdateContainerResourcesResponse()
+
+    def ReopenContainerLog(self, request: cri.ReopenContainerLogRequest, context: Any) -> cri.ReopenContainerLogResponse:
+        self.containers.reopen_log(_required(request.container_id, "container_id"))
+        return cri.ReopenContainerLogResponse()
