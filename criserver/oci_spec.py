@@ -12,6 +12,7 @@ from typing import Any
 from api.cri import api_pb2 as cri
 from common.errors import InvalidArgument
 from containers import users
+from criserver import seccomp
 
 OCI_VERSION = "1.1.0"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -158,6 +159,10 @@ def build(config: cri.ContainerConfig, image: dict[str, Any], layers: list[Path]
             "devices": _devices(config),
         },
     }
+    seccomp_profile = seccomp.for_container(security, caps)
+    if seccomp_profile is not None:
+        spec["linux"]["seccomp"] = seccomp_profile
+    seccomp.check_apparmor(security)
     # the pod's pinned UTS namespace carries the hostname already; a container joins it by path
     return spec
 

@@ -315,3 +315,25 @@ def test_exec_timeout_and_oom_score_adj(pycri: Pycri, handler: str) -> None:
     assert "sleep 30" not in pycri.crictl("exec", "-s", positive, "ps", "-o", "args").stdout  # the timed-out command was killed
     result = stub.ExecSync(cri.ExecSyncRequest(container_id=positive, cmd=["sh", "-c", "echo o; echo e >&2; exit 4"]))
     assert (result.stdout, result.stderr, result.exit_code) == (b"o\n", b"e\n", 4)
+
+
+def test_seccomp_profiles(pycri: Pycri, handler: str) -> None:
+    pod = pycri.run_pod("seccomp", runtime=handler)
+
+    def seccomp_mode(name: str, security: dict) -> tuple[str, str]:
+        ctr = pycri.run(pod, "seccomp", name, ["sleep", "1000"], linux={"security_context": security})
+        mode = status_field(pid_of(pycri, ctr), "Seccomp")
+        return mode, ctr
+
+    assert seccomp_mode("default", {"seccomp": {"profile_type": 0}})[0] == "2"  # RuntimeDefault: a filter
+    assert seccomp_mode("unconfined", {"seccomp": {"profile_type": 1}})[0] == "0"
+    assert seccomp_mode("none", {})[0] == "0"  # no profile asked for: unconfined, as kubelet means it
+    profile = pycri.base / "no-mkdir.json"
+    profile.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}))
+    mode, ctr = seccomp_mode("localhost", {"seccomp": {"profile_type": 2, "localhost_ref": str(profile)}})
+    assert mode == "2"
+    denied = pycri.crictl("exec", "-s", ctr, "mkdir", "/tmp/x", check=False)
+    assert denied.returncode != 0 and "Operation not permitted" in denied.stdout + denied.stderr
+    default_ctr = seccomp_mode("default2", {"seccomp": {"profile_type": 0}})[1]
+    assert pycri.crictl("exec", "-s", default_ctr, "sh", "-c", "mkdir /tmp/y && echo made").stdout.strip() == "made"
