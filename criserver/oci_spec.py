@@ -4,6 +4,7 @@ image's /etc/passwd and /etc/group for user names.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,14 +99,22 @@ def environment(config: cri.ContainerConfig, image: dict[str, Any]) -> list[str]
     return [f"{k}={v}" for k, v in merged.items()]
 
 
+@functools.cache
+def host_capabilities() -> tuple[str, ...]:
+    """The capabilities pycri itself may hand out: its bounding set ("ALL" means these)."""
+    status = Path("/proc/self/status").read_text()
+    bounding = int(next(line.split()[1] for line in status.splitlines() if line.startswith("CapBnd:")), 16)
+    return tuple(cap for bit, cap in enumerate(ALL_CAPABILITIES) if bounding & (1 << bit))
+
+
 def capabilities(security: cri.LinuxContainerSecurityContext) -> list[str]:
     """The default set, or all when privileged; ALL in add or drop starts from all or none;
     then the added ones join and the dropped ones leave (drop wins)."""
     if security.privileged:
-        return list(ALL_CAPABILITIES)
+        return list(host_capabilities())
     add = [_cap(c) for c in security.capabilities.add_capabilities]
     drop = [_cap(c) for c in security.capabilities.drop_capabilities]
-    caps = list(ALL_CAPABILITIES if "CAP_ALL" in add else DEFAULT_CAPABILITIES)
+    caps = list(host_capabilities() if "CAP_ALL" in add else DEFAULT_CAPABILITIES)
     if "CAP_ALL" in drop:
         caps = []
     caps += [c for c in add if c != "CAP_ALL" and c not in caps]
@@ -156,9 +165,10 @@ def build(config: cri.ContainerConfig, image: dict[str, Any], layers: list[Path]
             "maskedPaths": [] if security.privileged else list(security.masked_paths or DEFAULT_MASKED_PATHS),
             "readonlyPaths": [] if security.privileged else list(security.readonly_paths or DEFAULT_READONLY_PATHS),
             "sysctl": dict(pod.sysctls),
-            "devices": _devices(config),
+            "devices": (_host_devices() if security.privileged else []) + _devices(config),
         },
     }
+    device_rules(spec)
     seccomp_profile = seccomp.for_container(security, caps)
     if seccomp_profile is not None:
         spec["linux"]["seccomp"] = seccomp_profile
@@ -277,11 +287,32 @@ def _devices(config: cri.ContainerConfig) -> list[dict[str, Any]]:
     return devices
 
 
+def _host_devices() -> list[dict[str, Any]]:
+    """Every device node of the host's /dev, for privileged containers (as containerd gives them)."""
+    import stat as stat_module
+    devices = []
+    for dirpath, dirnames, filenames in os.walk("/dev"):
+        dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in ("/dev/pts", "/dev/shm", "/dev/mqueue")]
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if path in ("/dev/console", "/dev/ptmx") or not (stat_module.S_ISCHR(st.st_mode) or stat_module.S_ISBLK(st.st_mode)):
+                continue
+            devices.append({"path": path, "type": "c" if stat_module.S_ISCHR(st.st_mode) else "b",
+                            "major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev),
+                            "fileMode": st.st_mode & 0o777, "uid": st.st_uid, "gid": st.st_gid})
+    return devices
+
+
 def device_rules(spec: dict[str, Any]) -> None:
-    """Allow the spec's devices in the devices cgroup (after the deny-all rule)."""
+    """Allow the requested devices in the devices cgroup (after the deny-all rule), with the
+    permissions the request gave; the OCI device entries do not carry them."""
     rules = spec["linux"]["resources"].setdefault("devices", [])
     for device in spec["linux"].get("devices", []):
-        rules.append({"allow": True, "type": device["type"], "major": device["major"],
-                      "minor": device["minor"], "access": device["permissions"]})
-    for dev in spec["linux"].get("devices", []):
-        dev.pop("permissions", None)
+        access = device.pop("permissions", None)
+        if access:
+            rules.append({"allow": True, "type": device["type"], "major": device["major"],
+                          "minor": device["minor"], "access": access})

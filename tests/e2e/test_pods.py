@@ -337,3 +337,17 @@ def test_seccomp_profiles(pycri: Pycri, handler: str) -> None:
     assert denied.returncode != 0 and "Operation not permitted" in denied.stdout + denied.stderr
     default_ctr = seccomp_mode("default2", {"seccomp": {"profile_type": 0}})[1]
     assert pycri.crictl("exec", "-s", default_ctr, "sh", "-c", "mkdir /tmp/y && echo made").stdout.strip() == "made"
+
+
+def test_privileged_and_devices(pycri: Pycri, handler: str) -> None:
+    pod = pycri.run_pod("priv", runtime=handler)
+    privileged = pycri.run(pod, "priv", "privileged", ["sleep", "1000"], linux={"security_context": {"privileged": True}})
+    pid = pid_of(pycri, privileged)
+    assert int(status_field(pid, "CapEff"), 16) == int(Path("/proc/self/status").read_text().split("CapBnd:")[1].split()[0], 16)
+    listing = pycri.crictl("exec", "-s", privileged, "ls", "/dev").stdout.split()
+    assert "vda" in listing or any(name.startswith(("vd", "sd", "loop")) for name in listing)
+    assert pycri.crictl("exec", "-s", privileged, "sh", "-c", "touch /sys/fs/cgroup/x 2>&1; grep ' /sys ' /proc/mounts").stdout.split()[3].startswith("rw")
+    plain = pycri.run(pod, "priv", "plain", ["sleep", "1000"], devices=[
+        {"container_path": "/dev/mynull", "host_path": "/dev/null", "permissions": "rwm"}])
+    assert pycri.crictl("exec", "-s", plain, "sh", "-c", "echo hi > /dev/mynull && echo wrote").stdout.strip() == "wrote"
+    assert "vda" not in pycri.crictl("exec", "-s", plain, "ls", "/dev").stdout.split()
