@@ -168,6 +168,11 @@ def build(config: cri.ContainerConfig, image: dict[str, Any], layers: list[Path]
             "devices": (_host_devices() if security.privileged else []) + _devices(config),
         },
     }
+    propagations = {m.propagation for m in config.mounts}
+    if cri.MountPropagation.PROPAGATION_BIDIRECTIONAL in propagations:
+        spec["linux"]["rootfsPropagation"] = "rshared"
+    elif cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER in propagations:
+        spec["linux"]["rootfsPropagation"] = "rslave"
     device_rules(spec)
     seccomp_profile = seccomp.for_container(security, caps)
     if seccomp_profile is not None:

@@ -351,3 +351,25 @@ def test_privileged_and_devices(pycri: Pycri, handler: str) -> None:
         {"container_path": "/dev/mynull", "host_path": "/dev/null", "permissions": "rwm"}])
     assert pycri.crictl("exec", "-s", plain, "sh", "-c", "echo hi > /dev/mynull && echo wrote").stdout.strip() == "wrote"
     assert "vda" not in pycri.crictl("exec", "-s", plain, "ls", "/dev").stdout.split()
+
+
+def test_mount_propagation(pycri: Pycri, handler: str, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    subprocess.run(["mount", "--bind", str(shared), str(shared)], check=True)
+    subprocess.run(["mount", "--make-shared", str(shared)], check=True)
+    try:
+        pod = pycri.run_pod("prop", runtime=handler)
+        mounts = {name: pycri.run(pod, "prop", name, ["sleep", "1000"], linux={"security_context": {"privileged": True}},
+                                  mounts=[{"container_path": "/mnt", "host_path": str(shared), "propagation": mode}])
+                  for name, mode in (("private", 0), ("slave", 1), ("bidi", 2))}
+        (shared / "from-host").mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "fromhost", str(shared / "from-host")], check=True)
+        seen = {name: "fromhost" in pycri.crictl("exec", "-s", ctr, "cat", "/proc/mounts").stdout
+                for name, ctr in mounts.items()}
+        assert seen == {"private": False, "slave": True, "bidi": True}
+        pycri.crictl("exec", "-s", mounts["bidi"], "sh", "-c", "mkdir -p /mnt/inner && mount -t tmpfs fromctr /mnt/inner")
+        assert "fromctr" in Path("/proc/self/mountinfo").read_text()
+    finally:
+        pycri.remove_everything()
+        subprocess.run(["umount", "-R", "-l", str(shared)], check=False)
