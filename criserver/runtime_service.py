@@ -54,7 +54,12 @@ class RuntimeServicer(PodCalls, StatsCalls, api_pb2_grpc.RuntimeServiceServicer)
             for c in self.conditions()
         ])
         info = {"config": json.dumps(self.effective_config)} if request.verbose else {}
-        return cri.StatusResponse(status=status, info=info)
+        # advertise only what works: no recursive read-only mounts, no user namespaces yet
+        names = sorted(self.containers.handlers)
+        handlers = [cri.RuntimeHandler(name="", features=cri.RuntimeHandlerFeatures())] + [
+            cri.RuntimeHandler(name=name, features=cri.RuntimeHandlerFeatures()) for name in names]
+        return cri.StatusResponse(status=status, info=info, runtime_handlers=handlers,
+                                  features=cri.RuntimeFeatures(supplemental_groups_policy=False))
 
     def RuntimeConfig(self, request: cri.RuntimeConfigRequest, context: Any) -> cri.RuntimeConfigResponse:
         driver = cri.CgroupDriver.SYSTEMD if self.cgroup_driver == "systemd" else cri.CgroupDriver.CGROUPFS
