@@ -61,6 +61,10 @@ class OciRuntime(Protocol):
 
     def update(self, container_id: str, resources: dict[str, Any]) -> None: ...
 
+    def command(self) -> list[str]:
+        """The runtime's command line prefix (binary and global flags)."""
+        ...
+
 
 class ConmonRuntime:
     """Any runtime with runc's command line, each container monitored by conmon."""
@@ -72,8 +76,11 @@ class ConmonRuntime:
         self.conmon = conmon
         runtime_root.mkdir(parents=True, exist_ok=True)
 
+    def command(self) -> list[str]:
+        return [self.runtime_path, "--root", str(self.runtime_root)]
+
     def _runtime(self, *args: str) -> list[str]:
-        return [self.runtime_path, "--root", str(self.runtime_root), *args]
+        return [*self.command(), *args]
 
     def _run(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(self._runtime(*args), capture_output=True, text=True, timeout=timeout)

@@ -22,7 +22,7 @@ import structlog
 import cgroups
 
 from common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from containers import rootfs
+from containers import rootfs, streams
 from containers.oci import ContainerPaths, ExecResult, OciRuntime
 from containers.store import CREATED, CREATING, EXITED, RUNNING, ContainerRecord, ContainerTable
 from images.layers import remove_tree, usage
@@ -161,16 +161,32 @@ class ContainerService:
         self._destroy(record)
         log.info("container removed", container_id=record.id, pod_sandbox_id=record.pod_id)
 
-    def exec_sync(self, container_id: str, command: list[str], timeout: float) -> ExecResult:
+    def _exec_process(self, container_id: str, command: list[str], terminal: bool) -> tuple[ContainerRecord, dict[str, Any]]:
         record = self.get(container_id)
         if not command:
-            raise InvalidArgument("ExecSync: cmd is required")
+            raise InvalidArgument("exec: cmd is required")
         if record.state != RUNNING:
             raise FailedPrecondition(f"container {record.id} is not running ({record.state})")
-        spec = json.loads((self.paths(record).bundle / "config.json").read_text())
-        process = dict(spec.get("process", {}))
-        process.update(args=command, terminal=False)
+        process = dict(self.spec(record).get("process", {}))
+        process.update(args=command, terminal=terminal)
+        if terminal:
+            process["env"] = [e for e in process.get("env", []) if not e.startswith("TERM=")] + ["TERM=xterm"]
+        return record, process
+
+    def exec_sync(self, container_id: str, command: list[str], timeout: float) -> ExecResult:
+        record, process = self._exec_process(container_id, command, False)
         return self.handler(record.handler).exec_sync(record.id, process, timeout)
+
+    def exec_stream(self, container_id: str, command: list[str], tty: bool, io: streams.StreamIO) -> int:
+        """Run a command in the container with its I/O streamed; return its exit code."""
+        record, process = self._exec_process(container_id, command, tty)
+        return streams.exec_process(self.handler(record.handler).command(), record.id, process, io)
+
+    def attach(self, container_id: str, io: streams.StreamIO) -> None:
+        record = self.get(container_id)
+        if record.state != RUNNING:
+            raise FailedPrecondition(f"container {record.id} is not running ({record.state})")
+        streams.attach(self.paths(record).bundle, io, bool(record.extra.get("tty")))
 
     def update_resources(self, container_id: str, resources: dict[str, Any]) -> ContainerRecord:
         """Apply new cgroup limits to a running or created container and keep them in its spec."""
