@@ -171,9 +171,11 @@ class ConmonRuntime:
             try:
                 stdout, stderr = child.communicate(timeout=timeout if timeout > 0 else None)
             except subprocess.TimeoutExpired:
-                _kill_pidfile(pidfile)
+                killed = _kill_pidfile(pidfile)
                 child.kill()
                 child.communicate()
+                if killed:
+                    reap(killed)  # orphaned to pycri, the subreaper, once the runtime is gone
                 raise DeadlineExceeded(f"command {process.get('args')} timed out after {timeout:g} s") from None
         return ExecResult(child.returncode, stdout, stderr)
 
@@ -215,8 +217,25 @@ def _tail(path: Path, size: int = 8192) -> str:
         return ""
 
 
-def _kill_pidfile(pidfile: Path) -> None:
+def _kill_pidfile(pidfile: Path) -> int | None:
     try:
-        os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, signal.SIGKILL)
+        return pid
     except (OSError, ValueError):
-        pass
+        return None
+
+
+def reap(pid: int, timeout: float = 2.0) -> None:
+    """Wait for `pid` if it is (or becomes, when its parent dies) a child of this process."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = 0
+            if Path(f"/proc/{pid}").exists() is False:
+                return
+        if done or time.monotonic() >= deadline:
+            return
+        time.sleep(0.01)

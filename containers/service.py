@@ -32,6 +32,7 @@ from store.db import Database
 log = structlog.get_logger("containers")
 EXIT_POLL_SECONDS = 0.05
 KILL_WAIT_SECONDS = 10.0
+REOPEN_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,10 @@ class ContainerService:
             os.write(fd, b"2 0 0\n")  # conmon's REOPEN_LOGS_EVENT
         finally:
             os.close(fd)
+        if record.log_path:  # answer once conmon has made the new file, as kubelet expects
+            deadline = time.monotonic() + REOPEN_WAIT_SECONDS
+            while not os.path.exists(record.log_path) and time.monotonic() < deadline:
+                time.sleep(0.005)
 
     def spec(self, record: ContainerRecord) -> dict[str, Any]:
         return json.loads((self.paths(record).bundle / "config.json").read_text())
@@ -273,6 +278,7 @@ class ContainerService:
             oom = (paths.persist / "oom").exists()
             reason = "OOMKilled" if oom else ("Completed" if exit_code == 0 else "Error")
             message = ""
+        _reap_monitor(paths.conmon_pidfile)
         record.state, record.exit_code, record.reason, record.message = EXITED, exit_code, reason, message
         record.finished_at = finished
         if not record.started_at and exit_code != 0:
@@ -366,3 +372,13 @@ def _kill_monitor(pidfile: Path, container_id: str) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    _reap_monitor(pidfile)
+
+
+def _reap_monitor(pidfile: Path) -> None:
+    """conmon is orphaned to pycri (a child subreaper): collect it once it has exited."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.waitpid(pid, os.WNOHANG)
+    except (OSError, ValueError):  # not our child (pycri restarted since), or gone
+        pass

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from api.cri import api_pb2 as cri
-from common.errors import InvalidArgument
+from common.errors import InvalidArgument, Unimplemented
 from containers import users
 from criserver import seccomp
 
@@ -183,6 +183,8 @@ def build(config: cri.ContainerConfig, image: dict[str, Any], layers: list[Path]
 
 
 def _user(security: cri.LinuxContainerSecurityContext, image_config: dict[str, Any], layers: list[Path]) -> users.User:
+    if security.HasField("run_as_group") and not security.HasField("run_as_user") and not security.run_as_username:
+        raise InvalidArgument("run_as_group is only allowed together with run_as_user or run_as_username")
     uid = security.run_as_user.value if security.HasField("run_as_user") else None
     group = security.run_as_group.value if security.HasField("run_as_group") else None
     name = security.run_as_username if uid is None else ""
@@ -260,6 +262,8 @@ def _mounts(config: cri.ContainerConfig, pod: PodContext, privileged: bool) -> l
         if destination not in wanted:
             mounts.append({"destination": destination, "type": "bind", "source": source, "options": ["rbind", "rw"]})
     for m in config.mounts:
+        if m.HasField("image") and m.image.image:
+            raise Unimplemented("image volumes (Mount.image) are not supported by pycri yet")
         if not m.container_path or not m.host_path:
             raise InvalidArgument("a mount needs container_path and host_path")
         if not os.path.isabs(m.container_path):

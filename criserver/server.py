@@ -20,6 +20,7 @@ from criserver.image_service import ImageServicer
 from criserver.runtime_service import Condition, RuntimeServicer
 from images.service import ImageService
 from kernel.linux import LinuxSyscall
+from kernel.syscall import PR_SET_CHILD_SUBREAPER
 from sandbox.cni_network import CniNetwork
 from sandbox.service import SandboxService
 from store.db import Database
@@ -59,6 +60,8 @@ class Daemon:
         return [runtime_ready, Condition("NetworkReady", ready, reason, message)]
 
     def start(self) -> None:
+        # orphaned monitors and exec'd processes come to pycri, which reaps the ones it knows
+        LinuxSyscall().prctl(PR_SET_CHILD_SUBREAPER, 1)
         self.images.recover()
         self.containers.recover()
         self.sandboxes.recover()

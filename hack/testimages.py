@@ -25,6 +25,7 @@ import io
 import json
 import os
 import random
+import struct
 import subprocess
 import sys
 import tarfile
@@ -218,8 +219,8 @@ def multiarch(key: str, name: str, media: str) -> ImageSpec:
 
 
 IMAGES: list[ImageSpec] = [
-    ImageSpec("busybox", ["docker.io/library/busybox:latest", "docker.io/library/busybox:1.36",
-                          "registry.k8s.io/e2e-test-images/busybox:1.29-2"], [BUSYBOX], cmd=["sh"]),
+    ImageSpec("busybox", ["docker.io/library/busybox:latest", "docker.io/library/busybox:1.36"],
+              [BUSYBOX], cmd=["sh"]),
     ImageSpec("zstd", ["docker.io/pycri/zstd:latest"],
               [dataclasses.replace(BUSYBOX, compression="zstd"), ZSTD_MARKER], cmd=["sh"], media="oci"),
     multiarch("multiarch", "docker.io/pycri/multiarch:latest", "oci"),
@@ -239,6 +240,393 @@ IMAGES: list[ImageSpec] = [
     # tests corrupt this image's layer in the registry's storage to check digest verification
     ImageSpec("corrupt", ["docker.io/pycri/corrupt:latest"], [CORRUPT]),
 ]
+
+
+# --------------------------------------------------------------------------- critest images
+#
+# Every image critest v1.37.0 pulls (sigs.k8s.io/cri-tools pkg/validate, pkg/framework,
+# pkg/benchmark), rebuilt from busybox-static and files written here, under the upstream names
+# (hack/critest.sh runs the suite).  What the specs need of each image is noted at its entry.
+# Left out: gcr.io/k8s-staging-cri-tools/test-image-digest, which critest pulls by the digest of
+# the upstream bytes (@sha256:9700f9a2f5bf2c45f2f605a0bd3bce7cf37420ec9d3ed50ac2758413308766bf):
+# no rebuild has that digest, so "public image with digest should be pulled and removed" fails.
+#
+# Like upstream busybox (which the e2e and cri-tools test images are built on), every applet is
+# a hard link to /bin/busybox, so masking /bin/ls (MaskedPaths) masks ls alone.  Debian builds
+# busybox-static with FEATURE_SH_STANDALONE, though: its sh runs `ls` as a built-in applet
+# without looking at PATH, so `/bin/sh -c ls` in a container with /bin/ls masked still lists
+# the directory, and "runtime should support MaskedPaths" (which wants
+# "/bin/sh: ls: Permission denied") cannot pass with this shell whatever the runtime does.
+
+CRITEST = "gcr.io/k8s-staging-cri-tools/"
+E2E = "registry.k8s.io/e2e-test-images/"
+
+# upstream busybox's users and groups (critest: `id -nu` of uid 65534 prints nobody;
+# test-image-user-username's USER is www-data)
+BUSYBOX_PASSWD = """\
+root:x:0:0:root:/root:/bin/sh
+daemon:x:1:1:daemon:/usr/sbin:/bin/false
+bin:x:2:2:bin:/bin:/bin/false
+sys:x:3:3:sys:/dev:/bin/false
+sync:x:4:100:sync:/bin:/bin/sync
+mail:x:8:8:mail:/var/spool/mail:/bin/false
+www-data:x:33:33:www-data:/var/www:/bin/false
+operator:x:37:37:Operator:/var:/bin/false
+nobody:x:65534:65534:nobody:/home:/bin/false
+"""
+BUSYBOX_GROUP = """\
+root:x:0:
+daemon:x:1:
+bin:x:2:
+sys:x:3:
+adm:x:4:
+tty:x:5:
+disk:x:6:
+mail:x:8:
+wheel:x:10:root
+www-data:x:33:
+operator:x:37:
+staff:x:50:
+users:x:100:
+nogroup:x:65534:
+"""
+
+
+# Debian's busybox-static has no ipcs and no pgrep, which critest runs in the default image
+# (HostIpc: `ipcs -m` lists the IPC namespace's shared memory; execSync timeout:
+# `sh -c "pgrep sleep || true"` must print nothing): shell stand-ins in /usr/bin.
+IPCS_SCRIPT = r"""#!/bin/sh
+# ipcs stand-in written by pycri's hack/testimages.py (Debian's busybox-static has none):
+# `ipcs [-a|-m|-q|-s]...` prints the System V IPC objects of the IPC namespace, read from
+# /proc/sysvipc, in util-linux's layout.
+m= q= s=
+for arg; do
+    case $arg in
+        -m) m=1 ;;
+        -q) q=1 ;;
+        -s) s=1 ;;
+        -a) m=1 q=1 s=1 ;;
+        *) echo "ipcs: unsupported option $arg" >&2; exit 1 ;;
+    esac
+done
+[ -n "$m$q$s" ] || m=1 q=1 s=1
+# table TITLE HEADER FILE COLUMNS UID-COLUMN: one section: key, id, owner and perms, then
+# the fields COLUMNS (numbers) of the /proc/sysvipc file; its field UID-COLUMN is the owner
+table() {
+    printf '\n------ %s --------\n%s\n' "$1" "$2"
+    [ -r "$3" ] || return 0
+    awk -v cols="$4" 'function hex(n,  s, i) {    # busybox awk clamps %x to 31 bits
+            if (n < 0) n += 4294967296
+            for (i = 0; i < 8; i++) { s = substr("0123456789abcdef", n % 16 + 1, 1) s; n = int(n / 16) }
+            return "0x" s
+        }
+        BEGIN {
+            while ((getline line < "/etc/passwd") > 0) { split(line, p, ":"); user[p[3]] = p[1] }
+        }
+        NR > 1 {
+            key = hex($1)
+            owner = ($uidcol in user) ? user[$uidcol] : $uidcol
+            n = split(cols, c, " "); out = sprintf("%-10s %-10s %-10s %-10s", key, $2, owner, $3)
+            for (i = 1; i <= n; i++) out = out sprintf(" %-10s", $c[i])
+            print out
+        }' uidcol="$5" "$3"
+}
+[ -z "$m" ] || table "Shared Memory Segments" \
+    "key        shmid      owner      perms      bytes      nattch     status" \
+    /proc/sysvipc/shm "4 7" 8
+[ -z "$q" ] || table "Message Queues" \
+    "key        msqid      owner      perms      used-bytes   messages" \
+    /proc/sysvipc/msg "4 5" 8
+[ -z "$s" ] || table "Semaphore Arrays" \
+    "key        semid      owner      perms      nsems" \
+    /proc/sysvipc/sem "4" 5
+echo
+"""
+PGREP_SCRIPT = r"""#!/bin/sh
+# pgrep stand-in written by pycri's hack/testimages.py (Debian's busybox-static has none):
+# `pgrep [-f] [-x] PATTERN` prints the pids of the processes whose name (with -f: command
+# line) matches the extended regular expression PATTERN, itself and its children left out;
+# exit status 1 if there are none.
+full= exact=
+while [ $# -gt 1 ]; do
+    case $1 in
+        -f) full=1 ;;
+        -x) exact=1 ;;
+        *) echo "pgrep: unsupported option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ $# -eq 1 ] || { echo "usage: pgrep [-f] [-x] PATTERN" >&2; exit 2; }
+pattern=$1
+[ -z "$exact" ] || pattern="^($pattern)\$"
+status=1
+for dir in /proc/[0-9]*; do
+    pid=${dir#/proc/}
+    [ "$pid" != $$ ] || continue
+    IFS= read -r stat <"$dir/stat" 2>/dev/null || continue
+    set -- ${stat##*) }
+    [ "$2" != $$ ] || continue
+    if [ -n "$full" ]; then
+        name=$(tr '\0' ' ' <"$dir/cmdline" 2>/dev/null)
+        name=${name% }
+    else
+        IFS= read -r name <"$dir/comm" 2>/dev/null || continue
+    fi
+    [ -n "$name" ] || continue
+    if printf '%s\n' "$name" | grep -Eq -- "$pattern"; then
+        echo "$pid"
+        status=0
+    fi
+done
+exit $status
+"""
+
+
+def busybox_linked_entries() -> list[Entry]:
+    """Upstream busybox's layout, /bin/busybox and a hard link to it per applet in /bin, plus
+    /usr/bin/ipcs and /usr/bin/pgrep."""
+    applets = subprocess.run([BUSYBOX_BIN, "--list"], check=True, capture_output=True,
+                             text=True).stdout.split()
+    dirs = ["bin", "dev", "etc", "home", "proc", "sys", "usr", "usr/bin", "usr/sbin", "var",
+            "var/log", "var/run", "var/spool", "var/spool/mail", "var/www"]
+    entries = [d(p) for p in dirs] + [d("root", 0o700), d("tmp", 0o1777)]
+    entries += [host_file("bin/busybox", BUSYBOX_BIN), f("etc/passwd", BUSYBOX_PASSWD),
+                f("etc/group", BUSYBOX_GROUP)]
+    entries += [f(f"usr/bin/{name}", script, 0o755) for name, script in
+                (("ipcs", IPCS_SCRIPT), ("pgrep", PGREP_SCRIPT)) if name not in applets]
+    names = sorted((set(applets) | {"sh"}) - {"busybox"})
+    return entries + [Entry(f"bin/{name}", tarfile.LNKTYPE, 0o755, linkname="bin/busybox")
+                      for name in names if "/" not in name]
+
+
+def tiny_elf(code: bytes) -> bytes:
+    """A static x86-64 Linux executable of position-independent ``code``: the ELF header, a
+    PT_LOAD segment mapping the whole file read+execute at 0x400000, a PT_GNU_STACK entry
+    (stack not executable), and the code right after the headers as the entry point."""
+    base, headers = 0x400000, 64 + 2 * 56
+    size = headers + len(code)
+    ehdr = b"\x7fELF\x02\x01\x01" + bytes(9) + struct.pack(
+        "<HHIQQQIHHHHHH", 2, 0x3E, 1, base + headers, 64, 0, 0, 64, 56, 2, 0, 0, 0)
+    load = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)
+    stack = struct.pack("<IIQQQQQQ", 0x6474E551, 6, 0, 0, 0, 0, 0, 16)
+    return ehdr + load + stack + code
+
+
+# nonewprivs' /usr/local/bin/nnp (setuid root): prints "Effective uid: <geteuid()>\n" in ONE
+# write (two writes could become two CRI log lines) and exits 0.  Machine code of the listing
+# beside it (GNU as, Intel syntax); busybox cannot do this, as it drops setuid privileges.
+NNP_CODE = bytes.fromhex("".join([
+    "b86b000000",      # 00 mov eax, 107             ; geteuid()
+    "0f05",            # 05 syscall
+    "4883ec40",        # 07 sub rsp, 64              ; a buffer on the stack
+    "488d7c243f",      # 0b lea rdi, [rsp+63]        ; its last byte
+    "c6070a",          # 10 mov byte [rdi], '\n'
+    "b90a000000",      # 13 mov ecx, 10
+    "31d2",            # 18 digit: xor edx, edx
+    "f7f1",            # 1a div ecx                  ; eax /= 10, edx = eax % 10
+    "80c230",          # 1c add dl, '0'
+    "48ffcf",          # 1f dec rdi
+    "8817",            # 22 mov [rdi], dl            ; digits right to left
+    "85c0",            # 24 test eax, eax
+    "75f0",            # 26 jnz digit
+    "488d352d000000",  # 28 lea rsi, [rip+prefix]
+    "b90f000000",      # 2f mov ecx, 15              ; len("Effective uid: ")
+    "4829cf",          # 34 sub rdi, rcx
+    "4989f8",          # 37 mov r8, rdi              ; start of the line
+    "f3a4",            # 3a rep movsb                ; prefix before the digits
+    "4c89c6",          # 3c mov rsi, r8
+    "488d542440",      # 3f lea rdx, [rsp+64]
+    "4829f2",          # 44 sub rdx, rsi             ; length up to and with '\n'
+    "b801000000",      # 47 mov eax, 1               ; write(1, line, length)
+    "bf01000000",      # 4c mov edi, 1
+    "0f05",            # 51 syscall
+    "31ff",            # 53 xor edi, edi
+    "b8e7000000",      # 55 mov eax, 231             ; exit_group(0)
+    "0f05",            # 5a syscall
+])) + b"Effective uid: "  # 5c prefix
+
+# pause's /pause: waits in pause(2) until SIGTERM or SIGINT, then exits 0 (its handler never
+# returns, so the SA_RESTORER x86-64 wants can point anywhere: the handler itself).
+PAUSE_CODE = bytes.fromhex("".join([
+    "488d053b000000",  # 00 lea rax, [rip+handler]
+    "6a00",            # 07 push 0                   ; struct sigaction, built downwards:
+    "50",              # 09 push rax                 ;   sa_mask 0, sa_restorer,
+    "6800000004",      # 0a push 0x04000000          ;   sa_flags SA_RESTORER,
+    "50",              # 0f push rax                 ;   sa_handler
+    "bf0f000000",      # 10 mov edi, 15              ; SIGTERM
+    "e813000000",      # 15 call install
+    "bf02000000",      # 1a mov edi, 2               ; SIGINT
+    "e809000000",      # 1f call install
+    "b822000000",      # 24 wait: mov eax, 34        ; pause()
+    "0f05",            # 29 syscall
+    "ebf7",            # 2b jmp wait
+    "488d742408",      # 2d install: lea rsi, [rsp+8] ; the struct, above the return address
+    "31d2",            # 32 xor edx, edx             ; no old action
+    "41ba08000000",    # 34 mov r10d, 8              ; sizeof(sigset_t)
+    "b80d000000",      # 3a mov eax, 13              ; rt_sigaction(edi, rsi, 0, 8)
+    "0f05",            # 3f syscall
+    "c3",              # 41 ret
+    "31ff",            # 42 handler: xor edi, edi
+    "b8e7000000",      # 44 mov eax, 231             ; exit_group(0)
+    "0f05",            # 49 syscall
+]))
+
+# nginx stand-in.  critest wants of nginx: GET / answers 200 on the port; the container's first
+# process writes /var/run/nginx.pid with its pid, is named nginx (`pidof nginx` from a
+# host-PID container lists it) and has "master process" in /proc/<pid>/cmdline (with a
+# container PID namespace it is pid 1; with a pod PID namespace it must not be pid 1).
+NGINX_SCRIPT = r"""#!/bin/sh
+# nginx stand-in written by pycri's hack/testimages.py: busybox httpd serves
+# /usr/share/nginx/html on the port of the "listen" line of /etc/nginx/conf.d/default.conf.
+# Like nginx, the master process (this script, named "nginx") writes /var/run/nginx.pid and
+# shows "nginx: master process" in its command line, a worker process (also named "nginx")
+# serves, and SIGTERM, SIGINT or SIGQUIT stop both.
+if [ "$1" != --master ]; then
+    # Re-exec as the master, in the same process: through /usr/lib/nginx/nginx, a link to
+    # busybox named nginx (the process name), with an argv[0] that holds "master process"
+    # and ends in /sh (busybox picks the applet from argv[0]'s last path component).
+    exec -a "nginx: master process /bin/sh" /usr/lib/nginx/nginx /usr/sbin/nginx --master "$@"
+fi
+port=$(sed -n 's/^[[:space:]]*listen[[:space:]]*\([0-9][0-9]*\);.*/\1/p' \
+    /etc/nginx/conf.d/default.conf | head -n 1)
+port=${port:-80}
+worker=
+trap 'kill -TERM $worker 2>/dev/null; rm -f /var/run/nginx.pid; exit 0' TERM INT QUIT
+mkdir -p /var/run
+echo $$ >/var/run/nginx.pid.new && mv /var/run/nginx.pid.new /var/run/nginx.pid
+echo "nginx: master process $$ serving /usr/share/nginx/html on port $port (busybox httpd)"
+(exec -a "nginx: worker process /bin/httpd" /usr/lib/nginx/nginx -f -v -p "$port" \
+    -h /usr/share/nginx/html) &
+worker=$!
+wait $worker
+"""
+
+
+def nginx_conf(port: int) -> str:
+    return (f"server {{\n    listen       {port};\n    server_name  localhost;\n\n"
+            "    location / {\n        root   /usr/share/nginx/html;\n"
+            "        index  index.html index.htm;\n    }\n}\n")
+
+
+NGINX_CONF_DIRS = [d("etc"), d("etc/nginx"), d("etc/nginx/conf.d")]
+NGINX = Layer("critest-nginx", lambda: NGINX_CONF_DIRS + [
+    d("usr"), d("usr/sbin"), d("usr/lib"), d("usr/lib/nginx"), d("usr/share"),
+    d("usr/share/nginx"), d("usr/share/nginx/html"), d("var"), d("var/log"),
+    d("var/log/nginx"), d("var/run"),
+    f("usr/sbin/nginx", NGINX_SCRIPT, 0o755), symlink("usr/lib/nginx/nginx", "/bin/busybox"),
+    f("etc/nginx/conf.d/default.conf", nginx_conf(80)),
+    f("usr/share/nginx/html/index.html",
+      "<!DOCTYPE html>\n<html><head><title>Welcome to nginx!</title></head>\n"
+      "<body><h1>Welcome to nginx!</h1></body></html>\n")])
+# images/hostnet-nginx of cri-tools: nginx with default.conf listening on 12003
+NGINX_12003 = Layer("critest-nginx-12003", lambda: NGINX_CONF_DIRS + [
+    f("etc/nginx/conf.d/default.conf", nginx_conf(12003))])
+
+# httpd stand-in.  critest wants: GET / answers 200 on :80, the container log contains "httpd"
+# (Apache's start-up warning does upstream), `echo` works in the container.
+HTTPD_FOREGROUND = r"""#!/bin/sh
+# Apache httpd stand-in written by pycri's hack/testimages.py: busybox httpd serves
+# /usr/local/apache2/htdocs on port 80 and logs requests to stderr; SIGTERM or SIGINT stop it.
+server=
+trap 'kill -TERM $server 2>/dev/null; exit 0' TERM INT
+echo "httpd: busybox httpd serving /usr/local/apache2/htdocs on port 80" >&2
+/bin/httpd -f -v -p 80 -h /usr/local/apache2/htdocs &
+server=$!
+wait $server
+"""
+HTTPD = Layer("critest-httpd", lambda: [
+    d("usr"), d("usr/local"), d("usr/local/bin"), d("usr/local/apache2"),
+    d("usr/local/apache2/htdocs"), d("usr/local/apache2/logs"),
+    f("usr/local/bin/httpd-foreground", HTTPD_FOREGROUND, 0o755),
+    f("usr/local/apache2/htdocs/index.html", "<html><body><h1>It works!</h1></body></html>\n")])
+
+NNP = Layer("critest-nonewprivs", lambda: [
+    d("usr"), d("usr/local"), d("usr/local/bin"),
+    f("usr/local/bin/nnp", tiny_elf(NNP_CODE), 0o4755)])
+PAUSE = Layer("critest-pause", lambda: [f("pause", tiny_elf(PAUSE_CODE), 0o755)])
+
+# cri-tools images/image-predefined-group: adduser -u 1000 -D default-user, addgroup -g 50000
+# group-defined-in-image, addgroup default-user group-defined-in-image
+PREDEFINED_GROUP = Layer("critest-predefined-group", lambda: [
+    d("etc"), d("home"), d("home/default-user"),
+    f("etc/passwd", BUSYBOX_PASSWD + "default-user:x:1000:1000:Linux User,,,:/home/default-user:/bin/sh\n"),
+    f("etc/group", BUSYBOX_GROUP + "default-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n")])
+
+
+def marker(name: str) -> Layer:
+    """cri-tools images/image-test: `ADD <name> <name>`, an empty file named after the test."""
+    return Layer(f"critest-file-{name}", lambda: [f(name, "")])
+
+
+BUSYBOX_LINKED = Layer("busybox-hardlinks", busybox_linked_entries)
+
+
+def listed(key: str, names: list[str], layers: list[Layer], **config: Any) -> ImageSpec:
+    """A Docker manifest list holding one linux/amd64 image, the shape of the multi-arch
+    upstream images."""
+    return ImageSpec(key, names, platforms=[ImageSpec(key, [], layers, **config)])
+
+
+def busybox_based(key: str, names: list[str], *layers: Layer, **config: Any) -> ImageSpec:
+    return listed(key, names, [BUSYBOX_LINKED, *layers], **({"cmd": ["sh"]} | config))
+
+
+CRITEST_IMAGES: list[ImageSpec] = [
+    # The default image of nearly every spec.  Commands run in it: top, sh -c, sleep, echo,
+    # id -u/-g/-G/-nu, hostname, cat, pgrep, pidof, ls -A, touch, mkdir, mount --bind, dd,
+    # ipcs -m, brctl addbr, ping, netstat -ln, seq, grep, chmod, sync; user nobody.
+    # public.ecr.aws/...busybox:1.35.0-glibc is the image the benchmarks pull.
+    busybox_based("critest-busybox", [E2E + "busybox:1.29-2",
+                                      "public.ecr.aws/docker/library/busybox:1.35.0-glibc"]),
+    # Security Context (HostPID, PodPID, ContainerPID) and Networking/Streaming web server:
+    # no command given, so CMD runs; port 80; nginx pid file, process name and command line.
+    busybox_based("critest-nginx", [E2E + "nginx:1.14-2"], NGINX,
+                  cmd=["nginx", "-g", "daemon off;"], exposed_ports=["80/tcp"]),
+    # Streaming "portforward in host network": serves 12003 in the host's network namespace.
+    # Upstream pushes it per architecture, a plain manifest.
+    ImageSpec("critest-hostnet-nginx", [CRITEST + "hostnet-nginx-amd64:latest"],
+              [BUSYBOX_LINKED, NGINX, NGINX_12003], cmd=["nginx", "-g", "daemon off;"],
+              exposed_ports=["80/tcp"]),
+    # Multiple Containers: web server on :80 whose log contains "httpd"; `echo httpd`.
+    busybox_based("critest-httpd", [E2E + "httpd:2.4.39-4"], HTTPD, cmd=["httpd-foreground"],
+                  env=["PATH=/usr/local/apache2/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin"
+                       ":/usr/bin:/sbin:/bin", "HTTPD_PREFIX=/usr/local/apache2"],
+                  workdir="/usr/local/apache2", exposed_ports=["80/tcp"]),
+    # NoNewPrivs: run as uid 1000, the setuid-root entrypoint prints "Effective uid: 1000"
+    # with no_new_privs and "Effective uid: 0" without.
+    busybox_based("critest-nonewprivs", [E2E + "nonewprivs:1.3"], NNP, cmd=None,
+                  entrypoint=["/usr/local/bin/nnp"]),
+    # Image Manager / Image Identifier Consistency: one image (one config digest) under both
+    # names; it runs with no command, so its entrypoint must keep running.
+    listed("critest-pause", ["registry.k8s.io/pause:3.9", "k8s.gcr.io/pause:3.9"], [PAUSE],
+           entrypoint=["/pause"], user="65535:65535"),
+    # Image Manager, Image Consistency, Image Identifier Consistency, Image Volume: :test and
+    # :all are two images; :test also runs with no command (CMD sh) and, in Image Volume,
+    # `sh -c top`, ls, touch and its own /bin/ls from the mount.
+    busybox_based("critest-tag-test", [CRITEST + "test-image-tag:test"], marker("test")),
+    busybox_based("critest-tag-all", [CRITEST + "test-image-tag:all"], marker("all")),
+    busybox_based("critest-latest", [CRITEST + "test-image-latest:latest"],
+                  marker("test-image-latest")),
+    # three distinct image ids, each listed with exactly its one tag
+    *[busybox_based(f"critest-image-{n}", [CRITEST + f"test-image-{n}:latest"],
+                    marker(f"test-image-{n}")) for n in (1, 2, 3)],
+    # one image id under three tags
+    busybox_based("critest-tags", [CRITEST + f"test-image-tags:{n}" for n in (1, 2, 3)],
+                  marker("same-image")),
+    # ImageStatus uid/username from the image's USER (cri-tools images/image-user)
+    busybox_based("critest-user-uid", [CRITEST + "test-image-user-uid:latest"], user="1002"),
+    busybox_based("critest-user-username", [CRITEST + "test-image-user-username:latest"],
+                  user="www-data"),
+    busybox_based("critest-user-uid-group", [CRITEST + "test-image-user-uid-group:latest"],
+                  user="1003:1004"),
+    busybox_based("critest-user-username-group",
+                  [CRITEST + "test-image-user-username-group:latest"], user="www-data:1004"),
+    # SupplementalGroupsPolicy (`id -G` of uid 1000 is "1000 1234 50000" with Merge) and Image
+    # Volume subPath (its /etc holds passwd).
+    busybox_based("critest-predefined-group", [CRITEST + "test-image-predefined-group:latest"],
+                  PREDEFINED_GROUP, user="1000"),
+]
+IMAGES += CRITEST_IMAGES
 
 
 # --------------------------------------------------------------------------- build
@@ -321,7 +709,8 @@ def tar_info(entry: Entry) -> tarfile.TarInfo:
 
 
 def write_layer(layer: Layer, path: Path) -> BuiltLayer:
-    entries = sorted(layer.entries(), key=lambda e: e.path)
+    # Sorted by path, hard links last: a link's target must come earlier in the archive.
+    entries = sorted(layer.entries(), key=lambda e: (e.type == tarfile.LNKTYPE, e.path))
     paths = [e.path for e in entries]
     if len(set(paths)) != len(paths):
         raise ValueError(f"layer {layer.name}: duplicate paths")

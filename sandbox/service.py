@@ -85,7 +85,7 @@ class SandboxService:
             raise AlreadyExists(
                 f"pod sandbox {new.namespace}/{new.name} (uid {new.uid}, attempt {new.attempt}) already exists")
         sandbox_id = uuid.uuid4().hex + uuid.uuid4().hex
-        hostname = new.hostname or (_host_hostname() if new.host_network else new.name)
+        hostname = new.hostname or _host_hostname()  # as containerd and CRI-O: the node's name
         record = SandboxRecord(
             id=sandbox_id, name=new.name, namespace=new.namespace, uid=new.uid, attempt=new.attempt,
             state=CREATING, handler=new.handler, created_at=time.time_ns(),
