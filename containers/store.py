@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from store.db import Database
-from store.records import RecordTable
+from store.records import Labelled, RecordTable
 
 SCHEMA = [
     """
@@ -38,7 +38,7 @@ CREATING, CREATED, RUNNING, EXITED = "creating", "created", "running", "exited"
 
 
 @dataclass
-class ContainerRecord:
+class ContainerRecord(Labelled):
     id: str
     pod_id: str
     name: str
@@ -57,14 +57,6 @@ class ContainerRecord:
     reason: str = ""
     message: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def labels(self) -> dict[str, str]:
-        return self.extra.get("labels", {})
-
-    @property
-    def annotations(self) -> dict[str, str]:
-        return self.extra.get("annotations", {})
 
 
 class ContainerTable(RecordTable[ContainerRecord]):

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from store.db import Database
-from store.records import RecordTable
+from store.records import Labelled, RecordTable
 
 SCHEMA = [
     """
@@ -29,7 +29,7 @@ CREATING, READY, NOTREADY = "creating", "ready", "notready"
 
 
 @dataclass
-class SandboxRecord:
+class SandboxRecord(Labelled):
     id: str
     name: str
     namespace: str
@@ -40,14 +40,6 @@ class SandboxRecord:
     created_at: int
     ips: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def labels(self) -> dict[str, str]:
-        return self.extra.get("labels", {})
-
-    @property
-    def annotations(self) -> dict[str, str]:
-        return self.extra.get("annotations", {})
 
 
 class SandboxTable(RecordTable[SandboxRecord]):

@@ -10,6 +10,20 @@ from store.db import Database, Transaction
 T = TypeVar("T")
 
 
+class Labelled:
+    """Labels and annotations of a record that keeps them in its `extra` JSON field."""
+
+    extra: dict[str, Any]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.extra.get("labels", {})
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        return self.extra.get("annotations", {})
+
+
 class RecordTable(Generic[T]):
     def __init__(self, db: Database, table: str, record_type: type[T], json_fields: tuple[str, ...]) -> None:
         self.db = db
