@@ -25,6 +25,7 @@ import io
 import json
 import os
 import random
+import shutil
 import struct
 import subprocess
 import sys
@@ -252,11 +253,15 @@ IMAGES: list[ImageSpec] = [
 # no rebuild has that digest, so "public image with digest should be pulled and removed" fails.
 #
 # Like upstream busybox (which the e2e and cri-tools test images are built on), every applet is
-# a hard link to /bin/busybox, so masking /bin/ls (MaskedPaths) masks ls alone.  Debian builds
-# busybox-static with FEATURE_SH_STANDALONE, though: its sh runs `ls` as a built-in applet
-# without looking at PATH, so `/bin/sh -c ls` in a container with /bin/ls masked still lists
-# the directory, and "runtime should support MaskedPaths" (which wants
-# "/bin/sh: ls: Permission denied") cannot pass with this shell whatever the runtime does.
+# a hard link to /bin/busybox, so masking /bin/ls (MaskedPaths) masks ls alone.  But not the
+# shell: Debian builds busybox-static with FEATURE_SH_STANDALONE and FEATURE_PREFER_APPLETS, so
+# its sh runs `ls` as a built-in applet without looking at PATH, and `/bin/sh -c ls` in a
+# container with /bin/ls masked would still list the directory, where "runtime should support
+# MaskedPaths" wants "/bin/sh: ls: Permission denied" (upstream's sh execs /bin/ls, a
+# /dev/null bind mount there: EACCES).  So /bin/sh and /bin/ash are the ash of Debian's
+# dynamically linked `busybox` package (built without those options: it execs every external
+# command from PATH, like upstream's), with the shared libraries it loads (from the host) at
+# the paths ldd names; every other applet stays busybox-static's.
 
 CRITEST = "gcr.io/k8s-staging-cri-tools/"
 E2E = "registry.k8s.io/e2e-test-images/"
@@ -382,19 +387,104 @@ exit $status
 """
 
 
+BUSYBOX_SH_PACKAGE = "busybox"  # Debian's dynamically linked busybox (Conflicts: busybox-static)
+BUSYBOX_SH_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pycri"
+
+
+class BusyboxShError(SystemExit):
+    def __init__(self, message: str) -> None:
+        super().__init__(f"hack/testimages.py: critest images' /bin/sh (Debian's "
+                         f"{BUSYBOX_SH_PACKAGE} package, downloaded with apt-get download): "
+                         f"{message}")
+
+
+def busybox_sh_deb(tmp: Path) -> Path:
+    """The .deb of Debian's ``busybox`` package: the version of the installed busybox-static
+    (one source package, so the shell is the same build as the other applets) if the archive
+    still has it, else the candidate version.  Kept in ~/.cache/pycri so that rebuilds work
+    offline and give the same digests."""
+    for tool in ("apt-get", "dpkg-deb", "dpkg-query", "ldd"):
+        if not shutil.which(tool):
+            raise BusyboxShError(f"{tool} not found: this needs a Debian (apt, dpkg, libc-bin)")
+    query = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "busybox-static"],
+                           capture_output=True, text=True)
+    version = query.stdout.strip() if query.returncode == 0 else ""
+    cached = BUSYBOX_SH_CACHE / f"{BUSYBOX_SH_PACKAGE}_{version}.deb"
+    if version and cached.is_file():
+        return cached
+    errors = []
+    for wanted in ([f"{BUSYBOX_SH_PACKAGE}={version}"] if version else []) + [BUSYBOX_SH_PACKAGE]:
+        run = subprocess.run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root",
+                              wanted], cwd=tmp, capture_output=True, text=True)
+        debs = sorted(tmp.glob(f"{BUSYBOX_SH_PACKAGE}_*.deb"))
+        if run.returncode == 0 and len(debs) == 1:
+            got = subprocess.run(["dpkg-deb", "-f", str(debs[0]), "Version"], check=True,
+                                 capture_output=True, text=True).stdout.strip()
+            try:
+                BUSYBOX_SH_CACHE.mkdir(parents=True, exist_ok=True)
+                keep = BUSYBOX_SH_CACHE / f"{BUSYBOX_SH_PACKAGE}_{got}.deb"
+                shutil.copyfile(debs[0], keep.with_suffix(".tmp"))
+                os.replace(keep.with_suffix(".tmp"), keep)
+            except OSError:
+                pass  # no cache: download again next time
+            return debs[0]
+        errors.append(f"`apt-get download {wanted}`: {(run.stderr or run.stdout).strip()}")
+    raise BusyboxShError("; ".join(errors) + " (run `apt-get update` first; Debian's archive must"
+                         " be reachable, or the .deb be in " + str(BUSYBOX_SH_CACHE) + ")")
+
+
+@lru_cache(maxsize=1)
+def busybox_sh() -> tuple[bytes, list[tuple[str, str]]]:
+    """Debian's dynamically linked busybox, whose ash execs external commands from PATH
+    (checked), and the shared libraries it loads: (the binary, [(path in the image, host
+    file)]), the paths in the image being those ldd names (the ELF interpreter's included)."""
+    with tempfile.TemporaryDirectory(prefix="testimages-busybox-") as tmp:
+        deb, root = busybox_sh_deb(Path(tmp)), Path(tmp, "root")
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+        binary = next((p for p in (root / "bin/busybox", root / "usr/bin/busybox")
+                       if p.is_file()), None)
+        if binary is None:
+            raise BusyboxShError(f"{deb.name} has no bin/busybox")
+        # With FEATURE_SH_STANDALONE, ash would run `ls` as an applet whatever PATH is.
+        check = subprocess.run([str(binary), "sh", "-c", "ls /"], capture_output=True, text=True,
+                               env={"PATH": "/nonexistent"})
+        if check.returncode != 127 or "ls: not found" not in check.stderr:
+            raise BusyboxShError(f"{deb.name}'s sh runs applets without PATH (SH_STANDALONE):"
+                                 f" `sh -c ls` with an empty PATH exited {check.returncode}")
+        ldd = subprocess.run(["ldd", str(binary)], check=True, capture_output=True, text=True)
+        libs = []
+        for line in ldd.stdout.splitlines():
+            path = line.split("=>")[-1].split("(")[0].strip()
+            if path.startswith("/"):
+                libs.append((path.lstrip("/"), os.path.realpath(path)))
+            elif "vdso" not in line:
+                raise BusyboxShError(f"ldd {binary.name}: cannot place {line.strip()!r}")
+        if not libs:
+            raise BusyboxShError(f"ldd {binary.name} named no libraries:\n{ldd.stdout}")
+        return binary.read_bytes(), sorted(libs)
+
+
 def busybox_linked_entries() -> list[Entry]:
     """Upstream busybox's layout, /bin/busybox and a hard link to it per applet in /bin, plus
-    /usr/bin/ipcs and /usr/bin/pgrep."""
+    /usr/bin/ipcs and /usr/bin/pgrep; but /bin/sh and /bin/ash are Debian's dynamically linked
+    busybox, beside the shared libraries it loads."""
     applets = subprocess.run([BUSYBOX_BIN, "--list"], check=True, capture_output=True,
                              text=True).stdout.split()
+    sh, libs = busybox_sh()
     dirs = ["bin", "dev", "etc", "home", "proc", "sys", "usr", "usr/bin", "usr/sbin", "var",
             "var/log", "var/run", "var/spool", "var/spool/mail", "var/www"]
+    for path, _ in libs:
+        parents = Path(path).parents
+        dirs += [str(p) for p in reversed(parents[:-1]) if str(p) not in dirs]
     entries = [d(p) for p in dirs] + [d("root", 0o700), d("tmp", 0o1777)]
     entries += [host_file("bin/busybox", BUSYBOX_BIN), f("etc/passwd", BUSYBOX_PASSWD),
                 f("etc/group", BUSYBOX_GROUP)]
     entries += [f(f"usr/bin/{name}", script, 0o755) for name, script in
                 (("ipcs", IPCS_SCRIPT), ("pgrep", PGREP_SCRIPT)) if name not in applets]
-    names = sorted((set(applets) | {"sh"}) - {"busybox"})
+    entries += [f("bin/sh", sh, 0o755),
+                Entry("bin/ash", tarfile.LNKTYPE, 0o755, linkname="bin/sh")]
+    entries += [host_file(path, source) for path, source in libs]
+    names = sorted(set(applets) - {"busybox", "sh", "ash"})
     return entries + [Entry(f"bin/{name}", tarfile.LNKTYPE, 0o755, linkname="bin/busybox")
                       for name in names if "/" not in name]
 
