@@ -7,8 +7,9 @@
 
 `detect(root)` tells v1 (with `unified` for hybrid) from v2 by /sys/fs/cgroup/cgroup.controllers.
 Every class takes the mount root as a parameter, so tests use fake trees in a tmp dir.
-This package imports only the standard library and no dataclasses/typing on the paths that
-`delete`/`kill` use (the Resources dataclasses live in cgroups.resources).
+This package imports only the light standard library (no dataclasses/typing: the runtime
+CLI loads it on every `create`, `exec`, `delete` and `kill --all`); cgroups.resources, the
+resource classes, is imported by `create` and `update` only.
 """
 from __future__ import annotations
 

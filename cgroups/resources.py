@@ -1,15 +1,17 @@
-"""linux.resources of the OCI spec (also the body of `update --resources`) as dataclasses.
+"""linux.resources of the OCI spec (also the body of `update --resources`) as plain classes.
 
 None means "not set: leave as it is". Values keep the spec's units and meanings (memory in
 bytes with -1 for unlimited, cpu quota/period in microseconds, shares as v1 shares); each
-manager converts them for its cgroup version.
+manager converts them for its cgroup version. (Not dataclasses: `create` parses these on
+every call, and dataclasses would be the largest part of its start-up.)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from cgroups.base import CgroupError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _opt_int(data: dict[str, Any], key: str, where: str) -> int | None:
@@ -21,34 +23,61 @@ def _opt_int(data: dict[str, Any], key: str, where: str) -> int | None:
     return value
 
 
-@dataclass
-class CpuResources:
-    shares: int | None = None
-    quota: int | None = None
-    period: int | None = None
-    realtime_runtime: int | None = None
-    realtime_period: int | None = None
-    cpus: str | None = None
-    mems: str | None = None
-    idle: int | None = None
+class _Record:
+    """Equality and repr from __slots__."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
 
 
-@dataclass
-class MemoryResources:
-    limit: int | None = None
-    reservation: int | None = None
-    swap: int | None = None  # memory+swap, as in v1's memsw
-    swappiness: int | None = None
-    disable_oom_killer: bool | None = None
+class CpuResources(_Record):
+    __slots__ = ("shares", "quota", "period", "realtime_runtime", "realtime_period", "cpus", "mems", "idle")
+
+    def __init__(self, shares: int | None = None, quota: int | None = None, period: int | None = None,
+                 realtime_runtime: int | None = None, realtime_period: int | None = None, cpus: str | None = None,
+                 mems: str | None = None, idle: int | None = None) -> None:
+        self.shares = shares
+        self.quota = quota
+        self.period = period
+        self.realtime_runtime = realtime_runtime
+        self.realtime_period = realtime_period
+        self.cpus = cpus
+        self.mems = mems
+        self.idle = idle
 
 
-@dataclass
-class DeviceRule:
-    allow: bool
-    type: str = "a"  # a, c, b
-    major: int | None = None  # None: any (*)
-    minor: int | None = None
-    access: str = "rwm"
+class MemoryResources(_Record):
+    __slots__ = ("limit", "reservation", "swap", "swappiness", "disable_oom_killer")
+
+    def __init__(self, limit: int | None = None, reservation: int | None = None, swap: int | None = None,
+                 swappiness: int | None = None, disable_oom_killer: bool | None = None) -> None:
+        self.limit = limit
+        self.reservation = reservation
+        self.swap = swap  # memory+swap, as in v1's memsw
+        self.swappiness = swappiness
+        self.disable_oom_killer = disable_oom_killer
+
+
+class DeviceRule(_Record):
+    __slots__ = ("allow", "type", "major", "minor", "access")
+
+    def __init__(self, allow: bool, type: str = "a", major: int | None = None, minor: int | None = None,
+                 access: str = "rwm") -> None:
+        self.allow = allow
+        self.type = type  # a, c, b
+        self.major = major  # None: any (*)
+        self.minor = minor
+        self.access = access
 
     def v1_line(self) -> str:
         if self.type == "a":
@@ -58,21 +87,28 @@ class DeviceRule:
         return f"{self.type} {major}:{minor} {self.access}"
 
 
-@dataclass
-class HugepageLimit:
-    page_size: str  # "2MB", "1GB"
-    limit: int
+class HugepageLimit(_Record):
+    __slots__ = ("page_size", "limit")
+
+    def __init__(self, page_size: str, limit: int) -> None:
+        self.page_size = page_size  # "2MB", "1GB"
+        self.limit = limit
 
 
-@dataclass
-class Resources:
-    cpu: CpuResources = field(default_factory=CpuResources)
-    memory: MemoryResources = field(default_factory=MemoryResources)
-    pids_limit: int | None = None
-    hugepage_limits: list[HugepageLimit] = field(default_factory=list)
-    devices: list[DeviceRule] = field(default_factory=list)
-    blkio_weight: int | None = None
-    unified: dict[str, str] = field(default_factory=dict)
+class Resources(_Record):
+    __slots__ = ("cpu", "memory", "pids_limit", "hugepage_limits", "devices", "blkio_weight", "unified")
+
+    def __init__(self, cpu: CpuResources | None = None, memory: MemoryResources | None = None,
+                 pids_limit: int | None = None, hugepage_limits: list[HugepageLimit] | None = None,
+                 devices: list[DeviceRule] | None = None, blkio_weight: int | None = None,
+                 unified: dict[str, str] | None = None) -> None:
+        self.cpu = CpuResources() if cpu is None else cpu
+        self.memory = MemoryResources() if memory is None else memory
+        self.pids_limit = pids_limit
+        self.hugepage_limits: list[HugepageLimit] = [] if hugepage_limits is None else hugepage_limits
+        self.devices: list[DeviceRule] = [] if devices is None else devices
+        self.blkio_weight = blkio_weight
+        self.unified: dict[str, str] = {} if unified is None else unified
 
     @classmethod
     def from_spec(cls, data: dict[str, Any] | None) -> Resources:

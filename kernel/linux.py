@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import resource as _resource
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # without importing typing: this module is on the runtime's start-up path
@@ -99,7 +98,16 @@ class LinuxSyscall:
         _check(_libc.capset(ctypes.byref(header), data), f"capset({caps})")
 
     def setrlimit(self, resource: int, soft: int, hard: int) -> None:
-        _resource.setrlimit(resource, (soft, hard))
+        """Like resource.setrlimit (-1 is RLIM_INFINITY; the same ValueErrors), without loading
+        one more extension module at start-up."""
+        limit = _Rlimit(soft & _RLIM_MASK, hard & _RLIM_MASK)
+        if _libc.setrlimit(ctypes.c_int(resource), ctypes.byref(limit)) < 0:
+            err = ctypes.get_errno()
+            if err == 22:  # EINVAL
+                raise ValueError("current limit exceeds maximum limit")
+            if err == 1:  # EPERM
+                raise ValueError("not allowed to raise maximum limit")
+            raise OSError(err, f"setrlimit({resource}, {soft}, {hard}): {os.strerror(err)}")
 
     def set_controlling_terminal(self, fd: int) -> None:
         _check(_libc.ioctl(ctypes.c_int(fd), ctypes.c_ulong(TIOCSCTTY), ctypes.c_int(0)), f"ioctl({fd}, TIOCSCTTY)")
@@ -110,6 +118,13 @@ class LinuxSyscall:
 
 TIOCSCTTY = 0x540E
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+_RLIM_MASK = (1 << 64) - 1  # rlim_t is 64 bits; -1 & mask is RLIM_INFINITY
+
+
+class _Rlimit(ctypes.Structure):
+    _fields_ = [("cur", ctypes.c_uint64), ("max", ctypes.c_uint64)]
 
 
 class _CapHeader(ctypes.Structure):

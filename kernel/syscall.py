@@ -6,8 +6,13 @@ one (kernel.linux).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    # `typing` costs the per-container runtime's start-up; at run time the protocol is only
+    # an annotation, so a plain base class does (type checkers see the Protocol)
+    Protocol = object
 
 # clone/unshare/setns flags
 CLONE_NEWNS = 0x00020000
@@ -105,43 +110,89 @@ def scmp_act_trace(msg: int) -> int:
     return SCMP_ACT_TRACE_BASE | (msg & 0xFFFF)
 
 
-@dataclass(frozen=True)
-class SeccompArg:
+class _Value:
+    """An immutable value with equality, hash and repr from its __slots__ (what a frozen
+    dataclass gives, without importing dataclasses on the runtime's start-up path)."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def _set(self, **values: object) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r} of {type(self).__name__}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r} of {type(self).__name__}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class SeccompArg(_Value):
     """One argument comparison of a rule (struct scmp_arg_cmp)."""
 
+    __slots__ = ("index", "op", "value", "value_two")
     index: int
     op: int  # SCMP_CMP_*
     value: int
-    value_two: int = 0
+    value_two: int
+
+    def __init__(self, index: int, op: int, value: int, value_two: int = 0) -> None:
+        self._set(index=index, op=op, value=value, value_two=value_two)
 
 
-@dataclass(frozen=True)
-class SeccompRule:
+class SeccompRule(_Value):
     """Apply `action` to `syscall` (a name libseccomp resolves) when all `args` match."""
 
+    __slots__ = ("syscall", "action", "args")
     syscall: str
     action: int
-    args: tuple[SeccompArg, ...] = ()
+    args: tuple[SeccompArg, ...]
+
+    def __init__(self, syscall: str, action: int, args: tuple[SeccompArg, ...] = ()) -> None:
+        self._set(syscall=syscall, action=action, args=args)
 
 
-@dataclass(frozen=True)
-class SeccompProgram:
+class SeccompProgram(_Value):
     """A whole filter: what to load with libseccomp."""
 
+    __slots__ = ("default_action", "architectures", "rules", "no_new_privs", "log")
     default_action: int
-    architectures: tuple[str, ...] = ()  # libseccomp arch names: "x86_64", "x86", "aarch64", ...
-    rules: tuple[SeccompRule, ...] = ()
-    no_new_privs: bool = False  # let libseccomp set no_new_privs when loading (SCMP_FLTATR_CTL_NNP)
-    log: bool = False  # SECCOMP_FILTER_FLAG_LOG (SCMP_FLTATR_CTL_LOG)
+    architectures: tuple[str, ...]  # libseccomp arch names: "x86_64", "x86", "aarch64", ...
+    rules: tuple[SeccompRule, ...]
+    no_new_privs: bool  # let libseccomp set no_new_privs when loading (SCMP_FLTATR_CTL_NNP)
+    log: bool  # SECCOMP_FILTER_FLAG_LOG (SCMP_FLTATR_CTL_LOG)
+
+    def __init__(self, default_action: int, architectures: tuple[str, ...] = (), rules: tuple[SeccompRule, ...] = (),
+                 no_new_privs: bool = False, log: bool = False) -> None:
+        self._set(default_action=default_action, architectures=architectures, rules=rules,
+                  no_new_privs=no_new_privs, log=log)
 
 
-@dataclass(frozen=True)
-class CapSets:
+class CapSets(_Value):
     """A thread's capability sets, one bit per capability number."""
 
-    effective: int = 0
-    permitted: int = 0
-    inheritable: int = 0
+    __slots__ = ("effective", "permitted", "inheritable")
+    effective: int
+    permitted: int
+    inheritable: int
+
+    def __init__(self, effective: int = 0, permitted: int = 0, inheritable: int = 0) -> None:
+        self._set(effective=effective, permitted=permitted, inheritable=inheritable)
 
 
 class Syscall(Protocol):

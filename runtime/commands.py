@@ -1,12 +1,12 @@
 """The small commands: start, state, kill, delete, list, features, update, events --stats.
 
 These stay off ctypes, dataclasses and typing (cgroups.resources is imported by `update`
-only), because conmon and pycri run them often and their start-up is what they cost.
+only, select by `start` only), because conmon and pycri run them often and their start-up
+is what they cost.
 """
 from __future__ import annotations
 
 import os
-import select
 import sys
 import time
 
@@ -28,6 +28,8 @@ def start(store: StateStore, container_id: str) -> None:
         raise RuntimeFailure("cannot start a container that has stopped")
     if status == RUNNING:
         raise RuntimeFailure("cannot start an already running container")
+    import select
+
     fifo = store.fifo(container_id)
     try:
         fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)

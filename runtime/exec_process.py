@@ -10,7 +10,6 @@ subreaper) and exits with its exit code, forwarding SIGINT/SIGTERM/SIGHUP/SIGQUI
 from __future__ import annotations
 
 import os
-import signal
 
 import cgroups
 from kernel.linux import LinuxSyscall, preload_seccomp
@@ -20,13 +19,14 @@ from runtime.args import Flags, UsageError
 from runtime.errors import RuntimeFailure
 from runtime.process import console, setup
 from runtime.seccomp import translate
+from runtime.signals import SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, set_default, set_handler
 from runtime.spec import Process, SpecError
 from runtime.stages import launch, run_child
 from runtime.state import STOPPED, StateStore, write_pid_file
 from runtime.sync import Channel
 
 EXEC_TIMEOUT = 60.0
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+FORWARDED_SIGNALS = (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2)
 
 
 def _parse_user(text: str) -> tuple[int, int | None]:
@@ -104,6 +104,7 @@ def exec_command(store: StateStore, container_id: str, command: list[str], flags
     manager = cgroups.manager_from_state(state.cgroup) if state.cgroup else None
     if not detach:
         kernel.prctl(PR_SET_CHILD_SUBREAPER, 1)
+        set_default(SIGCHLD)  # an ignored SIGCHLD (inherited) would leave no exit status to wait for
     opened = namespaces.open_paths(namespaces.process_namespace_paths(state.pid, state.namespaces))
     console_fd = console.connect(console_socket) if console_socket else -1
     try:
@@ -161,7 +162,7 @@ def _wait(pid: int) -> int:
             pass
 
     for sig in FORWARDED_SIGNALS:
-        signal.signal(sig, forward)
+        set_handler(sig, forward)
     while True:
         try:
             _, status = os.waitpid(pid, 0)

@@ -1,7 +1,15 @@
-"""Signal names and numbers (Linux x86_64/arm64), without importing `signal` (its enum costs start-up)."""
+"""Signal names and numbers (Linux x86_64/arm64), and setting handlers, without importing
+`signal`: its enums cost start-up, and `_signal`, the C module under it, takes the numbers."""
 from __future__ import annotations
 
+import _signal
+
 from runtime.errors import RuntimeFailure
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
 
 NUMBERS = {
     "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7, "FPE": 8,
@@ -11,6 +19,17 @@ NUMBERS = {
     "POLL": 29, "PWR": 30, "SYS": 31,
 }
 SIGRTMIN, SIGRTMAX = 34, 64
+SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGPIPE, SIGTERM, SIGCHLD, SIGXFSZ = 1, 2, 3, 10, 12, 13, 15, 17, 25
+
+
+def set_handler(sig: int, handler: Callable[[int, FrameType | None], object]) -> None:
+    """signal.signal(sig, handler)."""
+    _signal.signal(sig, handler)
+
+
+def set_default(sig: int) -> None:
+    """signal.signal(sig, signal.SIG_DFL)."""
+    _signal.signal(sig, _signal.SIG_DFL)
 
 
 def parse_signal(text: str) -> int:

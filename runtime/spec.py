@@ -1,17 +1,23 @@
-"""The OCI runtime spec (config.json, runtime-spec 1.0-1.2) as dataclasses, with validation.
+"""The OCI runtime spec (config.json, runtime-spec 1.0-1.2) as plain classes, with validation.
 
 Only what pycri-runtime acts on is modelled; `linux.resources` and `linux.seccomp` stay as
 the raw JSON objects and are parsed by `cgroups.resources` and `runtime.seccomp`. Relative
 paths (root.path, bind-mount sources) are made absolute against the bundle here.
+
+The classes are `Record`s (__slots__, keyword or positional arguments, equality and repr),
+not dataclasses: `create` and `exec` parse a spec on every call, and importing dataclasses
+(which brings inspect, re and enum) would cost more than the rest of their start-up.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any
 
 from runtime import jsonlite
 from runtime.errors import RuntimeFailure
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SUPPORTED_NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 
@@ -52,12 +58,32 @@ def _str(data: Any, where: str, default: str = "") -> str:
     return data
 
 
-@dataclass
-class User:
-    uid: int = 0
-    gid: int = 0
-    umask: int | None = None
-    additional_gids: list[int] = field(default_factory=list)
+class Record:
+    """Equality and repr from __slots__ (the light half of a dataclass)."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a dataclass with eq
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__ if name != "raw")
+        return f"{type(self).__name__}({fields})"
+
+
+class User(Record):
+    __slots__ = ("uid", "gid", "umask", "additional_gids")
+
+    def __init__(self, uid: int = 0, gid: int = 0, umask: int | None = None,
+                 additional_gids: list[int] | None = None) -> None:
+        self.uid = uid
+        self.gid = gid
+        self.umask = umask
+        self.additional_gids: list[int] = [] if additional_gids is None else additional_gids
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "process.user") -> User:
@@ -69,39 +95,49 @@ class User:
                    umask=_int(d.get("umask"), f"{where}.umask"), additional_gids=list(gids))
 
 
-@dataclass
-class Capabilities:
-    bounding: list[str] = field(default_factory=list)
-    effective: list[str] = field(default_factory=list)
-    permitted: list[str] = field(default_factory=list)
-    inheritable: list[str] = field(default_factory=list)
-    ambient: list[str] = field(default_factory=list)
+class Capabilities(Record):
+    __slots__ = ("bounding", "effective", "permitted", "inheritable", "ambient")
+
+    def __init__(self, bounding: list[str] | None = None, effective: list[str] | None = None,
+                 permitted: list[str] | None = None, inheritable: list[str] | None = None,
+                 ambient: list[str] | None = None) -> None:
+        self.bounding: list[str] = [] if bounding is None else bounding
+        self.effective: list[str] = [] if effective is None else effective
+        self.permitted: list[str] = [] if permitted is None else permitted
+        self.inheritable: list[str] = [] if inheritable is None else inheritable
+        self.ambient: list[str] = [] if ambient is None else ambient
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "process.capabilities") -> Capabilities:
         d = _obj(data, where)
-        return cls(**{name: _strings(d.get(name), f"{where}.{name}")
-                      for name in ("bounding", "effective", "permitted", "inheritable", "ambient")})
+        return cls(**{name: _strings(d.get(name), f"{where}.{name}") for name in cls.__slots__})
 
 
-@dataclass
-class Rlimit:
-    type: str
-    soft: int
-    hard: int
+class Rlimit(Record):
+    __slots__ = ("type", "soft", "hard")
+
+    def __init__(self, type: str, soft: int, hard: int) -> None:
+        self.type = type
+        self.soft = soft
+        self.hard = hard
 
 
-@dataclass
-class Process:
-    args: list[str]
-    env: list[str] = field(default_factory=list)
-    cwd: str = "/"
-    user: User = field(default_factory=User)
-    terminal: bool = False
-    capabilities: Capabilities | None = None
-    rlimits: list[Rlimit] = field(default_factory=list)
-    no_new_privileges: bool = False
-    oom_score_adj: int | None = None
+class Process(Record):
+    __slots__ = ("args", "env", "cwd", "user", "terminal", "capabilities", "rlimits", "no_new_privileges",
+                 "oom_score_adj")
+
+    def __init__(self, args: list[str], env: list[str] | None = None, cwd: str = "/", user: User | None = None,
+                 terminal: bool = False, capabilities: Capabilities | None = None, rlimits: list[Rlimit] | None = None,
+                 no_new_privileges: bool = False, oom_score_adj: int | None = None) -> None:
+        self.args = args
+        self.env: list[str] = [] if env is None else env
+        self.cwd = cwd
+        self.user = User() if user is None else user
+        self.terminal = terminal
+        self.capabilities = capabilities
+        self.rlimits: list[Rlimit] = [] if rlimits is None else rlimits
+        self.no_new_privileges = no_new_privileges
+        self.oom_score_adj = oom_score_adj
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "process") -> Process:
@@ -132,42 +168,55 @@ class Process:
         )
 
 
-@dataclass
-class Mount:
-    destination: str
-    type: str = ""
-    source: str = ""
-    options: list[str] = field(default_factory=list)
+class Mount(Record):
+    __slots__ = ("destination", "type", "source", "options")
+
+    def __init__(self, destination: str, type: str = "", source: str = "", options: list[str] | None = None) -> None:
+        self.destination = destination
+        self.type = type
+        self.source = source
+        self.options: list[str] = [] if options is None else options
 
 
-@dataclass
-class Namespace:
-    type: str
-    path: str = ""
+class Namespace(Record):
+    __slots__ = ("type", "path")
+
+    def __init__(self, type: str, path: str = "") -> None:
+        self.type = type
+        self.path = path
 
 
-@dataclass
-class Device:
-    type: str  # c, b, u, p
-    path: str
-    major: int = 0
-    minor: int = 0
-    file_mode: int | None = None
-    uid: int | None = None
-    gid: int | None = None
+class Device(Record):
+    __slots__ = ("type", "path", "major", "minor", "file_mode", "uid", "gid")
+
+    def __init__(self, type: str, path: str, major: int = 0, minor: int = 0, file_mode: int | None = None,
+                 uid: int | None = None, gid: int | None = None) -> None:
+        self.type = type  # c, b, u, p
+        self.path = path
+        self.major = major
+        self.minor = minor
+        self.file_mode = file_mode
+        self.uid = uid
+        self.gid = gid
 
 
-@dataclass
-class Linux:
-    namespaces: list[Namespace] = field(default_factory=list)
-    devices: list[Device] = field(default_factory=list)
-    cgroups_path: str = ""
-    resources: dict[str, Any] = field(default_factory=dict)
-    rootfs_propagation: str = ""
-    masked_paths: list[str] = field(default_factory=list)
-    readonly_paths: list[str] = field(default_factory=list)
-    sysctl: dict[str, str] = field(default_factory=dict)
-    seccomp: dict[str, Any] | None = None
+class Linux(Record):
+    __slots__ = ("namespaces", "devices", "cgroups_path", "resources", "rootfs_propagation", "masked_paths",
+                 "readonly_paths", "sysctl", "seccomp")
+
+    def __init__(self, namespaces: list[Namespace] | None = None, devices: list[Device] | None = None,
+                 cgroups_path: str = "", resources: dict[str, Any] | None = None, rootfs_propagation: str = "",
+                 masked_paths: list[str] | None = None, readonly_paths: list[str] | None = None,
+                 sysctl: dict[str, str] | None = None, seccomp: dict[str, Any] | None = None) -> None:
+        self.namespaces: list[Namespace] = [] if namespaces is None else namespaces
+        self.devices: list[Device] = [] if devices is None else devices
+        self.cgroups_path = cgroups_path
+        self.resources: dict[str, Any] = {} if resources is None else resources
+        self.rootfs_propagation = rootfs_propagation
+        self.masked_paths: list[str] = [] if masked_paths is None else masked_paths
+        self.readonly_paths: list[str] = [] if readonly_paths is None else readonly_paths
+        self.sysctl: dict[str, str] = {} if sysctl is None else sysctl
+        self.seccomp = seccomp
 
     def namespace(self, ns_type: str) -> Namespace | None:
         for ns in self.namespaces:
@@ -181,19 +230,25 @@ class Linux:
         return ns is not None and not ns.path
 
 
-@dataclass
-class Spec:
-    bundle: str
-    oci_version: str
-    process: Process
-    root_path: str  # absolute
-    root_readonly: bool = False
-    hostname: str = ""
-    domainname: str = ""
-    mounts: list[Mount] = field(default_factory=list)
-    linux: Linux = field(default_factory=Linux)
-    annotations: dict[str, str] = field(default_factory=dict)
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+class Spec(Record):
+    __slots__ = ("bundle", "oci_version", "process", "root_path", "root_readonly", "hostname", "domainname",
+                 "mounts", "linux", "annotations", "raw")
+
+    def __init__(self, bundle: str, oci_version: str, process: Process, root_path: str, root_readonly: bool = False,
+                 hostname: str = "", domainname: str = "", mounts: list[Mount] | None = None,
+                 linux: Linux | None = None, annotations: dict[str, str] | None = None,
+                 raw: dict[str, Any] | None = None) -> None:
+        self.bundle = bundle
+        self.oci_version = oci_version
+        self.process = process
+        self.root_path = root_path  # absolute
+        self.root_readonly = root_readonly
+        self.hostname = hostname
+        self.domainname = domainname
+        self.mounts: list[Mount] = [] if mounts is None else mounts
+        self.linux = Linux() if linux is None else linux
+        self.annotations: dict[str, str] = {} if annotations is None else annotations
+        self.raw: dict[str, Any] = {} if raw is None else raw  # the whole config.json (left out of repr)
 
 
 def _namespaces(data: Any) -> list[Namespace]:

@@ -39,8 +39,9 @@ class Channel:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError("no message from the container process")
-                ready, _, _ = select.select([self.fd], [], [], remaining)
-                if not ready:
+                poller = select.poll()  # not select.select: it fails on fds past 1023
+                poller.register(self.fd, select.POLLIN)
+                if not poller.poll(max(1, int(remaining * 1000 + 0.999))):
                     continue
             chunk = os.read(self.fd, 65536)
             if not chunk:

@@ -8,18 +8,20 @@ its stdin/stdout/stderr, and for the init process bind-mounts it on /dev/console
 from __future__ import annotations
 
 import os
+import sys
 
 from kernel.syscall import MS_BIND, Syscall
 from runtime.errors import RuntimeFailure
 
 
 def connect(path: str) -> int:
-    """A connected AF_UNIX stream socket; the caller owns the returned fd. (`socket` is
+    """A connected AF_UNIX stream socket; the caller owns the returned fd. (`_socket` is
     imported here, in the runtime, so that it is loaded before the child enters the
-    container, where the standard library is out of reach, and only when needed.)"""
-    import socket
+    container, where the standard library is out of reach, and only when needed. It is the
+    C module under `socket`, whose enums and selectors would cost ~10 ms of start-up.)"""
+    import _socket
 
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)  # close-on-exec, like socket.socket
     try:
         sock.connect(path)
     except OSError as e:
@@ -29,15 +31,17 @@ def connect(path: str) -> int:
 
 
 def setup_console(kernel: Syscall, socket_fd: int, *, mount_dev_console: bool) -> None:
-    """Consumes (closes) `socket_fd`, which `connect` made (so `socket` is loaded)."""
-    import socket
+    """Consumes (closes) `socket_fd`, which `connect` made (so `_socket` is loaded)."""
+    import _socket
 
     master, slave = os.openpty()
     try:
         slave_path = os.ttyname(slave)
-        sock = socket.socket(fileno=socket_fd)
+        sock = _socket.socket(fileno=socket_fd)
         try:
-            socket.send_fds(sock, [b"/dev/ptmx"], [master])
+            # socket.send_fds(sock, [b"/dev/ptmx"], [master])
+            rights = master.to_bytes(4, sys.byteorder, signed=True)
+            sock.sendmsg([b"/dev/ptmx"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
         finally:
             sock.close()
         os.close(master)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 
 from kernel.syscall import PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS, SeccompProgram, Syscall
 from runtime import log
 from runtime.errors import RuntimeFailure
 from runtime.process import capabilities, fds, rlimits, user
 from runtime.process.lookup import look_path
+from runtime.signals import SIGPIPE, SIGXFSZ, set_default
 from runtime.spec import Process
 
 
@@ -105,8 +105,8 @@ def _load(kernel: Syscall, program: SeccompProgram) -> None:
 def execute(kernel: Syscall, prepared: PreparedProcess) -> None:
     """Never returns: execve, or an OSError."""
     # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive execve
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(sig, signal.SIG_DFL)
+    for sig in (SIGPIPE, SIGXFSZ):
+        set_default(sig)
     if prepared.late_seccomp is not None:
         _load(kernel, prepared.late_seccomp)
     os.execve(prepared.path, prepared.args, prepared.env)

@@ -1,20 +1,24 @@
 """/proc/self/mountinfo, parsed."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from runtime.spec import Record
 
 
-@dataclass
-class MountInfo:
-    mount_id: int
-    parent_id: int
-    root: str  # the path inside the filesystem that is mounted
-    mountpoint: str
-    options: str  # per-mount options
-    optional: list[str]  # shared:N, master:N, ...
-    fstype: str
-    source: str
-    super_options: str
+class MountInfo(Record):
+    __slots__ = ("mount_id", "parent_id", "root", "mountpoint", "options", "optional", "fstype", "source",
+                 "super_options")
+
+    def __init__(self, mount_id: int, parent_id: int, root: str, mountpoint: str, options: str, optional: list[str],
+                 fstype: str, source: str, super_options: str) -> None:
+        self.mount_id = mount_id
+        self.parent_id = parent_id
+        self.root = root  # the path inside the filesystem that is mounted
+        self.mountpoint = mountpoint
+        self.options = options  # per-mount options
+        self.optional = optional  # shared:N, master:N, ...
+        self.fstype = fstype
+        self.source = source
+        self.super_options = super_options
 
     @property
     def shared(self) -> bool:

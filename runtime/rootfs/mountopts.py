@@ -2,13 +2,12 @@
 mount(2) flags, propagation changes and the filesystem data string."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from kernel.syscall import (
     MS_BIND, MS_DIRSYNC, MS_MANDLOCK, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID,
     MS_NOSYMFOLLOW, MS_PRIVATE, MS_RDONLY, MS_REC, MS_RELATIME, MS_REMOUNT, MS_SHARED, MS_SLAVE,
     MS_STRICTATIME, MS_SYNCHRONOUS, MS_UNBINDABLE,
 )
+from runtime.spec import Record
 
 # option -> (clear the flag?, flag)
 FLAGS: dict[str, tuple[bool, int]] = {
@@ -38,12 +37,15 @@ PROPAGATION: dict[str, int] = {
 EXTENSIONS = ("tmpcopyup", "idmap", "ridmap")
 
 
-@dataclass
-class MountOptions:
-    flags: int = 0
-    propagation: list[int] = field(default_factory=list)
-    data: str = ""
-    extensions: list[str] = field(default_factory=list)
+class MountOptions(Record):
+    __slots__ = ("flags", "propagation", "data", "extensions")
+
+    def __init__(self, flags: int = 0, propagation: list[int] | None = None, data: str = "",
+                 extensions: list[str] | None = None) -> None:
+        self.flags = flags
+        self.propagation: list[int] = [] if propagation is None else propagation
+        self.data = data
+        self.extensions: list[str] = [] if extensions is None else extensions
 
     @property
     def is_bind(self) -> bool:
