@@ -47,7 +47,8 @@ class ExecResult:
 class OciRuntime(Protocol):
     name: str
 
-    def create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False, tty: bool = False) -> int: ...
+    def create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False, stdin_once: bool = False,
+               tty: bool = False) -> int: ...
 
     def start(self, container_id: str) -> None: ...
 
@@ -91,7 +92,8 @@ class ConmonRuntime:
             raise RuntimeFailed(f"{self.name} {args[0]} failed: {message}")
         return result
 
-    def create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False, tty: bool = False) -> int:
+    def create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False, stdin_once: bool = False,
+               tty: bool = False) -> int:
         paths.exit_file.parent.mkdir(parents=True, exist_ok=True)
         paths.persist.mkdir(parents=True, exist_ok=True)
         args = [
@@ -111,6 +113,8 @@ class ConmonRuntime:
         args += ["--log-path", f"k8s-file:{paths.log_path}"] if paths.log_path else ["--log-path", "none:"]
         if stdin:
             args.append("--stdin")
+            if not stdin_once:  # the container's stdin stays open when an attached client leaves
+                args.append("--leave-stdin-open")
         if tty:
             args.append("--terminal")
         read_end, write_end = os.pipe()

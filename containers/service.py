@@ -117,6 +117,7 @@ class ContainerService:
                 Path(record.log_path).parent.mkdir(parents=True, exist_ok=True)
             process = spec.get("process", {})
             record.pid = runtime.create(record.id, paths, stdin=bool(record.extra.get("stdin")),
+                                        stdin_once=bool(record.extra.get("stdin_once")),
                                         tty=bool(process.get("terminal")))
             record.state = CREATED
             with self.db.transaction() as tx:

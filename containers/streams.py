@@ -35,6 +35,7 @@ class StreamIO:
     stdout: BinaryIO | None = None  # write(bytes)
     stderr: BinaryIO | None = None
     resize: "queue.Queue[tuple[int, int] | None] | None" = None  # (width, height); None ends it
+    gone: threading.Event | None = None  # set when the client has left (attach then ends)
 
 
 def _pump(read: Callable[[], bytes], write: Callable[[bytes], Any], done: Callable[[], None] | None = None) -> threading.Thread:
@@ -176,6 +177,8 @@ def attach(bundle: Path, io: StreamIO, tty: bool) -> None:
     if io.stdin:
         _pump(lambda: io.stdin.read1(CHUNK) if hasattr(io.stdin, "read1") else io.stdin.read(CHUNK),  # type: ignore[union-attr]
               sock.sendall, lambda: sock.shutdown(socket.SHUT_WR))
+    if io.gone is not None:
+        _on_event(io.gone, lambda: sock.shutdown(socket.SHUT_RD))  # wakes the recv below
     with sock:
         while True:
             try:
@@ -187,7 +190,21 @@ def attach(bundle: Path, io: StreamIO, tty: bool) -> None:
             kind, data = message[0], message[1:]
             target = io.stderr if kind == STDERR_PIPE and not tty else io.stdout
             if target is not None and data:
-                target.write(data)
+                try:
+                    target.write(data)
+                except OSError:  # the client has gone
+                    break
+
+
+def _on_event(event: threading.Event, action: Callable[[], object]) -> None:
+    def run() -> None:
+        event.wait()
+        try:
+            action()
+        except OSError:
+            pass
+
+    threading.Thread(target=run, daemon=True).start()
 
 
 def _write_ctl(ctl: Path, line: str) -> None:

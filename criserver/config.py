@@ -5,6 +5,7 @@ never passes silently.
 """
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,14 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class StreamingConfig:
+    address: str = "127.0.0.1"  # where the exec/attach/port-forward server listens
+    port: int = 0  # 0: a free port chosen at start-up
+    token_ttl_seconds: int = 60  # a URL from Exec/Attach/PortForward is good this long, once
+    idle_timeout_seconds: int = 4 * 3600  # a session with no traffic this long is cut
+
+
+@dataclass(frozen=True)
 class Config:
     listen: str = "unix:///run/pycri/pycri.sock"
     root: Path = Path("/var/lib/pycri")
@@ -47,6 +56,7 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
 
     @property
     def socket_path(self) -> Path:
@@ -76,6 +86,7 @@ def from_dict(doc: dict[str, Any], where: str = "config") -> Config:
     registry = reader.table("registry")
     runtime = reader.table("runtime")
     network = reader.table("network")
+    streaming = reader.table("streaming")
     config = Config(
         listen=listen,
         root=Path(reader.str("root", str(Config.root))),
@@ -90,8 +101,9 @@ def from_dict(doc: dict[str, Any], where: str = "config") -> Config:
             cni_bin_dirs=tuple(network.str_list("cni_bin_dirs", list(NetworkConfig.cni_bin_dirs))),
             write_default=network.bool("write_default", NetworkConfig.write_default),
         ),
+        streaming=_streaming(streaming),
     )
-    for r in (reader, log, cgroup, registry, runtime, network):
+    for r in (reader, log, cgroup, registry, runtime, network, streaming):
         r.finish()
     return config
 
@@ -112,6 +124,23 @@ def _runtime(reader: "_Reader") -> RuntimeConfig:
     )
     if config.default_handler not in handlers:
         raise InvalidArgument(f"[runtime] default_handler {config.default_handler!r} is not a handler")
+    return config
+
+
+def _streaming(reader: "_Reader") -> StreamingConfig:
+    defaults = StreamingConfig()
+    config = StreamingConfig(
+        address=reader.str("address", defaults.address),
+        port=reader.int("port", defaults.port, 0),
+        token_ttl_seconds=reader.int("token_ttl_seconds", defaults.token_ttl_seconds, 1),
+        idle_timeout_seconds=reader.int("idle_timeout_seconds", defaults.idle_timeout_seconds, 1),
+    )
+    try:
+        ipaddress.ip_address(config.address)
+    except ValueError:
+        raise InvalidArgument(f"{reader.where}: address must be an IP address, not {config.address!r}") from None
+    if config.port > 65535:
+        raise InvalidArgument(f"{reader.where}: port must be at most 65535")
     return config
 
 
@@ -225,6 +254,12 @@ def to_toml(config: Config) -> str:
         f"cni_conf_dir = {_q(str(config.network.cni_conf_dir))}",
         f"cni_bin_dirs = [{', '.join(_q(d) for d in config.network.cni_bin_dirs)}]",
         f"write_default = {str(config.network.write_default).lower()}",
+        "",
+        "[streaming]",
+        f"address = {_q(config.streaming.address)}",
+        f"port = {config.streaming.port}",
+        f"token_ttl_seconds = {config.streaming.token_ttl_seconds}",
+        f"idle_timeout_seconds = {config.streaming.idle_timeout_seconds}",
     ]
     for host, creds in sorted(reg.auths.items()):
         lines += ["", f"[registry.auths.{_q(host)}]", f"username = {_q(creds.username)}",

@@ -1,4 +1,5 @@
-"""CRI RuntimeService: Version, Status, RuntimeConfig here; pods and containers in criserver.pods.
+"""CRI RuntimeService: Version, Status, RuntimeConfig here; pods and containers in criserver.pods,
+stats in criserver.stats, Exec/Attach/PortForward in criserver.streaming_calls.
 Calls pycri does not implement answer UNIMPLEMENTED through the generated base class."""
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from containers.service import ContainerService
 from criserver import oci_spec
 from criserver.pods import PodCalls
 from criserver.stats import CpuRates, StatsCalls
+from criserver.streaming import Server as StreamingServer
+from criserver.streaming_calls import StreamingCalls
 from images.service import ImageService
 from sandbox.service import SandboxService
 
@@ -30,15 +33,17 @@ class Condition:
     message: str = ""
 
 
-class RuntimeServicer(PodCalls, StatsCalls, api_pb2_grpc.RuntimeServiceServicer):
+class RuntimeServicer(PodCalls, StatsCalls, StreamingCalls, api_pb2_grpc.RuntimeServiceServicer):
     def __init__(self, cgroup_driver: str, effective_config: str, conditions: Callable[[], list[Condition]],
-                 sandboxes: SandboxService, containers: ContainerService, images: ImageService) -> None:
+                 sandboxes: SandboxService, containers: ContainerService, images: ImageService,
+                 streams: StreamingServer) -> None:
         self.cgroup_driver = cgroup_driver
         self.effective_config = effective_config
         self.conditions = conditions
         self.sandboxes = sandboxes
         self.containers = containers
         self.images = images
+        self.streams = streams
         self.min_oom_score_adj = oci_spec.lowest_oom_score_adj()
         self.cpu_rates = CpuRates()
 

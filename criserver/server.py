@@ -18,6 +18,8 @@ from criserver.config import Config, to_toml
 from criserver.errors import CallInterceptor
 from criserver.image_service import ImageServicer
 from criserver.runtime_service import Condition, RuntimeServicer
+from criserver.stream_backend import RuntimeStreams
+from criserver.streaming import Server as StreamingServer
 from images.service import ImageService
 from kernel.linux import LinuxSyscall
 from kernel.syscall import PR_SET_CHILD_SUBREAPER
@@ -44,6 +46,10 @@ class Daemon:
         self.network = CniNetwork(config.network.cni_conf_dir, list(config.network.cni_bin_dirs),
                                   config.root / "cni", write_default=config.network.write_default)
         self.sandboxes = SandboxService(self.db, config.root / "sandboxes", config.state, self.network)
+        streaming = config.streaming
+        self.streams = StreamingServer(RuntimeStreams(self.containers, self.sandboxes), streaming.address,
+                                       streaming.port, token_ttl=streaming.token_ttl_seconds,
+                                       idle_timeout=streaming.idle_timeout_seconds)
         self._stopped = threading.Event()
         self.server: grpc.Server | None = None
 
@@ -65,6 +71,7 @@ class Daemon:
         self.images.recover()
         self.containers.recover()
         self.sandboxes.recover()
+        self.streams.start()
         socket_path = self.config.socket_path
         socket_path.parent.mkdir(parents=True, exist_ok=True)
         socket_path.unlink(missing_ok=True)
@@ -76,7 +83,7 @@ class Daemon:
         )
         api_pb2_grpc.add_RuntimeServiceServicer_to_server(
             RuntimeServicer(self.config.cgroup_driver, to_toml(self.config), self.conditions,
-                            self.sandboxes, self.containers, self.images), server)
+                            self.sandboxes, self.containers, self.images, self.streams), server)
         api_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(self.images), server)
         server.add_insecure_port(f"unix:{socket_path}")
         server.start()
@@ -88,6 +95,7 @@ class Daemon:
     def stop(self, grace: float = 5.0) -> None:
         if self.server is not None:
             self.server.stop(grace).wait()
+        self.streams.stop()
         self.config.socket_path.unlink(missing_ok=True)
         self.db.close()
         log.info("pycri stopped")

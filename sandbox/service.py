@@ -8,6 +8,7 @@ half-way is undone at once.
 """
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,9 +19,9 @@ import structlog
 
 import cgroups
 
-from common.errors import AlreadyExists, InvalidArgument, NotFound
+from common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from images.layers import remove_tree
-from sandbox import files, infra, namespaces
+from sandbox import files, infra, namespaces, portforward
 from sandbox.store import CREATING, NOTREADY, READY, SandboxRecord, SandboxTable
 from store.db import Database
 
@@ -153,6 +154,14 @@ class SandboxService:
         if record is None:
             raise NotFound(f"pod sandbox {sandbox_id!r} not found")
         return record
+
+    def connect(self, sandbox_id: str, port: int) -> socket.socket:
+        """A TCP connection to localhost:`port` inside a ready pod (port-forward)."""
+        record = self.get(sandbox_id)
+        if record.state != READY:
+            raise FailedPrecondition(f"pod sandbox {record.id} is not ready")
+        netns = record.extra.get("namespaces", {}).get("network")
+        return portforward.connect(Path(netns) if netns else None, port)
 
     def find(self, sandbox_id: str) -> SandboxRecord | None:
         record = self.table.get(sandbox_id)

@@ -1,0 +1,34 @@
+"""The runtime side of the streaming server: exec and attach through the container service
+(the runtime's `exec`, conmon's attach socket), port-forward through the pod's network
+namespace. The protocol side (SPDY, WebSocket, tokens) is `criserver.streaming`."""
+from __future__ import annotations
+
+import queue
+import threading
+
+from containers.service import ContainerService
+from containers.streams import StreamIO
+from criserver.streaming import DuplexStream, InputStream, OutputStream, TerminalSize, forward_socket
+from sandbox.service import SandboxService
+
+
+class RuntimeStreams:
+    """`criserver.streaming.StreamBackend` over pycri's containers and sandboxes."""
+
+    def __init__(self, containers: ContainerService, sandboxes: SandboxService) -> None:
+        self.containers = containers
+        self.sandboxes = sandboxes
+
+    def exec(self, container_id: str, cmd: list[str], *, tty: bool, stdin: InputStream | None,
+             stdout: OutputStream | None, stderr: OutputStream | None,
+             resize: queue.Queue[TerminalSize | None] | None) -> int:
+        io = StreamIO(stdin, stdout, stderr, resize)  # type: ignore[arg-type]
+        return self.containers.exec_stream(container_id, cmd, tty, io)
+
+    def attach(self, container_id: str, *, tty: bool, stdin: InputStream | None,
+               stdout: OutputStream | None, stderr: OutputStream | None,
+               resize: queue.Queue[TerminalSize | None] | None, gone: threading.Event) -> None:
+        self.containers.attach(container_id, StreamIO(stdin, stdout, stderr, resize, gone))  # type: ignore[arg-type]
+
+    def port_forward(self, pod_id: str, port: int, stream: DuplexStream) -> None:
+        forward_socket(self.sandboxes.connect(pod_id, port), stream)
