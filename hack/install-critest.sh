@@ -24,8 +24,10 @@ export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 log() { printf 'install-critest: %s\n' "$*" >&2; }
 
 critest_ok() {
-  [ -x "$BIN_DIR/critest" ] &&
-    "$BIN_DIR/critest" --version 2>/dev/null | grep -qx "critest version: $CRI_TOOLS_VERSION"
+  # the output in a variable: `critest --version | grep -q` can die of SIGPIPE under pipefail
+  local out
+  [ -x "$BIN_DIR/critest" ] && out=$("$BIN_DIR/critest" --version 2>/dev/null) &&
+    grep -qx "critest version: $CRI_TOOLS_VERSION" <<<"$out"
 }
 
 # The scratch module: go.mod requiring cri-tools, go.sum with everything its test binary needs.
