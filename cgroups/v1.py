@@ -122,10 +122,13 @@ class V1Manager(CgroupManager):
         pids = self.controller("pids")
         if resources.pids_limit is not None and pids:
             write_file(pids, "pids.max", "max" if resources.pids_limit <= 0 else resources.pids_limit)
+        warnings = []
         hugetlb = self.controller("hugetlb")
-        for limit in resources.hugepage_limits:
-            if hugetlb is None:
-                raise CgroupError("hugepage limits set but there is no hugetlb cgroup")
+        if resources.hugepage_limits and hugetlb is None:
+            # like runc: a controller the v1 hierarchy lacks is not applied (kubelet sets a
+            # limit for every page size the kernel has, hybrid hosts keep hugetlb in v2)
+            warnings.append("hugepage limits ignored: no hugetlb controller in the v1 hierarchy")
+        for limit in resources.hugepage_limits if hugetlb else ():
             write_file(hugetlb, f"hugetlb.{limit.page_size}.limit_in_bytes", limit.limit)
         blkio = self.controller("blkio")
         if resources.blkio_weight is not None and blkio:
@@ -137,7 +140,7 @@ class V1Manager(CgroupManager):
         if resources.devices and devices:
             for rule in resources.devices:
                 write_file(devices, "devices.allow" if rule.allow else "devices.deny", rule.v1_line())
-        return []
+        return warnings
 
     def _apply_cpu(self, resources: Resources) -> None:
         cpu = resources.cpu

@@ -7,6 +7,7 @@ is found and undone by `recover()`; a failure half-way is undone at once.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -106,6 +107,7 @@ class ContainerService:
         )
         with self.db.transaction() as tx:
             self.table.insert(tx, record)
+        log_existed = bool(record.log_path) and os.path.lexists(record.log_path)
         try:
             paths = self.paths(record)
             merged = rootfs.mount(self.syscall, new.layers, self.root / record.id / "rootfs")
@@ -124,6 +126,9 @@ class ContainerService:
                 self.table.update(tx, record)
         except BaseException:
             self._destroy(record)
+            if record.log_path and not log_existed:  # kubelet counts restarts by the log files it finds
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(record.log_path)
             raise
         log.info("container created", container_id=record.id, pod_sandbox_id=record.pod_id, pid=record.pid)
         return record

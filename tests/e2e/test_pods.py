@@ -252,9 +252,11 @@ def test_failed_create_leaves_nothing(pycri: Pycri, handler: str) -> None:
     # the runtime refuses a mount over /proc: create fails half-way, after the rootfs is mounted
     ctr = pycri.base / "ctr-bad.json"
     ctr.write_text(json.dumps({"metadata": {"name": "bad"}, "image": {"image": "busybox"}, "command": ["true"],
-                               "mounts": [{"container_path": "/proc/pycri", "host_path": "/tmp"}], "linux": {}}))
+                               "mounts": [{"container_path": "/proc/pycri", "host_path": "/tmp"}], "linux": {},
+                               "log_path": "bad/0.log"}))
     result = pycri.crictl("create", pod, str(ctr), str(pycri.base / "pod-broken.json"), check=False)
     assert result.returncode != 0
+    assert not (pycri.base / "logs" / "broken" / "bad" / "0.log").exists()  # kubelet counts restarts by these
     assert sorted(os.listdir(pycri.root / "containers")) == before
     assert str(pycri.root / "containers") not in Path("/proc/self/mountinfo").read_text()
     assert pycri.crictl_json("ps", "-a")["containers"] == []

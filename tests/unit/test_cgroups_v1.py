@@ -1,6 +1,7 @@
 """cgroup v1 (and hybrid) manager on fake cgroupfs trees."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,16 @@ def test_apply_resources(tmp_path: Path) -> None:
     manager.apply(Resources.from_spec({"pids": {"limit": -1}, "memory": {"limit": -1}}))
     assert c1("pids", "pids.max") == "max"
     assert c1("memory", "memory.limit_in_bytes") == "-1" and c1("memory", "memory.memsw.limit_in_bytes") == "-1"
+
+
+def test_hugepage_limits_without_a_v1_hugetlb_hierarchy_are_a_warning(tmp_path: Path) -> None:
+    root = fake_tree(tmp_path, "/c1")
+    shutil.rmtree(root / "hugetlb")  # a hybrid host with hugetlb bound to the unified hierarchy
+    manager = new_manager("/c1", "c1", root=str(root), own=OWN)
+    warnings = manager.apply(Resources.from_spec({"hugepageLimits": [{"pageSize": "2MB", "limit": 0}],
+                                                  "pids": {"limit": 10}}))
+    assert warnings == ["hugepage limits ignored: no hugetlb controller in the v1 hierarchy"]
+    assert (root / "pids" / "c1" / "pids.max").read_text() == "10"
 
 
 def test_memory_and_swap_write_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
