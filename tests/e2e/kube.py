@@ -138,3 +138,42 @@ def container_status(pod: dict[str, Any] | None, name: str) -> dict[str, Any]:
         if status["name"] == name:
             return dict(status)
     return {}
+
+
+class Cluster:
+    """hack/local-cluster.sh's cluster (etcd, apiserver, controller-manager, scheduler, kubelet)
+    with its kubelet on the given pycri endpoint, and kubectl for it."""
+
+    def __init__(self, base: Path, endpoint: str, bin_dir: Path) -> None:
+        self.dir = base / "cluster"
+        self.env = {**os.environ, "CLUSTER_DIR": str(self.dir), "PYCRI_ENDPOINT": endpoint,
+                    "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+        self.kubectl_path = str(bin_dir / "kubectl")
+        self.kubeconfig = self.dir / "admin.kubeconfig"
+
+    def script(self, command: str) -> None:
+        result = subprocess.run([str(REPO / "hack/local-cluster.sh"), command], env=self.env,
+                                capture_output=True, text=True, timeout=600)
+        if result.returncode != 0:
+            raise AssertionError(f"local-cluster.sh {command} failed:\n{result.stderr[-4000:]}")
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([self.kubectl_path, "--kubeconfig", str(self.kubeconfig), *args],
+                                input=input, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    def popen(self, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
+        return subprocess.Popen([self.kubectl_path, "--kubeconfig", str(self.kubeconfig), *args],
+                                text=True, **kwargs)
+
+    def apply(self, *objects: dict[str, Any]) -> None:
+        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}))
+
+    def get(self, kind: str, name: str = "", *args: str) -> Any:
+        return json.loads(self.kubectl("get", kind, *([name] if name else []), "-o", "json", *args).stdout)
+
+    def log(self, component: str) -> str:
+        return (self.dir / "logs" / f"{component}.log").read_text(errors="replace")
