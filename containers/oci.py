@@ -14,15 +14,21 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from common.errors import DeadlineExceeded, NotFound, RuntimeFailed
+import structlog
 
+from common.errors import DeadlineExceeded, NotFound, RuntimeFailed
+from kernel.linux import has_mount_setattr
+
+log = structlog.get_logger("containers")
 CONMON = "/usr/bin/conmon"
 CREATE_TIMEOUT = 60.0
+FEATURES_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,37 @@ class ContainerPaths:
     log_path: str  # the CRI log file ("" for none)
     conmon_pidfile: Path
     container_pidfile: Path
+
+
+@dataclass(frozen=True)
+class HandlerFeatures:
+    """What a runtime handler can do, from its `features` command (runtime-spec features.md)."""
+
+    mount_options: frozenset[str] = frozenset()
+    # "rro" in the runtime's mount options and mount_setattr(2) in the kernel (as containerd decides)
+    recursive_read_only_mounts: bool = False
+
+
+def parse_features(output: str, kernel_has_mount_setattr: bool) -> HandlerFeatures:
+    """The features document a runtime prints (runc >= 1.1, crun >= 1.8.6, pycri-runtime)."""
+    document = json.loads(output)
+    if not isinstance(document, dict):
+        raise ValueError("the features document is not a JSON object")
+    options = frozenset(str(o) for o in document.get("mountOptions") or [])
+    return HandlerFeatures(mount_options=options,
+                           recursive_read_only_mounts=kernel_has_mount_setattr and "rro" in options)
+
+
+def query_features(runtime_path: str) -> HandlerFeatures:
+    """Run `<runtime> features`; a runtime without the command (older crun) or missing has none."""
+    try:
+        result = subprocess.run([runtime_path, "features"], capture_output=True, text=True, timeout=FEATURES_TIMEOUT)
+        if result.returncode != 0:
+            raise ValueError(_runtime_message(result.stderr or result.stdout) or f"exit status {result.returncode}")
+        return parse_features(result.stdout, has_mount_setattr())
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        log.info("runtime features unknown: advertising none", runtime=runtime_path, error=str(exc))
+        return HandlerFeatures()
 
 
 @dataclass(frozen=True)
@@ -62,6 +99,8 @@ class OciRuntime(Protocol):
 
     def update(self, container_id: str, resources: dict[str, Any]) -> None: ...
 
+    def features(self) -> HandlerFeatures: ...
+
     def command(self) -> list[str]:
         """The runtime's command line prefix (binary and global flags)."""
         ...
@@ -75,7 +114,16 @@ class ConmonRuntime:
         self.runtime_path = runtime_path
         self.runtime_root = runtime_root
         self.conmon = conmon
+        self._features: HandlerFeatures | None = None
+        self._features_lock = threading.Lock()
         runtime_root.mkdir(parents=True, exist_ok=True)
+
+    def features(self) -> HandlerFeatures:
+        """The runtime's features, asked once (the binary does not change under a running pycri)."""
+        with self._features_lock:
+            if self._features is None:
+                self._features = query_features(self.runtime_path)
+            return self._features
 
     def command(self) -> list[str]:
         return [self.runtime_path, "--root", str(self.runtime_root)]

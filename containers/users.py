@@ -60,13 +60,14 @@ def _groups(layers: list[Path]) -> list[tuple[str, int, list[str]]]:
 
 
 def resolve(layers: list[Path], user: str = "", uid: int | None = None, group: int | None = None,
-            supplemental: tuple[int, ...] = ()) -> User:
+            supplemental: tuple[int, ...] = (), *, image_groups: bool = True) -> User:
     """Resolve the user a container runs as.
 
     `uid`/`group` (the security context) win over `user` (a name, `uid`, `name:group`
     or `uid:gid`, from the security context's username or the image's User). The
-    primary gid comes from /etc/passwd when not given; the user's groups in /etc/group
-    and `supplemental` become the additional gids.
+    primary gid comes from /etc/passwd when not given; the primary gid, the user's groups
+    in /etc/group (unless `image_groups` is false: SupplementalGroupsPolicy Strict) and
+    `supplemental` become the additional gids.
     """
     passwd = _passwd(layers)
     name_part, _, group_part = user.partition(":")
@@ -96,7 +97,7 @@ def resolve(layers: list[Path], user: str = "", uid: int | None = None, group: i
     if gid is None:
         gid = entry.gid if entry else 0
     additional = [gid]
-    if entry is not None:
+    if entry is not None and image_groups:
         additional += [g[1] for g in groups if entry.name in g[2]]
     additional += list(supplemental)
     return User(uid=uid, gid=gid, additional_gids=tuple(dict.fromkeys(additional)), home=entry.home if entry else "/")

@@ -52,6 +52,8 @@ class PodContext:
     host_pid: bool = False
     # the lowest oom_score_adj the runtime can set (without CAP_SYS_RESOURCE: pycri's own)
     min_oom_score_adj: int = -1000
+    # the pod's runtime handler makes mounts recursively read-only ("rro")
+    recursive_read_only: bool = False
 
 
 def lowest_oom_score_adj() -> int:
@@ -182,7 +184,18 @@ def _user(security: cri.LinuxContainerSecurityContext, image_config: dict[str, A
     name = security.run_as_username if uid is None else ""
     if uid is None and not name:
         name = str(image_config.get("User") or "")
-    return users.resolve(layers, name, uid, group, tuple(security.supplemental_groups))
+    return users.resolve(layers, name, uid, group, tuple(security.supplemental_groups),
+                         image_groups=_merges_image_groups(security.supplemental_groups_policy))
+
+
+def _merges_image_groups(policy: int) -> bool:
+    """SupplementalGroupsPolicy: Merge (the default) adds the user's groups in the image's
+    /etc/group to the requested ones; Strict uses only the requested ones (and the primary gid)."""
+    if policy == cri.SupplementalGroupsPolicy.Merge:
+        return True
+    if policy == cri.SupplementalGroupsPolicy.Strict:
+        return False
+    raise InvalidArgument(f"unknown supplemental_groups_policy {policy}")
 
 
 def _namespaces(security: cri.LinuxContainerSecurityContext, pod: PodContext) -> list[dict[str, str]]:
@@ -263,9 +276,25 @@ def _mounts(config: cri.ContainerConfig, pod: PodContext, privileged: bool) -> l
         if not os.path.exists(m.host_path):
             raise InvalidArgument(f"mount host_path {m.host_path!r} does not exist")
         source = os.path.realpath(m.host_path)  # host paths that are symlinks
-        options = ["rbind", "ro" if m.readonly else "rw", PROPAGATION.get(m.propagation, "rprivate")]
+        options = ["rbind", _read_only_option(m, pod.recursive_read_only), PROPAGATION.get(m.propagation, "rprivate")]
         mounts.append({"destination": m.container_path, "type": "bind", "source": source, "options": options})
     return mounts
+
+
+def _read_only_option(m: cri.Mount, rro_supported: bool) -> str:
+    """"rw", "ro", or "rro" (read-only with every submount read-only too) for recursive_read_only,
+    which the CRI allows only with readonly and PRIVATE propagation (as containerd checks)."""
+    if not m.recursive_read_only:
+        return "ro" if m.readonly else "rw"
+    if not m.readonly:
+        raise InvalidArgument(f"mount {m.container_path!r}: recursive_read_only needs readonly")
+    if m.propagation != cri.MountPropagation.PROPAGATION_PRIVATE:
+        name = cri.MountPropagation.Name(m.propagation) if m.propagation in PROPAGATION else str(m.propagation)
+        raise InvalidArgument(f"mount {m.container_path!r}: recursive_read_only needs PROPAGATION_PRIVATE, not {name}")
+    if not rro_supported:
+        raise Unimplemented(f"mount {m.container_path!r}: the pod's runtime handler does not support "
+                            "recursive read-only mounts")
+    return "rro"
 
 
 def _devices(config: cri.ContainerConfig) -> list[dict[str, Any]]:

@@ -126,7 +126,9 @@ class PodCalls:
         if image is None:
             raise NotFound(f"image {config.image.image!r} not found: pull it first")
         layers = [self.images.layers.diff(d) for d in image.diff_ids]
-        pod = oci_spec.PodContext(id=sandbox.id, min_oom_score_adj=self.min_oom_score_adj, **pod_context_fields(sandbox))
+        pod = oci_spec.PodContext(id=sandbox.id, min_oom_score_adj=self.min_oom_score_adj,
+                                  recursive_read_only=self._handler_supports_rro(config, sandbox.handler),
+                                  **pod_context_fields(sandbox))
         annotations = {
             **dict(config.annotations),
             "io.kubernetes.cri.container-type": "container",
@@ -148,12 +150,20 @@ class PodCalls:
             extra={
                 "labels": dict(config.labels), "annotations": dict(config.annotations),
                 "mounts": [{"container_path": m.container_path, "host_path": m.host_path, "readonly": m.readonly,
-                            "propagation": m.propagation} for m in config.mounts],
+                            "recursive_read_only": m.recursive_read_only, "propagation": m.propagation}
+                           for m in config.mounts],
                 "stdin": config.stdin, "stdin_once": config.stdin_once, "tty": config.tty,
                 "stop_signal": (image.config.get("config") or {}).get("StopSignal", ""),
+                "user": spec["process"]["user"],
             },
         ))
         return cri.CreateContainerResponse(container_id=record.id)
+
+    def _handler_supports_rro(self, config: cri.ContainerConfig, handler: str) -> bool:
+        """Ask the handler (once, cached) only when a mount wants recursive read-only."""
+        if not any(m.recursive_read_only for m in config.mounts):
+            return False
+        return self.containers.handler(handler).features().recursive_read_only_mounts
 
     def StartContainer(self, request: cri.StartContainerRequest, context: Any) -> cri.StartContainerResponse:
         self.containers.start(_required(request.container_id, "container_id"))
@@ -197,7 +207,18 @@ class PodCalls:
                 "runtimeHandler": record.handler, "state": record.state,
                 "bundle": str(self.containers.paths(record).bundle),
             })
-        return cri.ContainerStatusResponse(status=container_status(record), info=info)
+        status = container_status(record)
+        user = record.extra.get("user") or self._spec_user(record)
+        if user is not None:
+            status.user.CopyFrom(container_user(user))
+        return cri.ContainerStatusResponse(status=status, info=info)
+
+    def _spec_user(self, record: ContainerRecord) -> dict[str, Any] | None:
+        """process.user of the container's config.json (containers made before pycri kept it)."""
+        try:
+            return self.containers.spec(record).get("process", {}).get("user")
+        except (OSError, ValueError):
+            return None
 
     def ExecSync(self, request: cri.ExecSyncRequest, context: Any) -> cri.ExecSyncResponse:
         result = self.containers.exec_sync(_required(request.container_id, "container_id"), list(request.cmd),
@@ -216,8 +237,17 @@ def container_status(record: ContainerRecord) -> cri.ContainerStatus:
         image_ref=record.image_ref, image_id=record.image_id, reason=record.reason, message=record.message,
         labels=record.labels, annotations=record.annotations, log_path=record.log_path,
         mounts=[cri.Mount(container_path=m["container_path"], host_path=m["host_path"], readonly=m["readonly"],
-                          propagation=m["propagation"]) for m in record.extra.get("mounts", [])],
+                          recursive_read_only=m.get("recursive_read_only", False), propagation=m["propagation"])
+                for m in record.extra.get("mounts", [])],
     )
+
+
+def container_user(user: Mapping[str, Any]) -> cri.ContainerUser:
+    """The identity the runtime gave the container's first process (the spec's process.user)."""
+    return cri.ContainerUser(linux=cri.LinuxContainerUser(
+        uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
+        supplemental_groups=[int(g) for g in user.get("additionalGids") or []],
+    ))
 
 
 def _required(value: str, name: str) -> str:

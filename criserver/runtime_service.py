@@ -59,12 +59,17 @@ class RuntimeServicer(PodCalls, StatsCalls, StreamingCalls, api_pb2_grpc.Runtime
             for c in self.conditions()
         ])
         info = {"config": json.dumps(self.effective_config)} if request.verbose else {}
-        # advertise only what works: no recursive read-only mounts, no user namespaces yet
-        names = sorted(self.containers.handlers)
-        handlers = [cri.RuntimeHandler(name="", features=cri.RuntimeHandlerFeatures())] + [
-            cri.RuntimeHandler(name=name, features=cri.RuntimeHandlerFeatures()) for name in names]
+        # "" is the default handler; every one is listed with what it really supports
+        handlers = [cri.RuntimeHandler(name=name, features=self._handler_features(name))
+                    for name in ["", *sorted(self.containers.handlers)]]
         return cri.StatusResponse(status=status, info=info, runtime_handlers=handlers,
-                                  features=cri.RuntimeFeatures(supplemental_groups_policy=False))
+                                  features=cri.RuntimeFeatures(supplemental_groups_policy=True))
+
+    def _handler_features(self, name: str) -> cri.RuntimeHandlerFeatures:
+        """Recursive read-only mounts where the runtime and the kernel have them; no user
+        namespaces yet."""
+        features = self.containers.handler(name).features()
+        return cri.RuntimeHandlerFeatures(recursive_read_only_mounts=features.recursive_read_only_mounts)
 
     def RuntimeConfig(self, request: cri.RuntimeConfigRequest, context: Any) -> cri.RuntimeConfigResponse:
         driver = cri.CgroupDriver.SYSTEMD if self.cgroup_driver == "systemd" else cri.CgroupDriver.CGROUPFS

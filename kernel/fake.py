@@ -32,6 +32,9 @@ class RecordingSyscall:
     def umount(self, target: str, flags: int = 0) -> None:
         self._record("umount", target, flags)
 
+    def mount_setattr(self, path: str, flags: int, attr_set: int, attr_clr: int = 0) -> None:
+        self._record("mount_setattr", path, flags, attr_set, attr_clr)
+
     def pivot_root(self, new_root: str, put_old: str) -> None:
         self._record("pivot_root", new_root, put_old)
 

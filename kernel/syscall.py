@@ -47,6 +47,13 @@ MS_SHARED = 1 << 20
 MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
 
+# mount_setattr(2): struct mount_attr attr_set/attr_clr bits, and its AT_RECURSIVE flag
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+AT_RECURSIVE = 0x8000
+
 # umount2 flags
 MNT_FORCE = 1
 MNT_DETACH = 2
@@ -203,6 +210,11 @@ class Syscall(Protocol):
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str = "") -> None: ...
 
     def umount(self, target: str, flags: int = 0) -> None: ...
+
+    def mount_setattr(self, path: str, flags: int, attr_set: int, attr_clr: int = 0) -> None:
+        """Change the attributes (MOUNT_ATTR_*) of the mount at `path`; with AT_RECURSIVE, of
+        every mount below it too."""
+        ...
 
     def pivot_root(self, new_root: str, put_old: str) -> None: ...
 

@@ -160,13 +160,13 @@ def list_containers(store: StateStore, fmt: str = "table", quiet: bool = False) 
 
 def features() -> None:
     from runtime.process.capabilities import NAMES
-    from runtime.rootfs.mountopts import EXTENSIONS, FLAGS, PROPAGATION
+    from runtime.rootfs.mountopts import EXTENSIONS, FLAGS, PROPAGATION, RECURSIVE
 
     print(jsonlite.dumps({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
         "hooks": [],
-        "mountOptions": sorted(list(FLAGS) + list(PROPAGATION) + list(EXTENSIONS)),
+        "mountOptions": sorted(list(FLAGS) + list(PROPAGATION) + list(RECURSIVE) + list(EXTENSIONS)),
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "uts"],
             "capabilities": list(NAMES),

@@ -5,7 +5,7 @@ import errno
 import os
 import stat
 
-from kernel.syscall import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, Syscall
+from kernel.syscall import AT_RECURSIVE, MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, Syscall
 from runtime.errors import RuntimeFailure
 from runtime.rootfs.mountopts import MountOptions, parse_options
 from runtime.rootfs.securejoin import check_within, secure_join
@@ -39,6 +39,13 @@ def bind_mount(kernel: Syscall, source: str, dest: str, opts: MountOptions) -> N
 def apply_propagation(kernel: Syscall, dest: str, opts: MountOptions) -> None:
     for flag in opts.propagation:
         kernel.mount("", dest, "", flag)
+
+
+def apply_recursive_attributes(kernel: Syscall, dest: str, opts: MountOptions) -> None:
+    """"rro" and friends: after the mount is made (and remounted, and its propagation set),
+    one mount_setattr(2) over the whole tree, as runc does."""
+    if opts.rec_attr_set or opts.rec_attr_clr:
+        kernel.mount_setattr(dest, AT_RECURSIVE, opts.rec_attr_set, opts.rec_attr_clr)
 
 
 def _raise(mount: Mount, error: OSError) -> None:
@@ -83,6 +90,7 @@ def mount_entry(kernel: Syscall, rootfs: str, mount: Mount, *, cgroup_setup=None
                 else:
                     raise
         apply_propagation(kernel, dest, opts)
+        apply_recursive_attributes(kernel, dest, opts)
     except OSError as e:
         _raise(mount, e)
     return dest

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from api.cri import api_pb2 as cri
-from common.errors import InvalidArgument
+from common.errors import InvalidArgument, Unimplemented
 from containers.users import resolve
 from criserver import oci_spec
 
@@ -123,3 +123,41 @@ def test_oom_score_adj_is_clamped_where_it_cannot_be_set(layers: list[Path]) -> 
     assert oci_spec.build(config, {}, layers, pod(min_oom_score_adj=0), "c", {})["process"]["oomScoreAdj"] == 0
     assert oci_spec.build(config, {}, layers, pod(), "c", {})["process"]["oomScoreAdj"] == -997
     assert -1000 <= oci_spec.lowest_oom_score_adj() <= 1000
+
+
+def test_supplemental_groups_policy(layers: list[Path]) -> None:
+    """Merge (the default) adds the user's groups from the image's /etc/group; Strict does not."""
+    def groups(policy: int) -> dict:
+        security = cri.LinuxContainerSecurityContext(run_as_user=cri.Int64Value(value=33), supplemental_groups=[1234],
+                                                     supplemental_groups_policy=policy)
+        config = cri.ContainerConfig(command=["sh"], linux=cri.LinuxContainerConfig(security_context=security))
+        return oci_spec.build(config, {}, layers, pod(), "c", {})["process"]["user"]
+
+    assert groups(cri.SupplementalGroupsPolicy.Merge) == {"uid": 33, "gid": 33, "additionalGids": [33, 500, 1234]}
+    assert groups(cri.SupplementalGroupsPolicy.Strict) == {"uid": 33, "gid": 33, "additionalGids": [33, 1234]}
+    with pytest.raises(InvalidArgument, match="supplemental_groups_policy"):
+        groups(7)
+
+
+def rro_mount(path: Path, **fields: object) -> cri.Mount:
+    values: dict = dict(container_path="/mnt", host_path=str(path), readonly=True, recursive_read_only=True)
+    values.update(fields)
+    return cri.Mount(**values)
+
+
+def test_recursive_read_only_mounts(layers: list[Path], tmp_path: Path) -> None:
+    def options(mount: cri.Mount, supported: bool = True) -> list[str]:
+        config = cri.ContainerConfig(command=["sh"], mounts=[mount])
+        spec = oci_spec.build(config, {}, layers, pod(recursive_read_only=supported), "c", {})
+        return next(m["options"] for m in spec["mounts"] if m["destination"] == "/mnt")
+
+    assert options(rro_mount(tmp_path)) == ["rbind", "rro", "rprivate"]
+    assert options(rro_mount(tmp_path, recursive_read_only=False)) == ["rbind", "ro", "rprivate"]
+    with pytest.raises(InvalidArgument, match="needs readonly"):
+        options(rro_mount(tmp_path, readonly=False))
+    for propagation in (cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER,
+                        cri.MountPropagation.PROPAGATION_BIDIRECTIONAL):
+        with pytest.raises(InvalidArgument, match="needs PROPAGATION_PRIVATE"):
+            options(rro_mount(tmp_path, propagation=propagation))
+    with pytest.raises(Unimplemented, match="does not support recursive read-only"):
+        options(rro_mount(tmp_path), supported=False)

@@ -76,7 +76,9 @@ def test_main_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert cli.main(["--root", str(tmp_path), "list", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
     assert cli.main(["features"]) == 0
-    assert "SCMP_ACT_ERRNO" in json.loads(capsys.readouterr().out)["linux"]["seccomp"]["actions"]
+    features = json.loads(capsys.readouterr().out)
+    assert "SCMP_ACT_ERRNO" in features["linux"]["seccomp"]["actions"]
+    assert {"rro", "rbind", "ro", "rprivate"} <= set(features["mountOptions"])
 
 
 def test_launcher(tmp_path: Path) -> None:

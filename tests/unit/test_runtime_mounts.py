@@ -9,6 +9,7 @@ import pytest
 
 from kernel.fake import RecordingSyscall
 from kernel.syscall import (
+    AT_RECURSIVE, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
     MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_RELATIME, MS_REMOUNT, MS_SLAVE,
     MS_STRICTATIME,
 )
@@ -34,6 +35,15 @@ def test_parse_options_flags_propagation_and_data() -> None:
     assert not parse_options(["bind"]).recursive
     assert parse_options(["relatime", "norelatime"]).flags == 0
     assert parse_options(["defaults"]).flags == 0
+
+
+def test_parse_recursive_options() -> None:
+    rro = parse_options(["rbind", "rro", "rprivate"])
+    assert rro.flags == MS_BIND | MS_REC  # not MS_RDONLY: mount_setattr makes the whole tree read-only
+    assert (rro.rec_attr_set, rro.rec_attr_clr) == (MOUNT_ATTR_RDONLY, 0)
+    assert rro.data == "" and rro.propagation == [MS_PRIVATE | MS_REC]
+    mixed = parse_options(["rro", "rnosuid", "rexec", "rrw"])  # the last of rro/rrw wins
+    assert (mixed.rec_attr_set, mixed.rec_attr_clr) == (MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOEXEC)
 
 
 def test_secure_join_keeps_symlinks_inside(tmp_path: Path) -> None:
@@ -89,6 +99,23 @@ def test_bind_mount_creates_targets_and_remounts(tmp_path: Path) -> None:
         ("mount", ("", f"{rootfs}/mnt/dir", "", MS_PRIVATE | MS_REC, "")),
         ("mount", (str(src_file), f"{rootfs}/etc/file", "", MS_BIND, "")),
     ]
+
+
+def test_recursive_read_only_bind_mount(tmp_path: Path) -> None:
+    """rro: the recursive bind, its propagation, then one mount_setattr(AT_RECURSIVE) over the tree."""
+    rootfs, src = tmp_path / "rootfs", tmp_path / "src"
+    rootfs.mkdir()
+    src.mkdir()
+    kernel = RecordingSyscall()
+    mount_entry(kernel, str(rootfs), Mount("/mnt", "bind", str(src), ["rbind", "rro", "rprivate"]))
+    assert kernel.calls == [
+        ("mount", (str(src), f"{rootfs}/mnt", "", MS_BIND | MS_REC, "")),
+        ("mount", ("", f"{rootfs}/mnt", "", MS_PRIVATE | MS_REC, "")),
+        ("mount_setattr", (f"{rootfs}/mnt", AT_RECURSIVE, MOUNT_ATTR_RDONLY, 0)),
+    ]
+    old_kernel = RecordingSyscall(failures={"mount_setattr": OSError(38, "Function not implemented")})
+    with pytest.raises(RuntimeFailure, match="to rootfs at '/mnt': Function not implemented"):
+        mount_entry(old_kernel, str(rootfs), Mount("/mnt", "bind", str(src), ["rbind", "rro"]))
 
 
 def test_filesystem_mounts_and_errors(tmp_path: Path) -> None:
