@@ -21,13 +21,26 @@ from cgroups.paths import own_cgroups, resolve_path
 DEFAULT_ROOT = "/sys/fs/cgroup"
 V1, V2 = 1, 2
 
-__all__ = ["CgroupError", "CgroupManager", "Stats", "detect", "new_manager", "manager_from_state",
+__all__ = ["CgroupError", "CgroupManager", "Stats", "detect", "has_controller", "new_manager", "manager_from_state",
            "own_cgroups", "resolve_path", "DEFAULT_ROOT"]
 
 
 def detect(root: str = DEFAULT_ROOT) -> int:
     """2 on a pure cgroup v2 host, 1 on a v1 or hybrid one."""
     return V2 if os.path.exists(os.path.join(root, "cgroup.controllers")) else V1
+
+
+def has_controller(name: str, root: str = DEFAULT_ROOT) -> bool:
+    """Whether containers' cgroups can use controller `name`: in the root's cgroup.controllers
+    on v2, a hierarchy of its own on v1 (a hybrid host may bind it to the unified tree instead,
+    where v1 containers do not live)."""
+    if detect(root) == V2:
+        try:
+            with open(os.path.join(root, "cgroup.controllers")) as f:
+                return name in f.read().split()
+        except OSError:
+            return False
+    return os.path.isdir(os.path.join(root, name))
 
 
 def new_manager(cgroups_path: str, container_id: str, *, root: str = DEFAULT_ROOT,

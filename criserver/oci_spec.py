@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cgroups
 from api.cri import api_pb2 as cri
 from common.errors import InvalidArgument, Unimplemented
 from containers import users
@@ -237,11 +238,18 @@ def resources(res: cri.LinuxContainerResources, privileged: bool = False) -> dic
         memory["swap"] = res.memory_swap_limit_in_bytes
     if memory:
         out["memory"] = memory
-    if res.hugepage_limits:
+    if res.hugepage_limits and _hugetlb_available():
         out["hugepageLimits"] = [{"pageSize": h.page_size, "limit": h.limit} for h in res.hugepage_limits]
     if res.unified:
         out["unified"] = dict(res.unified)
     return out
+
+
+@functools.cache
+def _hugetlb_available() -> bool:
+    """kubelet asks for a hugetlb limit for every page size the kernel has; like CRI-O, pass
+    them on only where containers' cgroups have the controller (runc fails otherwise)."""
+    return cgroups.has_controller("hugetlb")
 
 
 def _mounts(config: cri.ContainerConfig, pod: PodContext, privileged: bool) -> list[dict[str, Any]]:

@@ -38,7 +38,7 @@ def node(tmp_path_factory: pytest.TempPathFactory, registries: Any) -> Iterator[
         cluster.script("start")
         yield pycri, cluster
     finally:
-        cluster.script("down")
+        cluster.script("stop")  # the logs stay in the test's temporary directory
         pycri.remove_everything()
         pycri.stop()
         pycri.unmount_pin_root()
@@ -194,6 +194,33 @@ def test_memory_limit_oom_kill_is_reported(node: tuple[Pycri, Cluster]) -> None:
     wait_until(lambda: phase(cluster, "hog") == "Failed", 90, "hog killed")
     terminated = main_status(cluster, "hog")["state"]["terminated"]
     assert terminated["reason"] == "OOMKilled", terminated
+
+
+def cgroup_file(pid: int, controller: str, name: str) -> str:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return (Path("/sys/fs/cgroup") / controller / path.lstrip("/") / name).read_text().strip()
+    raise KeyError(controller)
+
+
+def test_limits_runtime_class_and_pod_overhead(node: tuple[Pycri, Cluster]) -> None:
+    pycri, cluster = node
+    cluster.apply({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "runc"},
+                   "handler": "runc", "overhead": {"podFixed": {"memory": "16Mi", "cpu": "100m"}}},
+                  pod("limited", ["sleep", "3600"], runtimeClassName="runc",
+                      container={"resources": {"requests": {"cpu": "250m", "memory": "64Mi"},
+                                               "limits": {"cpu": "500m", "memory": "64Mi"}}}))
+    wait_ready(cluster, "limited")
+    sandbox = pycri.crictl_json("pods", "--name", "^limited$")["items"][0]
+    assert sandbox["runtimeHandler"] == "runc"  # the RuntimeClass's handler ran the pod
+    ctr = pycri.crictl_json("ps", "--pod", sandbox["id"])["containers"][0]
+    pid = int(pycri.crictl_json("inspect", ctr["id"])["info"]["pid"])
+    assert int(cgroup_file(pid, "memory", "memory.limit_in_bytes")) == 64 << 20
+    assert cgroup_file(pid, "cpu", "cpu.cfs_quota_us") == "50000" and cgroup_file(pid, "cpu", "cpu.cfs_period_us") == "100000"
+    assert cgroup_file(pid, "cpu", "cpu.shares") == "256"
+    # the pod's cgroup (kubelet's, with the cgroupfs driver) holds the container plus the overhead
+    assert int(cgroup_file(pid, "memory", "../memory.limit_in_bytes")) == (64 + 16) << 20
 
 
 # --- exec, attach, port-forward, graceful deletion --------------------------------------------

@@ -105,3 +105,15 @@ def test_stats_destroy_and_state(tmp_path: Path) -> None:
         f.unlink()
     manager.destroy(timeout=0.1)
     assert not (root / "c1").exists()
+
+
+def test_has_controller_on_v2_and_on_a_hybrid_v1(tmp_path: Path) -> None:
+    from cgroups import has_controller
+
+    v2 = fake_tree(tmp_path / "v2", "/c1")
+    assert has_controller("hugetlb", str(v2)) and not has_controller("net_cls", str(v2))
+    hybrid = tmp_path / "hybrid"  # v1 hierarchies; hugetlb only in the unified tree
+    for name in ("memory", "cpu,cpuacct", "unified"):
+        (hybrid / name).mkdir(parents=True)
+    (hybrid / "unified" / "cgroup.controllers").write_text("hugetlb\n")
+    assert has_controller("memory", str(hybrid)) and not has_controller("hugetlb", str(hybrid))
