@@ -109,5 +109,6 @@ grep -E '^(SUCCESS|FAIL)! -- ' "$REPORT_DIR/critest.log" | tail -n 1 \
 # the failed specs, one a line with critest's error, from ginkgo's JSON report
 if [ -s "$REPORT_DIR/report.json" ]; then
   python3 hack/critest/failures.py "$REPORT_DIR/report.json" | tee "$REPORT_DIR/failures.txt"
+  python3 hack/critest/failures.py --skips "$REPORT_DIR/report.json"
 fi
 exit "$status"

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """List the failed specs of a critest run from ginkgo's JSON report (--ginkgo.json-report).
 
-    python3 hack/critest/failures.py REPORT.json [--counts] [--grpc]
+    python3 hack/critest/failures.py REPORT.json [--counts] [--grpc] [--skips]
 
 One line per failed spec: its full name, the node that failed (It, BeforeEach, ...), the
 validate source line, and the error, shortened: for gRPC errors "rpc error: code = X desc = Y",
 else the first meaningful line of gomega's message.  --counts also prints how many specs
 passed, failed and were skipped; --grpc groups the failed specs by gRPC code and description
-(with ids and long names blanked), a first cut of a failure analysis.  Standard library only.
+(with ids and long names blanked), a first cut of a failure analysis.  --skips prints the
+skipped specs grouped by the reason critest gave (specs left out by --ginkgo.skip or focus
+have none).  Standard library only.
 """
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("report")
     parser.add_argument("--counts", action="store_true")
     parser.add_argument("--grpc", action="store_true")
+    parser.add_argument("--skips", action="store_true")
     args = parser.parse_args(argv)
     specs = [s for suite in json.load(open(args.report)) for s in suite.get("SpecReports") or []
              if s.get("LeafNodeType") == "It"]
@@ -66,6 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{location.get('FileName', '').rsplit('/', 1)[-1]}:{location.get('LineNumber', '')}"
         print(f"- {spec_name(spec)}\n    [{failure.get('FailureNodeType', '?')} {where}] "
               f"{short_error(failure.get('Message', ''))}")
+    if args.skips:
+        reasons: dict[str, list[str]] = defaultdict(list)
+        for spec in specs:
+            if spec.get("State") == "skipped":
+                message = ((spec.get("Failure") or {}).get("Message") or "").strip().split("\n", 1)[0]
+                reasons[message or "not selected by this run (--ginkgo.skip, or the benchmark focus)"].append(
+                    spec_name(spec))
+        print("skipped:")
+        for reason, names in sorted(reasons.items(), key=lambda kv: -len(kv[1])):
+            groups = Counter(" ".join(name.split()[:2]) for name in names)
+            print(f"{len(names):4d}  {reason}  [{', '.join(f'{g} {n}' for g, n in sorted(groups.items()))}]")
     if args.grpc:
         groups: dict[str, list[str]] = defaultdict(list)
         for spec in failed:
