@@ -23,7 +23,8 @@ import structlog
 import cgroups
 
 from common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from containers import rootfs, streams
+from containers import image_volumes, rootfs, streams
+from containers.image_volumes import ImageVolume
 from containers.oci import ContainerPaths, ExecResult, OciRuntime
 from containers.store import CREATED, CREATING, EXITED, RUNNING, ContainerRecord, ContainerTable
 from images.layers import remove_tree, usage
@@ -59,6 +60,7 @@ class NewContainer:
     spec: dict[str, Any]  # the OCI runtime spec, without root.path
     log_path: str
     extra: dict[str, Any] = field(default_factory=dict)
+    image_volumes: list[ImageVolume] = field(default_factory=list)
 
 
 class ContainerService:
@@ -103,7 +105,9 @@ class ContainerService:
         record = ContainerRecord(
             id=uuid.uuid4().hex + uuid.uuid4().hex, pod_id=new.pod_id, name=new.name, attempt=new.attempt,
             state=CREATING, handler=new.handler, image=new.image, image_id=new.image_id, image_ref=new.image_ref,
-            log_path=new.log_path, created_at=time.time_ns(), extra=new.extra,
+            log_path=new.log_path, created_at=time.time_ns(),
+            # the images it mounts as volumes, recorded before they are mounted (`image_volume_users`)
+            extra={**new.extra, "image_volumes": sorted({v.image_id for v in new.image_volumes})},
         )
         with self.db.transaction() as tx:
             self.table.insert(tx, record)
@@ -114,6 +118,9 @@ class ContainerService:
             paths.bundle.mkdir(parents=True, exist_ok=True)
             spec = dict(new.spec)
             spec["root"] = {**spec.get("root", {}), "path": str(merged)}
+            if new.image_volumes:
+                sources = image_volumes.mount(self.syscall, new.image_volumes, self.root / record.id / "image-volumes")
+                spec["mounts"] = image_volumes.bind_sources(spec.get("mounts", []), sources)
             (paths.bundle / "config.json").write_text(json.dumps(spec))
             if record.log_path:
                 Path(record.log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -258,6 +265,10 @@ class ContainerService:
             raise NotFound(f"container {container_id!r} not found")
         return self.refresh(record)
 
+    def image_volume_users(self, image_id: str) -> list[str]:
+        """The containers (half-made ones too) that mount the image `image_id` as a volume."""
+        return [r.id for r in self.table.all() if image_id in r.extra.get("image_volumes", ())]
+
     def find(self, container_id: str) -> ContainerRecord | None:
         try:
             return self.get(container_id)
@@ -312,6 +323,7 @@ class ContainerService:
             runtime.delete(record.id, force=True)
         _kill_monitor(self.paths(record).conmon_pidfile, record.id)
         rootfs.unmount(self.syscall, self.root / record.id / "rootfs" / "merged")
+        image_volumes.unmount_all(self.syscall, self.root / record.id / "image-volumes")
         remove_tree(self.root / record.id)
         self.paths(record).exit_file.unlink(missing_ok=True)
         with self.db.transaction() as tx:

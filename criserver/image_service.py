@@ -5,6 +5,7 @@ import base64
 import binascii
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from api.cri import api_pb2 as cri
@@ -47,8 +48,9 @@ def _image_name(spec: cri.ImageSpec, what: str) -> str:
 
 
 class ImageServicer(api_pb2_grpc.ImageServiceServicer):
-    def __init__(self, images: ImageService) -> None:
+    def __init__(self, images: ImageService, in_use: Callable[[str], list[str]] = lambda image_id: []) -> None:
         self.images = images
+        self.in_use = in_use  # image id -> the containers that mount it as an image volume
 
     def ListImages(self, request: cri.ListImagesRequest, context: Any) -> cri.ListImagesResponse:
         records = self.images.list(request.filter.image.image if request.HasField("filter") else "")
@@ -72,7 +74,7 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):
         return cri.PullImageResponse(image_ref=image_id)
 
     def RemoveImage(self, request: cri.RemoveImageRequest, context: Any) -> cri.RemoveImageResponse:
-        self.images.remove(_image_name(request.image, "RemoveImage"))
+        self.images.remove(_image_name(request.image, "RemoveImage"), self.in_use)
         return cri.RemoveImageResponse()
 
     def ImageFsInfo(self, request: cri.ImageFsInfoRequest, context: Any) -> cri.ImageFsInfoResponse:

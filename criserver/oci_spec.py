@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,9 @@ DEFAULT_MASKED_PATHS = [
     "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/sys/devices/virtual/powercap", "/proc/scsi",
 ]
 DEFAULT_READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+# kubelet counts image volume failures by this start of CreateContainer's error message
+# (cri-api's ErrImageVolumeMountFailed)
+IMAGE_VOLUME_FAILED = "ImageVolumeMountFailed"
 PROPAGATION = {
     cri.MountPropagation.PROPAGATION_PRIVATE: "rprivate",
     cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER: "rslave",
@@ -275,8 +279,11 @@ def _mounts(config: cri.ContainerConfig, pod: PodContext, privileged: bool) -> l
         if destination not in wanted:
             mounts.append({"destination": destination, "type": "bind", "source": source, "options": ["rbind", "rw"]})
     for m in config.mounts:
-        if m.HasField("image") and m.image.image:
-            raise Unimplemented("image volumes (Mount.image) are not supported by pycri yet")
+        if is_image_mount(m):
+            mounts.append(_image_mount(m, pod.recursive_read_only))
+            continue
+        if m.image_sub_path:
+            raise InvalidArgument(f"mount {m.container_path!r}: image_sub_path is only for image volumes")
         if not m.container_path or not m.host_path:
             raise InvalidArgument("a mount needs container_path and host_path")
         if not os.path.isabs(m.container_path):
@@ -287,6 +294,39 @@ def _mounts(config: cri.ContainerConfig, pod: PodContext, privileged: bool) -> l
         options = ["rbind", _read_only_option(m, pod.recursive_read_only), PROPAGATION.get(m.propagation, "rprivate")]
         mounts.append({"destination": m.container_path, "type": "bind", "source": source, "options": options})
     return mounts
+
+
+def is_image_mount(m: cri.Mount) -> bool:
+    """An image volume (KEP-4639): an image's files, not a host path."""
+    return m.HasField("image") and bool(m.image.image)
+
+
+def image_sub_path(m: cri.Mount) -> str:
+    """The image volume's image_sub_path, normalised ("" for the image's root). Like kubelet's
+    subPath it is relative and never steps up with "..", so it names a path in the image."""
+    sub_path = m.image_sub_path
+    if sub_path.startswith("/") or "\0" in sub_path or ".." in sub_path.split("/"):
+        raise InvalidArgument(f"{IMAGE_VOLUME_FAILED}: image volume {m.container_path!r}: image_sub_path "
+                              f"{sub_path!r} is not a relative path without '..'")
+    normalised = posixpath.normpath(sub_path) if sub_path else "."
+    return "" if normalised == "." else normalised
+
+
+def _image_mount(m: cri.Mount, rro_supported: bool) -> dict[str, Any]:
+    """The bind mount of an image volume; the container service mounts the image and fills
+    in the source. Read-only, as the CRI defines image mounts (containerd refuses
+    readonly=false too); nosuid and nodev as CRI-O; no noexec, which KEP-4639 dropped."""
+    where = f"{IMAGE_VOLUME_FAILED}: image volume {m.container_path!r}"
+    if m.host_path:
+        raise InvalidArgument(f"{where}: host_path must be empty")
+    if not m.readonly:
+        raise InvalidArgument(f"{where}: image volumes are read-only, readonly must be set")
+    if not os.path.isabs(m.container_path):
+        raise InvalidArgument(f"{where}: container_path is not absolute")
+    image_sub_path(m)
+    options = ["rbind", _read_only_option(m, rro_supported), "nosuid", "nodev",
+               PROPAGATION.get(m.propagation, "rprivate")]
+    return {"destination": m.container_path, "type": "bind", "source": "", "options": options}
 
 
 def _read_only_option(m: cri.Mount, rro_supported: bool) -> str:

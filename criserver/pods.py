@@ -10,10 +10,12 @@ from typing import Any
 
 from api.cri import api_pb2 as cri
 from common.errors import FailedPrecondition, InvalidArgument, NotFound
+from containers.image_volumes import ImageVolume, ImageVolumeError
 from containers.service import ContainerService, NewContainer
 from containers.store import CREATED, EXITED, RUNNING, ContainerRecord
 from criserver import oci_spec
 from images.service import ImageService
+from images.store import ImageRecord
 from sandbox import files
 from sandbox.service import NewSandbox, PortMapping, SandboxService, pod_context_fields
 from sandbox.store import READY, SandboxRecord
@@ -142,22 +144,41 @@ class PodCalls:
         spec = oci_spec.build(config, image.config, layers, pod, name_hint, annotations)
         log_directory = sandbox.extra.get("log_directory", "")
         log_path = os.path.join(log_directory, config.log_path) if log_directory and config.log_path else ""
-        record = self.containers.create(NewContainer(
-            pod_id=sandbox.id, name=config.metadata.name, attempt=config.metadata.attempt, handler=sandbox.handler,
-            image=config.image.image, image_id=image.id,
-            image_ref=image.repo_digests[0] if image.repo_digests else image.id,
-            layers=layers, spec=spec, log_path=log_path,
-            extra={
-                "labels": dict(config.labels), "annotations": dict(config.annotations),
-                "mounts": [{"container_path": m.container_path, "host_path": m.host_path, "readonly": m.readonly,
-                            "recursive_read_only": m.recursive_read_only, "propagation": m.propagation}
-                           for m in config.mounts],
-                "stdin": config.stdin, "stdin_once": config.stdin_once, "tty": config.tty,
-                "stop_signal": (image.config.get("config") or {}).get("StopSignal", ""),
-                "user": spec["process"]["user"],
-            },
-        ))
+        volume_mounts = [m for m in config.mounts if oci_spec.is_image_mount(m)]
+        # the images of image volumes (kubelet pulled them) stay until the container's record names them
+        with self.images.holding([m.image.image for m in volume_mounts]) as volume_images:
+            volumes = self._image_volumes(volume_mounts, volume_images)
+            volume_ids = {v.destination: v.image_id for v in volumes}
+            new = NewContainer(
+                pod_id=sandbox.id, name=config.metadata.name, attempt=config.metadata.attempt,
+                handler=sandbox.handler, image=config.image.image, image_id=image.id,
+                image_ref=image.repo_digests[0] if image.repo_digests else image.id,
+                layers=layers, spec=spec, log_path=log_path, image_volumes=volumes,
+                extra={
+                    "labels": dict(config.labels), "annotations": dict(config.annotations),
+                    "mounts": [_mount_record(m, volume_ids.get(m.container_path, "")) for m in config.mounts],
+                    "stdin": config.stdin, "stdin_once": config.stdin_once, "tty": config.tty,
+                    "stop_signal": (image.config.get("config") or {}).get("StopSignal", ""),
+                    "user": spec["process"]["user"],
+                },
+            )
+            try:
+                record = self.containers.create(new)
+            except ImageVolumeError as exc:
+                raise type(exc)(f"{oci_spec.IMAGE_VOLUME_FAILED}: {exc}") from exc
         return cri.CreateContainerResponse(container_id=record.id)
+
+    def _image_volumes(self, mounts: list[cri.Mount], images: list[ImageRecord | None]) -> list[ImageVolume]:
+        """What the container service mounts for the image volumes `mounts` (spec validated)."""
+        volumes = []
+        for m, image in zip(mounts, images, strict=True):
+            if image is None:
+                raise NotFound(f"{oci_spec.IMAGE_VOLUME_FAILED}: image {m.image.image!r} of the volume at "
+                               f"{m.container_path!r} not found: pull it first")
+            volumes.append(ImageVolume(destination=m.container_path, image_id=image.id,
+                                       layers=[self.images.layers.diff(d) for d in image.diff_ids],
+                                       sub_path=oci_spec.image_sub_path(m)))
+        return volumes
 
     def _handler_supports_rro(self, config: cri.ContainerConfig, handler: str) -> bool:
         """Ask the handler (once, cached) only when a mount wants recursive read-only."""
@@ -236,10 +257,31 @@ def container_status(record: ContainerRecord) -> cri.ContainerStatus:
         finished_at=record.finished_at, exit_code=record.exit_code, image=cri.ImageSpec(image=record.image),
         image_ref=record.image_ref, image_id=record.image_id, reason=record.reason, message=record.message,
         labels=record.labels, annotations=record.annotations, log_path=record.log_path,
-        mounts=[cri.Mount(container_path=m["container_path"], host_path=m["host_path"], readonly=m["readonly"],
-                          recursive_read_only=m.get("recursive_read_only", False), propagation=m["propagation"])
-                for m in record.extra.get("mounts", [])],
+        mounts=[_mount_status(m) for m in record.extra.get("mounts", [])],
     )
+
+
+def _mount_record(m: cri.Mount, image_id: str) -> dict[str, Any]:
+    """A mount as the container's record keeps it for ContainerStatus."""
+    record = {"container_path": m.container_path, "host_path": m.host_path, "readonly": m.readonly,
+              "recursive_read_only": m.recursive_read_only, "propagation": m.propagation}
+    if image_id:
+        record.update(image={"image": image_id, "user_specified_image": m.image.user_specified_image},
+                      image_sub_path=m.image_sub_path)
+    return record
+
+
+def _mount_status(m: Mapping[str, Any]) -> cri.Mount:
+    """An image volume reports its image by id, in image and image_ref (what PullImage
+    returned, which kubelet's image garbage collection and critest look for)."""
+    mount = cri.Mount(container_path=m["container_path"], host_path=m["host_path"], readonly=m["readonly"],
+                      recursive_read_only=m.get("recursive_read_only", False), propagation=m["propagation"],
+                      image_sub_path=m.get("image_sub_path", ""))
+    image = m.get("image")
+    if image:
+        mount.image.CopyFrom(cri.ImageSpec(image=image["image"], image_ref=image["image"],
+                                           user_specified_image=image.get("user_specified_image", "")))
+    return mount
 
 
 def container_user(user: Mapping[str, Any]) -> cri.ContainerUser:

@@ -5,13 +5,17 @@ worst unreferenced files, which `recover()` removes at start-up.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from common.errors import InvalidArgument, NotFound
+from common.errors import FailedPrecondition, InvalidArgument, NotFound
 from images import reference
 from images.config import RegistryConfig
 from images.content import ContentStore
@@ -39,6 +43,10 @@ class ImageService:
         self.table = ImageTable(db)
         self.db = db
         self.puller = Puller(config, self.content, self.layers)
+        # images a container being created is about to mount; one lock makes resolving and
+        # holding an image, or checking and removing one, a single step
+        self._use_lock = threading.Lock()
+        self._held: Counter[str] = Counter()
 
     # -- CRI operations -----------------------------------------------------
 
@@ -84,14 +92,33 @@ class ImageService:
             return [record] if record else []
         return self.table.all()
 
-    def remove(self, name: str) -> None:
-        """Remove the image with all its names; removing an absent image succeeds."""
-        record = self.resolve(name)
-        if record is None:
-            return
-        with self.db.transaction() as tx:
-            self.table.delete(tx, record.id)
-            self.table.delete_unused_layers(tx)
+    @contextlib.contextmanager
+    def holding(self, names: list[str]) -> Iterator[list[ImageRecord | None]]:
+        """The images `names` denote (None where a name denotes none), kept from `remove` until
+        the block ends; by then their user has recorded its use where `remove`'s `in_use` looks."""
+        with self._use_lock:
+            records = [self.resolve(name) for name in names]
+            held = Counter(r.id for r in records if r is not None)
+            self._held += held
+        try:
+            yield records
+        finally:
+            with self._use_lock:
+                self._held -= held
+
+    def remove(self, name: str, in_use: Callable[[str], list[str]] = lambda image_id: []) -> None:
+        """Remove the image with all its names; removing an absent image succeeds. An image in
+        use stays: `in_use` names its users (containers) by image id, `holding` holds it."""
+        with self._use_lock:
+            record = self.resolve(name)
+            if record is None:
+                return
+            users = in_use(record.id) or (["a container being created"] if self._held[record.id] else [])
+            if users:
+                raise FailedPrecondition(f"image {name!r} ({record.id}) is in use by {', '.join(users)}")
+            with self.db.transaction() as tx:
+                self.table.delete(tx, record.id)
+                self.table.delete_unused_layers(tx)
         self.collect_garbage()
         log.info("image removed", image_id=record.id, tags=record.repo_tags)
 
