@@ -50,6 +50,9 @@ class HandlerFeatures:
     mount_options: frozenset[str] = frozenset()
     # "rro" in the runtime's mount options and mount_setattr(2) in the kernel (as containerd decides)
     recursive_read_only_mounts: bool = False
+    # "user" in the runtime's namespaces and idmapped mounts in the kernel (pycri idmaps the
+    # rootfs's layers itself; the runtime joins the pod's user namespace)
+    user_namespaces: bool = False
 
 
 def parse_features(output: str, kernel_has_mount_setattr: bool) -> HandlerFeatures:
@@ -58,8 +61,11 @@ def parse_features(output: str, kernel_has_mount_setattr: bool) -> HandlerFeatur
     if not isinstance(document, dict):
         raise ValueError("the features document is not a JSON object")
     options = frozenset(str(o) for o in document.get("mountOptions") or [])
+    linux = document.get("linux")
+    namespaces = (linux.get("namespaces") if isinstance(linux, dict) else None) or []
     return HandlerFeatures(mount_options=options,
-                           recursive_read_only_mounts=kernel_has_mount_setattr and "rro" in options)
+                           recursive_read_only_mounts=kernel_has_mount_setattr and "rro" in options,
+                           user_namespaces=kernel_has_mount_setattr and "user" in namespaces)
 
 
 def query_features(runtime_path: str) -> HandlerFeatures:

@@ -114,7 +114,7 @@ class ContainerService:
         log_existed = bool(record.log_path) and os.path.lexists(record.log_path)
         try:
             paths = self.paths(record)
-            merged = rootfs.mount(self.syscall, new.layers, self.root / record.id / "rootfs")
+            merged = rootfs.mount(self.syscall, new.layers, self.root / record.id / "rootfs", _idmap(new.spec))
             paths.bundle.mkdir(parents=True, exist_ok=True)
             spec = dict(new.spec)
             spec["root"] = {**spec.get("root", {}), "path": str(merged)}
@@ -381,6 +381,19 @@ def _conmon_pid(pidfile: Path, container_id: str) -> int | None:
 
 def _alive(pidfile: Path, container_id: str) -> bool:
     return _conmon_pid(pidfile, container_id) is not None
+
+
+def _idmap(spec: dict[str, Any]) -> rootfs.IdMap | None:
+    """The pod's user namespace a container joins (by path), with its root's host ids."""
+    linux = spec.get("linux") or {}
+    userns = next((ns.get("path") for ns in linux.get("namespaces") or [] if ns.get("type") == "user"), None)
+    if not userns:
+        return None
+
+    def host_root(mappings: list[dict[str, int]]) -> int:
+        return next(m["hostID"] for m in mappings if m["containerID"] == 0)
+
+    return rootfs.IdMap(userns, host_root(linux["uidMappings"]), host_root(linux["gidMappings"]))
 
 
 def _kill_monitor(pidfile: Path, container_id: str) -> None:

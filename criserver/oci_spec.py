@@ -16,7 +16,7 @@ from api.cri import api_pb2 as cri
 from common.errors import InvalidArgument, Unimplemented
 from containers import users
 from runtime.process.capabilities import NAMES as CAPABILITY_NAMES
-from criserver import seccomp
+from criserver import seccomp, userns
 
 OCI_VERSION = "1.1.0"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -59,6 +59,8 @@ class PodContext:
     min_oom_score_adj: int = -1000
     # the pod's runtime handler makes mounts recursively read-only ("rro")
     recursive_read_only: bool = False
+    # the pod's user namespace mappings (sandbox IdMaps.to_dict), None for the host's
+    userns: dict[str, Any] | None = None
 
 
 def lowest_oom_score_adj() -> int:
@@ -172,6 +174,8 @@ def build(config: cri.ContainerConfig, image: dict[str, Any], layers: list[Path]
         spec["linux"]["rootfsPropagation"] = "rshared"
     elif cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER in propagations:
         spec["linux"]["rootfsPropagation"] = "rslave"
+    if pod.userns and "user" in pod.namespaces:
+        spec["linux"].update(userns.oci_mappings(pod.userns))
     device_rules(spec)
     seccomp_profile = seccomp.for_container(security, caps)
     if seccomp_profile is not None:
@@ -206,7 +210,7 @@ def _merges_image_groups(policy: int) -> bool:
 def _namespaces(security: cri.LinuxContainerSecurityContext, pod: PodContext) -> list[dict[str, str]]:
     options = security.namespace_options
     namespaces: list[dict[str, str]] = [{"type": "mount"}]
-    for kind in ("network", "ipc", "uts"):
+    for kind in ("user", "network", "ipc", "uts"):
         if kind in pod.namespaces:
             namespaces.append({"type": kind, "path": pod.namespaces[kind]})
     if options.pid == cri.NamespaceMode.NODE or pod.host_pid:

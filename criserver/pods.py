@@ -13,7 +13,7 @@ from common.errors import FailedPrecondition, InvalidArgument, NotFound
 from containers.image_volumes import ImageVolume, ImageVolumeError
 from containers.service import ContainerService, NewContainer
 from containers.store import CREATED, EXITED, RUNNING, ContainerRecord
-from criserver import oci_spec
+from criserver import oci_spec, userns
 from images.service import ImageService
 from images.store import ImageRecord
 from sandbox import files
@@ -52,9 +52,13 @@ class PodCalls:
         if config.HasField("dns_config"):
             dns = files.DnsConfig(servers=list(config.dns_config.servers), searches=list(config.dns_config.searches),
                                   options=list(config.dns_config.options))
+        handler = self.containers.handler_name(request.runtime_handler)
+        id_maps = userns.id_maps(options)
+        if id_maps is not None and not self.containers.handler(handler).features().user_namespaces:
+            raise InvalidArgument(f"runtime handler {handler!r} does not support user namespaces")
         record = self.sandboxes.run(NewSandbox(
             name=metadata.name, namespace=metadata.namespace, uid=metadata.uid, attempt=metadata.attempt,
-            handler=self.containers.handler_name(request.runtime_handler), hostname=config.hostname, log_directory=config.log_directory,
+            handler=handler, hostname=config.hostname, log_directory=config.log_directory,
             dns=dns,
             port_mappings=[PortMapping(PROTOCOLS.get(p.protocol, "tcp"), p.container_port, p.host_port, p.host_ip)
                            for p in config.port_mappings],
@@ -64,6 +68,7 @@ class PodCalls:
             host_pid=options.pid == cri.NamespaceMode.NODE,
             shared_pid=options.pid == cri.NamespaceMode.POD,
             labels=dict(config.labels), annotations=dict(config.annotations), sysctls=dict(config.linux.sysctls),
+            id_maps=id_maps,
         ))
         return cri.RunPodSandboxResponse(pod_sandbox_id=record.id)
 
@@ -92,7 +97,7 @@ class PodCalls:
                 "id": record.id, "state": record.state, "namespaces": record.extra.get("namespaces", {}),
                 "hostname": record.extra.get("hostname"), "cgroupParent": record.extra.get("cgroup_parent"),
                 "files": record.extra.get("files", {}), "portMappings": record.extra.get("port_mappings", []),
-                "infra": record.extra.get("infra"),
+                "infra": record.extra.get("infra"), "userns": record.extra.get("userns"),
             })
         return cri.PodSandboxStatusResponse(status=status, info=info)
 
@@ -227,12 +232,21 @@ class PodCalls:
                 "pid": record.pid if record.state == RUNNING else 0, "sandboxID": record.pod_id,
                 "runtimeHandler": record.handler, "state": record.state,
                 "bundle": str(self.containers.paths(record).bundle),
+                "runtimeSpec": self._runtime_spec(record),
             })
         status = container_status(record)
         user = record.extra.get("user") or self._spec_user(record)
         if user is not None:
             status.user.CopyFrom(container_user(user))
         return cri.ContainerStatusResponse(status=status, info=info)
+
+    def _runtime_spec(self, record: ContainerRecord) -> dict[str, Any] | None:
+        """The container's config.json, as containerd's verbose status has it (its user
+        namespace and mappings among the rest)."""
+        try:
+            return self.containers.spec(record)
+        except (OSError, ValueError):
+            return None
 
     def _spec_user(self, record: ContainerRecord) -> dict[str, Any] | None:
         """process.user of the container's config.json (containers made before pycri kept it)."""
@@ -313,6 +327,7 @@ def _sandbox_status(record: SandboxRecord) -> cri.PodSandboxStatus:
         network=node if extra.get("host_network") else pod,
         ipc=node if extra.get("host_ipc") else pod,
         pid=node if extra.get("host_pid") else pod if extra.get("infra") else cri.NamespaceMode.CONTAINER,
+        userns_options=userns.to_cri(extra.get("userns")),
     )
     network = cri.PodSandboxNetworkStatus(
         ip=record.ips[0] if record.ips else "",

@@ -66,10 +66,11 @@ class RuntimeServicer(PodCalls, StatsCalls, StreamingCalls, api_pb2_grpc.Runtime
                                   features=cri.RuntimeFeatures(supplemental_groups_policy=True))
 
     def _handler_features(self, name: str) -> cri.RuntimeHandlerFeatures:
-        """Recursive read-only mounts where the runtime and the kernel have them; no user
-        namespaces yet."""
+        """Recursive read-only mounts and user namespaces where the runtime and the kernel
+        have them."""
         features = self.containers.handler(name).features()
-        return cri.RuntimeHandlerFeatures(recursive_read_only_mounts=features.recursive_read_only_mounts)
+        return cri.RuntimeHandlerFeatures(recursive_read_only_mounts=features.recursive_read_only_mounts,
+                                          user_namespaces=features.user_namespaces)
 
     def RuntimeConfig(self, request: cri.RuntimeConfigRequest, context: Any) -> cri.RuntimeConfigResponse:
         driver = cri.CgroupDriver.SYSTEMD if self.cgroup_driver == "systemd" else cri.CgroupDriver.CGROUPFS

@@ -1,6 +1,7 @@
 """A recording fake of the Syscall protocol for unit tests: it records calls and changes nothing."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,17 @@ class RecordingSyscall:
 
     def mount_setattr(self, path: str, flags: int, attr_set: int, attr_clr: int = 0) -> None:
         self._record("mount_setattr", path, flags, attr_set, attr_clr)
+
+    def open_tree(self, path: str, flags: int) -> int:
+        """A real descriptor (of /dev/null) the caller may close like a mount's."""
+        self._record("open_tree", path, flags)
+        return os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+
+    def set_mount_idmap(self, tree_fd: int, userns_fd: int) -> None:
+        self._record("set_mount_idmap", tree_fd, userns_fd)
+
+    def move_mount(self, tree_fd: int, target: str) -> None:
+        self._record("move_mount", tree_fd, target)
 
     def pivot_root(self, new_root: str, put_old: str) -> None:
         self._record("pivot_root", new_root, put_old)

@@ -11,6 +11,11 @@ if TYPE_CHECKING:  # without importing typing: this module is on the runtime's s
 _libc = ctypes.CDLL(None, use_errno=True)
 SYS_pivot_root = 155  # x86_64
 SYS_mount_setattr = 442  # x86_64 (Linux 5.12)
+SYS_open_tree = 428  # x86_64 (Linux 5.2)
+SYS_move_mount = 429
+AT_EMPTY_PATH = 0x1000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_MOUNT_ATTR_IDMAP = 0x00100000
 AT_FDCWD = -100
 _EINVAL = 22
 
@@ -49,6 +54,21 @@ class LinuxSyscall:
         _check(_libc.syscall(ctypes.c_long(SYS_mount_setattr), ctypes.c_long(AT_FDCWD), path.encode(),
                              ctypes.c_long(flags), ctypes.byref(attr), ctypes.c_long(ctypes.sizeof(attr))),
                f"mount_setattr({path!r}, {flags:#x}, set={attr_set:#x}, clr={attr_clr:#x})")
+
+    def open_tree(self, path: str, flags: int) -> int:
+        return _check(_libc.syscall(ctypes.c_long(SYS_open_tree), ctypes.c_long(AT_FDCWD), path.encode(),
+                                    ctypes.c_uint(flags)), f"open_tree({path!r}, {flags:#x})")
+
+    def set_mount_idmap(self, tree_fd: int, userns_fd: int) -> None:
+        attr = _MountAttr(_MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
+        _check(_libc.syscall(ctypes.c_long(SYS_mount_setattr), ctypes.c_long(tree_fd), b"",
+                             ctypes.c_long(AT_EMPTY_PATH), ctypes.byref(attr), ctypes.c_long(ctypes.sizeof(attr))),
+               f"mount_setattr({tree_fd}, MOUNT_ATTR_IDMAP, userns={userns_fd})")
+
+    def move_mount(self, tree_fd: int, target: str) -> None:
+        _check(_libc.syscall(ctypes.c_long(SYS_move_mount), ctypes.c_long(tree_fd), b"", ctypes.c_long(AT_FDCWD),
+                             target.encode(), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)),
+               f"move_mount({tree_fd}, {target!r})")
 
     def pivot_root(self, new_root: str, put_old: str) -> None:
         _check(_libc.syscall(SYS_pivot_root, new_root.encode(), put_old.encode()),

@@ -52,7 +52,11 @@ MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
 MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR_IDMAP = 0x00100000
 AT_RECURSIVE = 0x8000
+# open_tree(2) flags: a detached copy of the mount (OPEN_TREE_CLOEXEC is O_CLOEXEC)
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000
 
 # umount2 flags
 MNT_FORCE = 1
@@ -214,6 +218,20 @@ class Syscall(Protocol):
     def mount_setattr(self, path: str, flags: int, attr_set: int, attr_clr: int = 0) -> None:
         """Change the attributes (MOUNT_ATTR_*) of the mount at `path`; with AT_RECURSIVE, of
         every mount below it too."""
+        ...
+
+    def open_tree(self, path: str, flags: int) -> int:
+        """open_tree(2): a file descriptor for the mount at `path`; with OPEN_TREE_CLONE a
+        detached copy of it (with AT_RECURSIVE, of the whole tree below it)."""
+        ...
+
+    def set_mount_idmap(self, tree_fd: int, userns_fd: int) -> None:
+        """mount_setattr(2) MOUNT_ATTR_IDMAP on a detached mount (`tree_fd` from open_tree):
+        its files' owners are mapped through the user namespace `userns_fd`."""
+        ...
+
+    def move_mount(self, tree_fd: int, target: str) -> None:
+        """move_mount(2) the mount `tree_fd` (MOVE_MOUNT_F_EMPTY_PATH) onto `target`."""
         ...
 
     def pivot_root(self, new_root: str, put_old: str) -> None: ...

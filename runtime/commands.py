@@ -168,7 +168,7 @@ def features() -> None:
         "hooks": [],
         "mountOptions": sorted(list(FLAGS) + list(PROPAGATION) + list(RECURSIVE) + list(EXTENSIONS)),
         "linux": {
-            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "uts"],
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": list(NAMES),
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False, "rdma": False},
             "seccomp": {

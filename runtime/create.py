@@ -21,7 +21,7 @@ from runtime.errors import RuntimeFailure
 from runtime.init import InitOptions, stage_namespaces
 from runtime.process import console
 from runtime.seccomp import translate
-from runtime.spec import Spec, load_spec
+from runtime.spec import IdMapping, Spec, id_map_text, load_spec
 from runtime.stages import kill_and_wait, launch
 from runtime.state import ContainerState, StateStore, read_proc_stat, rfc3339_nano, write_pid_file
 
@@ -55,6 +55,18 @@ def validate(spec: Spec, options: CreateOptions) -> None:
     sysctl.validate(spec.linux.sysctl, spec.linux)
 
 
+def _id_maps(spec: Spec) -> tuple[str, str] | None:
+    """uid_map and gid_map of the user namespace the container's init makes, if it makes one."""
+    if not spec.linux.creates("user"):
+        return None
+    return id_map_text(spec.linux.uid_mappings), id_map_text(spec.linux.gid_mappings)
+
+
+def _host_id(mappings: list[IdMapping]) -> int:
+    """The host id of the container's id 0 (0 when not mapped: root on the host)."""
+    return next((m.host_id for m in mappings if m.container_id == 0), 0)
+
+
 def create(store: StateStore, container_id: str, options: CreateOptions, kernel: Syscall | None = None) -> int:
     kernel = kernel or LinuxSyscall()
     spec = load_spec(options.bundle)
@@ -69,6 +81,8 @@ def create(store: StateStore, container_id: str, options: CreateOptions, kernel:
     console_fd = -1
     try:
         fifo = store.make_fifo(container_id)
+        if spec.linux.namespace("user") is not None:  # the container's root opens it (as runc)
+            os.chown(fifo, _host_id(spec.linux.uid_mappings), _host_id(spec.linux.gid_mappings))
         manager = cgroups.new_manager(spec.linux.cgroups_path, container_id)
         manager.create()
         if options.console_socket:
@@ -76,7 +90,7 @@ def create(store: StateStore, container_id: str, options: CreateOptions, kernel:
         init_options = InitOptions(fifo_path=fifo, console_fd=console_fd, no_pivot=options.no_pivot,
                                    preserve_fds=options.preserve_fds, seccomp=program)
         init_pid = launch(stage_namespaces, (kernel, spec, init_options), join_cgroups=manager.add,
-                          timeout=INIT_TIMEOUT)
+                          timeout=INIT_TIMEOUT, id_maps=_id_maps(spec))
         for warning in manager.apply(resources):
             log.current.warning(warning)
         stat = read_proc_stat(init_pid)

@@ -200,14 +200,42 @@ class Device(Record):
         self.gid = gid
 
 
+class IdMapping(Record):
+    """One entry of linux.uidMappings or linux.gidMappings."""
+
+    __slots__ = ("container_id", "host_id", "size")
+
+    def __init__(self, container_id: int, host_id: int, size: int) -> None:
+        self.container_id = container_id
+        self.host_id = host_id
+        self.size = size
+
+
+def id_map_text(mappings: list[IdMapping]) -> str:
+    """The contents of a uid_map or gid_map file."""
+    return "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in mappings)
+
+
+def _id_mappings(data: Any, where: str) -> list[IdMapping]:
+    result = []
+    for i, raw in enumerate(data or []):
+        d = _obj(raw, f"{where}[{i}]")
+        values = [d.get(k) for k in ("containerID", "hostID", "size")]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+            raise SpecError(f"{where}[{i}]: containerID, hostID and size must be non-negative integers")
+        result.append(IdMapping(*values))
+    return result
+
+
 class Linux(Record):
     __slots__ = ("namespaces", "devices", "cgroups_path", "resources", "rootfs_propagation", "masked_paths",
-                 "readonly_paths", "sysctl", "seccomp")
+                 "readonly_paths", "sysctl", "seccomp", "uid_mappings", "gid_mappings")
 
     def __init__(self, namespaces: list[Namespace] | None = None, devices: list[Device] | None = None,
                  cgroups_path: str = "", resources: dict[str, Any] | None = None, rootfs_propagation: str = "",
                  masked_paths: list[str] | None = None, readonly_paths: list[str] | None = None,
-                 sysctl: dict[str, str] | None = None, seccomp: dict[str, Any] | None = None) -> None:
+                 sysctl: dict[str, str] | None = None, seccomp: dict[str, Any] | None = None,
+                 uid_mappings: list[IdMapping] | None = None, gid_mappings: list[IdMapping] | None = None) -> None:
         self.namespaces: list[Namespace] = [] if namespaces is None else namespaces
         self.devices: list[Device] = [] if devices is None else devices
         self.cgroups_path = cgroups_path
@@ -217,6 +245,8 @@ class Linux(Record):
         self.readonly_paths: list[str] = [] if readonly_paths is None else readonly_paths
         self.sysctl: dict[str, str] = {} if sysctl is None else sysctl
         self.seccomp = seccomp
+        self.uid_mappings: list[IdMapping] = [] if uid_mappings is None else uid_mappings
+        self.gid_mappings: list[IdMapping] = [] if gid_mappings is None else gid_mappings
 
     def namespace(self, ns_type: str) -> Namespace | None:
         for ns in self.namespaces:
@@ -318,9 +348,6 @@ def parse_spec(data: Any, bundle: str) -> Spec:
             source = os.path.normpath(os.path.join(bundle, source))
         mounts.append(Mount(dest, mount_type, source, options))
     lx = _obj(d.get("linux"), "linux")
-    for unsupported in ("uidMappings", "gidMappings"):
-        if lx.get(unsupported):
-            raise SpecError(f"linux.{unsupported}: user namespaces are not supported by pycri-runtime")
     sysctl = _obj(lx.get("sysctl"), "linux.sysctl")
     if not all(isinstance(v, str) for v in sysctl.values()):
         raise SpecError("linux.sysctl values must be strings")
@@ -338,9 +365,14 @@ def parse_spec(data: Any, bundle: str) -> Spec:
         readonly_paths=_strings(lx.get("readonlyPaths"), "linux.readonlyPaths"),
         sysctl=dict(sysctl),
         seccomp=_obj(lx.get("seccomp"), "linux.seccomp") if lx.get("seccomp") is not None else None,
+        uid_mappings=_id_mappings(lx.get("uidMappings"), "linux.uidMappings"),
+        gid_mappings=_id_mappings(lx.get("gidMappings"), "linux.gidMappings"),
     )
-    if linux.namespace("user") is not None:
-        raise SpecError("user namespaces are not supported by pycri-runtime")
+    if linux.namespace("user") is None:
+        if linux.uid_mappings or linux.gid_mappings:
+            raise SpecError("linux.uidMappings and gidMappings need a user namespace")
+    elif linux.creates("user") and not (linux.uid_mappings and linux.gid_mappings):
+        raise SpecError("a new user namespace needs linux.uidMappings and linux.gidMappings")
     if not linux.creates("mount"):
         raise SpecError('a new mount namespace is required (linux.namespaces needs {"type": "mount"} without a path)')
     hostname = _str(d.get("hostname"), "hostname")

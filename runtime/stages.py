@@ -173,11 +173,23 @@ def _exited_early(state: _Launch) -> str:
     return text
 
 
+def write_id_maps(pid: int, uid_map: str, gid_map: str, proc: str = "/proc") -> None:
+    """The maps of a child's new user namespace (root on the host: setgroups stays allowed)."""
+    for name, text in (("uid_map", uid_map), ("gid_map", gid_map)):
+        try:
+            with open(f"{proc}/{pid}/{name}", "w") as f:
+                f.write(text)
+        except OSError as e:
+            raise RuntimeFailure(f"write {name} of the user namespace: {e.strerror or e}") from None
+
+
 def launch(stage: Callable[..., None], args: tuple[Any, ...], *, join_cgroups: Callable[[int], None] | None,
-           timeout: float, reap_on_failure: bool = False) -> int:
+           timeout: float, reap_on_failure: bool = False, id_maps: tuple[str, str] | None = None) -> int:
     """Fork `stage(to_parent, from_parent, *args)`; returns the container process's host pid
     once it reported ready. On failure the process is killed (and reaped, with
-    `reap_on_failure`, when this process is its subreaper) and RuntimeFailure raised."""
+    `reap_on_failure`, when this process is its subreaper) and RuntimeFailure raised.
+    With `id_maps` (uid_map, gid_map) the first stage makes a user namespace and asks
+    ("userns") for its maps, which are written before it is told "mapped"."""
     child_reader, parent_writer = channel_pair()  # runtime -> first stage
     parent_reader, child_writer = channel_pair()  # stages -> runtime
     first = os.fork()
@@ -194,7 +206,8 @@ def launch(stage: Callable[..., None], args: tuple[Any, ...], *, join_cgroups: C
             parent_writer.send("go")
         except BrokenPipeError:
             pass  # the first stage is gone already: the end of its channel says so below
-        parent_writer.close()
+        if id_maps is None:
+            parent_writer.close()
         while not (state.pid and state.ready):
             remaining = deadline - time.monotonic()
             try:
@@ -203,6 +216,11 @@ def launch(stage: Callable[..., None], args: tuple[Any, ...], *, join_cgroups: C
                 raise RuntimeFailure(_exited_early(state)) from None
             except TimeoutError:
                 raise RuntimeFailure(f"the container process was not ready after {timeout:g} s") from None
+            if message.get("type") == "userns" and id_maps is not None and parent_writer.fd >= 0:
+                write_id_maps(int(str(message["pid"])), *id_maps)
+                parent_writer.send("mapped")
+                parent_writer.close()
+                continue
             error = state.take(message)
             if error is not None:
                 _learn_pid(state, parent_reader)

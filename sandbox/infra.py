@@ -2,7 +2,11 @@
 
 util-linux's unshare makes the PID namespace and forks the infra process as its PID 1; both
 run in their own session, so they outlive a pycri restart. The infra process is known by
-its host pid and start time (so a reused pid is never mistaken for it).
+its host pid and start time (so a reused pid is never mistaken for it). In a pod with a user
+namespace, unshare runs in it (util-linux nsenter, as its root), so the pod's user namespace
+owns the PID namespace and the containers, which join it, may join this one too; the infra
+process is then a shell loop (PAUSE_SHELL), since the pod's root may not be allowed to run
+pycri's Python (a virtualenv under /root, say).
 """
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ from pathlib import Path
 from common.errors import Unavailable
 
 PAUSE = Path(__file__).with_name("pause.py")
+# PID 1 as a shell: `wait` reaps every child (orphans included), SIGTERM/SIGINT end it
+PAUSE_SHELL = "trap 'exit 0' TERM INT; while :; do sleep 86400 & wait; done"
+PAUSE_SHELL_NAME = "pycri-pause"
 START_TIMEOUT = 10.0
 
 
@@ -45,9 +52,14 @@ class Infra:
                    int(data.get("holder_start_time", 0)))
 
 
-def start(python: str = sys.executable) -> Infra:
+def start(python: str = sys.executable, userns: str = "") -> Infra:
+    if userns:
+        program = ["nsenter", f"--user={userns}", "--", "unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--",
+                   "/bin/sh", "-c", PAUSE_SHELL, PAUSE_SHELL_NAME]
+    else:
+        program = ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--", python, "-IS", str(PAUSE)]
     holder = subprocess.Popen(
-        ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--", python, "-IS", str(PAUSE)],
+        program,
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.monotonic() + START_TIMEOUT
@@ -71,6 +83,9 @@ def stop(infra: Infra) -> None:
     if infra.alive():
         os.kill(infra.pid, signal.SIGKILL)
     stop_process(infra.holder, infra.holder_start_time)
+    # with its parent (the holder) gone, the dead infra process is pycri's (a subreaper) to reap
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(infra.pid, os.WNOHANG)
 
 
 def stop_process(pid: int, start_time: int | None) -> None:
@@ -109,6 +124,6 @@ def _ns_differs(pid: int) -> bool:
     """The child has entered its new PID namespace (unshare has forked and exec'd it)."""
     try:
         return os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid") and \
-            b"pause.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            any(name in Path(f"/proc/{pid}/cmdline").read_bytes() for name in (b"pause.py", PAUSE_SHELL_NAME.encode()))
     except OSError:
         return False

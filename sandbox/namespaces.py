@@ -1,4 +1,4 @@
-"""Pinned pod namespaces: network, IPC and UTS namespaces kept alive by bind mounts.
+"""Pinned pod namespaces: network, IPC, UTS (and user) namespaces kept alive by bind mounts.
 
 A pod sandbox needs namespaces that outlive any one container, without a long-running
 "pause" process. `pin()` makes them in a short-lived child process and bind-mounts the child's
@@ -18,6 +18,10 @@ The sequence (parent P, child C):
      reaps it.
 Any failure undoes what was done: mounts are detached, files and the directory removed, the
 child killed and reaped.
+
+A pod with a user namespace (KEP-127) pins a "user" one too: C is made in it (unshare makes the
+user namespace first, so it owns C's other new namespaces, as a pod's pause container does with
+containerd and CRI-O), and P writes C's uid_map and gid_map before pinning.
 
 `unpin()` detaches the mounts (MNT_DETACH) and removes the files; the kernel frees a namespace
 when nothing holds it any more. `enter_netns()` runs code of the calling thread inside a pinned
@@ -50,10 +54,46 @@ from kernel.syscall import (
 log = structlog.get_logger("sandbox.namespaces")
 
 # the namespace kinds a pod sandbox can pin (OCI names)
-PINNABLE = ("network", "ipc", "uts")
+PINNABLE = ("network", "ipc", "uts", "user")
 MAX_HOSTNAME_BYTES = 64
 
 _lock = threading.RLock()  # one pin at a time
+
+
+@dataclass(frozen=True)
+class IdMapping:
+    """One line of a uid_map or gid_map: `length` ids from `container_id` on are `host_id` on."""
+
+    container_id: int
+    host_id: int
+    length: int
+
+
+@dataclass(frozen=True)
+class IdMaps:
+    uids: tuple[IdMapping, ...]
+    gids: tuple[IdMapping, ...]
+
+    def to_dict(self) -> dict[str, list[dict[str, int]]]:
+        return {"uids": [vars(m) for m in self.uids], "gids": [vars(m) for m in self.gids]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, list[dict[str, int]]]) -> IdMaps:
+        return cls(tuple(IdMapping(**m) for m in data["uids"]), tuple(IdMapping(**m) for m in data["gids"]))
+
+
+def write_id_maps(pid: int, id_maps: IdMaps, proc: str = "/proc") -> None:
+    """Write the maps of a process's new user namespace. Written by a process with
+    CAP_SETGID in the parent namespace, gid_map needs no "deny" in setgroups, so the
+    container's processes keep setgroups(2)."""
+    for name, mappings in (("uid_map", id_maps.uids), ("gid_map", id_maps.gids)):
+        text = "".join(f"{m.container_id} {m.host_id} {m.length}\n" for m in mappings)
+        try:
+            with open(f"{proc}/{pid}/{name}", "w") as f:
+                f.write(text)
+        except OSError as exc:
+            raise InvalidArgument(f"writing the pod's user namespace {name} ({text.strip()!r}): "
+                                  f"{exc.strerror or exc}") from None
 
 
 @dataclass(frozen=True)
@@ -75,20 +115,24 @@ def pin(
     directory: Path,
     hostname: str | None = None,
     syscall: Syscall | None = None,
+    id_maps: IdMaps | None = None,
 ) -> dict[str, Path]:
     """Create new namespaces of `kinds` and pin them under `directory`; return kind -> file.
 
     `directory` is the pod's own directory (created here); its parent is made a private mount
     point if it is not one yet. `hostname` is set in the new UTS namespace ("uts" must be in
-    `kinds` then).
+    `kinds` then). `id_maps` are the mappings of a new user namespace (exactly when "user"
+    is in `kinds`).
     """
     kinds = _check_kinds(kinds, hostname)
+    if ("user" in kinds) != (id_maps is not None):
+        raise InvalidArgument("a user namespace is pinned with its id mappings, and only then")
     sys_ = syscall or _linux()
     if not kinds:
         return {}
     ensure_private_mount(directory.parent, sys_)
     with _lock:
-        return _pin_locked(kinds, directory, hostname, sys_)
+        return _pin_locked(kinds, directory, hostname, sys_, id_maps)
 
 
 def unpin(directory: Path, syscall: Syscall | None = None) -> None:
@@ -183,7 +227,8 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
 # -- the pin sequence ----------------------------------------------------------
 
 
-def _pin_locked(kinds: list[str], directory: Path, hostname: str | None, sys_: Syscall) -> dict[str, Path]:
+def _pin_locked(kinds: list[str], directory: Path, hostname: str | None, sys_: Syscall,
+                id_maps: IdMaps | None = None) -> dict[str, Path]:
     created_dir = not directory.exists()
     directory.mkdir(mode=0o711, exist_ok=True)
     files: list[Path] = []
@@ -193,6 +238,8 @@ def _pin_locked(kinds: list[str], directory: Path, hostname: str | None, sys_: S
         for kind in kinds:
             files.append(_create_file(directory / NAMESPACE_FILES[kind]))
         child = _Child.start(kinds, hostname)
+        if id_maps is not None:
+            write_id_maps(child.pid, id_maps)
         for kind, target in zip(kinds, files, strict=True):
             sys_.mount(f"/proc/{child.pid}/ns/{NAMESPACE_FILES[kind]}", str(target), "", MS_BIND)
             mounted.append(target)
@@ -226,7 +273,7 @@ def _create_file(path: Path) -> Path:
 # waits for its stdin to close. Spawning a program (fork+exec in one step) rather than
 # forking the daemon keeps this safe in a process that runs gRPC threads.
 UNSHARE = "unshare"
-UNSHARE_FLAGS = {"network": "--net", "ipc": "--ipc", "uts": "--uts"}
+UNSHARE_FLAGS = {"network": "--net", "ipc": "--ipc", "uts": "--uts", "user": "--user"}
 HOLDER_SCRIPT = (
     'if [ -n "$1" ]; then printf %s "$1" > /proc/sys/kernel/hostname || exit 1; fi; '
     "echo ok; read -r _ || true"

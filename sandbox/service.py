@@ -8,6 +8,7 @@ half-way is undone at once.
 """
 from __future__ import annotations
 
+import os
 import socket
 import time
 import uuid
@@ -55,6 +56,8 @@ class NewSandbox:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     sysctls: dict[str, str] = field(default_factory=dict)
+    # a user namespace for the pod with these mappings (NamespaceMode POD); None: the host's
+    id_maps: namespaces.IdMaps | None = None
 
 
 class Network(Protocol):
@@ -97,6 +100,7 @@ class SandboxService:
                 "own_cgroup": not new.cgroup_parent,
                 "host_network": new.host_network, "host_ipc": new.host_ipc, "host_pid": new.host_pid,
                 "sysctls": new.sysctls, "namespaces": {},
+                "userns": new.id_maps.to_dict() if new.id_maps is not None else None,
                 "port_mappings": [vars(p) for p in new.port_mappings],
             },
         )
@@ -105,12 +109,13 @@ class SandboxService:
         try:
             if record.extra["own_cgroup"]:
                 cgroups.new_manager(record.extra["cgroup_parent"], sandbox_id).create()
-            kinds = [k for k, host in (("network", new.host_network), ("ipc", new.host_ipc),
-                                       ("uts", new.host_network)) if not host]
-            pinned = namespaces.pin(kinds, self.ns_root / sandbox_id, None if new.host_network else hostname)
+            kinds = [k for k, host in (("user", new.id_maps is None), ("network", new.host_network),
+                                       ("ipc", new.host_ipc), ("uts", new.host_network)) if not host]
+            pinned = namespaces.pin(kinds, self.ns_root / sandbox_id, None if new.host_network else hostname,
+                                    id_maps=new.id_maps)
             record.extra["namespaces"] = {kind: str(path) for kind, path in pinned.items()}
             if new.shared_pid and not new.host_pid:
-                record.extra["infra"] = infra.start().to_dict()
+                record.extra["infra"] = infra.start(userns=str(pinned.get("user", ""))).to_dict()
             if "network" in pinned:
                 record.ips = self.network.setup(record, pinned["network"], new.port_mappings)
             directory = self.root / sandbox_id
@@ -119,6 +124,8 @@ class SandboxService:
                     directory, hostname, record.ips[0] if record.ips else "", new.dns, host_network=new.host_network
                 ).items()
             }
+            if new.id_maps is not None:
+                _give_to_pod_root(record.extra["files"].values(), new.id_maps)
             record.state = READY
             with self.db.transaction() as tx:
                 self.table.update(tx, record)
@@ -201,6 +208,15 @@ class SandboxService:
             self.table.delete(tx, record.id)
 
 
+def _give_to_pod_root(paths: Any, id_maps: namespaces.IdMaps) -> None:
+    """The pod's files (hostname, hosts, resolv.conf) belong to its root, as with CRI-O: bind
+    mounts of them are not idmapped, and root in the pod may rewrite them."""
+    uid = next(m.host_id for m in id_maps.uids if m.container_id == 0)
+    gid = next(m.host_id for m in id_maps.gids if m.container_id == 0)
+    for path in paths:
+        os.chown(path, uid, gid)
+
+
 def _stop_infra(record: SandboxRecord) -> None:
     if record.extra.get("infra"):
         infra.stop(infra.Infra.from_dict(record.extra["infra"]))
@@ -229,4 +245,5 @@ def pod_context_fields(record: SandboxRecord) -> dict[str, Any]:
         "files": dict(record.extra.get("files", {})),
         "sysctls": dict(record.extra.get("sysctls", {})),
         "host_pid": bool(record.extra.get("host_pid")),
+        "userns": record.extra.get("userns"),
     }
