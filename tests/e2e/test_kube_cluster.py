@@ -148,6 +148,17 @@ def test_failing_liveness_probe_restarts_the_container(node: tuple[Pycri, Cluste
     assert "started" in cluster.kubectl("logs", "probed", "--previous").stdout
 
 
+def test_exec_probe_timeout_counts_as_a_failure(node: tuple[Pycri, Cluster]) -> None:
+    _, cluster = node
+    cluster.apply(pod("slowprobe", ["sleep", "3600"], container={
+        "readinessProbe": {"exec": {"command": ["sleep", "5"]}, "periodSeconds": 2, "timeoutSeconds": 1}}))
+    wait_until(lambda: phase(cluster, "slowprobe") == "Running", 90, "slowprobe running")
+    # ExecSync's timeout: each probe is cut off after a second and reported as failed
+    wait_until(lambda: "timed out" in cluster.kubectl("get", "events", "--field-selector",
+                                                      "involvedObject.name=slowprobe").stdout, 60, "a timed-out probe")
+    assert main_status(cluster, "slowprobe")["ready"] is False
+
+
 def test_logs_follow_and_previous(node: tuple[Pycri, Cluster]) -> None:
     _, cluster = node
     cluster.apply(pod("talker", ["sh", "-c", "echo run-$(cat /proc/sys/kernel/random/uuid); "

@@ -68,6 +68,8 @@ def test_static_pod_serves_and_is_removed_with_its_manifest(node: tuple[Pycri, K
     main = next(c for c in stats["containers"] if c["name"] == "main")
     assert main["memory"]["workingSetBytes"] > 0 and "usageCoreNanoSeconds" in main["cpu"]
     assert summary["node"]["nodeName"] == kubelet.node_name
+    image_fs = summary["node"]["runtime"]["imageFs"]  # pycri's ImageFsInfo
+    assert image_fs["usedBytes"] > 0 and image_fs["capacityBytes"] > image_fs["usedBytes"]
 
     manifest.unlink()
     wait_until(lambda: not pycri.crictl("ps", "-q", "--pod", sandboxes[0]["id"]).stdout.split(), 60,
