@@ -2,7 +2,7 @@
 
     manager = cgroups.new_manager("/kubepods/besteffort/pod1/ctr", "ctr")
     manager.create(); manager.add(pid); manager.apply(Resources.from_spec(spec_resources))
-    manager.stats(); manager.pids(); manager.destroy()
+    manager.stats(); manager.process_stats(); manager.pids(); manager.destroy()
     cgroups.manager_from_state(manager.to_state())   # the same cgroup, in a later process
 
 `detect(root)` tells v1 (with `unified` for hybrid) from v2 by /sys/fs/cgroup/cgroup.controllers.
@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import os
 
-from cgroups.base import CgroupError, CgroupManager, Stats
+from cgroups.base import CgroupError, CgroupManager, IoDevice, ProcessStats, Stats
 from cgroups.paths import own_cgroups, resolve_path
 
 DEFAULT_ROOT = "/sys/fs/cgroup"
 V1, V2 = 1, 2
 
-__all__ = ["CgroupError", "CgroupManager", "Stats", "detect", "has_controller", "new_manager", "manager_from_state",
-           "own_cgroups", "resolve_path", "DEFAULT_ROOT"]
+__all__ = ["CgroupError", "CgroupManager", "IoDevice", "ProcessStats", "Stats", "detect", "has_controller",
+           "new_manager", "manager_from_state", "own_cgroups", "resolve_path", "DEFAULT_ROOT"]
 
 
 def detect(root: str = DEFAULT_ROOT) -> int:

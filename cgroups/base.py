@@ -15,22 +15,64 @@ class CgroupError(Exception):
     pass
 
 
-class Stats:
-    """What kubelet's stats need: cumulative CPU time, memory usage and working set, pids."""
+class _Fields:
+    """A plain record of its __slots__, integers that default to 0 (no dataclasses on the runtime
+    CLI's path)."""
 
-    __slots__ = ("cpu_usage_ns", "memory_usage", "memory_working_set", "memory_limit", "pids_current", "pids_limit")
+    __slots__: tuple[str, ...] = ()
 
-    def __init__(self, cpu_usage_ns: int = 0, memory_usage: int = 0, memory_working_set: int = 0,
-                 memory_limit: int = 0, pids_current: int = 0, pids_limit: int = 0) -> None:
-        self.cpu_usage_ns = cpu_usage_ns
-        self.memory_usage = memory_usage
-        self.memory_working_set = memory_working_set
-        self.memory_limit = memory_limit  # 0: no limit
-        self.pids_current = pids_current
-        self.pids_limit = pids_limit  # 0: no limit
+    def __init__(self, *values: int, **named: int) -> None:
+        rest = self.__slots__[len(values):]
+        if len(values) > len(self.__slots__) or not set(named) <= set(rest):
+            raise TypeError(f"{type(self).__name__} has the fields {self.__slots__}")
+        for name, value in zip(self.__slots__, values):
+            setattr(self, name, value)
+        for name in rest:
+            setattr(self, name, named.get(name, 0))
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+class Stats(_Fields):
+    """A cgroup's usage and limits: what kubelet's stats need (cumulative CPU time, memory usage
+    and working set, pids) and what the CRI metrics report under cadvisor's names. Counters are
+    cumulative; a limit of 0 means none. `io` holds one IoDevice a block device; `pressure` maps
+    "cpu", "memory" and "io" to their pressure stall totals (some, full) in microseconds, where
+    the kernel keeps them."""
+
+    __slots__ = (
+        "cpu_usage_ns", "memory_usage", "memory_working_set", "memory_limit", "pids_current", "pids_limit",
+        "cpu_user_ns", "cpu_system_ns", "cpu_periods", "cpu_throttled_periods", "cpu_throttled_ns",
+        "memory_max_usage", "memory_cache", "memory_rss", "memory_mapped_file", "memory_swap", "memory_kernel",
+        "memory_failcnt", "pgfault", "pgmajfault", "hierarchy_pgfault", "hierarchy_pgmajfault", "oom_kills",
+        "cpu_shares", "cpu_period", "cpu_quota", "memory_reservation", "memory_swap_limit",
+        "io", "pressure",
+    )
+
+    def __init__(self, *, io: list[IoDevice] | None = None, pressure: dict[str, tuple[int, int]] | None = None,
+                 **values: int) -> None:
+        super().__init__(**values)
+        self.io = io or []
+        self.pressure = pressure or {}
+
+    def to_dict(self) -> dict[str, object]:
+        result = super().to_dict()
+        result["io"] = [device.to_dict() for device in self.io]
+        result["pressure"] = dict(self.pressure)
+        return result
+
+
+class IoDevice(_Fields):
+    """Cumulative block I/O of a cgroup on one device."""
+
+    __slots__ = ("major", "minor", "read_bytes", "write_bytes", "reads", "writes")
+
+
+class ProcessStats(_Fields):
+    """The processes of a cgroup and its descendants, and the files and sockets they hold open."""
+
+    __slots__ = ("processes", "file_descriptors", "sockets")
 
 
 class CgroupManager:
@@ -57,6 +99,38 @@ class CgroupManager:
 
     def stats(self) -> Stats:
         raise NotImplementedError
+
+    def procs_dir(self) -> str | None:
+        """The directory whose cgroup.procs lists the container's processes."""
+        raise NotImplementedError
+
+    def pids(self) -> list[int]:
+        directory = self.procs_dir()
+        return read_pids(directory) if directory else []
+
+    def process_stats(self, proc: str = "/proc") -> ProcessStats:
+        """Processes in the cgroup and below it (as cadvisor counts them), with their open files."""
+        directory = self.procs_dir()
+        pids: list[int] = []
+        if directory:
+            for dirpath, _, _ in os.walk(directory):
+                pids.extend(read_pids(dirpath))
+        stats = ProcessStats(processes=len(pids))
+        for pid in pids:
+            fd_dir = os.path.join(proc, str(pid), "fd")
+            try:
+                names = os.listdir(fd_dir)
+            except OSError:  # exited meanwhile
+                continue
+            for name in names:
+                try:
+                    target = os.readlink(os.path.join(fd_dir, name))
+                except OSError:
+                    continue
+                stats.file_descriptors += 1
+                if target.startswith("socket:"):
+                    stats.sockets += 1
+        return stats
 
     def destroy(self, timeout: float = 5.0) -> None:
         """Remove the container's directories (the processes must be gone)."""
@@ -114,6 +188,25 @@ def read_keyed(directory: str, name: str) -> dict[str, int]:
                     pass
     except OSError:
         pass
+    return result
+
+
+def read_pressure(directory: str) -> dict[str, tuple[int, int]]:
+    """The pressure stall totals (some, full) in microseconds of cpu, memory and io, from
+    <resource>.pressure files (`some avg10=0.00 avg60=0.00 avg300=0.00 total=123`)."""
+    result: dict[str, tuple[int, int]] = {}
+    for resource in ("cpu", "memory", "io"):
+        totals = {"some": 0, "full": 0}
+        try:
+            with open(os.path.join(directory, f"{resource}.pressure")) as f:
+                for line in f:
+                    kind, _, rest = line.partition(" ")
+                    for field in rest.split():
+                        if field.startswith("total=") and kind in totals:
+                            totals[kind] = int(field[len("total="):])
+        except (OSError, ValueError):
+            continue
+        result[resource] = (totals["some"], totals["full"])
     return result
 
 

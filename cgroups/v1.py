@@ -11,8 +11,8 @@ import errno
 import os
 
 from cgroups.base import (
-    CgroupError, CgroupManager, Stats, make_dirs, read_file, read_int, read_keyed, read_pids, remove_dir,
-    write_file,
+    CgroupError, CgroupManager, IoDevice, Stats, make_dirs, read_file, read_int, read_keyed, read_pressure,
+    remove_dir, write_file,
 )
 from cgroups.paths import resolve_path
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 UNIFIED = "unified"
 UNLIMITED_V1 = -1
+NS_PER_TICK = 10_000_000  # cpuacct.stat counts USER_HZ (100 a second) ticks
 
 
 def list_hierarchies(root: str) -> list[str]:
@@ -92,15 +93,15 @@ class V1Manager(CgroupManager):
         for path in self.paths().values():
             write_file(path, "cgroup.procs", pid)
 
-    def pids(self) -> list[int]:
+    def procs_dir(self) -> str | None:
         for name in ("pids", "memory", "freezer", "cpu"):
             path = self.controller(name)
             if path and os.path.isdir(path):
-                return read_pids(path)
+                return path
         for path in self.paths().values():
             if os.path.isdir(path):
-                return read_pids(path)
-        return []
+                return path
+        return None
 
     def destroy(self, timeout: float = 5.0) -> None:
         errors = []
@@ -199,18 +200,89 @@ class V1Manager(CgroupManager):
         cpuacct = self.controller("cpuacct")
         if cpuacct:
             stats.cpu_usage_ns = read_int(cpuacct, "cpuacct.usage")
+            stats.cpu_user_ns = read_int(cpuacct, "cpuacct.usage_user", -1)
+            stats.cpu_system_ns = read_int(cpuacct, "cpuacct.usage_sys", -1)
+            if stats.cpu_user_ns < 0 or stats.cpu_system_ns < 0:  # older kernels: clock ticks only
+                ticks = read_keyed(cpuacct, "cpuacct.stat")
+                stats.cpu_user_ns = ticks.get("user", 0) * NS_PER_TICK
+                stats.cpu_system_ns = ticks.get("system", 0) * NS_PER_TICK
+        cpu = self.controller("cpu")
+        if cpu:
+            throttling = read_keyed(cpu, "cpu.stat")
+            stats.cpu_periods = throttling.get("nr_periods", 0)
+            stats.cpu_throttled_periods = throttling.get("nr_throttled", 0)
+            stats.cpu_throttled_ns = throttling.get("throttled_time", 0)
+            stats.cpu_shares = read_int(cpu, "cpu.shares")
+            stats.cpu_period = read_int(cpu, "cpu.cfs_period_us")
+            stats.cpu_quota = max(0, read_int(cpu, "cpu.cfs_quota_us"))
         memory = self.controller("memory")
         if memory:
-            stats.memory_usage = read_int(memory, "memory.usage_in_bytes")
-            inactive = read_keyed(memory, "memory.stat").get("total_inactive_file", 0)
-            stats.memory_working_set = max(0, stats.memory_usage - inactive)
-            limit = read_int(memory, "memory.limit_in_bytes")
-            stats.memory_limit = 0 if limit >= (1 << 62) else limit
+            _memory_stats(memory, stats)
         pids = self.controller("pids")
         if pids:
             stats.pids_current = read_int(pids, "pids.current")
             stats.pids_limit = read_int(pids, "pids.max")
+        blkio = self.controller("blkio")
+        if blkio:
+            stats.io = _blkio_devices(blkio)
+        if self.unified:  # a hybrid host keeps pressure stall information in the v2 tree
+            stats.pressure = read_pressure(self.unified)
         return stats
+
+
+def _limit(value: int) -> int:
+    """v1 writes "no limit" as a huge number (the largest page multiple); 0 here."""
+    return 0 if value >= (1 << 62) else max(0, value)
+
+
+def _memory_stats(memory: str, stats: Stats) -> None:
+    usage = read_int(memory, "memory.usage_in_bytes")
+    detail = read_keyed(memory, "memory.stat")
+    stats.memory_usage = usage
+    stats.memory_working_set = max(0, usage - detail.get("total_inactive_file", 0))
+    stats.memory_limit = _limit(read_int(memory, "memory.limit_in_bytes"))
+    stats.memory_max_usage = read_int(memory, "memory.max_usage_in_bytes")
+    stats.memory_cache = detail.get("total_cache", 0)
+    stats.memory_rss = detail.get("total_rss", 0)
+    stats.memory_mapped_file = detail.get("total_mapped_file", 0)
+    memsw = read_int(memory, "memory.memsw.usage_in_bytes", -1)  # memory + swap, with swap accounting
+    stats.memory_swap = max(0, memsw - usage) if memsw >= 0 else detail.get("total_swap", 0)
+    stats.memory_kernel = read_int(memory, "memory.kmem.usage_in_bytes")
+    stats.memory_failcnt = read_int(memory, "memory.failcnt")
+    stats.pgfault = detail.get("pgfault", 0)
+    stats.pgmajfault = detail.get("pgmajfault", 0)
+    stats.hierarchy_pgfault = detail.get("total_pgfault", stats.pgfault)
+    stats.hierarchy_pgmajfault = detail.get("total_pgmajfault", stats.pgmajfault)
+    stats.oom_kills = read_keyed(memory, "memory.oom_control").get("oom_kill", 0)
+    stats.memory_reservation = _limit(read_int(memory, "memory.soft_limit_in_bytes"))
+    stats.memory_swap_limit = _limit(read_int(memory, "memory.memsw.limit_in_bytes"))
+
+
+def _blkio_devices(blkio: str) -> list[IoDevice]:
+    """Bytes and operations by device from the throttle layer's counters, which see all I/O
+    whatever the scheduler (BFQ's own files when the throttle ones are missing)."""
+    devices: dict[tuple[int, int], IoDevice] = {}
+    for prefix in ("blkio.throttle.", "blkio.bfq."):
+        for name, fields in (("io_service_bytes_recursive", ("read_bytes", "write_bytes")),
+                             ("io_serviced_recursive", ("reads", "writes"))):
+            try:
+                text = read_file(blkio, prefix + name)
+            except OSError:
+                continue
+            for line in text.splitlines():
+                parts = line.split()
+                if len(parts) != 3 or parts[1] not in ("Read", "Write"):
+                    continue  # Sync, Async, Discard, Total and the grand total
+                major, _, minor = parts[0].partition(":")
+                try:
+                    key, value = (int(major), int(minor)), int(parts[2])
+                except ValueError:
+                    continue
+                device = devices.setdefault(key, IoDevice(*key))
+                setattr(device, fields[0] if parts[1] == "Read" else fields[1], value)
+        if devices:
+            break
+    return [devices[key] for key in sorted(devices)]
 
 
 def _write_pair(path: str, period_file: str, period: int | None, quota_file: str, quota: int | None) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 from cgroups.base import (
-    CgroupError, CgroupManager, Stats, make_dirs, read_file, read_int, read_keyed, read_pids, remove_dir,
-    write_file,
+    CgroupError, CgroupManager, IoDevice, Stats, make_dirs, read_file, read_int, read_keyed, read_pressure,
+    remove_dir, write_file,
 )
 
 TYPE_CHECKING = False
@@ -72,8 +72,8 @@ class V2Manager(CgroupManager):
     def add(self, pid: int) -> None:
         write_file(self.dir, "cgroup.procs", pid)
 
-    def pids(self) -> list[int]:
-        return read_pids(self.dir)
+    def procs_dir(self) -> str | None:
+        return self.dir
 
     def destroy(self, timeout: float = 5.0) -> None:
         remove_dir(self.dir, timeout)
@@ -123,11 +123,72 @@ class V2Manager(CgroupManager):
 
     def stats(self) -> Stats:
         stats = Stats()
-        stats.cpu_usage_ns = read_keyed(self.dir, "cpu.stat").get("usage_usec", 0) * 1000
-        stats.memory_usage = read_int(self.dir, "memory.current")
-        inactive = read_keyed(self.dir, "memory.stat").get("inactive_file", 0)
-        stats.memory_working_set = max(0, stats.memory_usage - inactive)
-        stats.memory_limit = read_int(self.dir, "memory.max")
+        cpu = read_keyed(self.dir, "cpu.stat")
+        stats.cpu_usage_ns = cpu.get("usage_usec", 0) * 1000
+        stats.cpu_user_ns = cpu.get("user_usec", 0) * 1000
+        stats.cpu_system_ns = cpu.get("system_usec", 0) * 1000
+        stats.cpu_periods = cpu.get("nr_periods", 0)
+        stats.cpu_throttled_periods = cpu.get("nr_throttled", 0)
+        stats.cpu_throttled_ns = cpu.get("throttled_usec", 0) * 1000
+        stats.cpu_shares = weight_to_shares(read_int(self.dir, "cpu.weight"))
+        quota, _, period = _read(self.dir, "cpu.max").partition(" ")
+        stats.cpu_quota = int(quota) if quota.isdigit() else 0
+        stats.cpu_period = int(period) if period.isdigit() else 0
+        self._memory_stats(stats)
         stats.pids_current = read_int(self.dir, "pids.current")
         stats.pids_limit = read_int(self.dir, "pids.max")
+        stats.io = _io_devices(_read(self.dir, "io.stat"))
+        stats.pressure = read_pressure(self.dir)
         return stats
+
+    def _memory_stats(self, stats: Stats) -> None:
+        detail = read_keyed(self.dir, "memory.stat")
+        events = read_keyed(self.dir, "memory.events")
+        stats.memory_usage = read_int(self.dir, "memory.current")
+        stats.memory_working_set = max(0, stats.memory_usage - detail.get("inactive_file", 0))
+        stats.memory_limit = read_int(self.dir, "memory.max")
+        stats.memory_max_usage = read_int(self.dir, "memory.peak")
+        stats.memory_cache = detail.get("file", 0)
+        stats.memory_rss = detail.get("anon", 0)
+        stats.memory_mapped_file = detail.get("file_mapped", 0)
+        stats.memory_swap = read_int(self.dir, "memory.swap.current")
+        stats.memory_kernel = detail.get("kernel", detail.get("kernel_stack", 0) + detail.get("slab", 0))
+        stats.memory_failcnt = events.get("max", 0)  # times usage hit memory.max, as runc reports failcnt
+        stats.pgfault = stats.hierarchy_pgfault = detail.get("pgfault", 0)
+        stats.pgmajfault = stats.hierarchy_pgmajfault = detail.get("pgmajfault", 0)
+        stats.oom_kills = events.get("oom_kill", 0)
+        stats.memory_reservation = read_int(self.dir, "memory.low")
+        swap = _read(self.dir, "memory.swap.max")
+        if stats.memory_limit and swap.isdigit():  # memory + swap, the v1 (and CRI) meaning
+            stats.memory_swap_limit = stats.memory_limit + int(swap)
+
+
+def weight_to_shares(weight: int) -> int:
+    """cpu.weight [1, 10000] -> cpu.shares [2, 262144]: shares_to_weight backwards, up to a weight
+    step (the weight scale is the coarser one)."""
+    if weight <= 0:
+        return 0
+    return 2 + ((weight - 1) * 262142) // 9999
+
+
+def _read(directory: str, name: str) -> str:
+    try:
+        return read_file(directory, name)
+    except OSError:
+        return ""
+
+
+def _io_devices(text: str) -> list[IoDevice]:
+    """io.stat: `8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0` a device."""
+    devices = []
+    for line in text.splitlines():
+        device, *fields = line.split() or [""]
+        major, _, minor = device.partition(":")
+        values = dict(field.partition("=")[::2] for field in fields)
+        try:
+            devices.append(IoDevice(int(major), int(minor), int(values.get("rbytes", 0)),
+                                    int(values.get("wbytes", 0)), int(values.get("rios", 0)),
+                                    int(values.get("wios", 0))))
+        except ValueError:
+            continue
+    return devices

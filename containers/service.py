@@ -43,6 +43,7 @@ class ContainerStats:
     cgroup: cgroups.Stats | None  # None when the container is not running
     writable_bytes: int
     writable_inodes: int
+    processes: cgroups.ProcessStats | None = None  # asked for with stats(processes=True)
 
 
 @dataclass(frozen=True)
@@ -238,18 +239,21 @@ class ContainerService:
     def spec(self, record: ContainerRecord) -> dict[str, Any]:
         return json.loads((self.paths(record).bundle / "config.json").read_text())
 
-    def stats(self, record: ContainerRecord) -> ContainerStats:
-        """CPU and memory from the container's cgroup, disk from its writable layer."""
+    def stats(self, record: ContainerRecord, processes: bool = False) -> ContainerStats:
+        """CPU and memory from the container's cgroup, disk from its writable layer; with
+        `processes`, also its processes and their open files (a walk through /proc)."""
         now = time.time_ns()
         upper = usage(self.root / record.id / "rootfs" / "upper")
         if record.state not in (CREATED, RUNNING):
             return ContainerStats(now, None, upper.bytes, upper.inodes)
         try:
             path = self.spec(record).get("linux", {}).get("cgroupsPath", "")
-            cgroup = cgroups.new_manager(path, record.id).stats()
+            manager = cgroups.new_manager(path, record.id)
+            cgroup = manager.stats()
+            procs = manager.process_stats() if processes else None
         except (OSError, ValueError, cgroups.CgroupError):
-            cgroup = None
-        return ContainerStats(now, cgroup, upper.bytes, upper.inodes)
+            cgroup, procs = None, None
+        return ContainerStats(now, cgroup, upper.bytes, upper.inodes, procs)
 
     # -- queries ------------------------------------------------------------
 

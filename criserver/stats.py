@@ -1,6 +1,7 @@
-"""CRI stats calls: container and pod sandbox CPU, memory and writable-layer usage, and
-UpdateContainerResources / ReopenContainerLog. CPU rates (usage_nano_cores) come from the
-previous sample of the same container or pod, as containerd computes them."""
+"""CRI stats calls: container and pod sandbox CPU, memory, network and writable-layer usage,
+the same samples as CRI metrics (criserver.metrics), and UpdateContainerResources /
+ReopenContainerLog. CPU rates (usage_nano_cores) come from the previous sample of the same
+container or pod, as containerd computes them."""
 from __future__ import annotations
 
 import threading
@@ -11,10 +12,13 @@ import cgroups
 from api.cri import api_pb2 as cri
 from containers.service import ContainerService, ContainerStats
 from containers.store import ContainerRecord
-from criserver import oci_spec
+from criserver import metrics, oci_spec
 from criserver.pods import _required, matches_labels
+from sandbox import netstats
 from sandbox.service import SandboxService
 from sandbox.store import READY, SandboxRecord
+
+DEFAULT_INTERFACE = "eth0"  # the pod interface kubelet reports first, as CNI plugins name it
 
 
 class CpuRates:
@@ -49,6 +53,32 @@ def _memory(stats: cgroups.Stats, timestamp: int) -> cri.MemoryUsage:
     if stats.memory_limit:
         memory.available_bytes.value = max(0, stats.memory_limit - stats.memory_working_set)
     return memory
+
+
+def _network(interfaces: list[netstats.InterfaceStats], timestamp: int) -> cri.NetworkUsage:
+    usages = [cri.NetworkInterfaceUsage(
+        name=i.name, rx_bytes=cri.UInt64Value(value=i.rx_bytes), rx_errors=cri.UInt64Value(value=i.rx_errors),
+        tx_bytes=cri.UInt64Value(value=i.tx_bytes), tx_errors=cri.UInt64Value(value=i.tx_errors))
+        for i in interfaces]
+    default = next((u for u in usages if u.name == DEFAULT_INTERFACE), usages[0])
+    return cri.NetworkUsage(timestamp=timestamp, default_interface=default,
+                            interfaces=[u for u in usages if u is not default])
+
+
+def _pod_cgroup(record: SandboxRecord) -> cgroups.CgroupManager | None:
+    """The pod's cgroup (kubelet's pod cgroup, or pycri's own without a parent); None if absent."""
+    try:
+        manager = cgroups.new_manager(record.extra.get("cgroup_parent", ""), record.id)
+        return manager if manager.exists() else None
+    except (OSError, ValueError, cgroups.CgroupError):
+        return None
+
+
+def _interfaces(record: SandboxRecord) -> list[netstats.InterfaceStats]:
+    try:
+        return netstats.pod_interface_stats(record)
+    except OSError:  # the namespace went away with the pod
+        return []
 
 
 class StatsCalls:
@@ -92,15 +122,16 @@ class StatsCalls:
         linux = cri.LinuxPodSandboxStats(containers=[self._container_stats(c) for c in containers])
         if record.state == READY:
             now = time.time_ns()
-            try:
-                stats = cgroups.new_manager(record.extra.get("cgroup_parent", ""), record.id).stats()
-            except (OSError, ValueError, cgroups.CgroupError):
-                stats = None
-            if stats is not None:
+            manager = _pod_cgroup(record)
+            if manager is not None:
+                stats = manager.stats()
                 linux.cpu.CopyFrom(_cpu(f"pod:{record.id}", stats, now, self.cpu_rates))
                 linux.memory.CopyFrom(_memory(stats, now))
                 linux.process.timestamp = now
                 linux.process.process_count.value = stats.pids_current
+            interfaces = _interfaces(record)
+            if interfaces:
+                linux.network.CopyFrom(_network(interfaces, now))
         out.linux.CopyFrom(linux)
         return out
 
@@ -113,6 +144,43 @@ class StatsCalls:
         records = [r for r in self.sandboxes.list()
                    if (not f.id or r.id.startswith(f.id)) and matches_labels(r.labels, f.label_selector)]
         return cri.ListPodSandboxStatsResponse(stats=[self._sandbox_stats(r) for r in records])
+
+    def ListMetricDescriptors(self, request: cri.ListMetricDescriptorsRequest,
+                              context: Any) -> cri.ListMetricDescriptorsResponse:
+        return cri.ListMetricDescriptorsResponse(descriptors=metrics.descriptors())
+
+    def ListPodSandboxMetrics(self, request: cri.ListPodSandboxMetricsRequest,
+                              context: Any) -> cri.ListPodSandboxMetricsResponse:
+        return cri.ListPodSandboxMetricsResponse(pod_metrics=[
+            self._pod_sandbox_metrics(r) for r in self.sandboxes.list() if r.state == READY])
+
+    def _pod_sandbox_metrics(self, record: SandboxRecord) -> cri.PodSandboxMetrics:
+        """The pod's own metrics (its cgroup, its network) and those of its containers that have
+        a cgroup (created or running), as cadvisor sees live cgroups only."""
+        pod = None
+        manager = _pod_cgroup(record)
+        if manager is not None:
+            stats = manager.stats()
+            pod = metrics.Sample(
+                labels=metrics.Labels(id=record.id, name=metrics.full_name(
+                    metrics.POD, record.name, record.namespace, record.uid, record.attempt), image=""),
+                now_ns=time.time_ns(), start_time_ns=record.created_at, cgroup=stats,
+                processes=manager.process_stats(), interfaces=_interfaces(record),
+                device_names=metrics.device_names(stats))
+        containers = []
+        for container in self.containers.list(record.id):
+            sample = self.containers.stats(container, processes=True)
+            if sample.cgroup is None:
+                continue
+            containers.append((container.id, metrics.Sample(
+                labels=metrics.Labels(id=container.id, name=metrics.full_name(
+                    container.name, record.name, record.namespace, record.uid, container.attempt),
+                    image=container.image),
+                now_ns=sample.timestamp, start_time_ns=container.started_at or container.created_at,
+                cgroup=sample.cgroup, processes=sample.processes,
+                filesystem=metrics.filesystem(self.containers.root, sample.writable_bytes),
+                device_names=metrics.device_names(sample.cgroup))))
+        return metrics.pod_sandbox_metrics(record.id, pod, containers)
 
     def UpdateContainerResources(self, request: cri.UpdateContainerResourcesRequest,
                                  context: Any) -> cri.UpdateContainerResourcesResponse:

@@ -9,6 +9,7 @@
 - default_network: pycri's default bridge network (10-pycri-bridge.conflist) and loopback_up.
 - cni_network: CniNetwork, the pod network of the sandbox service on top of cni.
 - files: the pod's /etc/hostname, /etc/hosts and /etc/resolv.conf, written atomically.
+- netstats: the interface counters of a pod's network namespace (stats and metrics).
 - service, store: the sandbox service and its table (what criserver calls).
 
 Nothing here depends on the gRPC layer: inputs are plain dataclasses.

@@ -186,11 +186,83 @@ def test_stats_and_state_round_trip(tmp_path: Path) -> None:
     (root / "cpu,cpuacct" / "c1" / "cpuacct.usage").write_text("123456789\n")
     (root / "pids" / "c1" / "pids.current").write_text("3\n")
     (root / "pids" / "c1" / "pids.max").write_text("max\n")
-    stats = manager.stats()
-    assert stats.to_dict() == {"cpu_usage_ns": 123456789, "memory_usage": 1000000, "memory_working_set": 700000,
-                               "memory_limit": 0, "pids_current": 3, "pids_limit": 0}
+    stats = manager.stats().to_dict()
+    assert {k: stats[k] for k in ("cpu_usage_ns", "memory_usage", "memory_working_set", "memory_limit",
+                                  "pids_current", "pids_limit")} == {
+        "cpu_usage_ns": 123456789, "memory_usage": 1000000, "memory_working_set": 700000, "memory_limit": 0,
+        "pids_current": 3, "pids_limit": 0}
     again = manager_from_state(manager.to_state())
     assert again.paths() == manager.paths() and again.version == 1
+
+
+# What the CRI metrics read from a container's cgroup (test_cgroups_v2 writes the same in v2's files).
+METRIC_STATS = {
+    "cpu_usage_ns": 4_000_000_000, "cpu_user_ns": 3_000_000_000, "cpu_system_ns": 1_000_000_000, "cpu_periods": 10,
+    "cpu_throttled_periods": 4, "cpu_throttled_ns": 2_500_000_000, "cpu_shares": 998, "cpu_period": 100000,
+    "cpu_quota": 20000, "memory_usage": 1000, "memory_working_set": 800, "memory_limit": 64 << 20,
+    "memory_max_usage": 4000, "memory_cache": 300, "memory_rss": 600, "memory_mapped_file": 50, "memory_swap": 100,
+    "memory_kernel": 40, "memory_failcnt": 2, "pgfault": 7, "pgmajfault": 1, "hierarchy_pgfault": 70,
+    "hierarchy_pgmajfault": 10, "oom_kills": 3, "memory_reservation": 1 << 20,
+    "memory_swap_limit": 64 << 20,  # memory+swap: no swap
+    "io": [{"major": 8, "minor": 0, "read_bytes": 4096, "write_bytes": 8192, "reads": 1, "writes": 2},
+           {"major": 253, "minor": 1, "read_bytes": 0, "write_bytes": 512, "reads": 0, "writes": 0}],
+    "pressure": {"cpu": (2500000, 7)},
+}
+PRESSURE = "some avg10=0.00 avg60=0.00 avg300=0.00 total=2500000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=7\n"
+
+
+def write_files(directory: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (directory / name).write_text(text + "\n")
+
+
+def test_stats_for_metrics(tmp_path: Path) -> None:
+    """cpuacct and cpu, memory (hierarchical totals), blkio by device, and the unified tree's
+    pressure stall totals on a hybrid host."""
+    root = fake_tree(tmp_path, "/c1")
+    write_files(root / "cpu,cpuacct" / "c1", {
+        "cpuacct.usage": "4000000000", "cpuacct.usage_user": "3000000000", "cpuacct.usage_sys": "1000000000",
+        "cpu.stat": "nr_periods 10\nnr_throttled 4\nthrottled_time 2500000000", "cpu.shares": "998",
+        "cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "20000"})
+    write_files(root / "memory" / "c1", {
+        "memory.usage_in_bytes": "1000", "memory.max_usage_in_bytes": "4000", "memory.memsw.usage_in_bytes": "1100",
+        "memory.stat": "pgfault 7\npgmajfault 1\ntotal_cache 300\ntotal_rss 600\ntotal_mapped_file 50\n"
+                       "total_inactive_file 200\ntotal_pgfault 70\ntotal_pgmajfault 10",
+        "memory.kmem.usage_in_bytes": "40", "memory.failcnt": "2",
+        "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 3", "memory.limit_in_bytes": "67108864",
+        "memory.soft_limit_in_bytes": "1048576", "memory.memsw.limit_in_bytes": "67108864"})
+    write_files(root / "blkio" / "c1", {  # per-operation lines by device; Sync, Total and the grand total skipped
+        "blkio.throttle.io_service_bytes_recursive": "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\n"
+                                                     "8:0 Total 12288\n253:1 Write 512\nTotal 12800",
+        "blkio.throttle.io_serviced_recursive": "8:0 Read 1\n8:0 Write 2"})
+    write_files(root / "unified" / "c1", {"cpu.pressure": PRESSURE})
+    stats = new_manager("/c1", "c1", root=str(root), own=OWN).stats().to_dict()
+    assert {k: v for k, v in stats.items() if k not in ("pids_current", "pids_limit")} == METRIC_STATS
+
+
+def test_stats_fallbacks_and_what_means_none(tmp_path: Path) -> None:
+    """CPU times in clock ticks (older kernels), quota -1 and v1's huge "no limit" as 0."""
+    root = fake_tree(tmp_path, "/c1", unified=False)
+    write_files(root / "cpu,cpuacct" / "c1", {"cpuacct.stat": "user 150\nsystem 25", "cpu.cfs_quota_us": "-1"})
+    write_files(root / "memory" / "c1", {"memory.soft_limit_in_bytes": "9223372036854771712"})
+    stats = new_manager("/c1", "c1", root=str(root), own=OWN).stats()
+    assert (stats.cpu_user_ns, stats.cpu_system_ns) == (1_500_000_000, 250_000_000)
+    assert (stats.cpu_quota, stats.memory_reservation, stats.io, stats.pressure) == (0, 0, [], {})
+
+
+def test_process_stats_count_processes_below_and_their_open_files(tmp_path: Path) -> None:
+    root = fake_tree(tmp_path / "cg", "/c1/child", unified=False)
+    proc = tmp_path / "proc"
+    for pid, targets in ((10, ["/dev/null", "socket:[1]"]), (11, ["pipe:[2]"]), (12, None)):
+        if targets is not None:
+            (proc / str(pid) / "fd").mkdir(parents=True)
+            for n, target in enumerate(targets):
+                (proc / str(pid) / "fd" / str(n)).symlink_to(target)
+    (root / "pids" / "c1" / "cgroup.procs").write_text("10\n")
+    (root / "pids" / "c1" / "child" / "cgroup.procs").write_text("11\n12\n")  # 12 exited meanwhile
+    manager = new_manager("/c1", "c1", root=str(root), own=OWN)
+    assert manager.pids() == [10]
+    assert manager.process_stats(proc=str(proc)).to_dict() == {"processes": 3, "file_descriptors": 3, "sockets": 1}
 
 
 def test_device_rule_lines() -> None:

@@ -7,7 +7,8 @@ import pytest
 
 from cgroups import CgroupError, manager_from_state, new_manager
 from cgroups.resources import Resources
-from cgroups.v2 import V2Manager, shares_to_weight, swap_v2
+from cgroups.v2 import V2Manager, shares_to_weight, swap_v2, weight_to_shares
+from tests.unit.test_cgroups_v1 import METRIC_STATS, PRESSURE, write_files
 
 CONTROLLERS = "cpuset cpu io memory hugetlb pids rdma misc"
 FILES = ["cgroup.procs", "cgroup.controllers", "cgroup.subtree_control", "cpu.weight", "cpu.max", "cpuset.cpus",
@@ -96,9 +97,11 @@ def test_stats_destroy_and_state(tmp_path: Path) -> None:
     (root / "c1" / "memory.max").write_text("max\n")
     (root / "c1" / "pids.current").write_text("2\n")
     (root / "c1" / "pids.max").write_text("10\n")
-    assert manager.stats().to_dict() == {"cpu_usage_ns": 1500000, "memory_usage": 4096000,
-                                         "memory_working_set": 4000000, "memory_limit": 0, "pids_current": 2,
-                                         "pids_limit": 10}
+    stats = manager.stats().to_dict()
+    assert {k: stats[k] for k in ("cpu_usage_ns", "memory_usage", "memory_working_set", "memory_limit",
+                                  "pids_current", "pids_limit")} == {
+        "cpu_usage_ns": 1500000, "memory_usage": 4096000, "memory_working_set": 4000000, "memory_limit": 0,
+        "pids_current": 2, "pids_limit": 10}
     again = manager_from_state(manager.to_state())
     assert again.version == 2 and again.paths() == manager.paths()
     for f in (root / "c1").iterdir():
@@ -117,3 +120,31 @@ def test_has_controller_on_v2_and_on_a_hybrid_v1(tmp_path: Path) -> None:
         (hybrid / name).mkdir(parents=True)
     (hybrid / "unified" / "cgroup.controllers").write_text("hugetlb\n")
     assert has_controller("memory", str(hybrid)) and not has_controller("hugetlb", str(hybrid))
+
+
+def test_stats_for_metrics(tmp_path: Path) -> None:
+    """v1's figures from v2's files, in v1's units (ns, shares, memory+swap)."""
+    root = fake_tree(tmp_path / "cg", "/c1")
+    write_files(root / "c1", {
+        "cpu.stat": "usage_usec 4000000\nuser_usec 3000000\nsystem_usec 1000000\nnr_periods 10\nnr_throttled 4\n"
+                    "throttled_usec 2500000",
+        "cpu.weight": "39",  # what cpu.shares 1024 became; 998 back
+        "cpu.max": "20000 100000", "memory.current": "1000", "memory.peak": "4000", "memory.swap.current": "100",
+        "memory.stat": "anon 600\nfile 300\nkernel 40\nfile_mapped 50\ninactive_file 200\npgfault 7\npgmajfault 1",
+        "memory.events": "low 0\nhigh 0\nmax 2\noom 1\noom_kill 3", "memory.max": "67108864",
+        "memory.low": "1048576", "memory.swap.max": "0",
+        "io.stat": "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n", "cpu.pressure": PRESSURE})
+    stats = new_manager("/c1", "c1", root=str(root), own={"": "/"}).stats().to_dict()
+    assert {k: v for k, v in stats.items() if k not in ("pids_current", "pids_limit")} == {
+        **METRIC_STATS, "hierarchy_pgfault": 7, "hierarchy_pgmajfault": 1,  # v2 counts the whole subtree anyway
+        "io": METRIC_STATS["io"][:1]}
+    write_files(root / "c1", {"cpu.max": "max 100000", "memory.swap.max": "max"})
+    stats = new_manager("/c1", "c1", root=str(root), own={"": "/"}).stats().to_dict()
+    assert (stats["cpu_quota"], stats["memory_swap_limit"]) == (0, 0)  # none, and unlimited swap
+
+
+def test_weight_to_shares_inverts_shares_to_weight() -> None:
+    """Up to a weight step (about 26 shares): the weight scale is the coarser one."""
+    for shares in (2, 1024, 4096, 262144):
+        assert abs(weight_to_shares(shares_to_weight(shares)) - shares) <= 27
+    assert (weight_to_shares(1), weight_to_shares(10000), weight_to_shares(0)) == (2, 262144, 0)
