@@ -136,12 +136,15 @@ class SandboxService:
         return record
 
     def stop(self, sandbox_id: str) -> SandboxRecord:
-        """Detach the pod from its network (its containers are the caller's to stop first)."""
+        """Detach the pod from its network and release its namespaces (its containers are the
+        caller's to stop first): a stopped pod, which kubelet may keep for a while, holds
+        no namespace, IP or process (as with CRI-O); its files and cgroup go with remove."""
         record = self.get(sandbox_id)
         if record.state == READY:
             netns = record.extra.get("namespaces", {}).get("network")
             self.network.teardown(record, Path(netns) if netns else None)
             _stop_infra(record)
+            namespaces.unpin(self.ns_root / record.id)
             record.state = NOTREADY
             with self.db.transaction() as tx:
                 self.table.update(tx, record)

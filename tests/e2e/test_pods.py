@@ -133,6 +133,9 @@ def test_life_cycle(pycri: Pycri, handler: str) -> None:
     pycri.crictl("rm", ctr)
     pycri.crictl("stopp", pod)
     assert pycri.crictl_json("inspectp", pod)["status"]["state"] == "SANDBOX_NOTREADY"
+    # a stopped pod keeps no namespace (kubelet may keep its sandbox for a while), as CRI-O
+    assert not (pycri.state / "ns" / pod).exists()
+    assert pycri.crictl_json("statsp", "--id", pod) is not None  # stats of a stopped pod still answer
     pycri.crictl("rmp", pod)
     assert pycri.crictl_json("pods")["items"] == [] and pycri.crictl_json("ps", "-a")["containers"] == []
     assert leftovers(pycri, [pod], [ip]) == []
