@@ -287,10 +287,13 @@ class ContainerService:
         if record.state not in (CREATED, RUNNING):
             return record
         paths = self.paths(record)
-        exit_code = _read_exit(paths.exit_file) or _read_exit(paths.persist / "exit")
+        exit_code = _exit_code(paths)
         if exit_code is None:
             if _alive(paths.conmon_pidfile, record.id):
                 return record
+            # conmon writes the exit file, then exits: it may have done both since the read above
+            exit_code = _exit_code(paths)
+        if exit_code is None:
             exit_code, reason, message = 255, "Unknown", "the container's monitor is gone and left no exit code"
             finished = time.time_ns()
         else:
@@ -358,6 +361,12 @@ class ContainerService:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(EXIT_POLL_SECONDS)
+
+
+def _exit_code(paths: ContainerPaths) -> int | None:
+    """The exit code conmon wrote (its exit dir, else its persist dir); None if neither has one."""
+    code = _read_exit(paths.exit_file)
+    return code if code is not None else _read_exit(paths.persist / "exit")
 
 
 def _read_exit(path: Path) -> int | None:

@@ -113,6 +113,17 @@ def test_two_pods_reach_each_other_by_pod_ip(node: tuple[Pycri, Cluster]) -> Non
     assert http_get(f"http://{ip}:8080/") == b"server\n"  # and the node reaches it too
 
 
+def wait_job(cluster: Cluster, name: str, condition: str) -> None:
+    result = cluster.kubectl("wait", f"--for=condition={condition}", f"job/{name}", "--timeout=120s",
+                             timeout=150, check=False)
+    if result.returncode != 0:  # say what the job's pods looked like
+        pods = cluster.get("pods", "", "-l", f"job-name={name}")["items"]
+        seen = [(p["metadata"]["name"], p["status"].get("phase"), p["metadata"].get("finalizers"),
+                 p["status"].get("containerStatuses")) for p in pods]
+        raise AssertionError(f"job {name} not {condition}: {result.stderr.strip()}; "
+                             f"job status {cluster.get('job', name)['status']}; pods {seen}")
+
+
 def test_job_runs_to_completion_with_its_exit_code(node: tuple[Pycri, Cluster]) -> None:
     _, cluster = node
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "count"},
@@ -123,9 +134,9 @@ def test_job_runs_to_completion_with_its_exit_code(node: tuple[Pycri, Cluster]) 
     failing["metadata"]["name"] = "fail"
     failing["spec"]["template"]["spec"]["containers"][0]["command"] = ["sh", "-c", "echo failing; exit 42"]
     cluster.apply(job, failing)
-    cluster.kubectl("wait", "--for=condition=Complete", "job/count", "--timeout=120s", timeout=150)
+    wait_job(cluster, "count", "Complete")
     assert cluster.kubectl("logs", "job/count").stdout == "1\n2\n3\n"
-    cluster.kubectl("wait", "--for=condition=Failed", "job/fail", "--timeout=120s", timeout=150)
+    wait_job(cluster, "fail", "Failed")
     pods = cluster.get("pods", "", "-l", "job-name=fail")["items"]
     terminated = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == 42 and terminated["reason"] == "Error"
