@@ -77,9 +77,17 @@ class Kubelet:
         self.config.write_text(json.dumps(kubelet_config(base, endpoint, self.manifests, **config)))
         self.process: subprocess.Popen[bytes] | None = None
 
+    def reconfigure(self, **config: Any) -> None:
+        """Stop, change the KubeletConfiguration, start again."""
+        self.stop()
+        current = json.loads(self.config.read_text())
+        current.update(config)
+        self.config.write_text(json.dumps(current))
+        self.start()
+
     def start(self) -> None:
         args = [str(self.bin_dir / "kubelet"), "--config", str(self.config), "--root-dir", str(self.root),
-                "--hostname-override", self.node_name, "--v", "2"]
+                "--hostname-override", self.node_name, "--v", os.environ.get("PYCRI_KUBELET_V", "2")]
         if self.kubeconfig is not None:
             args += ["--kubeconfig", str(self.kubeconfig)]
         with open(self.log, "ab") as log:

@@ -110,6 +110,26 @@ def _get(url: str) -> bytes | None:
         return None
 
 
+def test_disk_pressure_garbage_collects_unused_images(node: tuple[Pycri, Kubelet]) -> None:
+    pycri, kubelet = node
+    unused = "registry.k8s.io/e2e-test-images/nginx:1.14-2"
+    pycri.crictl("pull", unused)
+    kubelet.write_manifest("keeper", static_pod("keeper", ["sleep", "3600"]))
+    wait_until(lambda: running(kubelet, "keeper"), 90, "keeper running")
+    # every filesystem looks full: kubelet's eviction manager reclaims through pycri's
+    # ImageFsInfo and RemoveImage (static pods are critical, never evicted)
+    kubelet.reconfigure(evictionHard={"nodefs.available": "99%", "imagefs.available": "99%"},
+                        evictionPressureTransitionPeriod="5s", imageMinimumGCAge="1s")  # 0 means the default, 2 min
+    try:
+        wait_until(lambda: not pycri.crictl("images", "-q", unused).stdout.strip(), 120, "nginx image removed")
+        assert pycri.crictl("images", "-q", BUSYBOX).stdout.strip()  # the image in use stays
+        assert running(kubelet, "keeper")
+    finally:
+        (kubelet.manifests / "keeper.json").unlink()
+        kubelet.reconfigure(evictionHard={})
+    wait_until(lambda: kubelet.pod("keeper") is None, 60, "kubelet forgot keeper")
+
+
 def test_nothing_left_after_the_pods_are_gone(node: tuple[Pycri, Kubelet]) -> None:
     pycri, kubelet = node
     wait_until(lambda: not pycri.crictl("ps", "-q").stdout.split(), 60, "no running container")
