@@ -22,6 +22,7 @@ from criserver.stream_backend import RuntimeStreams
 from criserver.streaming import Server as StreamingServer
 from images.service import ImageService
 from kernel.linux import LinuxSyscall
+from criserver.reaper import OrphanReaper
 from kernel.syscall import PR_SET_CHILD_SUBREAPER
 from sandbox.cni_network import CniNetwork
 from sandbox.service import SandboxService
@@ -51,6 +52,7 @@ class Daemon:
                                        streaming.port, token_ttl=streaming.token_ttl_seconds,
                                        idle_timeout=streaming.idle_timeout_seconds)
         self._stopped = threading.Event()
+        self.reaper = OrphanReaper()
         self.server: grpc.Server | None = None
 
     def conditions(self) -> list[Condition]:
@@ -68,6 +70,7 @@ class Daemon:
     def start(self) -> None:
         # orphaned monitors and exec'd processes come to pycri, which reaps the ones it knows
         LinuxSyscall().prctl(PR_SET_CHILD_SUBREAPER, 1)
+        self.reaper.start()  # and the orphans that escaped containers, once nobody else waits for them
         self.images.recover()
         self.containers.recover()
         self.sandboxes.recover()
@@ -97,6 +100,7 @@ class Daemon:
         if self.server is not None:
             self.server.stop(grace).wait()
         self.streams.stop()
+        self.reaper.stop()
         self.config.socket_path.unlink(missing_ok=True)
         self.db.close()
         log.info("pycri stopped")

@@ -52,3 +52,43 @@ def test_images_filter(pycri: Pycri) -> None:
     listed = pycri.crictl_json("images", "pycri/user-uid")["images"]
     assert [i["repoTags"] for i in listed] == [["docker.io/pycri/user-uid:latest"]]
     assert pycri.crictl_json("images", "pycri/absent")["images"] == []
+
+
+def test_orphans_that_escape_a_container_are_reaped(pycri: Pycri) -> None:
+    """A host-PID container's background process outlives the container; once it dies, it is
+    pycri's child (a subreaper): pycri must reap it, not keep a zombie."""
+    import signal as signals
+    import time
+    from pathlib import Path
+
+    node = {"pid": 2}
+    pod = pycri.run_pod("orphans", linux={"security_context": {"namespace_options": node}})
+    ctr = pycri.run(pod, "orphans", "main", ["sh", "-c", "(sleep 4321 &); exec sleep 1000"],
+                    linux={"security_context": {"namespace_options": node}})
+
+    def escaped() -> list[tuple[int, int, str]]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+                cmdline = (stat.parent / "cmdline").read_bytes()
+            except OSError:
+                continue
+            fields = text.rsplit(")", 1)[1].split()
+            if b"4321" in cmdline or (fields[0] == "Z" and "(sleep)" in text and int(fields[1]) == pycri.process.pid):
+                found.append((int(stat.parent.name), int(fields[1]), fields[0]))
+        return found
+
+    deadline = time.monotonic() + 10
+    while not escaped():
+        assert time.monotonic() < deadline, "the background sleep never started"
+        time.sleep(0.05)
+    pycri.crictl("stop", "--timeout", "0", ctr)
+    for pid, _, state in escaped():
+        if state != "Z":
+            os.kill(pid, signals.SIGKILL)  # it outlived its container: now it dies, pycri's child
+    deadline = time.monotonic() + 30  # two sweeps, ten seconds apart
+    while leftovers := [p for p in escaped() if p[1] == pycri.process.pid]:
+        assert time.monotonic() < deadline, f"zombies left under pycri: {leftovers}"
+        time.sleep(0.5)
+    assert "reaped orphaned processes" in pycri.log.read_text()
