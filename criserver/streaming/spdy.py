@@ -134,11 +134,10 @@ def header_value(headers: Headers, name: str) -> str | None:
 
 # --- frames ---------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class DataFrame:
-    stream_id: int
-    data: bytes = b""
-    flags: int = 0
+class _Finishing:
+    """Frames that can carry FLAG_FIN (the sender's last frame on the stream)."""
+
+    flags: int
 
     @property
     def fin(self) -> bool:
@@ -146,7 +145,14 @@ class DataFrame:
 
 
 @dataclass(frozen=True)
-class SynStream:
+class DataFrame(_Finishing):
+    stream_id: int
+    data: bytes = b""
+    flags: int = 0
+
+
+@dataclass(frozen=True)
+class SynStream(_Finishing):
     stream_id: int
     headers: Headers = field(default_factory=list)
     associated_id: int = 0
@@ -154,20 +160,12 @@ class SynStream:
     slot: int = 0
     flags: int = 0
 
-    @property
-    def fin(self) -> bool:
-        return bool(self.flags & FLAG_FIN)
-
 
 @dataclass(frozen=True)
-class SynReply:
+class SynReply(_Finishing):
     stream_id: int
     headers: Headers = field(default_factory=list)
     flags: int = 0
-
-    @property
-    def fin(self) -> bool:
-        return bool(self.flags & FLAG_FIN)
 
 
 @dataclass(frozen=True)
@@ -200,14 +198,10 @@ class GoAway:
 
 
 @dataclass(frozen=True)
-class HeadersFrame:
+class HeadersFrame(_Finishing):
     stream_id: int
     headers: Headers = field(default_factory=list)
     flags: int = 0
-
-    @property
-    def fin(self) -> bool:
-        return bool(self.flags & FLAG_FIN)
 
 
 @dataclass(frozen=True)
