@@ -36,6 +36,14 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval
         time.sleep(interval)
 
 
+def http_get(url: str) -> bytes | None:
+    """The body at `url`, or None while nothing answers."""
+    try:
+        return urllib.request.urlopen(url, timeout=3).read()
+    except OSError:
+        return None
+
+
 def kubelet_config(base: Path, endpoint: str, static_pods: Path | None, **extra: Any) -> dict[str, Any]:
     """A KubeletConfiguration for one node on 127.0.0.1 with the cgroupfs driver."""
     config: dict[str, Any] = {

@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import Pycri
-from tests.e2e.kube import Cluster, kube_bin, wait_until
+from tests.e2e.kube import Cluster, http_get, kube_bin, wait_until
 
 BUSYBOX = "registry.k8s.io/e2e-test-images/busybox:1.29-2"
 WEB_COMMAND = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
@@ -64,13 +63,6 @@ def main_status(cluster: Cluster, name: str) -> dict[str, Any]:
 def wait_ready(cluster: Cluster, *names: str, timeout: str = "120s") -> None:
     cluster.kubectl("wait", "--for=condition=Ready", *(f"pod/{n}" for n in names), f"--timeout={timeout}",
                     timeout=180)
-
-
-def http_get(url: str) -> bytes | None:
-    try:
-        return urllib.request.urlopen(url, timeout=3).read()
-    except OSError:
-        return None
 
 
 # --- workloads --------------------------------------------------------------------------------

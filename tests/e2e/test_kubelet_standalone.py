@@ -4,15 +4,13 @@ stop when their manifest goes."""
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.harness import Pycri
-from tests.e2e.kube import Kubelet, container_status, kube_bin, wait_until
+from tests.e2e.kube import Kubelet, container_status, http_get, kube_bin, wait_until
 
 BUSYBOX = "registry.k8s.io/e2e-test-images/busybox:1.29-2"
 
@@ -57,7 +55,7 @@ def test_static_pod_serves_and_is_removed_with_its_manifest(node: tuple[Pycri, K
         "web", ["sh", "-c", "mkdir /www && echo from-a-static-pod > /www/index.html && exec httpd -f -p 8080 -h /www"]))
     pod = wait_until(lambda: running(kubelet, "web"), 90, "static pod web running")
     ip = pod["status"]["podIP"]
-    body = wait_until(lambda: _get(f"http://{ip}:8080/"), 20, "the web server answers")
+    body = wait_until(lambda: http_get(f"http://{ip}:8080/"), 20, "the web server answers")
     assert body == b"from-a-static-pod\n"
     sandboxes = pycri.crictl_json("pods", "--name", "web")["items"]
     assert len(sandboxes) == 1 and sandboxes[0]["state"] == "SANDBOX_READY"
@@ -101,13 +99,6 @@ def test_crashing_static_pod_restarts_with_back_off(node: tuple[Pycri, Kubelet])
     assert max(int(c["metadata"]["attempt"]) for c in containers) >= 2
     manifest.unlink()
     wait_until(lambda: kubelet.pod("crash") is None, 60, "kubelet forgot crash")
-
-
-def _get(url: str) -> bytes | None:
-    try:
-        return urllib.request.urlopen(url, timeout=3).read()
-    except OSError:
-        return None
 
 
 def test_disk_pressure_garbage_collects_unused_images(node: tuple[Pycri, Kubelet]) -> None:

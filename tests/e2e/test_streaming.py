@@ -14,11 +14,11 @@ import termios
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.harness import CRICTL, Pycri
+from tests.e2e.test_pods import wait_for
 
 TRANSPORTS = ["spdy", "websocket"]
 TIMEOUT = 20.0
@@ -104,13 +104,6 @@ def sessions_done(pycri: Pycri) -> int:
     return pycri.log.read_text().count('"streaming session done"')
 
 
-def wait_for(predicate, timeout: float = TIMEOUT) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 # --- exec ------------------------------------------------------------------------------------
 
 def test_exec_streams_and_exit_code(pycri: Pycri, transport: str) -> None:
@@ -172,7 +165,7 @@ def test_attach_output_and_leaving(pycri: Pycri, transport: str) -> None:
     finally:
         client.kill()  # SIGKILL: crictl's first SIGTERM only cancels its RPCs
         client.wait()
-    wait_for(lambda: sessions_done(pycri) > before)  # the session ends with the connection
+    wait_for(lambda: sessions_done(pycri) > before, TIMEOUT)  # the session ends with the connection
     assert pycri.crictl_json("inspect", ctr)["status"]["state"] == "CONTAINER_RUNNING"
 
 
@@ -182,7 +175,7 @@ def test_attach_stdin_once_closes_the_containers_stdin(pycri: Pycri, transport: 
     attached = subprocess.run([CRICTL, "--config", str(pycri.crictl_config), "attach", "--transport", transport,
                                "-i", ctr], input="typed line\n", capture_output=True, text=True, timeout=TIMEOUT)
     assert attached.stdout == "TYPED LINE\nstdin-closed\n"
-    wait_for(lambda: pycri.crictl_json("inspect", ctr)["status"]["state"] == "CONTAINER_EXITED")
+    wait_for(lambda: pycri.crictl_json("inspect", ctr)["status"]["state"] == "CONTAINER_EXITED", TIMEOUT)
     assert pycri.crictl_json("inspect", ctr)["status"]["exitCode"] == 0
 
 
@@ -215,14 +208,14 @@ def test_attach_to_a_terminal(pycri: Pycri, transport: str) -> None:
         term.wait()
     finally:
         term.close()
-    wait_for(lambda: pycri.crictl_json("inspect", ctr)["status"]["state"] == "CONTAINER_EXITED")
+    wait_for(lambda: pycri.crictl_json("inspect", ctr)["status"]["state"] == "CONTAINER_EXITED", TIMEOUT)
     assert pycri.crictl_json("inspect", ctr)["status"]["exitCode"] == 3
 
 
 def test_attach_refuses_a_stopped_container(pycri: Pycri) -> None:
     pod = pycri.run_pod("stopped")
     ctr = pycri.run(pod, "stopped", "quick", ["true"])
-    wait_for(lambda: pycri.crictl_json("inspect", ctr)["status"]["state"] == "CONTAINER_EXITED")
+    wait_for(lambda: pycri.crictl_json("inspect", ctr)["status"]["state"] == "CONTAINER_EXITED", TIMEOUT)
     refused = pycri.crictl("attach", ctr, check=False, timeout=TIMEOUT)
     assert refused.returncode != 0 and "not running" in refused.stderr
 
