@@ -9,7 +9,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 [ "$(id -u)" = 0 ] || { echo "hack/setup.sh must run as root" >&2; exit 1; }
 
-DEBIAN_PACKAGES=(docker-registry apache2-utils busybox-static conmon containernetworking-plugins iptables runc crun tmux)
+DEBIAN_PACKAGES=(docker-registry apache2-utils busybox-static conmon containernetworking-plugins iptables runc crun tmux catatonit)
 PYTHON=${PYTHON:-}
 export PATH=$PATH:/usr/local/go/bin
 
