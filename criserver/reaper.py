@@ -1,41 +1,64 @@
 """Reaping orphans: pycri is a child subreaper (conmon and timed-out exec processes come back to
 it), so processes that escape a container (a host-PID container's daemon, say) are reparented to
 pycri when their parent dies. The code that starts a process waits for it within moments; a
-child that has stayed a zombie across two sweeps is an orphan nobody will wait for: reap it."""
+child that has stayed a zombie for GRACE_SECONDS is an orphan nobody will wait for: reap it.
+
+A sweep reads only pycri's own children (`/proc/self/task/*/children`), not all of /proc, so
+sweeping often costs next to nothing on a node with many containers."""
 from __future__ import annotations
 
 import os
 import threading
+import time
+from collections.abc import Callable
 
 import structlog
 
 log = structlog.get_logger("pycri.reaper")
 
-SWEEP_SECONDS = 10.0
+SWEEP_SECONDS = 2.0
+GRACE_SECONDS = 10.0
 
 
-def zombie_children(parent: int, proc: str = "/proc") -> set[int]:
+def children(parent: int | str = "self", proc: str = "/proc") -> set[int]:
+    """Pids of the children of every thread of `parent`."""
+    found: set[int] = set()
+    try:
+        tasks = os.listdir(f"{proc}/{parent}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"{proc}/{parent}/task/{tid}/children") as f:
+                found.update(int(pid) for pid in f.read().split())
+        except OSError:  # the thread ended meanwhile
+            continue
+    return found
+
+
+def zombie_children(parent: int | str = "self", proc: str = "/proc") -> set[int]:
     """Pids of `parent`'s children that have exited and not been waited for."""
     found = set()
-    for name in os.listdir(proc):
-        if not name.isdigit():
-            continue
+    for pid in children(parent, proc):
         try:
-            with open(f"{proc}/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"{proc}/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
-        if fields[0] == "Z" and int(fields[1]) == parent:
-            found.add(int(name))
+        if state == "Z":
+            found.add(pid)
     return found
 
 
 class OrphanReaper:
-    """Sweeps every `interval` seconds and reaps the zombies it saw in the previous sweep too."""
+    """Sweeps every `interval` seconds; reaps the zombies first seen at least `grace` seconds ago."""
 
-    def __init__(self, interval: float = SWEEP_SECONDS) -> None:
+    def __init__(self, interval: float = SWEEP_SECONDS, grace: float = GRACE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval
-        self._seen: set[int] = set()
+        self.grace = grace
+        self.clock = clock
+        self._first_seen: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reaper", daemon=True)
 
@@ -48,15 +71,19 @@ class OrphanReaper:
 
     def sweep(self) -> list[int]:
         """One sweep; returns the pids reaped."""
-        zombies = zombie_children(os.getpid())
+        now = self.clock()
+        zombies = zombie_children()
+        self._first_seen = {pid: self._first_seen.get(pid, now) for pid in zombies}
         reaped = []
-        for pid in sorted(zombies & self._seen):
+        for pid, since in sorted(self._first_seen.items()):
+            if now - since < self.grace:
+                continue  # its parent may be about to wait for it
             try:
                 if os.waitpid(pid, os.WNOHANG)[0] == pid:
                     reaped.append(pid)
             except ChildProcessError:  # someone else waited for it meanwhile
                 pass
-        self._seen = zombies - set(reaped)
+            del self._first_seen[pid]
         if reaped:
             log.info("reaped orphaned processes", pids=reaped)
         return reaped
