@@ -56,14 +56,14 @@ class Pycri:
                 [str(VENV_BIN / "pycri"), "--config", str(self.config), "serve"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"pycri exited with {self.process.returncode}:\n{self.log.read_text()}")
             if self.socket.exists() and self.crictl("version", check=False).returncode == 0:
                 return
             time.sleep(0.05)
-        raise RuntimeError(f"pycri did not answer in 15 s:\n{self.log.read_text()}")
+        raise RuntimeError(f"pycri did not answer in 60 s:\n{self.log.read_text()}")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

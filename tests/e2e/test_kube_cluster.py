@@ -255,7 +255,7 @@ def test_exec_attach_and_port_forward(node: tuple[Pycri, Cluster]) -> None:
                            stderr=subprocess.PIPE)
     try:
         assert attach.stdin is not None and attach.stdout is not None
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         seen = ""
         while "got-hello" not in seen:  # kubectl attach connects asynchronously: say it until heard
             assert time.monotonic() < deadline, seen

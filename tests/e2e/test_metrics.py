@@ -23,7 +23,7 @@ def values(metrics: Any) -> Values:
 
 
 def send_to_pod(ip: str, port: int, payload: bytes) -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while True:
         try:
             with socket.create_connection((ip, port), timeout=5) as conn:

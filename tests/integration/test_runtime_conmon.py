@@ -68,7 +68,7 @@ def test_conmon_drives_pycri_runtime(pycri: Runtime, launcher: Path, make_bundle
     assert Path(f"/proc/{pid}/status").read_text().count(f"PPid:\t{conmon_pid}") == 1  # conmon is its reaper
     pycri.run("start", cid, check=True)
     exit_file = work / "exits" / cid
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while not exit_file.exists() or not exit_file.read_text():
         assert time.monotonic() < deadline, "conmon wrote no exit file"
         time.sleep(0.05)

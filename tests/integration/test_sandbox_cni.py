@@ -183,7 +183,7 @@ def http_get(url: str) -> int:
 
 
 def wait_listening(ip: str, port: int) -> None:
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while True:
         try:
             socket.create_connection((ip, port), timeout=1).close()

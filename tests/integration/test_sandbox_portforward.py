@@ -18,7 +18,7 @@ def test_connect_reaches_the_pods_localhost(tmp_path: Path) -> None:
         subprocess.run(["nsenter", f"--net={pins['network']}", "ip", "link", "set", "lo", "up"], check=True)
         server = subprocess.Popen(["nsenter", f"--net={pins['network']}", "busybox", "nc", "-l", "-p", "18123",
                                    "-e", "echo", "from-the-pod"])
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60
         while True:
             try:
                 sock = portforward.connect(pins["network"], 18123)
