@@ -23,6 +23,8 @@ def resolve_path(cgroups_path: str, container_id: str, own: str = "/") -> str:
     """The absolute cgroup path: absolute stays, relative (and empty -> the container id)
     is taken below `own`, the runtime's own cgroup in that hierarchy (as runc does)."""
     relative = cgroups_path or container_id
+    if ".." in relative.split("/") or "\0" in relative:  # never normalised away: it could climb out of its parent
+        raise ValueError(f"bad cgroup path {cgroups_path!r}")
     if relative.startswith("/"):
         result = posixpath.normpath(relative)
     else:

@@ -13,7 +13,7 @@ from common.errors import FailedPrecondition, InvalidArgument, NotFound
 from containers.image_volumes import ImageVolume, ImageVolumeError
 from containers.service import ContainerService, NewContainer
 from containers.store import CREATED, EXITED, RUNNING, ContainerRecord
-from criserver import oci_spec, userns
+from criserver import oci_spec, userns, validation
 from images.service import ImageService
 from images.store import ImageRecord
 from sandbox import files
@@ -46,6 +46,7 @@ class PodCalls:
         metadata = config.metadata
         if not metadata.name or not metadata.namespace or not metadata.uid:
             raise InvalidArgument("RunPodSandbox: config.metadata needs name, namespace and uid")
+        validation.pod_sandbox_config(config)
         security = config.linux.security_context
         options = security.namespace_options
         dns = None
@@ -126,6 +127,7 @@ class PodCalls:
             raise InvalidArgument("CreateContainer: config.metadata.name is required")
         if not config.image.image:
             raise InvalidArgument("CreateContainer: config.image.image is required")
+        validation.container_config(config)
         sandbox = self.sandboxes.get(_required(request.pod_sandbox_id, "pod_sandbox_id"))
         if sandbox.state != READY:
             raise FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
