@@ -55,6 +55,13 @@ def status_field(pid: int, name: str) -> str:
     raise KeyError(name)
 
 
+def exited(pid: int) -> bool:
+    try:
+        return status_field(pid, "State").startswith("Z")
+    except OSError:  # gone, reaped
+        return True
+
+
 def cgroup_dir(pid: int, controller: str) -> Path:
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)
@@ -63,7 +70,7 @@ def cgroup_dir(pid: int, controller: str) -> Path:
     raise KeyError(controller)
 
 
-def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+def wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
@@ -192,13 +199,17 @@ def test_resources_and_user(pycri: Pycri, handler: str) -> None:
     assert status_field(opid, "Uid").split()[0] == "1234" and status_field(opid, "Gid").split()[0] == "5678"
 
 
-def test_restart_loses_nothing(pycri: Pycri, handler: str) -> None:
+def test_restart_loses_nothing(pycri: Pycri, handler: str, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gate.mkdir()
     pod = pycri.run_pod("survivor", runtime=handler)
     ticker = pycri.run(pod, "survivor", "ticker", ["sh", "-c", "while true; do echo tick; sleep 0.2; done"])
-    quitter = pycri.run(pod, "survivor", "quitter", ["sh", "-c", "sleep 1; exit 42"])
-    pid = pid_of(pycri, ticker)
+    quitter = pycri.run(pod, "survivor", "quitter", ["sh", "-c", "until [ -e /gate/go ]; do sleep 0.1; done; exit 42"],
+                        mounts=[{"container_path": "/gate", "host_path": str(gate)}])
+    pid, quitter_pid = pid_of(pycri, ticker), pid_of(pycri, quitter)
     pycri.kill()  # SIGKILL: a crash
-    time.sleep(1.5)  # the quitter exits while pycri is down
+    (gate / "go").touch()  # the quitter exits while pycri is down
+    wait_for(lambda: exited(quitter_pid))
     pycri.start()
     assert [p["id"] for p in pycri.crictl_json("pods")["items"]] == [pod]
     assert pid_of(pycri, ticker) == pid and inspect(pycri, ticker)["status"]["state"] == "CONTAINER_RUNNING"
