@@ -236,7 +236,10 @@ def test_concurrent_pulls_download_once(pycri: Pycri, registries: Registries) ->
     for t in threads:
         t.join()
     assert [r.returncode for r in results] == [0, 0, 0], [r.stderr for r in results]
-    time.sleep(0.5)  # the registry writes its access log line after the response
+    deadline = time.monotonic() + 60  # the registry writes its access log line after the response
+    while _blob_gets(registries, big_layer) == before:
+        assert time.monotonic() < deadline, "the registry logged no download"
+        time.sleep(0.1)
     assert _blob_gets(registries, big_layer) - before == 1
 
 

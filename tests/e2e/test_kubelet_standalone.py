@@ -124,5 +124,4 @@ def test_disk_pressure_garbage_collects_unused_images(node: tuple[Pycri, Kubelet
 def test_nothing_left_after_the_pods_are_gone(node: tuple[Pycri, Kubelet]) -> None:
     pycri, kubelet = node
     wait_until(lambda: not pycri.crictl("ps", "-q").stdout.split(), 60, "no running container")
-    time.sleep(1)
-    assert kubelet.pods() == []
+    wait_until(lambda: kubelet.pods() == [], 60, "kubelet has no pod left")
