@@ -11,7 +11,8 @@ from cgroups.base import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cgroups.resources import Resources
+    from cgroups.resources import DeviceRule, Resources
+    from kernel.bpf import LinuxBpf as DeviceBpf
 
 WANTED_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc")
 
@@ -39,10 +40,11 @@ def swap_v2(limit: int | None, swap: int | None) -> str | None:
 class V2Manager(CgroupManager):
     version = 2
 
-    def __init__(self, root: str, path: str) -> None:
+    def __init__(self, root: str, path: str, bpf: DeviceBpf | None = None) -> None:
         self.root = root
         self.path = path
         self.dir = root.rstrip("/") + path
+        self._bpf = bpf  # None: the real bpf(2) (kernel.bpf), imported when device rules are set
 
     def paths(self) -> dict[str, str]:
         return {"": self.dir}
@@ -117,9 +119,47 @@ class V2Manager(CgroupManager):
         for key, value in resources.unified.items():
             write_file(self.dir, key, value)
         if resources.devices:
-            warnings.append("cgroup v2 device rules need an eBPF program, which is not loaded: "
-                            "device access is limited by the device nodes only")
+            self.set_devices(resources.devices)
         return warnings
+
+    def set_devices(self, rules: list[DeviceRule]) -> None:
+        """Device access on v2: a BPF_PROG_TYPE_CGROUP_DEVICE program made from the rules
+        (cgroups.devices_bpf), attached to the cgroup; pycri's program from before (an update)
+        is detached once the new one is in place, so the cgroup is never without one."""
+        from cgroups.devices_bpf import LICENSE, PROGRAM_NAME, device_filter
+
+        program = device_filter(rules)
+        bpf = self._bpf
+        if bpf is None:
+            from kernel.bpf import LinuxBpf
+
+            bpf = LinuxBpf()
+        try:
+            cgroup_fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise CgroupError(f"open {self.dir}: {e.strerror}") from None
+        old: list[int] = []
+        new = -1
+        try:
+            for program_id in bpf.device_program_ids(cgroup_fd):
+                try:
+                    fd = bpf.program_fd(program_id)
+                except FileNotFoundError:  # detached meanwhile
+                    continue
+                if bpf.program_name(fd) == PROGRAM_NAME:
+                    old.append(fd)
+                else:  # not pycri's: it can only take access away, so it stays
+                    os.close(fd)
+            new = bpf.load_device_program(program, LICENSE, PROGRAM_NAME)
+            bpf.attach_device_program(cgroup_fd, new)
+            for fd in old:
+                bpf.detach_device_program(cgroup_fd, fd)
+        except OSError as e:
+            raise CgroupError(f"device filter for {self.dir}: {e}") from None
+        finally:
+            for fd in [cgroup_fd, new, *old]:
+                if fd >= 0:
+                    os.close(fd)
 
     def stats(self) -> Stats:
         stats = Stats()

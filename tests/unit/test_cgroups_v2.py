@@ -1,12 +1,15 @@
 """cgroup v2 manager on fake unified trees."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from cgroups import CgroupError, manager_from_state, new_manager
 from cgroups.resources import Resources
+from cgroups.devices_bpf import PROGRAM_NAME, device_filter
+from cgroups.resources import DeviceRule
 from cgroups.v2 import V2Manager, shares_to_weight, swap_v2, weight_to_shares
 from tests.unit.test_cgroups_v1 import METRIC_STATS, PRESSURE, write_files
 
@@ -49,9 +52,53 @@ def test_relative_path_below_own_cgroup(tmp_path: Path) -> None:
     assert manager.paths()[""] == f"{root}/system.slice/pycri.service/c2"
 
 
+class FakeBpf:
+    """The bpf(2) calls of V2Manager.set_devices over a dict: cgroup directory -> attached
+    (program id, name); fds are real (of /dev/null) so the manager may close them."""
+
+    def __init__(self) -> None:
+        self.attached: dict[str, list[tuple[int, str]]] = {}
+        self.programs: dict[int, tuple[int, str, bytes]] = {}  # fd -> (id, name, instructions)
+        self.next_id = 100
+        self.calls: list[str] = []
+
+    def _dir(self, fd: int) -> str:
+        return os.readlink(f"/proc/self/fd/{fd}")
+
+    def _fd(self, program_id: int, name: str, instructions: bytes) -> int:
+        fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        self.programs[fd] = (program_id, name, instructions)
+        return fd
+
+    def load_device_program(self, instructions: bytes, license: str, name: str) -> int:
+        self.calls.append("load")
+        self.next_id += 1
+        return self._fd(self.next_id, name, instructions)
+
+    def attach_device_program(self, cgroup_fd: int, program_fd: int) -> None:
+        self.calls.append("attach")
+        program_id, name, _ = self.programs[program_fd]
+        self.attached.setdefault(self._dir(cgroup_fd), []).append((program_id, name))
+
+    def detach_device_program(self, cgroup_fd: int, program_fd: int) -> None:
+        self.calls.append("detach")
+        program_id, name, _ = self.programs[program_fd]
+        self.attached[self._dir(cgroup_fd)].remove((program_id, name))
+
+    def device_program_ids(self, cgroup_fd: int) -> list[int]:
+        return [program_id for program_id, _ in self.attached.get(self._dir(cgroup_fd), [])]
+
+    def program_fd(self, program_id: int) -> int:
+        name = next(n for entries in self.attached.values() for i, n in entries if i == program_id)
+        return self._fd(program_id, name, b"")
+
+    def program_name(self, program_fd: int) -> str:
+        return self.programs[program_fd][1]
+
+
 def test_apply_converts_v1_values(tmp_path: Path) -> None:
     root = fake_tree(tmp_path / "cg", "/c1")
-    manager = new_manager("/c1", "c1", root=str(root), own={"": "/"})
+    manager = V2Manager(str(root), "/c1", bpf=FakeBpf())
     warnings = manager.apply(Resources.from_spec({
         "cpu": {"shares": 1024, "quota": 50000, "period": 100000, "cpus": "1", "mems": "0"},
         "memory": {"limit": 64 << 20, "reservation": 16 << 20, "swap": 96 << 20},
@@ -70,7 +117,7 @@ def test_apply_converts_v1_values(tmp_path: Path) -> None:
     assert c1("pids.max") == "max"
     assert c1("hugetlb.2MB.max") == str(2 << 20)
     assert c1("memory.high") == "50000000"
-    assert len(warnings) == 1 and "eBPF" in warnings[0]
+    assert warnings == []
     manager.apply(Resources.from_spec({"cpu": {"quota": -1, "period": 50000}, "memory": {"limit": -1}}))
     assert c1("cpu.max") == "max 50000" and c1("memory.max") == "max"
 
@@ -148,3 +195,41 @@ def test_weight_to_shares_inverts_shares_to_weight() -> None:
     for shares in (2, 1024, 4096, 262144):
         assert abs(weight_to_shares(shares_to_weight(shares)) - shares) <= 27
     assert (weight_to_shares(1), weight_to_shares(10000), weight_to_shares(0)) == (2, 262144, 0)
+
+
+def test_device_rules_attach_a_filter_and_an_update_replaces_only_pycris(tmp_path: Path) -> None:
+    root = fake_tree(tmp_path / "cg", "/c1")
+    bpf = FakeBpf()
+    c1 = os.path.realpath(root / "c1")
+    bpf.attached[c1] = [(7, "someone_elses")]  # not pycri's: it stays
+    manager = V2Manager(str(root), "/c1", bpf=bpf)
+    deny_all = [DeviceRule(False)]
+    manager.apply(Resources(devices=deny_all))
+    assert bpf.attached[c1] == [(7, "someone_elses"), (101, PROGRAM_NAME)]
+    loaded = [instructions for _, name, instructions in bpf.programs.values() if name == PROGRAM_NAME]
+    assert loaded == [device_filter(deny_all)]
+    manager.set_devices([DeviceRule(True)])
+    # the new program is attached before the old one goes: never a moment without a filter
+    assert bpf.calls == ["load", "attach", "load", "attach", "detach"]
+    assert bpf.attached[c1] == [(7, "someone_elses"), (102, PROGRAM_NAME)]
+
+
+def test_device_rules_that_v1_would_ignore_fail_and_attach_nothing(tmp_path: Path) -> None:
+    root = fake_tree(tmp_path / "cg", "/c1")
+    bpf = FakeBpf()
+    manager = V2Manager(str(root), "/c1", bpf=bpf)
+    with pytest.raises(CgroupError, match="punch a hole"):
+        manager.apply(Resources(devices=[DeviceRule(False), DeviceRule(True, "c", None, None, "rwm"),
+                                         DeviceRule(False, "c", 1, 3, "w")]))
+    assert bpf.calls == [] and bpf.attached == {}
+
+
+def test_a_failing_bpf_call_is_a_cgroup_error(tmp_path: Path) -> None:
+    root = fake_tree(tmp_path / "cg", "/c1")
+
+    class Refusing(FakeBpf):
+        def load_device_program(self, instructions: bytes, license: str, name: str) -> int:
+            raise PermissionError(1, "bpf(BPF_PROG_LOAD): Operation not permitted")
+
+    with pytest.raises(CgroupError, match="device filter for .*Operation not permitted"):
+        V2Manager(str(root), "/c1", bpf=Refusing()).set_devices([DeviceRule(False)])
