@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import time
 import uuid
@@ -116,7 +117,7 @@ class ContainerService:
         try:
             paths = self.paths(record)
             merged = rootfs.mount(self.syscall, new.layers, self.root / record.id / "rootfs", _idmap(new.spec))
-            paths.bundle.mkdir(parents=True, exist_ok=True)
+            paths.bundle.mkdir(parents=True, exist_ok=True, mode=0o700)  # config.json holds the env
             spec = dict(new.spec)
             spec["root"] = {**spec.get("root", {}), "path": str(merged)}
             if new.image_volumes:
@@ -124,7 +125,7 @@ class ContainerService:
                 spec["mounts"] = image_volumes.bind_sources(spec.get("mounts", []), sources)
             (paths.bundle / "config.json").write_text(json.dumps(spec))
             if record.log_path:
-                Path(record.log_path).parent.mkdir(parents=True, exist_ok=True)
+                Path(record.log_path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             process = spec.get("process", {})
             record.pid = runtime.create(record.id, paths, stdin=bool(record.extra.get("stdin")),
                                         stdin_once=bool(record.extra.get("stdin_once")),
@@ -345,13 +346,13 @@ class ContainerService:
             raise FailedPrecondition(f"cannot signal container {record.id}: {exc}") from exc
 
     def _stop_signal(self, record: ContainerRecord) -> int:
-        name = str(record.extra.get("stop_signal") or "SIGTERM").upper()
-        if name.isdigit():
-            return int(name)
-        try:
-            return int(signal.Signals(name if name.startswith("SIG") else f"SIG{name}"))
-        except ValueError:
+        raw = record.extra.get("stop_signal") or ""
+        sig = parse_stop_signal(str(raw))
+        if sig is None:
+            log.warning("the image's stop signal is not a signal: using SIGTERM", container_id=record.id,
+                        stop_signal=str(raw)[:64])
             return int(signal.SIGTERM)
+        return sig
 
     def _wait_exit(self, record: ContainerRecord, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -361,6 +362,28 @@ class ContainerService:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(EXIT_POLL_SECONDS)
+
+
+def parse_stop_signal(text: str) -> int | None:
+    """An image's StopSignal ("SIGTERM", "TERM", "15", "SIGRTMIN+3") as a signal number; ""
+    is SIGTERM; None when it names no signal a container can be stopped with (0, 99, SIGFOO)."""
+    name = text.strip().upper()
+    if not name:
+        return int(signal.SIGTERM)
+    if name.isascii() and name.isdigit():
+        number = int(name)
+    else:
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        offset = re.fullmatch(r"SIGRTM(IN|AX)([+-]\d{1,2})?", name)
+        if offset:
+            base = signal.SIGRTMIN if offset.group(1) == "IN" else signal.SIGRTMAX
+            number = int(base) + int(offset.group(2) or 0)
+        else:
+            try:
+                number = int(signal.Signals[name])
+            except KeyError:
+                return None
+    return number if number in signal.valid_signals() else None
 
 
 def _exit_code(paths: ContainerPaths) -> int | None:
