@@ -1,7 +1,9 @@
 """Who a container runs as: users and groups looked up in the image's /etc/passwd and /etc/group.
 
-The files are read from the image's unpacked layers, topmost first, so nothing needs
-to be mounted to resolve a user name.
+The files are read from the image's unpacked layers (`containers.image_files`: every path
+resolved inside the image, never on the host, and read up to `MAX_FILE_BYTES`), so nothing
+needs to be mounted to resolve a user name. Every id, whether it comes from the image or from
+the CRI request, must be in 0..`common.ids.MAX_ID`: (uid_t)-1 would leave the process root.
 """
 from __future__ import annotations
 
@@ -9,6 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import InvalidArgument
+from common.ids import check_id, id_of, numeric
+from containers import image_files
+from kernel.syscall import Syscall
+
+# /etc/passwd and /etc/group are read up to this many bytes. A line is some 30-100 bytes, so
+# this is ten thousand accounts or more, far beyond the local accounts of any image (directory
+# users are not in these files); it bounds what a hostile image makes pycri read and parse
+# for each CreateContainer. A larger file fails the create with a clear error.
+MAX_FILE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -27,77 +38,71 @@ class _PasswdEntry:
     home: str
 
 
-def find_file(layers_bottom_first: list[Path], relative: str) -> Path | None:
-    """The file at `relative` as the merged rootfs would show it (whiteouts hide it)."""
-    parent, _, name = relative.rpartition("/")
-    for layer in reversed(layers_bottom_first):
-        candidate = layer / relative
-        if candidate.is_file():
-            return candidate
-        if (layer / parent / f".wh.{name}").exists():
-            return None
-    return None
+def _lines(syscall: Syscall, layers: list[Path], path: str) -> list[list[str]]:
+    data = image_files.read_file(syscall, layers, path, MAX_FILE_BYTES)
+    return [line.split(":") for line in data.decode(errors="replace").splitlines()] if data else []
 
 
-def _passwd(layers: list[Path]) -> list[_PasswdEntry]:
-    path = find_file(layers, "etc/passwd")
-    entries = []
-    for line in path.read_text(errors="replace").splitlines() if path else []:
-        fields = line.split(":")
-        if len(fields) >= 7 and fields[2].isdigit() and fields[3].isdigit():
-            entries.append(_PasswdEntry(fields[0], int(fields[2]), int(fields[3]), fields[5] or "/"))
-    return entries
+def _passwd(syscall: Syscall, layers: list[Path]) -> list[_PasswdEntry]:
+    return [_PasswdEntry(f[0], int(f[2]), int(f[3]), f[5] or "/") for f in _lines(syscall, layers, "/etc/passwd")
+            if len(f) >= 7 and numeric(f[2]) and numeric(f[3]) and len(f[2]) <= 20 and len(f[3]) <= 20]
 
 
-def _groups(layers: list[Path]) -> list[tuple[str, int, list[str]]]:
-    path = find_file(layers, "etc/group")
-    groups = []
-    for line in path.read_text(errors="replace").splitlines() if path else []:
-        fields = line.split(":")
-        if len(fields) >= 4 and fields[2].isdigit():
-            groups.append((fields[0], int(fields[2]), [m for m in fields[3].split(",") if m]))
-    return groups
+def _groups(syscall: Syscall, layers: list[Path]) -> list[tuple[str, int, list[str]]]:
+    return [(f[0], int(f[2]), [m for m in f[3].split(",") if m]) for f in _lines(syscall, layers, "/etc/group")
+            if len(f) >= 4 and numeric(f[2]) and len(f[2]) <= 20]
 
 
 def resolve(layers: list[Path], user: str = "", uid: int | None = None, group: int | None = None,
-            supplemental: tuple[int, ...] = (), *, image_groups: bool = True) -> User:
+            supplemental: tuple[int, ...] = (), *, image_groups: bool = True, syscall: Syscall | None = None) -> User:
     """Resolve the user a container runs as.
 
     `uid`/`group` (the security context) win over `user` (a name, `uid`, `name:group`
     or `uid:gid`, from the security context's username or the image's User). The
     primary gid comes from /etc/passwd when not given; the primary gid, the user's groups
     in /etc/group (unless `image_groups` is false: SupplementalGroupsPolicy Strict) and
-    `supplemental` become the additional gids.
+    `supplemental` become the additional gids. An id out of range, in the request or in the
+    image, is InvalidArgument.
     """
-    passwd = _passwd(layers)
+    if syscall is None:
+        from kernel.linux import LinuxSyscall
+        syscall = LinuxSyscall()
+    if uid is not None:
+        check_id(uid, "run_as_user")
+    if group is not None:
+        check_id(group, "run_as_group")
+    for gid in supplemental:
+        check_id(gid, "supplemental group")
+    passwd = _passwd(syscall, layers)
     name_part, _, group_part = user.partition(":")
     entry: _PasswdEntry | None = None
     if uid is None:
         if not name_part:
             uid = 0
-        elif name_part.isdigit():
-            uid = int(name_part)
+        elif numeric(name_part):
+            uid = id_of(name_part, "user")
         else:
             entry = next((e for e in passwd if e.name == name_part), None)
             if entry is None:
-                raise InvalidArgument(f"user {name_part!r} not found in the image's /etc/passwd")
-            uid = entry.uid
+                raise InvalidArgument(f"user {name_part[:64]!r} not found in the image's /etc/passwd")
+            uid = check_id(entry.uid, f"the image's /etc/passwd: user {name_part[:64]!r} has uid")
     if entry is None:
         entry = next((e for e in passwd if e.uid == uid), None)
-    groups = _groups(layers)
+    groups = _groups(syscall, layers)
     gid = group
     if gid is None and group_part:
-        if group_part.isdigit():
-            gid = int(group_part)
+        if numeric(group_part):
+            gid = id_of(group_part, "group")
         else:
             match = next((g for g in groups if g[0] == group_part), None)
             if match is None:
-                raise InvalidArgument(f"group {group_part!r} not found in the image's /etc/group")
-            gid = match[1]
+                raise InvalidArgument(f"group {group_part[:64]!r} not found in the image's /etc/group")
+            gid = check_id(match[1], f"the image's /etc/group: group {group_part[:64]!r} has gid")
     if gid is None:
-        gid = entry.gid if entry else 0
+        gid = check_id(entry.gid, f"the image's /etc/passwd: user {entry.name[:64]!r} has gid") if entry else 0
     additional = [gid]
     if entry is not None and image_groups:
-        additional += [g[1] for g in groups if entry.name in g[2]]
+        additional += [check_id(g[1], f"the image's /etc/group: group {g[0][:64]!r} has gid")
+                       for g in groups if entry.name in g[2]]
     additional += list(supplemental)
     return User(uid=uid, gid=gid, additional_gids=tuple(dict.fromkeys(additional)), home=entry.home if entry else "/")

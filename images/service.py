@@ -16,6 +16,7 @@ from pathlib import Path
 import structlog
 
 from common.errors import FailedPrecondition, InvalidArgument, NotFound
+from common.ids import numeric, parse_id
 from images import reference
 from images.config import RegistryConfig
 from images.content import ContentStore
@@ -161,12 +162,14 @@ class ImageService:
 
 
 def image_user(record: ImageRecord) -> tuple[int | None, str]:
-    """(uid, username) from the image config's User, the way kubelet reads them."""
-    user = str((record.config.get("config") or {}).get("User") or "")
-    if not user:
-        return None, ""
+    """(uid, username) from the image config's User, the way kubelet reads them. A numeric
+    user (ASCII digits) out of 0..MAX_ID gives neither: kubelet then takes the image for one
+    that runs as root (and CreateContainer refuses it), and one image never breaks a List."""
+    config = record.config.get("config") if isinstance(record.config, dict) else None
+    user = str(config.get("User") or "") if isinstance(config, dict) else ""  # as CreateContainer reads it
     name = user.split(":", 1)[0]
-    try:
-        return int(name), ""
-    except ValueError:
-        return None, name
+    if not name:
+        return None, ""
+    if numeric(name):
+        return parse_id(name), ""
+    return None, name

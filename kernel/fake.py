@@ -1,11 +1,12 @@
 """A recording fake of the Syscall protocol for unit tests: it records calls and changes nothing."""
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernel.syscall import CapSets, SeccompProgram
+from kernel.syscall import RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_NO_SYMLINKS, CapSets, SeccompProgram
 
 
 @dataclass
@@ -91,6 +92,26 @@ class RecordingSyscall:
 
     def load_seccomp(self, program: SeccompProgram) -> None:
         self._record("load_seccomp", program)
+
+    def openat2(self, dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+        """A real open, for the lookups pycri makes (RESOLVE_BENEATH with RESOLVE_NO_SYMLINKS:
+        each component a plain name, none a symlink but a trailing one opened with
+        O_PATH|O_NOFOLLOW); anything else fails as the kernel would (EXDEV, ELOOP)."""
+        self._record("openat2", dirfd, path, flags, resolve, mode)
+        if resolve & RESOLVE_IN_ROOT or not resolve & RESOLVE_BENEATH or not resolve & RESOLVE_NO_SYMLINKS:
+            raise NotImplementedError("the fake openat2 knows RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS only")
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        if path.startswith("/") or ".." in parts:
+            raise OSError(errno.EXDEV, f"openat2({path!r}): leads out of its directory")
+        fd = os.dup(dirfd)
+        try:
+            for part in parts[:-1]:
+                next_fd = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                os.close(fd)
+                fd = next_fd
+            return os.open(parts[-1] if parts else ".", flags | os.O_NOFOLLOW, mode, dir_fd=fd)
+        finally:
+            os.close(fd)
 
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]

@@ -13,6 +13,7 @@ SYS_pivot_root = 155  # x86_64
 SYS_mount_setattr = 442  # x86_64 (Linux 5.12)
 SYS_open_tree = 428  # x86_64 (Linux 5.2)
 SYS_move_mount = 429
+SYS_openat2 = 437  # x86_64 (Linux 5.6)
 AT_EMPTY_PATH = 0x1000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 _MOUNT_ATTR_IDMAP = 0x00100000
@@ -144,6 +145,12 @@ class LinuxSyscall:
     def load_seccomp(self, program: SeccompProgram) -> None:
         _load_seccomp(program)
 
+    def openat2(self, dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+        how = _OpenHow(flags, mode, resolve)
+        return _check(_libc.syscall(ctypes.c_long(SYS_openat2), ctypes.c_long(dirfd), os.fsencode(path),
+                                    ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how))),
+                      f"openat2({dirfd}, {path!r}, {flags:#o}, resolve={resolve:#x})")
+
 
 TIOCSCTTY = 0x540E
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -161,6 +168,10 @@ def has_mount_setattr() -> bool:
 class _MountAttr(ctypes.Structure):  # struct mount_attr, MOUNT_ATTR_SIZE_VER0
     _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+class _OpenHow(ctypes.Structure):  # struct open_how, OPEN_HOW_SIZE_VER0
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
 
 _RLIM_MASK = (1 << 64) - 1  # rlim_t is 64 bits; -1 & mask is RLIM_INFINITY

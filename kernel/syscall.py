@@ -63,6 +63,13 @@ MNT_FORCE = 1
 MNT_DETACH = 2
 UMOUNT_NOFOLLOW = 8
 
+# openat2(2) resolve flags (struct open_how.resolve, Linux 5.6)
+RESOLVE_NO_XDEV = 0x01  # never cross a mount point
+RESOLVE_NO_MAGICLINKS = 0x02  # no /proc/<pid>/fd-style links
+RESOLVE_NO_SYMLINKS = 0x04  # no symlink at all (a trailing one with O_PATH|O_NOFOLLOW is opened itself)
+RESOLVE_BENEATH = 0x08  # fail (EXDEV) on anything leading out of dirfd: "..", an absolute path or link
+RESOLVE_IN_ROOT = 0x10  # dirfd is the root: "/" and ".." stop at it, as chroot would
+
 NAMESPACE_FLAGS = {
     "mount": CLONE_NEWNS,
     "cgroup": CLONE_NEWCGROUP,
@@ -261,3 +268,9 @@ class Syscall(Protocol):
     def set_controlling_terminal(self, fd: int) -> None: ...
 
     def load_seccomp(self, program: SeccompProgram) -> None: ...
+
+    def openat2(self, dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+        """openat2(2): open `path` relative to the directory `dirfd` with the O_* `flags` and
+        the RESOLVE_* `resolve` restrictions; returns the new descriptor (O_CLOEXEC is the
+        caller's to ask for)."""
+        ...
