@@ -274,6 +274,11 @@ class ContainerService:
         """The containers (half-made ones too) that mount the image `image_id` as a volume."""
         return [r.id for r in self.table.all() if image_id in r.extra.get("image_volumes", ())]
 
+    def image_users(self, image_id: str) -> list[str]:
+        """The containers (half-made and exited ones too) made of the image `image_id` or
+        mounting it as a volume: until they are removed, its layers must stay."""
+        return [r.id for r in self.table.all() if r.image_id == image_id or image_id in r.extra.get("image_volumes", ())]
+
     def find(self, container_id: str) -> ContainerRecord | None:
         try:
             return self.get(container_id)

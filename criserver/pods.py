@@ -152,8 +152,11 @@ class PodCalls:
         log_directory = sandbox.extra.get("log_directory", "")
         log_path = os.path.join(log_directory, config.log_path) if log_directory and config.log_path else ""
         volume_mounts = [m for m in config.mounts if oci_spec.is_image_mount(m)]
-        # the images of image volumes (kubelet pulled them) stay until the container's record names them
-        with self.images.holding([m.image.image for m in volume_mounts]) as volume_images:
+        # the image and those of image volumes (kubelet pulled them) stay until the container's record
+        # names them; an image removed since it was resolved above fails the create
+        with self.images.holding([image.id, *(m.image.image for m in volume_mounts)]) as (held, *volume_images):
+            if held is None:
+                raise NotFound(f"image {config.image.image!r} was removed while the container was created")
             volumes = self._image_volumes(volume_mounts, volume_images)
             volume_ids = {v.destination: v.image_id for v in volumes}
             new = NewContainer(

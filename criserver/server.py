@@ -88,7 +88,7 @@ class Daemon:
             RuntimeServicer(self.config.cgroup_driver, to_toml(self.config), self.conditions,
                             self.sandboxes, self.containers, self.images, self.streams), server)
         api_pb2_grpc.add_ImageServiceServicer_to_server(
-            ImageServicer(self.images, self.containers.image_volume_users), server)
+            ImageServicer(self.images, self.containers.image_users), server)
         server.add_insecure_port(f"unix:{socket_path}")
         server.start()
         os.chown(socket_path, 0, 0)
