@@ -4,13 +4,14 @@ error, so there is no keep-alive and no request body."""
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 MAX_HEAD = 64 * 1024
 REASONS = {101: "Switching Protocols", 200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
            405: "Method Not Allowed", 426: "Upgrade Required", 431: "Request Header Fields Too Large",
-           500: "Internal Server Error", 503: "Service Unavailable"}
+           408: "Request Timeout", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 class HttpError(Exception):
@@ -52,12 +53,19 @@ class Request:
         return items
 
 
-def read_request(sock: socket.socket, max_head: int = MAX_HEAD) -> tuple[Request, bytes]:
-    """Read a request head; return it and whatever was read past it. HttpError if malformed."""
+def read_request(sock: socket.socket, max_head: int = MAX_HEAD,
+                 deadline: float | None = None) -> tuple[Request, bytes]:
+    """Read a request head; return it and whatever was read past it. HttpError if malformed;
+    TimeoutError when the whole head has not come by `deadline` (time.monotonic())."""
     buffer = b""
     while (end := buffer.find(b"\r\n\r\n")) < 0:
         if len(buffer) > max_head:
             raise HttpError(431, "request head too large")
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no whole request head in time")
+            sock.settimeout(remaining)  # a byte now and then does not keep the connection
         chunk = sock.recv(8192)
         if not chunk:
             raise ConnectionError("connection closed before a whole request head")

@@ -21,6 +21,12 @@ that expires after `token_ttl` seconds, and return the URL. A client then connec
 
 An unknown, used or expired token gets 404. Each connection has its own thread; sessions idle
 for `idle_timeout` seconds (no bytes either way) are cut, like kubelet's stream idle timeout.
+
+Anyone who can reach the port can connect, so connections are bounded: at most
+`max_connections` at a time, of which at most `max_pending` still before their upgrade (a
+client has `head_timeout` seconds in all to send its request head, however slowly it trickles
+in). A connection past either bound is answered 503 and closed at once by the accepting
+thread, which starts no thread for it.
 """
 from __future__ import annotations
 
@@ -47,7 +53,10 @@ from criserver.streaming.websocket import (
 
 log = structlog.get_logger("pycri.streaming")
 
-HEAD_TIMEOUT = 30.0
+HEAD_TIMEOUT = 10.0  # for the whole request head
+MAX_CONNECTIONS = 512
+MAX_PENDING = 64  # connections that have not sent their request head yet
+REFUSAL_LOG_PERIOD = 10.0
 ROUTES = {"exec": ExecRequest, "attach": AttachRequest, "portforward": PortForwardRequest}
 
 
@@ -76,7 +85,9 @@ class Server:
 
     def __init__(self, backend: StreamBackend, address: str = "127.0.0.1", port: int = 0, *,
                  advertise_address: str | None = None, token_ttl: float = 60.0, max_in_flight: int = 1000,
-                 creation_timeout: float = 30.0, idle_timeout: float = 4 * 3600.0) -> None:
+                 creation_timeout: float = 30.0, idle_timeout: float = 4 * 3600.0,
+                 max_connections: int = MAX_CONNECTIONS, max_pending: int = MAX_PENDING,
+                 head_timeout: float = HEAD_TIMEOUT) -> None:
         self.backend = backend
         self.address = address
         self.port = port
@@ -84,6 +95,12 @@ class Server:
         self.creation_timeout = creation_timeout
         self.idle_timeout = idle_timeout
         self.tokens = TokenCache(token_ttl, max_in_flight)
+        self.max_connections = max_connections
+        self.max_pending = min(max_pending, max_connections)
+        self.head_timeout = head_timeout
+        self._pending = 0  # accepted connections whose request head has not been read
+        self._refused = 0  # refused since the last warning
+        self._refusal_logged = 0.0
         self._listener: socket.socket | None = None
         self._stopped = threading.Event()
         self._sessions: set[_Session] = set()
@@ -170,8 +187,42 @@ class Server:
                     return
                 time.sleep(0.05)
                 continue
-            threading.Thread(target=self._serve_connection, args=(conn, peer), name="streaming-conn",
-                             daemon=True).start()
+            with self._lock:
+                admitted = len(self._connections) < self.max_connections and self._pending < self.max_pending
+                if admitted:
+                    self._connections.add(conn)
+                    self._pending += 1
+            if not admitted:
+                self._refuse(conn, peer)
+                continue
+            try:
+                threading.Thread(target=self._serve_connection, args=(conn, peer), name="streaming-conn",
+                                 daemon=True).start()
+            except RuntimeError:  # no thread to be had
+                with self._lock:
+                    self._connections.discard(conn)
+                    self._pending -= 1
+                self._refuse(conn, peer)
+
+    def _refuse(self, conn: socket.socket, peer: Any) -> None:
+        """Answer 503 without blocking and close (past the connection bounds)."""
+        try:
+            conn.setblocking(False)
+            conn.send(response(503, "too many streaming connections"))
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        now = time.monotonic()
+        with self._lock:
+            self._refused += 1
+            if now - self._refusal_logged < REFUSAL_LOG_PERIOD:
+                return
+            refused, self._refused, self._refusal_logged = self._refused, 0, now
+            open_now, pending = len(self._connections), self._pending
+        log.warning("streaming connections refused: too many open", refused=refused, last_peer=str(peer),
+                    open=open_now, pending=pending, max_connections=self.max_connections,
+                    max_pending=self.max_pending)
 
     def _janitor(self) -> None:
         period = max(0.05, min(5.0, self.idle_timeout / 4))
@@ -193,15 +244,28 @@ class Server:
             if self._stopped.is_set():
                 session.abort()
 
-        with self._lock:
-            self._connections.add(conn)
+        pending = True
+
+        def head_read() -> None:
+            nonlocal pending
+            if pending:
+                pending = False
+                with self._lock:
+                    self._pending -= 1
+
         try:
-            conn.settimeout(HEAD_TIMEOUT)
             try:
-                request, rest = read_request(conn)
+                request, rest = read_request(conn, deadline=time.monotonic() + self.head_timeout)
             except HttpError as exc:
+                conn.settimeout(5.0)
                 conn.sendall(response(exc.status, str(exc), exc.headers))
                 return
+            except TimeoutError:
+                log.debug("closing a streaming connection that sent no request in time", peer=str(peer),
+                          seconds=self.head_timeout)
+                return
+            finally:
+                head_read()
             conn.settimeout(None)
             if conn.family in (socket.AF_INET, socket.AF_INET6):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -215,6 +279,7 @@ class Server:
         except Exception:
             log.exception("streaming connection failed", peer=str(peer))
         finally:
+            head_read()
             with self._lock:
                 self._connections.discard(conn)
                 self._sessions.difference_update(mine)

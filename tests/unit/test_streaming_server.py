@@ -479,3 +479,63 @@ def test_stop_cuts_open_sessions() -> None:
     assert conn.wait_closed(TIMEOUT)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", server.port), timeout=1)
+
+
+# --- connection bounds ------------------------------------------------------------------------
+
+def _read_all(sock: socket.socket) -> bytes:
+    sock.settimeout(TIMEOUT)
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+def test_connections_past_the_pending_bound_get_503_and_no_thread() -> None:
+    with running_server(max_pending=3, head_timeout=60) as server:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) for _ in range(3)]
+        assert wait_until(lambda: server._pending == 3)
+        threads = threading.active_count()
+        extra = [socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) for _ in range(20)]
+        for sock in extra:
+            assert _read_all(sock).startswith(b"HTTP/1.1 503 ")
+            sock.close()
+        assert threading.active_count() <= threads
+        # an idle connection that leaves frees its place: a real client gets through
+        idle.pop().close()
+        assert wait_until(lambda: server._pending == 2)
+        assert spdy_exec(server.get_exec_url(ExecRequest("c", ["echo", "hi"])), "v4.channel.k8s.io")[0] == b"hi\n"
+        for sock in idle:
+            sock.close()
+
+
+def test_connections_past_the_total_bound_get_503() -> None:
+    with running_server(max_connections=2, max_pending=10, head_timeout=60) as server:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) for _ in range(2)]
+        assert wait_until(lambda: len(server._connections) == 2)
+        extra = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+        assert _read_all(extra).startswith(b"HTTP/1.1 503 ")
+        for sock in idle:
+            sock.close()
+
+
+def test_a_request_head_must_come_whole_before_the_deadline() -> None:
+    with running_server(head_timeout=0.5) as server:
+        silent = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+        assert _read_all(silent) == b""  # closed by the server
+        trickle = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+        trickle.settimeout(0.1)
+        closed = False
+        for _ in range(int(TIMEOUT / 0.1)):  # a byte every 0.1 s never finishes the head
+            try:
+                trickle.sendall(b"G")
+                if trickle.recv(1) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+                break
+        assert closed
+        assert wait_until(lambda: server._pending == 0 and not server._connections)
