@@ -5,7 +5,8 @@
 #
 #   hack/run-in-v2.sh 'cat /sys/fs/cgroup/cgroup.controllers'
 #
-# The command runs with bash -c in the current directory (or the checkout's root), its output
+# The guest has one CPU, the memory PYCRI_UML_MEM says, no network but loopback, and a 1 MiB
+# scratch disk /dev/ubda. The command runs with bash -c in the current directory (or the checkout's root), its output
 # on this terminal; the exit code is the command's. A guest that dies before the command has
 # finished exits 125 with the console output shown. Environment: PYCRI_UML_MEM (default 3G),
 # PYCRI_UML_CACHE (where the ptrace wrapper is built; default ~/.cache/pycri-uml).
@@ -45,10 +46,15 @@ case $PWD/ in
     *) printf '%s' "$checkout" > "$result/cwd" ;;
 esac
 
+# a scratch disk, /dev/ubda (block 98:0) in the guest: a real block device for tests, its first
+# line "pycri-uml-disk"
+printf 'pycri-uml-disk\n' > "$result/disk"
+truncate -s 1M "$result/disk"
+
 # UML's memory is a file in TMPDIR; its console is our stdout (also kept for a crash report)
 set +e
 TMPDIR=/dev/shm LD_PRELOAD=$lib $uml mem="${PYCRI_UML_MEM:-3G}" root=/dev/root rootfstype=hostfs rootflags=/ ro \
-    init="$here/uml/init.sh" PYCRI_UML_RESULT="$result" con0=null,fd:1 con=null ssl=null quiet loglevel=3 \
+    init="$here/uml/init.sh" PYCRI_UML_RESULT="$result" ubd0="$result/disk" con0=null,fd:1 con=null ssl=null quiet loglevel=3 \
     cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 </dev/null 2>&1 | tee "$console" \
     | sed -u '/^reboot: System halted/d'
 
