@@ -3,7 +3,9 @@ default profiles of containerd and Docker), unconfined, and localhost/<path> fil
 
 A profile is the OCI `linux.seccomp` object. The default profile denies with EPERM every
 system call not listed; calls that need a capability are allowed only when the container
-has it, as the reference profiles do.
+has it, as the reference profiles do: without CAP_SYS_ADMIN no unshare, setns, clone with a
+namespace flag (a user namespace would hand the container every capability over new network
+and mount namespaces) or clone3 (ENOSYS: its flags cannot be inspected).
 """
 from __future__ import annotations
 
@@ -56,12 +58,12 @@ time timer_create timer_delete timer_getoverrun timer_gettime timer_gettime64 ti
 timer_settime64 timerfd_create timerfd_gettime timerfd_gettime64 timerfd_settime timerfd_settime64
 times tkill truncate truncate64 ugetrlimit umask uname unlink unlinkat uretprobe utime utimensat
 utimensat_time64 utimes vfork vmsplice wait4 waitid waitpid write writev
-arch_prctl modify_ldt clone clone3 socket personality
+arch_prctl modify_ldt socket personality
 """.split()
 
 # calls allowed only when the container holds the capability
 BY_CAPABILITY = {
-    "CAP_SYS_ADMIN": """bpf fanotify_init fsconfig fsmount fsopen fspick lookup_dcookie mount mount_setattr
+    "CAP_SYS_ADMIN": """bpf clone clone3 fanotify_init fsconfig fsmount fsopen fspick lookup_dcookie mount mount_setattr
         move_mount open_tree perf_event_open quotactl quotactl_fd setdomainname sethostname setns syslog
         umount umount2 unshare""".split(),
     "CAP_SYS_BOOT": ["reboot"],
@@ -79,16 +81,32 @@ BY_CAPABILITY = {
 }
 
 
+# clone(2) flags that make new namespaces (CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET):
+# without CAP_SYS_ADMIN, clone is allowed only when its flags (argument 0 on x86) carry none of them,
+# as in the default profiles of Docker and containerd
+NAMESPACE_FLAGS = 0x7E020000
+# clone3 passes its flags in memory, out of seccomp's sight: without CAP_SYS_ADMIN it answers
+# ENOSYS, so the C library falls back to clone, whose flags are checked
+ENOSYS = 38
+
+
 def default_profile(capabilities: list[str]) -> dict[str, Any]:
     names = list(ALLOWED)
     for cap, calls in BY_CAPABILITY.items():
         if cap in capabilities:
             names += [c for c in calls if c not in names]
+    syscalls: list[dict[str, Any]] = [{"names": sorted(names), "action": "SCMP_ACT_ALLOW"}]
+    if "CAP_SYS_ADMIN" not in capabilities:
+        syscalls += [
+            {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 0, "value": NAMESPACE_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
+            {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
+        ]
     return {
         "defaultAction": "SCMP_ACT_ERRNO",
         "defaultErrnoRet": EPERM,
         "architectures": list(ARCHITECTURES),
-        "syscalls": [{"names": sorted(names), "action": "SCMP_ACT_ALLOW"}],
+        "syscalls": syscalls,
     }
 
 
