@@ -5,7 +5,8 @@ prepareRootfs/finalizeRootfs):
    the host; the rootfs's mount made private and the rootfs bound onto itself (pivot_root
    needs a mount point whose parent is not shared);
 2. the spec's mounts in order (mounts), the cgroup mount (cgroupfs);
-3. /dev: device nodes, symlinks, ptmx (devices) unless /dev is bind-mounted;
+3. /dev: device nodes, symlinks, ptmx (devices) unless /dev is bind-mounted (never into
+   another filesystem than /dev's: a volume at or under /dev stays untouched);
 4. pivot_root or MS_MOVE + chroot (pivot);
 then, after sysctls, `finalize`: read-only and masked paths (protect), a read-only /dev,
 and a read-only `/` for root.readonly.
@@ -25,11 +26,10 @@ from runtime.spec import Mount, Spec
 
 
 def needs_dev_setup(mounts: list[Mount]) -> bool:
-    """Devices are created unless /dev is bind-mounted from somewhere."""
-    for m in mounts:
-        if m.destination.rstrip("/") == "/dev":
-            return not (m.type == "bind" or parse_options(m.options).is_bind)
-    return True
+    """Devices are created unless /dev is bind-mounted from somewhere: the last mount at /dev
+    is the one on top (a volume over the runtime's tmpfs), and nothing is written into it."""
+    dev = [m for m in mounts if os.path.normpath(m.destination) in ("/dev", "//dev")]
+    return not dev or not (dev[-1].type == "bind" or parse_options(dev[-1].options).is_bind)
 
 
 def make_root_propagation(kernel: Syscall, propagation: str) -> None:

@@ -32,6 +32,7 @@ def all_devices(spec_devices: list[Device]) -> list[Device]:
 def create_device(kernel: Syscall, rootfs: str, device: Device, bind: bool = False) -> None:
     os.makedirs(secure_join(rootfs, os.path.dirname(device.path)), 0o755, exist_ok=True)
     dest = _in_dir(rootfs, device.path)
+    check_own_dev(rootfs, dest, device.path)
     if bind:
         _bind_device(kernel, dest, device)
         return
@@ -46,6 +47,19 @@ def create_device(kernel: Syscall, rootfs: str, device: Device, bind: bool = Fal
             return
         raise RuntimeFailure(f"mknod {device.path}: {e.strerror}") from None
     os.chown(dest, device.uid or 0, device.gid or 0)
+
+
+def check_own_dev(rootfs: str, dest: str, path: str) -> None:
+    """Refuse to make a node (or link) outside the filesystem of the container's /dev: there, a
+    bind mount (a volume at /dev or under it) would put it in a directory of the host."""
+    try:
+        here = os.stat(os.path.dirname(dest)).st_dev
+        dev = os.stat(secure_join(rootfs, "/dev")).st_dev
+    except OSError as e:
+        raise RuntimeFailure(f"create {path}: {e.strerror or e}") from None
+    if here != dev:
+        raise RuntimeFailure(f"create {path}: its directory is another filesystem than the container's /dev "
+                             "(a volume mounted there?): refusing to write a device node into it")
 
 
 def _bind_device(kernel: Syscall, dest: str, device: Device) -> None:
@@ -86,6 +100,7 @@ def dev_symlinks(host_has_kcore: bool | None = None) -> list[tuple[str, str]]:
 def create_symlinks(rootfs: str) -> None:
     for target, link in dev_symlinks():
         path = _in_dir(rootfs, link)
+        check_own_dev(rootfs, path, link)
         try:
             os.symlink(target, path)
         except FileExistsError:
@@ -95,6 +110,7 @@ def create_symlinks(rootfs: str) -> None:
 def setup_ptmx(rootfs: str) -> None:
     """/dev/ptmx -> pts/ptmx, so the container's devpts instance hands out its ptys."""
     path = _in_dir(rootfs, "/dev/ptmx")
+    check_own_dev(rootfs, path, "/dev/ptmx")
     try:
         os.unlink(path)
     except FileNotFoundError:

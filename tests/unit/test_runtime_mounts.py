@@ -11,7 +11,7 @@ from kernel.fake import RecordingSyscall
 from kernel.syscall import (
     AT_RECURSIVE, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
     MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_RELATIME, MS_REMOUNT, MS_SLAVE,
-    MS_STRICTATIME,
+    MS_STRICTATIME, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE,
 )
 from runtime.errors import RuntimeFailure
 from runtime.rootfs import devices, needs_dev_setup, protect
@@ -137,6 +137,65 @@ def test_needs_dev_setup() -> None:
     assert needs_dev_setup([Mount("/dev", "tmpfs", "tmpfs", [])])
     assert needs_dev_setup([])
     assert not needs_dev_setup([Mount("/dev", "bind", "/dev", ["rbind"])])
+    # a volume over the runtime's tmpfs: the last mount at /dev is the one devices would land in
+    assert not needs_dev_setup([Mount("/dev", "tmpfs", "tmpfs", []), Mount("/dev/pts", "devpts", "devpts", []),
+                                Mount("/dev/", "bind", "/srv/volume", ["rbind", "rw"])])
+    assert needs_dev_setup([Mount("/dev", "bind", "/dev", ["rbind"]), Mount("/dev", "tmpfs", "tmpfs", [])])
+
+
+def test_devices_never_written_into_another_filesystem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bind mount under /dev (its own st_dev) gets no device node, link or ptmx."""
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "dev" / "volume").mkdir(parents=True)
+    real_stat = os.stat
+
+    def stat(path: str, *args: object, **kwargs: object) -> os.stat_result:
+        st = real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+        if str(path).endswith("/volume"):
+            return os.stat_result((st.st_mode, st.st_ino, st.st_dev + 1, *tuple(st)[3:]))
+        return st
+
+    monkeypatch.setattr(devices.os, "stat", stat)
+    monkeypatch.setattr(devices.os, "chown", lambda p, u, g: None)
+    kernel = RecordingSyscall()
+    with pytest.raises(RuntimeFailure, match="another filesystem than the container's /dev"):
+        devices.create_device(kernel, str(rootfs), Device("c", "/dev/volume/null", 1, 3, 0o666, 0, 0))
+    assert kernel.calls == [] and os.listdir(rootfs / "dev" / "volume") == []
+    devices.create_device(kernel, str(rootfs), Device("c", "/dev/null", 1, 3, 0o666, 0, 0))
+    assert kernel.calls[0][0] == "mknod"
+
+
+class _OpenTreeOf(RecordingSyscall):
+    """open_tree hands out a descriptor of `target` (what /dev/null really is in the container)."""
+
+    def __init__(self, target: Path) -> None:
+        super().__init__()
+        self.target = target
+
+    def open_tree(self, path: str, flags: int) -> int:
+        self._record("open_tree", path, flags)
+        return os.open(self.target, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def test_masking_fails_closed(tmp_path: Path) -> None:
+    """/dev/null that is not the null device (a regular file from a volume at /dev): no bind of
+    it over a masked file, and the container does not start."""
+    (tmp_path / "timer_list").write_text("secrets")
+    (tmp_path / "null").write_text("")
+    kernel = _OpenTreeOf(tmp_path / "null")
+    with pytest.raises(RuntimeFailure, match="not the null device"):
+        protect.mask_path(kernel, str(tmp_path / "timer_list"))
+    assert [name for name, _ in kernel.calls] == ["open_tree"]
+    missing = RecordingSyscall(failures={"open_tree": FileNotFoundError(2, "No such file or directory")})
+    with pytest.raises(RuntimeFailure, match="no /dev/null"):
+        protect.mask_path(missing, str(tmp_path / "timer_list"))
+    refused = RecordingSyscall(failures={"move_mount": PermissionError(1, "Operation not permitted")})
+    with pytest.raises(RuntimeFailure, match="mask path"):
+        protect.mask_path(refused, str(tmp_path / "timer_list"))
+    (tmp_path / "dir").mkdir()
+    refused = RecordingSyscall(failures={"mount": FileNotFoundError(2, "No such file or directory")})
+    with pytest.raises(RuntimeFailure, match="mask path"):
+        protect.mask_path(refused, str(tmp_path / "dir"))
 
 
 def test_devices_mknod_and_bind_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,9 +230,13 @@ def test_masked_and_readonly_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     protect.mask_path(kernel, str(tmp_path / "missing"))
     protect.readonly_path(kernel, str(tmp_path / "dir"))
     protect.readonly_path(kernel, str(tmp_path / "missing"))
+    moved = [args for name, args in kernel.calls if name == "move_mount"]
+    assert len(moved) == 1 and moved[0][1] == str(tmp_path / "file")
     assert kernel.calls == [
         ("mount", ("tmpfs", str(tmp_path / "dir"), "tmpfs", MS_RDONLY, "")),
-        ("mount", ("/dev/null", str(tmp_path / "file"), "", MS_BIND, "")),
+        # a copy of the /dev/null mount, checked to be the null device, is what covers a file
+        ("open_tree", ("/dev/null", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)),
+        ("move_mount", moved[0]),
         ("mount", (str(tmp_path / "dir"), str(tmp_path / "dir"), "", MS_BIND | MS_REC, "")),
         ("mount", ("", str(tmp_path / "dir"), "", MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC | MS_NOSUID, "")),
     ]
