@@ -19,7 +19,8 @@ reply must stay under gRPC's 16 MiB, so what one object may store is bounded:
   not their number; 256 KiB is some 700 labels of the largest size, far past any real pod.
 - at most 16384 labels and annotations together (protobuf and JSON add bytes per entry).
 - the image name 4096 bytes (a reference is at most 255 + 128 + a digest), the log path and
-  directory and the cgroup parent 4096 bytes (PATH_MAX), the hostname 253 bytes.
+  directory and the cgroup parent 4096 bytes (PATH_MAX), the hostname 64 bytes in the pod's own
+  UTS namespace (HOST_NAME_MAX; kubelet truncates pod hostnames to 63), 253 otherwise.
 
 Paths: `log_directory` is empty or absolute (kubelet: /var/log/pods/<ns>_<name>_<uid>);
 `log_path` is relative to it and may not step out of it (kubelet: <container>/<attempt>.log):
@@ -40,7 +41,8 @@ MAX_ANNOTATION_BYTES = 320 * 1024
 MAX_ENTRIES = 16384
 MAX_IMAGE_BYTES = 4096
 MAX_PATH_BYTES = 4096
-MAX_HOSTNAME_BYTES = 253
+MAX_HOSTNAME_BYTES = 253  # a node's name (a host-network pod's hostname is not set anywhere)
+MAX_UTS_HOSTNAME_BYTES = 64  # HOST_NAME_MAX: what the kernel takes in a pod's own UTS namespace
 
 
 def _size(value: str) -> int:
@@ -112,9 +114,11 @@ def cgroup_parent(value: str, field: str = "config.linux.cgroup_parent") -> None
         raise InvalidArgument(f"{field} {value!r} must not contain a '..' component")
 
 
-def hostname(value: str, field: str = "config.hostname") -> None:
-    if _size(value) > MAX_HOSTNAME_BYTES:
-        raise InvalidArgument(f"{field} is longer than {MAX_HOSTNAME_BYTES} bytes")
+def hostname(value: str, field: str = "config.hostname", own_uts: bool = False) -> None:
+    """`own_uts`: set in the pod's own UTS namespace (kubelet truncates pod hostnames to 63)."""
+    limit = MAX_UTS_HOSTNAME_BYTES if own_uts else MAX_HOSTNAME_BYTES
+    if _size(value) > limit:
+        raise InvalidArgument(f"{field} is longer than {limit} bytes")
     bad = _control(value)
     if bad is not None or "/" in value:
         raise InvalidArgument(f"{field} {value!r} must not contain {bad or '/'!r}")
@@ -147,7 +151,7 @@ def pod_sandbox_config(config: cri.PodSandboxConfig) -> None:
     name(metadata.name, "config.metadata.name")
     name(metadata.namespace, "config.metadata.namespace")
     name(metadata.uid, "config.metadata.uid")
-    hostname(config.hostname)
+    hostname(config.hostname, own_uts=config.linux.security_context.namespace_options.network != cri.NamespaceMode.NODE)
     log_directory(config.log_directory)
     cgroup_parent(config.linux.cgroup_parent)
     string_maps(config.labels, config.annotations)

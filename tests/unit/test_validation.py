@@ -122,6 +122,11 @@ def test_too_many_entries_are_refused() -> None:
 def test_hostname_and_image_are_bounded() -> None:
     with pytest.raises(InvalidArgument, match="config.hostname"):
         validation.pod_sandbox_config(kubelet_pod(hostname="h\n10.0.0.1 evil"))
+    with pytest.raises(InvalidArgument, match="config.hostname is longer than 64"):
+        validation.pod_sandbox_config(kubelet_pod(hostname="h" * 65))
+    host_network = kubelet_pod(hostname="node-" + "n" * 100)
+    host_network.linux.security_context.namespace_options.network = cri.NamespaceMode.NODE
+    validation.pod_sandbox_config(host_network)
     config = kubelet_container()
     config.image.image = "i" * 5000
     with pytest.raises(InvalidArgument, match="config.image.image"):
