@@ -43,6 +43,11 @@ def mount(syscall: Syscall, lowers_bottom_first: list[Path], directory: Path, id
     upper, work, merged = directory / "upper", directory / "work", directory / "merged"
     for path in (upper, work, merged):
         path.mkdir(parents=True, exist_ok=True)
+    # no host user but root, and in a pod with a user namespace the pod's root (by its group),
+    # reaches the rootfs from the host: its files keep their setuid bits (CVE-2021-41103)
+    if idmap is not None:
+        os.chown(directory, 0, idmap.root_gid)
+    os.chmod(directory, 0o700 if idmap is None else 0o710)
     if not lowers_bottom_first:
         # an image without layers: overlayfs needs a lower dir, give it an empty one
         empty = directory / "empty"

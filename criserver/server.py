@@ -1,6 +1,7 @@
 """The pycri daemon: opens the store, recovers, serves CRI on the unix socket until SIGTERM."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -37,8 +38,7 @@ WORKERS = 32
 class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
-        config.root.mkdir(parents=True, exist_ok=True, mode=0o711)
-        config.state.mkdir(parents=True, exist_ok=True, mode=0o711)
+        harden_store(config.root, config.state)
         self.db = Database(config.root / "pycri.db")
         self.images = ImageService(self.db, config.root / "images", config.registry)
         self.handlers = runtime_handlers(config)
@@ -113,6 +113,62 @@ class Daemon:
         self.start()
         stop_requested.wait()
         self.stop()
+
+
+# Modes of what pycri keeps on disk (CVE-2021-41103, CVE-2024-25621): nothing below the root or
+# the state directory is for other host users. The root and the state directory themselves,
+# and the directories of containers and sandboxes, stay searchable (x, not r) because the root
+# of a pod with a user namespace (a mapped, unprivileged host id) must reach its rootfs, its
+# pod files and the runtime's fifo before pivot_root; below them, each container's rootfs and
+# each pod's files are 0700, or 0710 for the group of that pod's root (containers/rootfs.py,
+# sandbox/), and bundles 0700.
+ROOT_ONLY = 0o700
+SEARCH_ONLY = 0o711
+STORE_MODES = {  # relative to the root
+    ".": SEARCH_ONLY, "images": ROOT_ONLY, "images/content": ROOT_ONLY, "images/layers": ROOT_ONLY,
+    "containers": SEARCH_ONLY, "sandboxes": SEARCH_ONLY, "cni": ROOT_ONLY,
+}
+STATE_MODES = {".": SEARCH_ONLY, "exits": ROOT_ONLY}
+PRIVATE_FILES = ("pycri.db", "pycri.db-wal", "pycri.db-shm")
+
+
+def harden_store(root: Path, state: Path) -> None:
+    """Create the root and state directories with their modes, and tighten what an older
+    pycri (or an administrator) left looser: modes are set on every start."""
+    for base, modes in ((root, STORE_MODES), (state, STATE_MODES)):
+        base.mkdir(parents=True, exist_ok=True, mode=SEARCH_ONLY)
+        for relative, mode in modes.items():
+            path = base / relative
+            path.mkdir(parents=True, exist_ok=True, mode=mode)
+            os.chmod(path, mode)
+    for name in PRIVATE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(root / name, 0o600)
+    # what an older pycri made for each container and pod: the bundle root-only; the rootfs and
+    # the pod files root-only too, or searchable by the group of the pod's root when it is a
+    # mapped id (a pod with a user namespace: its rootfs's upper dir and its files are its root's)
+    for entry in _directories(root / "containers"):
+        if (entry / "bundle").is_dir():
+            os.chmod(entry / "bundle", ROOT_ONLY)
+        if (entry / "rootfs").is_dir():
+            _private_to(entry / "rootfs", entry / "rootfs" / "upper")
+    for entry in _directories(root / "sandboxes"):
+        _private_to(entry, entry / "hosts")
+
+
+def _directories(path: Path) -> list[Path]:
+    return [Path(e.path) for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
+
+
+def _private_to(directory: Path, owned: Path) -> None:
+    """0700, or 0710 for the group of `owned` when that is not root's."""
+    try:
+        gid = os.lstat(owned).st_gid
+    except FileNotFoundError:
+        gid = 0
+    if gid:
+        os.chown(directory, 0, gid)
+    os.chmod(directory, 0o710 if gid else ROOT_ONLY)
 
 
 def runtime_handlers(config: Config) -> dict[str, ConmonRuntime]:

@@ -25,7 +25,9 @@ class LayerStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp = root / ".tmp"
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        for directory in (root, self.tmp):  # root-only: layers keep their setuid binaries
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(directory, 0o700)
 
     def dir(self, diff_id: str) -> Path:
         return self.root / diff_id.partition(":")[2]
@@ -59,7 +61,7 @@ class LayerStore:
 
     def clear_tmp(self) -> None:
         remove_tree(self.tmp)
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
 def usage(path: Path) -> Usage:

@@ -149,7 +149,8 @@ def write_pod_files(
         contents[RESOLV_CONF] = _read_or_empty(host_resolv_conf)
     else:
         contents[RESOLV_CONF] = render_resolv_conf(dns)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(directory, 0o700)  # root-only; a pod with a user namespace gets its root's group in
     written: dict[str, Path] = {}
     for container_path, content in contents.items():
         target = directory / FILE_NAMES[container_path]

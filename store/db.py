@@ -10,6 +10,7 @@ together into one `transaction()`.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -21,6 +22,9 @@ class Database:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        # root-only before SQLite opens it: the WAL and shm files take the database's mode
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
+        os.chmod(path, 0o600)
         self._conn = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=30
         )
