@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import stat
 import subprocess
 import threading
@@ -243,18 +244,91 @@ def test_concurrent_pulls_download_once(pycri: Pycri, registries: Registries) ->
     assert _blob_gets(registries, big_layer) - before == 1
 
 
-def test_sigkill_during_pull_then_restart(pycri: Pycri) -> None:
-    puller = subprocess.Popen(
-        ["crictl", "--config", str(pycri.crictl_config), "pull", "pycri/big"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not pycri.leftovers():  # a download is under way
-        assert time.monotonic() < deadline, "the pull never started writing"
-        time.sleep(0.01)
-    pycri.kill()
-    puller.communicate(timeout=30)
-    assert puller.returncode != 0
+class HeldMirror:
+    """A mirror in front of the plain registry that, until released, serves blobs over `hold`
+    bytes only in part and then holds the connection: a pull of such a blob is under way for as
+    long as the test wants, however fast the machine."""
+
+    def __init__(self, upstream: str = "127.0.0.1:5000", hold: int = 32 * 1024 * 1024) -> None:
+        import http.client
+        import http.server
+
+        self.release = threading.Event()
+        mirror = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_HEAD(self) -> None:
+                self.forward(body=False)
+
+            def do_GET(self) -> None:
+                self.forward(body=True)
+
+            def forward(self, body: bool) -> None:
+                conn = http.client.HTTPConnection(upstream, timeout=60)
+                conn.request(self.command, self.path, headers={k: v for k, v in self.headers.items()
+                                                               if k.lower() in ("accept", "range")})
+                response = conn.getresponse()
+                self.send_response(response.status)
+                for name, value in response.getheaders():
+                    if name.lower() not in ("connection", "transfer-encoding"):
+                        self.send_header(name, value)
+                self.end_headers()
+                length = int(response.getheader("Content-Length") or 0)
+                if body:
+                    held = "/blobs/" in self.path and length > hold and not mirror.release.is_set()
+                    if not held:
+                        shutil.copyfileobj(response, self.wfile, 1 << 20)
+                    else:
+                        self.wfile.write(response.read(hold // 2))
+                        self.wfile.flush()
+                        mirror.release.wait(300)
+                        self.close_connection = True
+                conn.close()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_sigkill_during_pull_then_restart(tmp_path: Path, registries: Registries) -> None:
+    mirror = HeldMirror()
+    pycri = Pycri(tmp_path)
+    config = pycri.config.read_text()
+    pycri.config.write_text(config.replace('"http://127.0.0.1:5000/docker.io"', f'"http://{mirror.address}/docker.io"')
+                            .replace('plain_http = [', f'plain_http = ["{mirror.address}", '))
     pycri.start()
+    try:
+        puller = subprocess.Popen(
+            ["crictl", "--config", str(pycri.crictl_config), "pull", "pycri/big"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not pycri.leftovers():  # a download is under way, and held half-way by the mirror
+            assert time.monotonic() < deadline, "the pull never started writing"
+            time.sleep(0.01)
+        pycri.kill()
+        puller.communicate(timeout=60)
+        assert puller.returncode != 0
+        mirror.release.set()  # from now on it serves every blob whole
+        pycri.start()
+        _after_a_killed_pull(pycri)
+    finally:
+        mirror.close()
+        if pycri.process is not None and pycri.process.poll() is None:
+            pycri.remove_everything()
+        pycri.stop()
+        pycri.unmount_pin_root()
+
+
+def _after_a_killed_pull(pycri: Pycri) -> None:
     # consistent: the image is absent, nothing partial is left, nothing is unreferenced
     assert image_status_absent(pycri, "pycri/big")
     assert pycri.leftovers() == [] and pycri.blobs() == set() and pycri.layer_dirs() == set()
