@@ -1,38 +1,44 @@
-"""Starting, finding and stopping a pod's infra process (sandbox/pause.py) for a shared PID namespace.
+"""Starting, finding and stopping a pod's infra process for a shared PID namespace.
 
-util-linux's unshare makes the PID namespace and forks the infra process as its PID 1; both
-run in their own session, so they outlive a pycri restart. The infra process is known by
-its host pid and start time (so a reused pid is never mistaken for it). In a pod with a user
-namespace, unshare runs in it (util-linux nsenter, as its root), so the pod's user namespace
-owns the PID namespace and the containers, which join it, may join this one too; the infra
-process is then a shell loop (PAUSE_SHELL), since the pod's root may not be allowed to run
-pycri's Python (a virtualenv under /root, say).
+The infra process is PID 1 of the PID namespace a pod's containers share: the static pause
+binary catatonit (`catatonit -P`), started by the launcher `sandbox/pause.py`, which lives in
+the pod's namespaces as a pause container does: it joins the pod's pinned network, IPC, UTS
+(and user) namespaces, has a PID, mount and cgroup namespace of its own, and a root that holds
+nothing but the pause binary (a read-only tmpfs; the host's root is detached). It runs as
+uid/gid 65535 (the pause image's user) with no capability at all and no_new_privs: a container
+that may ptrace it finds nothing of the host through /proc/1/root and no privilege to borrow.
+In a pod with a user namespace, the PID namespace belongs to it (the containers, which join
+it, may join this one too), and uid 65535 is the pod's (its root when 65535 is not mapped).
+
+The launcher exits once the pause binary runs; the infra process is in its own session, so it
+outlives a pycri restart, and is known by its host pid and start time (a reused pid is never
+mistaken for it). Killing it ends every process of the namespace.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import select
+import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import Unavailable
 
-PAUSE = Path(__file__).with_name("pause.py")
-# PID 1 as a shell: `wait` reaps every child (orphans included), SIGTERM/SIGINT end it
-PAUSE_SHELL = "trap 'exit 0' TERM INT; while :; do sleep 86400 & wait; done"
-PAUSE_SHELL_NAME = "pycri-pause"
-START_TIMEOUT = 10.0
+PAUSE_BINARY = "catatonit"
+INFRA_ID = 65535  # the pause image's user and group
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
 class Infra:
     pid: int  # the infra process, PID 1 of the pod's PID namespace
     start_time: int  # its start time in clock ticks since boot (field 22 of /proc/<pid>/stat)
-    holder: int  # the unshare process that waits for it
+    holder: int = 0  # records of older pycri versions: the unshare process that waited for it
     holder_start_time: int = 0
 
     @property
@@ -48,67 +54,88 @@ class Infra:
 
     @classmethod
     def from_dict(cls, data: dict[str, int]) -> "Infra":
-        return cls(int(data["pid"]), int(data["start_time"]), int(data["holder"]),
+        return cls(int(data["pid"]), int(data["start_time"]), int(data.get("holder", 0)),
                    int(data.get("holder_start_time", 0)))
 
 
-def start(python: str = sys.executable, userns: str = "") -> Infra:
-    if userns:
-        program = ["nsenter", f"--user={userns}", "--", "unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--",
-                   "/bin/sh", "-c", PAUSE_SHELL, PAUSE_SHELL_NAME]
-    else:
-        program = ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--", python, "-IS", str(PAUSE)]
-    holder = subprocess.Popen(
-        program,
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        children = _children(holder.pid)
-        if children:
-            pid = children[0]
-            start_time = _start_time(pid)
-            holder_start = _start_time(holder.pid)
-            if start_time is not None and holder_start is not None and _ns_differs(pid):
-                return Infra(pid, start_time, holder.pid, holder_start)
-        if holder.poll() is not None:
-            break
-        time.sleep(0.002)
-    stop_process(holder.pid, _start_time(holder.pid))
-    raise Unavailable("the pod's infra process did not start")
+def pause_binary() -> str:
+    found = shutil.which(PAUSE_BINARY)
+    if found is None:
+        raise Unavailable(f"{PAUSE_BINARY} is not installed: a pod sharing its PID namespace needs it")
+    return found
+
+
+def infra_ids(id_maps: dict[str, list[dict[str, int]]] | None) -> tuple[int, int]:
+    """uid and gid of the infra process inside its user namespace: 65535 where it is mapped
+    (always, without a pod user namespace), else the namespace's root (which holds nothing)."""
+    if id_maps is None:
+        return INFRA_ID, INFRA_ID
+
+    def pick(mappings: list[dict[str, int]]) -> int:
+        mapped = any(m["container_id"] <= INFRA_ID < m["container_id"] + m["length"] for m in mappings)
+        return INFRA_ID if mapped else 0
+
+    return pick(id_maps["uids"]), pick(id_maps["gids"])
+
+
+def launcher_command(namespaces: dict[str, str], uid: int, gid: int, pause: str,
+                     python: str = sys.executable) -> list[str]:
+    command = [python, "-I", "-m", "sandbox.pause", "--uid", str(uid), "--gid", str(gid)]
+    for kind in ("user", "network", "ipc", "uts"):
+        if namespaces.get(kind):
+            command += [f"--{kind}", str(namespaces[kind])]
+    return [*command, pause]
+
+
+def start(namespaces: dict[str, str] | None = None, id_maps: dict[str, list[dict[str, int]]] | None = None,
+          python: str = sys.executable) -> Infra:
+    """Start the infra process in the pod's pinned `namespaces` (kind -> path: user, network,
+    ipc, uts; those missing stay the host's) with the pod's `id_maps` (IdMaps.to_dict())."""
+    uid, gid = infra_ids(id_maps)
+    command = launcher_command(namespaces or {}, uid, gid, pause_binary(), python)
+    try:
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=START_TIMEOUT, start_new_session=True, cwd="/",
+                              env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")})
+    except subprocess.TimeoutExpired:
+        raise Unavailable("the pod's infra process did not start in time") from None
+    if done.returncode != 0 or not done.stdout.strip().isdigit():
+        detail = done.stderr.strip().splitlines()[-1:] or [f"launcher exited with status {done.returncode}"]
+        raise Unavailable(f"the pod's infra process did not start: {detail[0]}")
+    pid = int(done.stdout.strip())
+    start_time = _start_time(pid)
+    if start_time is None or not _ns_differs(pid):
+        stop_process(pid, start_time)
+        raise Unavailable("the pod's infra process exited at once")
+    return Infra(pid, start_time)
 
 
 def stop(infra: Infra) -> None:
     """End the infra process, and with it every process of the pod's PID namespace."""
-    if infra.alive():
-        os.kill(infra.pid, signal.SIGKILL)
-    stop_process(infra.holder, infra.holder_start_time)
-    # with its parent (the holder) gone, the dead infra process is pycri's (a subreaper) to reap
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(infra.pid, os.WNOHANG)
+    stop_process(infra.pid, infra.start_time)
+    if infra.holder:
+        stop_process(infra.holder, infra.holder_start_time)
 
 
 def stop_process(pid: int, start_time: int | None) -> None:
-    """SIGKILL `pid` if it is still the process that started at `start_time` (pids are reused)."""
-    if start_time is None or _start_time(pid) != start_time:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # our child that already exited
+    """SIGKILL `pid` if it is still the process that started at `start_time` (pids are reused),
+    wait for it to die, and reap it when it is pycri's child (adopted: pycri is a subreaper)."""
+    if pid <= 0 or start_time is None:
         return
     try:
-        os.kill(pid, signal.SIGKILL)
+        pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
         return
-    try:  # our child when pycri started it; after a restart, init reaps it
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
-def _children(pid: int) -> list[int]:
     try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+        if _start_time(pid) != start_time:  # the pidfd now pins whatever has this pid
+            return
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        select.select([pidfd], [], [], STOP_TIMEOUT)  # readable once the process has exited
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+    finally:
+        os.close(pidfd)
 
 
 def _start_time(pid: int) -> int | None:
@@ -121,9 +148,8 @@ def _start_time(pid: int) -> int | None:
 
 
 def _ns_differs(pid: int) -> bool:
-    """The child has entered its new PID namespace (unshare has forked and exec'd it)."""
+    """The process is in a PID namespace of its own."""
     try:
-        return os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid") and \
-            any(name in Path(f"/proc/{pid}/cmdline").read_bytes() for name in (b"pause.py", PAUSE_SHELL_NAME.encode()))
+        return os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
     except OSError:
         return False

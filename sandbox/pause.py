@@ -1,32 +1,160 @@
-"""The pod's infra process: PID 1 of the PID namespace a pod's containers share.
+"""The launcher of a pod's infra process: PID 1 of the PID namespace a pod's containers share.
 
-Only pods that share a PID namespace get one. It reaps the orphans the namespace hands
-it and exits on SIGTERM or SIGINT; when it exits the kernel ends every process of the
-namespace. Run as `<python> -IS pause.py` inside `unshare --pid --fork` (standard
-library only, so it starts fast and stays small).
+Run by sandbox/infra.py as `<python> -I -m sandbox.pause --uid U --gid G [--user P] [--network P]
+[--ipc P] [--uts P] CATATONIT` (a fresh, single-threaded interpreter, so forking is safe). It
+
+1. reads the pause binary (catatonit, statically linked) while it still sees the host;
+2. joins the pod's pinned namespaces (the user one first: it owns the others), and unshares a new
+   PID, mount and cgroup namespace;
+3. forks PID 1 of the new PID namespace, which makes its mount namespace private, mounts an
+   empty tmpfs, writes the pause binary into it, makes it read-only, pivots into it and detaches
+   the host's root: the infra process sees nothing of the host (`/proc/1/root` of a container
+   that may ptrace it shows one file);
+4. in that child: drops every capability (bounding set too), becomes `--uid`/`--gid` with no
+   supplementary groups, sets no_new_privs and execs `/catatonit -P` (its pause mode: it reaps
+   orphans and exits on SIGTERM/SIGINT; when PID 1 dies the kernel ends the namespace);
+5. prints the child's host pid once the exec has happened (a close-on-exec pipe reports any
+   failure of the child) and exits; the infra process is then pycri's (a subreaper) or init's.
+
+The launcher is the only Python here: PID 1 is the static pause binary, never an interpreter.
 """
+from __future__ import annotations
+
+import argparse
 import os
-import signal
 import sys
 
+from kernel.syscall import (
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    PR_CAPBSET_DROP,
+    PR_SET_NO_NEW_PRIVS,
+    CapSets,
+    Syscall,
+)
 
-def _reap(_signum: int, _frame: object) -> None:
-    while True:
+# where the new root is mounted before pivot_root, in the infra's own mount namespace only: a
+# directory every user may traverse (in a pod user namespace the host's root-owned 0700
+# directories are closed even to the namespace's root)
+STAGING = "/tmp"
+PAUSE_NAME = "catatonit"
+# joined in this order: the user namespace first, so the launcher holds CAP_SYS_ADMIN over the others
+JOIN = (("user", CLONE_NEWUSER), ("network", CLONE_NEWNET), ("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS))
+NEW = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWCGROUP
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pycri-infra")
+    parser.add_argument("--uid", type=int, required=True)
+    parser.add_argument("--gid", type=int, required=True)
+    for kind, _ in JOIN:
+        parser.add_argument(f"--{kind}", default="")
+    parser.add_argument("pause")
+    return parser
+
+
+def last_cap() -> int:
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        return int(f.read())
+
+
+def join(kernel: Syscall, paths: dict[str, str]) -> None:
+    for kind, flag in JOIN:
+        if not paths.get(kind):
+            continue
+        fd = os.open(paths[kind], os.O_RDONLY | os.O_CLOEXEC)
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+            kernel.setns(fd, flag)
+        finally:
+            os.close(fd)
+        if kind == "user":  # as nsenter: the namespace's root, so what it makes belongs to a mapped id
+            kernel.setresgid(0, 0, 0)
+            kernel.setresuid(0, 0, 0)
 
 
-def main() -> None:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
-    signal.signal(signal.SIGCHLD, _reap)
-    while True:
-        signal.pause()
+def make_root(kernel: Syscall, binary: bytes) -> None:
+    """A new root of one read-only file, the host's root detached (in the new mount namespace)."""
+    kernel.mount("", "/", "", MS_REC | MS_PRIVATE)
+    kernel.mount("tmpfs", STAGING, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0555,size=4m,nr_inodes=16")
+    fd = os.open(f"{STAGING}/{PAUSE_NAME}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o555)
+    try:
+        view = memoryview(binary)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    kernel.mount("", STAGING, "", MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    os.chdir(STAGING)
+    kernel.pivot_root(".", ".")
+    kernel.umount(".", MNT_DETACH)
+    os.chdir("/")
+
+
+def drop_privileges(kernel: Syscall, uid: int, gid: int, cap_last: int) -> None:
+    """No capability in any set (bounding included), `uid`/`gid` only, no_new_privs."""
+    for cap in range(cap_last + 1):
+        kernel.prctl(PR_CAPBSET_DROP, cap)
+    kernel.setgroups([])
+    kernel.setresgid(gid, gid, gid)
+    kernel.setresuid(uid, uid, uid)
+    kernel.capset(CapSets(0, 0, 0))
+    kernel.prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def _child(kernel: Syscall, args: argparse.Namespace, binary: bytes, cap_last: int, null: int, report: int) -> None:
+    try:
+        for target in (0, 1, 2):
+            os.dup2(null, target)
+        make_root(kernel, binary)
+        drop_privileges(kernel, args.uid, args.gid, cap_last)
+        os.execve(f"/{PAUSE_NAME}", [PAUSE_NAME, "-P"], {})
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, then gone
+        try:
+            os.write(report, f"{type(exc).__name__}: {exc}".encode()[:4000])
+        finally:
+            os._exit(127)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from kernel.linux import LinuxSyscall
+
+    args = _parser().parse_args(argv)
+    kernel = LinuxSyscall()
+    with open(args.pause, "rb") as f:
+        binary = f.read()
+    cap_last = last_cap()
+    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    join(kernel, {kind: getattr(args, kind) for kind, _ in JOIN})
+    kernel.unshare(NEW)
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        _child(kernel, args, binary, cap_last, null, write_end)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 4096):
+        chunks.append(chunk)
+    if chunks:
+        os.waitpid(pid, 0)
+        print(f"the infra process failed: {b''.join(chunks).decode(errors='replace')}", file=sys.stderr)
+        return 1
+    print(pid, flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -115,7 +115,8 @@ class SandboxService:
                                     id_maps=new.id_maps)
             record.extra["namespaces"] = {kind: str(path) for kind, path in pinned.items()}
             if new.shared_pid and not new.host_pid:
-                record.extra["infra"] = infra.start(userns=str(pinned.get("user", ""))).to_dict()
+                record.extra["infra"] = infra.start(
+                    {kind: str(path) for kind, path in pinned.items()}, record.extra["userns"]).to_dict()
             if "network" in pinned:
                 record.ips = self.network.setup(record, pinned["network"], new.port_mappings)
             directory = self.root / sandbox_id

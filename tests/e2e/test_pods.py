@@ -306,13 +306,13 @@ def test_shared_pid_namespace(pycri: Pycri, handler: str) -> None:
     second = pycri.run(pod, "sharedpid", "second", ["sleep", "1002"], linux=shared)
     assert ns(pid_of(pycri, first), "pid") == ns(pid_of(pycri, second), "pid") != ns("self", "pid")
     seen = pycri.crictl("exec", "-s", second, "ps", "-o", "pid,args").stdout
-    assert "sleep 1001" in seen and "sleep 1002" in seen and re.search(r"^\s*1\s+.*pause", seen, re.M), seen
+    assert "sleep 1001" in seen and "sleep 1002" in seen and re.search(r"^\s*1\s+catatonit -P", seen, re.M), seen
     infra_pid = pycri.crictl_json("inspectp", pod)["info"]["infra"]["pid"]
-    assert b"pause.py" in Path(f"/proc/{infra_pid}/cmdline").read_bytes()
+    assert os.readlink(f"/proc/{infra_pid}/exe") == "/catatonit"
     pycri.crictl("stopp", pod)
     assert inspect(pycri, first)["status"]["state"] == "CONTAINER_EXITED"
     pycri.crictl("rmp", pod)
-    assert not Path(f"/proc/{infra_pid}/cmdline").exists() or b"pause.py" not in Path(
+    assert not Path(f"/proc/{infra_pid}/cmdline").exists() or b"catatonit" not in Path(
         f"/proc/{infra_pid}/cmdline").read_bytes()
 
 

@@ -1,0 +1,87 @@
+"""The pod infra process (sandbox.infra, sandbox.pause) without starting anything: which ids
+it runs as, its launcher's command line, records of older versions, and the kernel calls of
+its set-up through the recording fake."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from kernel.fake import RecordingSyscall
+from kernel.syscall import (
+    CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWUSER, CLONE_NEWUTS, MNT_DETACH, MS_BIND, MS_NODEV, MS_NOSUID, MS_PRIVATE,
+    MS_RDONLY, MS_REC, MS_REMOUNT, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, CapSets,
+)
+from sandbox import infra, pause
+
+
+def test_ids() -> None:
+    assert infra.infra_ids(None) == (65535, 65535)
+    maps = {"uids": [{"container_id": 0, "host_id": 1000, "length": 100000}],
+            "gids": [{"container_id": 0, "host_id": 1000, "length": 65535}]}
+    assert infra.infra_ids(maps) == (65535, 0)  # 65535 is not a mapped gid: the pod's root group
+
+
+def test_launcher_command() -> None:
+    command = infra.launcher_command({"network": "/run/ns/p/net", "uts": "/run/ns/p/uts", "user": "/run/ns/p/user"},
+                                     65535, 65535, "/usr/bin/catatonit", python="/venv/bin/python")
+    assert command == ["/venv/bin/python", "-I", "-m", "sandbox.pause", "--uid", "65535", "--gid", "65535",
+                       "--user", "/run/ns/p/user", "--network", "/run/ns/p/net", "--uts", "/run/ns/p/uts",
+                       "/usr/bin/catatonit"]
+    args = pause._parser().parse_args(command[4:])
+    assert (args.uid, args.user, args.ipc, args.pause) == (65535, "/run/ns/p/user", "", "/usr/bin/catatonit")
+
+
+def test_records_of_older_versions_still_read() -> None:
+    old = infra.Infra.from_dict({"pid": 10, "start_time": 20, "holder": 9, "holder_start_time": 19})
+    assert (old.pid, old.holder, old.holder_start_time) == (10, 9, 19)
+    new = infra.Infra.from_dict(infra.Infra(10, 20).to_dict())
+    assert new == infra.Infra(10, 20, 0, 0) and new.pid_namespace == "/proc/10/ns/pid"
+
+
+def test_stop_of_a_gone_or_reused_pid_signals_nothing() -> None:
+    infra.stop_process(0, 5)  # no holder (this version's records): nothing, not waitpid(0)
+    infra.stop_process(os.getpid(), None)
+    infra.stop_process(os.getpid(), 1)  # this process started later: not the one recorded
+    assert infra.Infra(os.getpid(), 1).alive() is False
+
+
+def test_join_enters_the_user_namespace_first(tmp_path: Path) -> None:
+    for name in ("user", "net", "ipc", "uts"):
+        (tmp_path / name).write_text("")
+    kernel = RecordingSyscall()
+    pause.join(kernel, {"network": str(tmp_path / "net"), "user": str(tmp_path / "user"), "ipc": str(tmp_path / "ipc"),
+                        "uts": str(tmp_path / "uts")})
+    flags = [args[1] for name, args in kernel.calls if name == "setns"]
+    assert flags == [CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS]
+    assert kernel.calls[1:3] == [("setresgid", (0, 0, 0)), ("setresuid", (0, 0, 0))]
+    host = RecordingSyscall()
+    pause.join(host, {"network": str(tmp_path / "net")})
+    assert [name for name, _ in host.calls] == ["setns"]
+
+
+def test_make_root_holds_only_the_pause_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pause, "STAGING", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    kernel = RecordingSyscall()
+    pause.make_root(kernel, b"\x7fELF pause")
+    assert (tmp_path / "catatonit").read_bytes() == b"\x7fELF pause"
+    assert (tmp_path / "catatonit").stat().st_mode & 0o777 == 0o555
+    assert kernel.calls == [
+        ("mount", ("", "/", "", MS_REC | MS_PRIVATE, "")),
+        ("mount", ("tmpfs", str(tmp_path), "tmpfs", MS_NOSUID | MS_NODEV, "mode=0555,size=4m,nr_inodes=16")),
+        ("mount", ("", str(tmp_path), "", MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, "")),
+        ("pivot_root", (".", ".")),
+        ("umount", (".", MNT_DETACH)),
+    ]
+
+
+def test_drop_privileges_leaves_no_capability() -> None:
+    kernel = RecordingSyscall()
+    pause.drop_privileges(kernel, 65535, 65534, 40)
+    drops = [args[1] for name, args in kernel.calls if name == "prctl" and args[0] == PR_CAPBSET_DROP]
+    assert drops == list(range(41))
+    rest = [c for c in kernel.calls if not (c[0] == "prctl" and c[1][0] == PR_CAPBSET_DROP)]
+    assert rest == [("setgroups", ([],)), ("setresgid", (65534, 65534, 65534)), ("setresuid", (65535, 65535, 65535)),
+                    ("capset", (CapSets(0, 0, 0),)), ("prctl", (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))]
