@@ -36,6 +36,26 @@ rmdir /.oldroot 2>/dev/null
 
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
+# kernel modules: the UML kernel's, loaded by busybox's modprobe (kmod is not installed here),
+# on demand too (the kernel runs /sbin/modprobe)
+v=$(uname -r)
+if [ -d /usr/lib/uml/modules/$v ] && [ ! -e /lib/modules/$v ]; then
+    mkdir -p /lib/modules
+    ln -s /usr/lib/uml/modules/$v /lib/modules/$v
+fi
+[ -e /sbin/modprobe ] || ln -s /usr/bin/busybox /sbin/modprobe
+for m in overlay veth bridge br_netfilter iptable_nat iptable_filter iptable_mangle xt_MASQUERADE xt_comment \
+         xt_mark xt_multiport xt_addrtype xt_conntrack xt_nat; do
+    modprobe $m 2>/dev/null
+done
+# Debian's UML kernel has no nftables NAT: iptables-legacy (the overlay's /etc only)
+if [ -x /usr/sbin/iptables-legacy ]; then
+    for t in iptables ip6tables; do
+        for s in "" -save -restore; do
+            ln -sf /usr/sbin/$t-legacy$s /etc/alternatives/$t$s
+        done
+    done
+fi
 mount -t devtmpfs devtmpfs /dev 2>/dev/null || mount -t tmpfs -o mode=0755 dev /dev
 mkdir -p /dev/pts /dev/shm /dev/mqueue
 mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts
