@@ -12,7 +12,8 @@ it, may join this one too), and uid 65535 is the pod's (its root when 65535 is n
 
 The launcher exits once the pause binary runs; the infra process is in its own session, so it
 outlives a pycri restart, and is known by its host pid and start time (a reused pid is never
-mistaken for it). Killing it ends every process of the namespace.
+mistaken for it). Killing it ends every process of the namespace. Its environment names its pod,
+so the undoing of a pod a crash left half-made finds one that was started but not recorded.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from pathlib import Path
 from common.errors import Unavailable
 
 PAUSE_BINARY = "catatonit"
+MARKER = "PYCRI_SANDBOX"  # the infra process's environment: PYCRI_SANDBOX=<pod id> (sandbox/pause.py)
 INFRA_ID = 65535  # the pause image's user and group
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -79,8 +81,8 @@ def infra_ids(id_maps: dict[str, list[dict[str, int]]] | None) -> tuple[int, int
 
 
 def launcher_command(namespaces: dict[str, str], uid: int, gid: int, pause: str,
-                     python: str = sys.executable) -> list[str]:
-    command = [python, "-I", "-m", "sandbox.pause", "--uid", str(uid), "--gid", str(gid)]
+                     python: str = sys.executable, sandbox_id: str = "") -> list[str]:
+    command = [python, "-I", "-m", "sandbox.pause", "--uid", str(uid), "--gid", str(gid), "--sandbox", sandbox_id]
     for kind in ("user", "network", "ipc", "uts"):
         if namespaces.get(kind):
             command += [f"--{kind}", str(namespaces[kind])]
@@ -88,11 +90,11 @@ def launcher_command(namespaces: dict[str, str], uid: int, gid: int, pause: str,
 
 
 def start(namespaces: dict[str, str] | None = None, id_maps: dict[str, list[dict[str, int]]] | None = None,
-          python: str = sys.executable) -> Infra:
-    """Start the infra process in the pod's pinned `namespaces` (kind -> path: user, network,
-    ipc, uts; those missing stay the host's) with the pod's `id_maps` (IdMaps.to_dict())."""
+          python: str = sys.executable, sandbox_id: str = "") -> Infra:
+    """Start the infra process of pod `sandbox_id` in the pod's pinned `namespaces` (kind -> path:
+    user, network, ipc, uts; those missing stay the host's) with the pod's `id_maps` (IdMaps.to_dict())."""
     uid, gid = infra_ids(id_maps)
-    command = launcher_command(namespaces or {}, uid, gid, pause_binary(), python)
+    command = launcher_command(namespaces or {}, uid, gid, pause_binary(), python, sandbox_id)
     try:
         done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=START_TIMEOUT, start_new_session=True, cwd="/",
@@ -115,6 +117,28 @@ def stop(infra: Infra) -> None:
     stop_process(infra.pid, infra.start_time)
     if infra.holder:
         stop_process(infra.holder, infra.holder_start_time)
+
+
+def stop_strays(sandbox_id: str, proc: str = "/proc") -> list[int]:
+    """Kill the infra processes of pod `sandbox_id` that no record names (pycri died between
+    starting one and recording it); returns their pids."""
+    if not sandbox_id:
+        return []
+    wanted = f"{MARKER}={sandbox_id}\0".encode()
+    found = []
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{name}/environ", "rb") as f:
+                environ = f.read(len(wanted) + 1)
+        except OSError:
+            continue
+        if environ == wanted:
+            found.append(int(name))
+    for pid in found:
+        stop_process(pid, _start_time(pid))
+    return found
 
 
 def stop_process(pid: int, start_time: int | None) -> None:

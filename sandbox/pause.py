@@ -1,7 +1,7 @@
 """The launcher of a pod's infra process: PID 1 of the PID namespace a pod's containers share.
 
-Run by sandbox/infra.py as `<python> -I -m sandbox.pause --uid U --gid G [--user P] [--network P]
-[--ipc P] [--uts P] CATATONIT` (a fresh, single-threaded interpreter, so forking is safe). It
+Run by sandbox/infra.py as `<python> -I -m sandbox.pause --uid U --gid G --sandbox ID [--user P]
+[--network P] [--ipc P] [--uts P] CATATONIT` (a fresh, single-threaded interpreter, so forking is safe). It
 
 1. reads the pause binary (catatonit, statically linked) while it still sees the host;
 2. joins the pod's pinned namespaces (the user one first: it owns the others), and unshares a new
@@ -11,7 +11,8 @@ Run by sandbox/infra.py as `<python> -I -m sandbox.pause --uid U --gid G [--user
    the host's root: the infra process sees nothing of the host (`/proc/1/root` of a container
    that may ptrace it shows one file);
 4. in that child: drops every capability (bounding set too), becomes `--uid`/`--gid` with no
-   supplementary groups, sets no_new_privs and execs `/catatonit -P` (its pause mode: it reaps
+   supplementary groups, sets no_new_privs and execs `/catatonit -P` with PYCRI_SANDBOX=<pod id>
+   as its whole environment (its pause mode: it reaps
    orphans and exits on SIGTERM/SIGINT; when PID 1 dies the kernel ends the namespace);
 5. prints the child's host pid once the exec has happened (a close-on-exec pipe reports any
    failure of the child) and exits; the infra process is then pycri's (a subreaper) or init's.
@@ -51,6 +52,9 @@ from kernel.syscall import (
 # directories are closed even to the namespace's root)
 STAGING = "/tmp"
 PAUSE_NAME = "catatonit"
+# the infra process's only environment variable: its pod, so that a pod a crash left half-made
+# finds an infra process that was started but not yet recorded
+MARKER = "PYCRI_SANDBOX"
 # joined in this order: the user namespace first, so the launcher holds CAP_SYS_ADMIN over the others
 JOIN = (("user", CLONE_NEWUSER), ("network", CLONE_NEWNET), ("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS))
 NEW = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWCGROUP
@@ -60,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pycri-infra")
     parser.add_argument("--uid", type=int, required=True)
     parser.add_argument("--gid", type=int, required=True)
+    parser.add_argument("--sandbox", default="")
     for kind, _ in JOIN:
         parser.add_argument(f"--{kind}", default="")
     parser.add_argument("pause")
@@ -120,7 +125,7 @@ def _child(kernel: Syscall, args: argparse.Namespace, binary: bytes, cap_last: i
             os.dup2(null, target)
         make_root(kernel, binary)
         drop_privileges(kernel, args.uid, args.gid, cap_last)
-        os.execve(f"/{PAUSE_NAME}", [PAUSE_NAME, "-P"], {})
+        os.execve(f"/{PAUSE_NAME}", [PAUSE_NAME, "-P"], {MARKER: args.sandbox})
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, then gone
         try:
             os.write(report, f"{type(exc).__name__}: {exc}".encode()[:4000])

@@ -116,7 +116,8 @@ class SandboxService:
             record.extra["namespaces"] = {kind: str(path) for kind, path in pinned.items()}
             if new.shared_pid and not new.host_pid:
                 record.extra["infra"] = infra.start(
-                    {kind: str(path) for kind, path in pinned.items()}, record.extra["userns"]).to_dict()
+                    {kind: str(path) for kind, path in pinned.items()}, record.extra["userns"],
+                    sandbox_id=sandbox_id).to_dict()
             if "network" in pinned:
                 record.ips = self.network.setup(record, pinned["network"], new.port_mappings)
             directory = self.root / sandbox_id
@@ -219,14 +220,13 @@ def _give_to_pod_root(paths: Any, id_maps: namespaces.IdMaps) -> None:
     gid = next(m.host_id for m in id_maps.gids if m.container_id == 0)
     for path in paths:
         os.chown(path, uid, gid)
-    for directory in {os.path.dirname(path) for path in paths}:  # only the pod's root may pass
-        os.chown(directory, 0, gid)
-        os.chmod(directory, 0o710)
 
 
 def _stop_infra(record: SandboxRecord) -> None:
     if record.extra.get("infra"):
         infra.stop(infra.Infra.from_dict(record.extra["infra"]))
+    elif record.state == CREATING:
+        infra.stop_strays(record.id)  # started, then pycri died before the row named it
 
 
 def _pins_intact(record: SandboxRecord) -> bool:

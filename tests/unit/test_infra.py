@@ -27,7 +27,7 @@ def test_launcher_command() -> None:
     command = infra.launcher_command({"network": "/run/ns/p/net", "uts": "/run/ns/p/uts", "user": "/run/ns/p/user"},
                                      65535, 65535, "/usr/bin/catatonit", python="/venv/bin/python")
     assert command == ["/venv/bin/python", "-I", "-m", "sandbox.pause", "--uid", "65535", "--gid", "65535",
-                       "--user", "/run/ns/p/user", "--network", "/run/ns/p/net", "--uts", "/run/ns/p/uts",
+                       "--sandbox", "", "--user", "/run/ns/p/user", "--network", "/run/ns/p/net", "--uts", "/run/ns/p/uts",
                        "/usr/bin/catatonit"]
     args = pause._parser().parse_args(command[4:])
     assert (args.uid, args.user, args.ipc, args.pause) == (65535, "/run/ns/p/user", "", "/usr/bin/catatonit")
@@ -85,3 +85,15 @@ def test_drop_privileges_leaves_no_capability() -> None:
     rest = [c for c in kernel.calls if not (c[0] == "prctl" and c[1][0] == PR_CAPBSET_DROP)]
     assert rest == [("setgroups", ([],)), ("setresgid", (65534, 65534, 65534)), ("setresuid", (65535, 65535, 65535)),
                     ("capset", (CapSets(0, 0, 0),)), ("prctl", (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))]
+
+
+def test_strays_found_by_their_pod_marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for pid, environ in (("101", b"PYCRI_SANDBOX=abc\0"), ("102", b"PYCRI_SANDBOX=abcd\0"),
+                         ("103", b"PATH=/bin\0PYCRI_SANDBOX=abc\0"), ("104", b"")):
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "environ").write_bytes(environ)
+    (tmp_path / "self").mkdir()
+    stopped: list[int] = []
+    monkeypatch.setattr(infra, "stop_process", lambda pid, start: stopped.append(pid))
+    assert infra.stop_strays("abc", proc=str(tmp_path)) == [101] and stopped == [101]
+    assert infra.stop_strays("", proc=str(tmp_path)) == []
