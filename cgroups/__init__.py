@@ -10,6 +10,10 @@ Every class takes the mount root as a parameter, so tests use fake trees in a tm
 This package imports only the light standard library (no dataclasses/typing: the runtime
 CLI loads it on every `create`, `exec`, `delete` and `kill --all`); cgroups.resources, the
 resource classes, is imported by `create` and `update` only.
+
+Device rules: v1 writes them to devices.allow/deny; v2 has no devices controller, so they
+become an eBPF program (cgroups.devices_bpf: rules -> instructions, v1's meaning, default
+deny) that cgroups.v2 loads and attaches with bpf(2) (kernel.bpf).
 """
 from __future__ import annotations
 

@@ -144,9 +144,14 @@ class V2Manager(CgroupManager):
             for program_id in bpf.device_program_ids(cgroup_fd):
                 try:
                     fd = bpf.program_fd(program_id)
-                except FileNotFoundError:  # detached meanwhile
+                except (FileNotFoundError, PermissionError):  # detached meanwhile; an LSM's (not ours)
                     continue
-                if bpf.program_name(fd) == PROGRAM_NAME:
+                try:
+                    ours = bpf.program_name(fd) == PROGRAM_NAME
+                except OSError:
+                    os.close(fd)
+                    raise
+                if ours:
                     old.append(fd)
                 else:  # not pycri's: it can only take access away, so it stays
                     os.close(fd)
