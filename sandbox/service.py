@@ -220,6 +220,9 @@ def _give_to_pod_root(paths: Any, id_maps: namespaces.IdMaps) -> None:
     gid = next(m.host_id for m in id_maps.gids if m.container_id == 0)
     for path in paths:
         os.chown(path, uid, gid)
+    for directory in {os.path.dirname(path) for path in paths}:  # only the pod's root may pass
+        os.chown(directory, 0, gid)
+        os.chmod(directory, 0o710)
 
 
 def _stop_infra(record: SandboxRecord) -> None:
