@@ -27,6 +27,9 @@ STATUS_OF: dict[type[errors.PycriError], grpc.StatusCode] = {
 
 # Request fields worth a log line: ids and names that say what a call was about.
 _ID_FIELDS = ("pod_sandbox_id", "container_id")
+# The client's bytes in a log line or an error reply are cut (a 15 MiB name once went into every log line)
+_MAX_LOGGED = 256
+_MAX_MESSAGE = 4096
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -50,7 +53,11 @@ def ids_of(request: Any) -> dict[str, str]:
     metadata = getattr(getattr(request, "config", None), "metadata", None)
     if metadata is not None and getattr(metadata, "name", ""):
         found["name"] = metadata.name
-    return found
+    return {key: clip(value, _MAX_LOGGED) for key, value in found.items()}
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 class CallInterceptor(grpc.ServerInterceptor):
@@ -70,6 +77,7 @@ class CallInterceptor(grpc.ServerInterceptor):
                 response = inner(request, context)
             except Exception as exc:  # mapped to a status below, never lost
                 code, message = status_of(exc)
+                message = clip(message, _MAX_MESSAGE)
                 if isinstance(exc, NotImplementedError):
                     message = f"{method} is not implemented by pycri yet"
                 fields = dict(method=method, duration_ms=_ms(start), code=code.name, error=message, **ids)

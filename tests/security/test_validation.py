@@ -166,3 +166,14 @@ def test_cgroup_parent_cannot_climb(pycri: Pycri) -> None:
     assert_invalid(run_pod(pycri, config), "config.linux.cgroup_parent")
     assert pods(pycri) == []
     assert escaped_cgroups() == []
+
+
+def test_a_huge_name_does_not_flood_the_log(pycri: Pycri) -> None:
+    """Every call's log line named the pod or container: a 15 MiB name wrote 15 MiB per call."""
+    before = pycri.log.stat().st_size
+    for field in ("name", "namespace"):
+        result = run_pod(pycri, pod_config(pycri.base, "flood", **{field: "f" * (15 * 1024 * 1024)}))
+        assert_invalid(result, f"config.metadata.{field}")
+    pull = pycri.crictl("pull", "i" * 120_000, check=False)  # an argument of crictl: under 128 KiB
+    assert pull.returncode != 0
+    assert pycri.log.stat().st_size - before < 64 * 1024
