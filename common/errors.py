@@ -1,6 +1,11 @@
 """Domain errors. Each layer raises these; criserver maps them to gRPC status codes in one place."""
 from __future__ import annotations
 
+import errno
+
+# the disk (or the user's quota) is full: ResourceExhausted, never an internal error
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
 
 class PycriError(Exception):
     """Base of every error pycri reports to a client. The message is shown to the user."""
@@ -24,6 +29,11 @@ class FailedPrecondition(PycriError):
 
 class Unavailable(PycriError):
     """A service pycri depends on (a registry, a network plugin) could not be reached."""
+
+
+class ResourceExhausted(PycriError):
+    """A limit was reached: the disk or a quota is full (ENOSPC, EDQUOT), or content is larger
+    than pycri accepts (an oversized manifest, a layer that unpacks past its limit)."""
 
 
 class PermissionDenied(PycriError):

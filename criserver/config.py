@@ -169,6 +169,8 @@ def _registry(reader: "_Reader") -> RegistryConfig:
         fall_back_to_upstream=reader.bool("fall_back_to_upstream", defaults.fall_back_to_upstream),
         max_concurrent_downloads=reader.int("max_concurrent_downloads", defaults.max_concurrent_downloads, 1),
         timeout_seconds=float(reader.int("timeout_seconds", int(defaults.timeout_seconds), 1)),
+        max_layer_unpacked_bytes=reader.int("max_layer_unpacked_bytes", defaults.max_layer_unpacked_bytes, 0),
+        max_layer_expansion_ratio=reader.int("max_layer_expansion_ratio", defaults.max_layer_expansion_ratio, 0),
     )
     mirrors_table.finish()
     auths_table.finish()
@@ -240,6 +242,8 @@ def to_toml(config: Config) -> str:
         f"fall_back_to_upstream = {str(reg.fall_back_to_upstream).lower()}",
         f"max_concurrent_downloads = {reg.max_concurrent_downloads}",
         f"timeout_seconds = {int(reg.timeout_seconds)}",
+        f"max_layer_unpacked_bytes = {reg.max_layer_unpacked_bytes}",
+        f"max_layer_expansion_ratio = {reg.max_layer_expansion_ratio}",
         "",
         "[registry.mirrors]",
         *[f"{_q(domain)} = [{', '.join(_q(u) for u in urls)}]" for domain, urls in sorted(reg.mirrors.items())],

@@ -19,6 +19,7 @@ STATUS_OF: dict[type[errors.PycriError], grpc.StatusCode] = {
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.DataLoss: grpc.StatusCode.DATA_LOSS,
     errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -36,6 +37,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     for cls in type(exc).__mro__:
         if cls in STATUS_OF:
             return STATUS_OF[cls], str(exc)
+    if isinstance(exc, OSError) and exc.errno in errors.DISK_FULL_ERRNOS:  # wherever it came from
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"out of disk space: {exc}"
     if isinstance(exc, NotImplementedError):
         return grpc.StatusCode.UNIMPLEMENTED, str(exc) or "not implemented by pycri"
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"

@@ -27,7 +27,8 @@ def credentials_of(auth: cri.AuthConfig) -> Credentials:
         if not sep:
             raise InvalidArgument("auth.auth is not base64 of user:password")
     return Credentials(username=username, password=password,
-                       identity_token=auth.identity_token, registry_token=auth.registry_token)
+                       identity_token=auth.identity_token, registry_token=auth.registry_token,
+                       server_address=auth.server_address)
 
 
 def image_message(record: ImageRecord) -> cri.Image:

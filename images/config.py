@@ -24,6 +24,10 @@ class RegistryConfig:
     fall_back_to_upstream: bool = True
     max_concurrent_downloads: int = 3
     timeout_seconds: float = 30.0
+    # decompression bombs: a layer may unpack (its tar stream) to at most this many bytes,
+    # and to at most this many times its compressed size (0: no limit)
+    max_layer_unpacked_bytes: int = 32 * 1024**3
+    max_layer_expansion_ratio: int = 100
 
     def endpoints(self, domain: str) -> list[Endpoint]:
         """Where to look for a repository of `domain`: its mirrors first, then the registry itself."""
@@ -33,14 +37,41 @@ class RegistryConfig:
             endpoints.append(Endpoint(f"{self._scheme(host)}://{host}"))
         return endpoints
 
-    def credentials_for(self, endpoint: Endpoint, given: Credentials) -> Credentials:
-        return given if not given.empty else self.auths.get(endpoint.host, Credentials())
+    def credentials_for(self, endpoint: Endpoint, given: Credentials, domain: str) -> Credentials:
+        """The credentials to send to `endpoint` when pulling a name of `domain`: the client's
+        if they were issued for that host (their server_address, or else the registry of
+        `domain`), else the configured ones of that host. A mirror on another host gets none
+        (CVE-2020-15157): credentials go only to the host they were issued for."""
+        if not given.empty:
+            issued_for = given.server_address or UPSTREAM_HOSTS.get(domain, domain)
+            if same_host(issued_for, endpoint.host):
+                return given
+        return self.auths.get(endpoint.host, Credentials())
 
     def _scheme(self, host: str) -> str:
         bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         if host in self.plain_http or bare in self.plain_http or bare in LOOPBACK_HOSTS:
             return "http"
         return "https"
+
+
+# names Docker Hub's registry goes by in credentials (docker's config keys it by its index URL)
+DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
+
+
+def host_of(address: str) -> str:
+    """`https://index.docker.io/v1/` -> index.docker.io; `127.0.0.1:5001` stays; lower case."""
+    address = address.strip()
+    netloc = urllib.parse.urlsplit(address if "://" in address else f"//{address}").netloc
+    return netloc.lower()
+
+
+def same_host(address: str, host: str) -> bool:
+    """Whether credentials for `address` (a server address as clients give it) belong to `host`."""
+    a, b = host_of(address), host_of(host)
+    if a in DOCKER_HUB_HOSTS and b in DOCKER_HUB_HOSTS:
+        return True
+    return bool(a) and a == b
 
 
 def parse_endpoint(url: str, *, mirror: bool = False) -> Endpoint:

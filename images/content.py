@@ -20,8 +20,9 @@ class ContentStore:
     def __init__(self, root: Path) -> None:
         self.blobs = root / "blobs" / "sha256"
         self.ingest_dir = root / "ingest"
-        self.blobs.mkdir(parents=True, exist_ok=True)
-        self.ingest_dir.mkdir(parents=True, exist_ok=True)
+        for directory in (root, root / "blobs", self.blobs, self.ingest_dir):  # root-only, as containerd's
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(directory, 0o700)
 
     def path(self, digest: str) -> Path:
         algorithm, _, hexdigest = digest.partition(":")
@@ -52,7 +53,7 @@ class ContentStore:
 
     def clear_ingest(self) -> None:
         shutil.rmtree(self.ingest_dir, ignore_errors=True)
-        self.ingest_dir.mkdir(parents=True, exist_ok=True)
+        self.ingest_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
 class Ingest:
@@ -64,7 +65,7 @@ class Ingest:
         self.size = size
         self.target = store.path(digest)
         self.temp = store.ingest_dir / f"{self.target.name}.{uuid.uuid4().hex[:8]}"
-        self._file = open(self.temp, "wb")
+        self._file = os.fdopen(os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb")
         self._hash = hashlib.sha256()
         self.written = 0
         self.committed = False
@@ -92,7 +93,9 @@ class Ingest:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if not self._file.closed:
-            self._file.close()
-        if not self.committed:
-            self.temp.unlink(missing_ok=True)
+        try:
+            if not self._file.closed:
+                self._file.close()  # flushes: on a full disk this raises too
+        finally:
+            if not self.committed:
+                self.temp.unlink(missing_ok=True)

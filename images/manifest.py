@@ -6,7 +6,7 @@ import platform
 from dataclasses import dataclass
 from typing import Any
 
-from common.errors import DataLoss, InvalidArgument, NotFound
+from common.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted
 from images.reference import validate_digest
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -18,6 +18,13 @@ DOCKER_SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 ACCEPT = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST]
+
+# Bounds on what a registry can make pycri read and hold (a 600 MB config once took 4.5 GiB):
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # a manifest or an index (registries accept no larger on push)
+MAX_CONFIG_BYTES = 8 * 1024 * 1024  # an image config (real ones are KiB; a long history some 100 KiB)
+MAX_INDEX_ENTRIES = 1024  # manifests in one index (real ones: a few platforms plus attestations)
+MAX_INDEX_DEPTH = 2  # an index may name one more index, no deeper
+MAX_LAYERS = 256  # layers of one image (docker stops at 127; overlayfs mount options bound it too)
 
 COMPRESSION_BY_MEDIA_TYPE = {
     "application/vnd.oci.image.layer.v1.tar": "none",
@@ -46,7 +53,7 @@ class Descriptor:
         try:
             digest = validate_digest(str(raw["digest"]))
             size = int(raw["size"])
-        except (KeyError, ValueError, InvalidArgument) as exc:
+        except (KeyError, ValueError, TypeError, InvalidArgument) as exc:
             raise DataLoss(f"{what}: bad descriptor {raw!r}") from exc
         if size < 0:
             raise DataLoss(f"{what}: negative size in descriptor {digest}")
@@ -95,22 +102,40 @@ def kind_of(media_type: str, doc: dict[str, Any]) -> str:
     raise DataLoss(f"unsupported manifest media type {media_type!r}")
 
 
+def check_size(desc: Descriptor, limit: int, what: str) -> None:
+    """Refuse a descriptor that declares more than `limit` bytes, before anything is fetched."""
+    if desc.size > limit:
+        raise ResourceExhausted(f"{what} {desc.digest} is {desc.size} bytes; pycri accepts at most {limit}")
+
+
 def select_platform(doc: dict[str, Any], wanted: Platform) -> Descriptor:
-    """The index entry for `wanted` (an exact variant first, then any variant of the architecture)."""
-    entries = [Descriptor.from_json(m, "index") for m in doc.get("manifests") or []]
-    candidates = [
+    """The index entry for `wanted` (an exact variant first, then any variant of the architecture,
+    then a nested index that names the platform). An index with more than MAX_INDEX_ENTRIES
+    entries is refused."""
+    raw = doc.get("manifests") or []
+    if not isinstance(raw, list):
+        raise DataLoss("index: manifests is not a list")
+    if len(raw) > MAX_INDEX_ENTRIES:
+        raise ResourceExhausted(f"index lists {len(raw)} manifests; pycri accepts at most {MAX_INDEX_ENTRIES}")
+    entries = [Descriptor.from_json(m, "index") for m in raw]
+    matching = [
         d for d in entries
-        if (d.platform or {}).get("os") == wanted.os
-        and (d.platform or {}).get("architecture") == wanted.architecture
-        and d.media_type in MANIFEST_TYPES + ("",)
+        if isinstance(d.platform, dict)
+        and d.platform.get("os") == wanted.os
+        and d.platform.get("architecture") == wanted.architecture
     ]
+    candidates = [d for d in matching if d.media_type in MANIFEST_TYPES + ("",)]
     for d in candidates:
-        if (d.platform or {}).get("variant", "") == wanted.variant:
+        if d.platform.get("variant", "") == wanted.variant:  # type: ignore[union-attr]
             return d
     if candidates:
         return candidates[0]
+    nested = [d for d in matching if d.media_type in INDEX_TYPES]
+    if nested:
+        return nested[0]
     available = sorted({
-        "/".join(filter(None, [(d.platform or {}).get(k, "") for k in ("os", "architecture", "variant")]))
+        "/".join(filter(None, [str((d.platform if isinstance(d.platform, dict) else {}).get(k, ""))
+                               for k in ("os", "architecture", "variant")]))
         for d in entries
     })
     raise NotFound(
@@ -120,7 +145,12 @@ def select_platform(doc: dict[str, Any], wanted: Platform) -> Descriptor:
 
 def parse_manifest(doc: dict[str, Any], media_type: str) -> ImageManifest:
     config = Descriptor.from_json(doc.get("config"), "manifest config")
-    layers = [Descriptor.from_json(layer, "manifest layer") for layer in doc.get("layers") or []]
+    raw_layers = doc.get("layers") or []
+    if not isinstance(raw_layers, list):
+        raise DataLoss("manifest: layers is not a list")
+    if len(raw_layers) > MAX_LAYERS:
+        raise ResourceExhausted(f"manifest lists {len(raw_layers)} layers; pycri accepts at most {MAX_LAYERS}")
+    layers = [Descriptor.from_json(layer, "manifest layer") for layer in raw_layers]
     for layer in layers:
         if layer.media_type not in COMPRESSION_BY_MEDIA_TYPE:
             raise DataLoss(f"layer {layer.digest} has unsupported media type {layer.media_type!r}")

@@ -21,14 +21,15 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from common.errors import DataLoss, NotFound, PycriError, Unavailable
+from common.errors import (DISK_FULL_ERRNOS, DataLoss, NotFound, PermissionDenied, PycriError,
+                           ResourceExhausted, Unavailable)
 from images import manifest as mf
 from images.config import RegistryConfig
 from images.content import ContentStore, Ingest
 from images.layers import LayerStore, Usage, usage
 from images.reference import Reference
 from images.registry import Credentials, FetchedManifest, Repository, read_exactly
-from images.unpack import unpack_layer
+from images.unpack import GuardedStream, UnpackLimits, unpack_layer
 
 CHUNK = 1 << 20
 
@@ -110,10 +111,22 @@ class Puller:
         self.locks = KeyedLocks()
         self.leases = Leases()
         self.platform = mf.host_platform()
+        self.unpack_limits = UnpackLimits(config.max_layer_unpacked_bytes, config.max_layer_expansion_ratio)
 
     @contextlib.contextmanager
     def pull(self, ref: Reference, credentials: Credentials) -> Iterator[PulledImage]:
-        """Pull `ref`; the content stays leased while the caller records the image."""
+        """Pull `ref`; the content stays leased while the caller records the image. A full disk
+        (ENOSPC, EDQUOT) is ResourceExhausted; what the pull wrote is removed by then."""
+        try:
+            with self._pull(ref, credentials) as pulled:
+                yield pulled
+        except OSError as exc:
+            if exc.errno in DISK_FULL_ERRNOS:
+                raise ResourceExhausted(f"cannot pull {ref}: out of disk space ({exc.strerror})") from exc
+            raise
+
+    @contextlib.contextmanager
+    def _pull(self, ref: Reference, credentials: Credentials) -> Iterator[PulledImage]:
         repository, fetched = self._resolve(ref, credentials)
         blobs = [fetched.digest]
         doc = mf.load_json(fetched.data, f"manifest of {ref}")
@@ -121,17 +134,22 @@ class Puller:
         with contextlib.ExitStack() as stack:
             stack.enter_context(self.leases.hold([fetched.digest]))
             self._store_blob(fetched.digest, fetched.data)
-            if mf.kind_of(fetched.media_type, doc) == "index":
+            depth = 0
+            while mf.kind_of(fetched.media_type, doc) == "index":
+                depth += 1
+                if depth > mf.MAX_INDEX_DEPTH:
+                    raise ResourceExhausted(
+                        f"{ref}: indexes nested more than {mf.MAX_INDEX_DEPTH} deep; pycri does not follow them")
                 chosen = mf.select_platform(doc, self.platform)
-                fetched = repository.get_manifest(chosen.digest, mf.ACCEPT)
+                mf.check_size(chosen, mf.MAX_MANIFEST_BYTES, f"manifest of {ref}")
+                fetched = repository.get_manifest(chosen.digest, mf.ACCEPT, mf.MAX_MANIFEST_BYTES)
                 manifest_digest = fetched.digest
                 doc = mf.load_json(fetched.data, f"manifest {chosen.digest}")
-                if mf.kind_of(fetched.media_type, doc) != "manifest":
-                    raise DataLoss(f"index entry {chosen.digest} of {ref} is not an image manifest")
                 stack.enter_context(self.leases.hold([manifest_digest]))
                 self._store_blob(manifest_digest, fetched.data)
                 blobs.append(manifest_digest)
             image = mf.parse_manifest(doc, fetched.media_type)
+            mf.check_size(image.config, mf.MAX_CONFIG_BYTES, f"image config of {ref}")
             stack.enter_context(self.leases.hold([image.config.digest]))
             config_bytes = self._fetch_config(repository, image.config)
             config = mf.load_json(config_bytes, f"image config {image.config.digest}")
@@ -151,11 +169,15 @@ class Puller:
         """Try each endpoint of the domain in turn; the first that has the manifest wins."""
         failures: list[PycriError] = []
         for endpoint in self.config.endpoints(ref.domain):
-            credentials = self.config.credentials_for(endpoint, given)
+            credentials = self.config.credentials_for(endpoint, given, ref.domain)
             repository = Repository(endpoint, ref.path, credentials, self.config.timeout_seconds)
             try:
                 return repository, repository.get_manifest(ref.pull_target, mf.ACCEPT)
             except (NotFound, Unavailable) as exc:
+                failures.append(exc)
+            except PermissionDenied as exc:  # a mirror that wants credentials it was not given
+                if not endpoint.mirror:
+                    raise
                 failures.append(exc)
         details = "; ".join(str(f) for f in failures)
         if any(isinstance(f, NotFound) for f in failures):
@@ -172,7 +194,7 @@ class Puller:
     def _fetch_config(self, repository: Repository, desc: mf.Descriptor) -> bytes:
         with self.locks.hold(desc.digest):
             if not self.content.has(desc.digest):
-                with repository.open_blob(desc.digest) as response:
+                with repository.open_blob(desc.digest, desc.size) as response:
                     data = read_exactly(response, desc.size)
                 self.content.write(desc.digest, data)
         return self.content.read(desc.digest)
@@ -187,7 +209,8 @@ class Puller:
         with self.locks.hold(desc.digest), self.locks.hold(diff_id):
             have_blob, have_layer = self.content.has(desc.digest), self.layers.has(diff_id)
             if not have_blob and have_layer:
-                with repository.open_blob(desc.digest) as response, self.content.ingest(desc.digest, desc.size) as ingest:
+                with repository.open_blob(desc.digest, desc.size) as response, \
+                        self.content.ingest(desc.digest, desc.size) as ingest:
                     _copy(response, ingest)
                     ingest.commit()
             elif not have_layer:
@@ -196,7 +219,7 @@ class Puller:
                     with open(self.content.path(desc.digest), "rb") as blob:
                         self._unpack(blob, None, desc, compression, diff_id)
                 else:
-                    with repository.open_blob(desc.digest) as response, \
+                    with repository.open_blob(desc.digest, desc.size) as response, \
                             self.content.ingest(desc.digest, desc.size) as ingest:
                         self._unpack(response, ingest, desc, compression, diff_id)
             return PulledLayer(desc.digest, desc.size, diff_id, usage(self.layers.diff(diff_id)))
@@ -204,7 +227,9 @@ class Puller:
     def _unpack(self, source: BinaryIO, ingest: Ingest | None, desc: mf.Descriptor, compression: str, diff_id: str) -> None:
         compressed = HashingReader(source, ingest)
         with self.layers.create(diff_id) as target:
-            tar_stream = HashingReader(_decompressor(compressed, compression))
+            guarded = GuardedStream(_decompressor(compressed, compression), lambda: compressed.size,
+                                    self.unpack_limits, f"layer {desc.digest}")
+            tar_stream = HashingReader(guarded)
             try:
                 unpack_layer(tar_stream, target)
                 tar_stream.drain()

@@ -23,10 +23,12 @@ import http.client
 from http.client import HTTPResponse
 from typing import BinaryIO
 
-from common.errors import DataLoss, InvalidArgument, NotFound, PermissionDenied, Unavailable
+from common.errors import DataLoss, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unavailable
 
 USER_AGENT = "pycri/0.1"
 TIMEOUT_SECONDS = 30.0
+# The largest manifest or index pycri reads (what registries commonly accept on push); a
+# larger document is refused before it is read, and never read past this size.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
 
@@ -36,6 +38,9 @@ class Credentials:
     password: str = ""
     identity_token: str = ""  # an OAuth2 refresh token
     registry_token: str = ""  # a bearer token to send as it is
+    # the registry host the credentials were issued for (CRI AuthConfig.server_address);
+    # "" for the registry of the image's name
+    server_address: str = ""
 
     @property
     def empty(self) -> bool:
@@ -124,13 +129,19 @@ class Repository:
 
     # -- public API ---------------------------------------------------------
 
-    def get_manifest(self, target: str, accept: list[str]) -> FetchedManifest:
-        """Fetch the manifest for a tag or digest; verify it against the digest if one was asked for."""
+    def get_manifest(self, target: str, accept: list[str], max_bytes: int = MAX_MANIFEST_BYTES) -> FetchedManifest:
+        """Fetch the manifest for a tag or digest; verify it against the digest if one was asked for.
+        A manifest larger than `max_bytes` is refused: by its Content-Length before it is read,
+        and whatever the server says, no more than `max_bytes` + 1 bytes are read."""
         response = self._request("GET", f"manifests/{target}", {"Accept": ", ".join(accept)}, what=f"manifest {target}")
+        too_large = ResourceExhausted(
+            f"manifest {target} from {self.endpoint} is larger than the {max_bytes} bytes pycri accepts")
         with response:
-            data = response.read(MAX_MANIFEST_BYTES + 1)
-            if len(data) > MAX_MANIFEST_BYTES:
-                raise DataLoss(f"manifest {target} from {self.endpoint} is larger than {MAX_MANIFEST_BYTES} bytes")
+            if _content_length(response) > max_bytes:
+                raise too_large
+            data = response.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise too_large
             media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         if target.startswith("sha256:") and digest != target:
@@ -141,9 +152,14 @@ class Repository:
             raise DataLoss(f"manifest {target} from {self.endpoint} is not valid JSON") from exc
         return FetchedManifest(data=data, media_type=declared or media_type, digest=digest)
 
-    def open_blob(self, digest: str) -> "BlobReader":
-        """Open the blob for reading; the caller verifies its digest while reading."""
+    def open_blob(self, digest: str, size: int | None = None) -> "BlobReader":
+        """Open the blob for reading; the caller verifies its digest while reading. With the
+        `size` of its descriptor, a response that announces more is refused before it is read."""
         response = self._request("GET", f"blobs/{digest}", {}, what=f"blob {digest}")
+        if size is not None and _content_length(response) > size:
+            length = _content_length(response)
+            response.close()
+            raise DataLoss(f"blob {digest} from {self.endpoint.host} is {length} bytes, its descriptor says {size}")
         return BlobReader(response, f"blob {digest} from {self.endpoint.host}")
 
     # -- transport and auth -------------------------------------------------
@@ -223,6 +239,10 @@ class Repository:
                 raw = f"{creds.username}:{creds.password}".encode()
                 request.add_header("Authorization", "Basic " + base64.b64encode(raw).decode())
         host = urllib.parse.urlsplit(realm).netloc
+        if not creds.empty and not self._may_send_credentials_to(realm):
+            raise PermissionDenied(
+                f"registry {self.endpoint.host} names the token server {realm!r}: plain http to another host "
+                "or from an https registry; pycri does not send the credentials there")
         try:
             with _opener.open(request, timeout=self.timeout) as response:
                 answer = json.loads(response.read(1024 * 1024))
@@ -238,6 +258,16 @@ class Repository:
             raise Unavailable(f"token server {host} answered without a token")
         _token_cache.put(key, token, float(answer.get("expires_in") or 60))
         return token
+
+    def _may_send_credentials_to(self, realm: str) -> bool:
+        """The realm is named by the registry the credentials are for (the caller only gives a
+        Repository the credentials of its own host), so they may go there: over https, or over
+        plain http only to the registry's own host (a realm on another host must not get them in
+        clear text, as the registry itself would not)."""
+        parts, registry = urllib.parse.urlsplit(realm), urllib.parse.urlsplit(self.endpoint.base_url)
+        if parts.scheme == "https":
+            return True
+        return parts.scheme == registry.scheme == "http" and parts.hostname == registry.hostname
 
 
 class BlobReader:
@@ -269,6 +299,14 @@ def _errors_of(body: str) -> list[dict[str, str]]:
     except (ValueError, AttributeError):
         return []
     return [e for e in errors if isinstance(e, dict)]
+
+
+def _content_length(response: HTTPResponse) -> int:
+    """The length a response announces (-1 if none or not a number)."""
+    try:
+        return int(response.headers.get("Content-Length") or -1)
+    except ValueError:
+        return -1
 
 
 def read_exactly(stream: BinaryIO, size: int) -> bytes:

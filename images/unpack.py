@@ -19,9 +19,11 @@ import shutil
 import stat
 import tarfile
 import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import DataLoss
+from common.errors import DataLoss, ResourceExhausted
 
 CHUNK_SIZE = 1 << 20
 WHITEOUT_PREFIX = ".wh."
@@ -34,6 +36,54 @@ _IGNORED_XATTR_ERRNOS = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM}
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _T = typing.TypeVar("_T")
+
+
+# The expansion ratio is measured against at least this many compressed bytes, so that small
+# layers, which compress far better than their ratio on average, are never refused.
+RATIO_FLOOR_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class UnpackLimits:
+    """Decompression bomb limits of one layer; 0 means no limit."""
+
+    max_bytes: int = 0  # bytes of the uncompressed tar stream
+    max_ratio: int = 0  # uncompressed bytes per compressed byte (at least RATIO_FLOOR_BYTES compressed)
+
+
+class GuardedStream:
+    """The uncompressed stream of a layer, cut off with ResourceExhausted the moment it passes
+    `limits`: a 2 MiB gzip that inflates to 2 GiB stops at the limit, not on a full disk."""
+
+    def __init__(self, source: typing.Any, compressed_bytes: Callable[[], int], limits: UnpackLimits, what: str) -> None:
+        self._source = source
+        self._compressed_bytes = compressed_bytes
+        self._limits = limits
+        self._what = what
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._source.read(n if n is not None and 0 <= n <= CHUNK_SIZE else CHUNK_SIZE)
+        self.size += len(data)
+        self._check()
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def _check(self) -> None:
+        limits = self._limits
+        if limits.max_bytes and self.size > limits.max_bytes:
+            raise ResourceExhausted(
+                f"{self._what} unpacks to more than {limits.max_bytes} bytes, the limit "
+                "([registry] max_layer_unpacked_bytes)")
+        if limits.max_ratio:
+            compressed = max(self._compressed_bytes(), RATIO_FLOOR_BYTES)
+            if self.size > limits.max_ratio * compressed:
+                raise ResourceExhausted(
+                    f"{self._what} unpacks to more than {limits.max_ratio} times its compressed size "
+                    f"({self.size} bytes from {self._compressed_bytes()}), the limit "
+                    "([registry] max_layer_expansion_ratio): a decompression bomb")
 
 
 def unpack_layer(stream: typing.BinaryIO, dest: Path) -> int:

@@ -65,6 +65,26 @@ def test_endpoints_mirrors_first_then_upstream() -> None:
 def test_configured_credentials_only_when_client_sends_none() -> None:
     config = RegistryConfig(auths={"127.0.0.1:5001": Credentials("u", "p")})
     endpoint = parse_endpoint("http://127.0.0.1:5001")
-    assert config.credentials_for(endpoint, Credentials()) == Credentials("u", "p")
-    assert config.credentials_for(endpoint, Credentials("x", "y")) == Credentials("x", "y")
+    assert config.credentials_for(endpoint, Credentials(), "127.0.0.1:5001") == Credentials("u", "p")
+    assert config.credentials_for(endpoint, Credentials("x", "y"), "127.0.0.1:5001") == Credentials("x", "y")
     assert parse_endpoint("http://h:1/v2/pre/fix").prefix == "pre/fix"
+
+
+def test_credentials_go_only_to_the_host_they_were_issued_for() -> None:
+    """CVE-2020-15157: a mirror on another host never gets the client's credentials."""
+    config = RegistryConfig(mirrors={"docker.io": ["http://mirror:5000"], "reg:5001": ["http://mirror:5000"]},
+                            auths={"mirror:5000": Credentials("m", "mp")})
+    mirror, hub = config.endpoints("docker.io")
+    given = Credentials("u", "p")
+    assert config.credentials_for(mirror, given, "docker.io") == Credentials("m", "mp")  # the mirror's own
+    assert config.credentials_for(hub, given, "docker.io") == given
+    hub_creds = Credentials("u", "p", server_address="https://index.docker.io/v1/")
+    assert config.credentials_for(hub, hub_creds, "docker.io") == hub_creds
+    assert config.credentials_for(mirror, hub_creds, "docker.io") == Credentials("m", "mp")
+    mirror2, reg = config.endpoints("reg:5001")
+    assert config.credentials_for(reg, given, "reg:5001") == given
+    assert config.credentials_for(reg, Credentials("u", "p", server_address="other:5001"), "reg:5001") == Credentials()
+    # credentials issued for the mirror's host go to the mirror
+    for_mirror = Credentials("u", "p", server_address="mirror:5000")
+    assert config.credentials_for(mirror2, for_mirror, "reg:5001") == for_mirror
+    assert config.credentials_for(reg, for_mirror, "reg:5001") == Credentials()

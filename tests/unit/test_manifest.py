@@ -68,3 +68,42 @@ def test_diff_ids_must_match_layers() -> None:
     assert mf.diff_ids_of({"rootfs": {"diff_ids": [D]}}, 1) == [D]
     with pytest.raises(DataLoss, match="2 layers"):
         mf.diff_ids_of({"rootfs": {"diff_ids": [D]}}, 2)
+
+
+def test_index_fan_out_is_bounded() -> None:
+    from common.errors import ResourceExhausted
+
+    doc = {"manifests": [entry("arm64")] * (mf.MAX_INDEX_ENTRIES + 1)}
+    with pytest.raises(ResourceExhausted, match="at most"):
+        mf.select_platform(doc, mf.Platform("linux", "amd64"))
+
+
+def test_nested_index_is_chosen_after_manifests() -> None:
+    nested = entry("amd64", digest_char="7") | {"mediaType": mf.OCI_INDEX}
+    assert mf.select_platform({"manifests": [nested]}, mf.Platform("linux", "amd64")).digest == "sha256:" + "7" * 64
+    both = {"manifests": [nested, entry("amd64", digest_char="8")]}
+    assert mf.select_platform(both, mf.Platform("linux", "amd64")).digest == "sha256:" + "8" * 64
+
+
+def test_layer_count_and_declared_sizes_are_bounded() -> None:
+    from common.errors import ResourceExhausted
+
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": D, "size": 3}
+    doc = {"config": {"mediaType": "x", "digest": D, "size": 2}, "layers": [layer] * (mf.MAX_LAYERS + 1)}
+    with pytest.raises(ResourceExhausted, match="layers"):
+        mf.parse_manifest(doc, mf.OCI_MANIFEST)
+    big = mf.Descriptor("x", D, mf.MAX_CONFIG_BYTES + 1)
+    with pytest.raises(ResourceExhausted, match="at most"):
+        mf.check_size(big, mf.MAX_CONFIG_BYTES, "image config")
+    mf.check_size(mf.Descriptor("x", D, mf.MAX_CONFIG_BYTES), mf.MAX_CONFIG_BYTES, "image config")
+
+
+def test_malformed_descriptors_are_data_loss() -> None:
+    for raw in ({"digest": D, "size": [1]}, {"digest": D, "size": "x"}, {"digest": 5, "size": 1}, [1]):
+        with pytest.raises(DataLoss):
+            mf.Descriptor.from_json(raw, "t")
+    with pytest.raises(DataLoss):
+        mf.select_platform({"manifests": {"not": "a list"}}, mf.Platform("linux", "amd64"))
+    odd = {"manifests": [{"mediaType": mf.OCI_MANIFEST, "digest": D, "size": 1, "platform": "linux"}]}
+    with pytest.raises(NotFound):
+        mf.select_platform(odd, mf.Platform("linux", "amd64"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import DataLoss
-from images.unpack import unpack_layer
+from images.unpack import GuardedStream, UnpackLimits, unpack_layer
 
 MTIME = 1_600_000_000
 Entry = tuple[tarfile.TarInfo, bytes | None]
@@ -297,3 +297,47 @@ def test_escape_attempts_raise_data_loss_and_write_nothing_outside(
 
 def xattrs_of(path: Path) -> list[str]:
     return [name for name in os.listxattr(path) if not name.startswith("security.")]
+
+
+def _gzip_of_zeros(size: int) -> bytes:
+    import gzip
+
+    return gzip.compress(b"\0" * size, compresslevel=9)
+
+
+def _guarded(compressed: bytes, limits: UnpackLimits) -> GuardedStream:
+    import gzip
+
+    source = io.BytesIO(compressed)
+    return GuardedStream(gzip.GzipFile(fileobj=source), source.tell, limits, "layer L")
+
+
+def test_guarded_stream_stops_at_the_size_limit() -> None:
+    from common.errors import ResourceExhausted
+
+    stream = _guarded(_gzip_of_zeros(8 << 20), UnpackLimits(max_bytes=3 << 20))
+    with pytest.raises(ResourceExhausted, match="max_layer_unpacked_bytes"):
+        while stream.read(1 << 20):
+            pass
+    assert stream.size <= (3 << 20) + (1 << 20)  # stopped within one read of the limit
+
+
+def test_guarded_stream_stops_a_bomb_at_the_ratio() -> None:
+    from common.errors import ResourceExhausted
+
+    stream = _guarded(_gzip_of_zeros(16 << 20), UnpackLimits(max_ratio=4))  # ~16 KiB compressed
+    with pytest.raises(ResourceExhausted, match="decompression bomb"):
+        while stream.read(-1):  # read(-1) is bounded too
+            pass
+    assert stream.size <= (5 << 20)
+
+
+def test_guarded_stream_lets_ordinary_layers_through() -> None:
+    data = os.urandom(2 << 20)
+    import gzip
+
+    stream = _guarded(gzip.compress(data), UnpackLimits(max_bytes=4 << 20, max_ratio=2))
+    out = b"".join(iter(lambda: stream.read(1 << 16), b""))
+    assert out == data
+    unlimited = _guarded(_gzip_of_zeros(8 << 20), UnpackLimits())
+    assert len(b"".join(iter(lambda: unlimited.read(1 << 20), b""))) == 8 << 20

@@ -1,0 +1,20 @@
+"""Where the registry client may send credentials: the token realm rules."""
+from __future__ import annotations
+
+from images.registry import Credentials, Endpoint, Repository
+
+
+def repo(base: str) -> Repository:
+    return Repository(Endpoint(base), "x/y", Credentials("u", "p"))
+
+
+def test_realm_over_https_gets_credentials() -> None:
+    assert repo("https://registry-1.docker.io")._may_send_credentials_to("https://auth.docker.io/token")
+    assert repo("http://127.0.0.1:5002")._may_send_credentials_to("https://auth.example/token")
+
+
+def test_plain_http_realm_only_on_a_plain_registry_s_own_host() -> None:
+    assert repo("http://127.0.0.1:5002")._may_send_credentials_to("http://127.0.0.1:5003/token")
+    assert not repo("http://127.0.0.1:5002")._may_send_credentials_to("http://localhost:5003/token")
+    assert not repo("https://reg.example")._may_send_credentials_to("http://reg.example/token")
+    assert not repo("https://reg.example")._may_send_credentials_to("ftp://reg.example/token")
