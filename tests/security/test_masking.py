@@ -36,7 +36,8 @@ def test_volume_at_dev_neither_unmasks_nor_gets_device_nodes(pycri: Pycri, tmp_p
                                 check=False)
             pytest.fail(f"the container started with its masked paths resting on {volume}/null:\n{seen.stdout}")
     failure = (started or created).stderr
-    assert "null device" in failure or "mask path" in failure, failure
+    # the runtime's refusal (or, should CreateContainer ever refuse a volume at /dev, that one)
+    assert any(why in failure for why in ("null device", "mask path", "InvalidArgument")), failure
     # nothing was written into the host directory behind the volume: no device node, link or directory
     assert sorted(os.listdir(volume)) == before
     for entry in volume.iterdir():
