@@ -7,6 +7,7 @@ leftover. Layers are keyed by diff_id, so images that share a layer share its di
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import uuid
@@ -39,6 +40,18 @@ class LayerStore:
     def has(self, diff_id: str) -> bool:
         return self.diff(diff_id).is_dir()
 
+    def usage(self, diff_id: str) -> Usage:
+        """The layer's disk usage, measured once when it was unpacked (a layer never changes)."""
+        record = self.dir(diff_id) / USAGE_FILE
+        try:
+            raw = json.loads(record.read_text())
+            return Usage(int(raw["bytes"]), int(raw["inodes"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            measured = usage(self.diff(diff_id))  # a layer an older pycri unpacked
+            with contextlib.suppress(OSError):
+                _write_usage(record, measured)
+            return measured
+
     @contextlib.contextmanager
     def create(self, diff_id: str) -> Iterator[Path]:
         """Yield an empty directory to unpack into; publish it if the block ends without error."""
@@ -46,6 +59,7 @@ class LayerStore:
         (work / "diff").mkdir(parents=True)
         try:
             yield work / "diff"
+            _write_usage(work / USAGE_FILE, usage(work / "diff"))
             os.rename(work, self.dir(diff_id))
         finally:
             if work.exists():
@@ -62,6 +76,15 @@ class LayerStore:
     def clear_tmp(self) -> None:
         remove_tree(self.tmp)
         self.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+USAGE_FILE = "usage.json"
+
+
+def _write_usage(path: Path, measured: Usage) -> None:
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    temp.write_text(json.dumps({"bytes": measured.bytes, "inodes": measured.inodes}))
+    os.rename(temp, path)
 
 
 def usage(path: Path) -> Usage:

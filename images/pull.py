@@ -26,7 +26,7 @@ from common.errors import (DISK_FULL_ERRNOS, DataLoss, NotFound, PermissionDenie
 from images import manifest as mf
 from images.config import RegistryConfig
 from images.content import ContentStore, Ingest
-from images.layers import LayerStore, Usage, usage
+from images.layers import LayerStore, Usage
 from images.reference import Reference
 from images.registry import Credentials, FetchedManifest, Repository, read_exactly
 from images.unpack import GuardedStream, UnpackLimits, unpack_layer
@@ -59,6 +59,15 @@ class KeyedLocks:
     def __init__(self) -> None:
         self._guard = threading.Lock()
         self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold_all(self, *keys: str) -> Iterator[None]:
+        """Hold the locks of `keys`, each once (an uncompressed layer's digest is its diff_id),
+        taken in one global order so that two callers never wait for each other."""
+        with contextlib.ExitStack() as stack:
+            for key in sorted(set(keys)):
+                stack.enter_context(self.hold(key))
+            yield
 
     @contextlib.contextmanager
     def hold(self, key: str) -> Iterator[None]:
@@ -206,7 +215,7 @@ class Puller:
             return [f.result() for f in futures]
 
     def _fetch_layer(self, repository: Repository, desc: mf.Descriptor, diff_id: str) -> PulledLayer:
-        with self.locks.hold(desc.digest), self.locks.hold(diff_id):
+        with self.locks.hold_all(desc.digest, diff_id):
             have_blob, have_layer = self.content.has(desc.digest), self.layers.has(diff_id)
             if not have_blob and have_layer:
                 with repository.open_blob(desc.digest, desc.size) as response, \
@@ -222,7 +231,9 @@ class Puller:
                     with repository.open_blob(desc.digest, desc.size) as response, \
                             self.content.ingest(desc.digest, desc.size) as ingest:
                         self._unpack(response, ingest, desc, compression, diff_id)
-            return PulledLayer(desc.digest, desc.size, diff_id, usage(self.layers.diff(diff_id)))
+        # outside the locks: the layer is leased, so it stays; the walk is disk I/O that other
+        # pulls of this layer need not wait for (it is done once, then read from the layer's record)
+        return PulledLayer(desc.digest, desc.size, diff_id, self.layers.usage(diff_id))
 
     def _unpack(self, source: BinaryIO, ingest: Ingest | None, desc: mf.Descriptor, compression: str, diff_id: str) -> None:
         compressed = HashingReader(source, ingest)

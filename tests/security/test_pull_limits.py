@@ -216,3 +216,13 @@ def test_decompression_bomb_past_the_ratio_limit(tmp_path: Path, registries: Reg
     with daemon(tmp_path, "max_layer_expansion_ratio = 4\n") as pycri:
         refused(pycri, image, "decompression bomb")
         pycri.crictl("pull", "busybox")  # a real layer expands far less
+
+
+def test_an_uncompressed_layer_does_not_hang_the_pull(tmp_path: Path, registries: Registries) -> None:
+    """Reliability: an uncompressed layer's digest is its diff_id, and the pull took that key's
+    lock twice: PullImage hung until the client's deadline, and later pulls of it for ever."""
+    image = push_image("uncompressed", layer("uncompressed", f("hello", "hi"), compression="none"), busybox=False)
+    with daemon(tmp_path) as pycri:
+        pycri.crictl("pull", image, timeout=90)
+        pycri.crictl("pull", image, timeout=90)  # again, with the layer present
+        assert len(pycri.layer_dirs()) == 1
