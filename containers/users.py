@@ -44,7 +44,8 @@ def _lines(syscall: Syscall, layers: list[Path], path: str) -> list[list[str]]:
 
 
 def _passwd(syscall: Syscall, layers: list[Path]) -> list[_PasswdEntry]:
-    return [_PasswdEntry(f[0], int(f[2]), int(f[3]), f[5] or "/") for f in _lines(syscall, layers, "/etc/passwd")
+    return [_PasswdEntry(f[0], int(f[2]), int(f[3]), f[5] if f[5] and "\0" not in f[5] else "/")
+            for f in _lines(syscall, layers, "/etc/passwd")
             if len(f) >= 7 and numeric(f[2]) and numeric(f[3]) and len(f[2]) <= 20 and len(f[3]) <= 20]
 
 

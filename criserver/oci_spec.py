@@ -142,7 +142,7 @@ def build(config: cri.ContainerConfig, image: dict[str, Any], layers: list[Path]
         "terminal": config.tty,
         "user": {"uid": user.uid, "gid": user.gid, "additionalGids": list(user.additional_gids)},
         "args": command_line(config, image_config),
-        "env": environment(config, image_config),
+        "env": _with_home(environment(config, image_config), user),
         "cwd": config.working_dir or image_config.get("WorkingDir") or "/",
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
         "noNewPrivileges": security.no_new_privs,
@@ -195,6 +195,13 @@ def _user(security: cri.LinuxContainerSecurityContext, image_config: dict[str, A
         name = str(image_config.get("User") or "")
     return users.resolve(layers, name, uid, group, tuple(security.supplemental_groups),
                          image_groups=_merges_image_groups(security.supplemental_groups_policy))
+
+
+def _with_home(env: list[str], user: users.User) -> list[str]:
+    """HOME from the image's /etc/passwd (read inside the image) when nothing sets it, so the
+    runtime never reads that file itself, in the container, where it may be a FIFO or a link
+    to /dev/zero."""
+    return env if any(e.startswith("HOME=") for e in env) else [*env, f"HOME={user.home}"]
 
 
 def _merges_image_groups(policy: int) -> bool:
