@@ -66,7 +66,7 @@ def mount_cgroups(kernel: Syscall, dest: str, opts: MountOptions, *, cgroup_root
 
 def _mount_v2(kernel: Syscall, dest: str, flags: int, cgroup_root: str) -> None:
     try:
-        kernel.mount("cgroup2", dest, "cgroup2", flags)
+        kernel.mount("cgroup", dest, "cgroup2", flags)  # the source runc gives it (runc spec's `cgroup`)
     except OSError as e:
         if e.errno not in (errno.EPERM, errno.EBUSY):
             raise
