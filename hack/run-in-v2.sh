@@ -6,10 +6,11 @@
 #   hack/run-in-v2.sh 'cat /sys/fs/cgroup/cgroup.controllers'
 #
 # The guest has one CPU, the memory PYCRI_UML_MEM says, no network but loopback, and a 1 MiB
-# scratch disk /dev/ubda. The command runs with bash -c in the current directory (or the checkout's root), its output
-# on this terminal; the exit code is the command's. A guest that dies before the command has
-# finished exits 125 with the console output shown. Environment: PYCRI_UML_MEM (default 3G),
-# PYCRI_UML_CACHE (where the ptrace wrapper is built; default ~/.cache/pycri-uml).
+# scratch disk /dev/ubda. The command runs with bash -c in the current directory (or the
+# checkout's root), its output on this terminal; the exit code is the command's. A guest that
+# dies before the command has finished exits 125, its console's end repeated on stderr.
+# Environment: PYCRI_UML_MEM (default 3G), PYCRI_UML_CACHE (where the ptrace wrapper is built;
+# default ~/.cache/pycri-uml). Boots in 4-9 s here (2 shared cores).
 set -euo pipefail
 
 if [ $# -ne 1 ]; then
@@ -57,7 +58,6 @@ TMPDIR=/dev/shm LD_PRELOAD=$lib $uml mem="${PYCRI_UML_MEM:-3G}" root=/dev/root r
     init="$here/uml/init.sh" PYCRI_UML_RESULT="$result" ubd0="$result/disk" con0=null,fd:1 con=null ssl=null quiet loglevel=3 \
     cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 </dev/null 2>&1 | tee "$console" \
     | sed -u '/^reboot: System halted/d'
-
 uml_rc=${PIPESTATUS[0]}
 set -e
 stty sane 2>/dev/null || true
