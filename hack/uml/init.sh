@@ -78,6 +78,7 @@ mkdir -p /run/uml-result
 mount -t hostfs -o "$R" result /run/uml-result || fail "hostfs $R"
 R=/run/uml-result
 checkout=$(cat $R/checkout)
+mkdir -p "$checkout"  # a checkout under /tmp or /run is under a fresh tmpfs here
 mount -t hostfs -o "$checkout" checkout "$checkout" || fail "hostfs $checkout"
 
 cd "$(cat $R/cwd)" 2>/dev/null || cd "$checkout"
