@@ -125,7 +125,8 @@ class V2Manager(CgroupManager):
     def set_devices(self, rules: list[DeviceRule]) -> None:
         """Device access on v2: a BPF_PROG_TYPE_CGROUP_DEVICE program made from the rules
         (cgroups.devices_bpf), attached to the cgroup; pycri's program from before (an update)
-        is detached once the new one is in place, so the cgroup is never without one."""
+        is detached once the new one is in place, so the cgroup is never without one. The rules
+        are the whole list, an update's too (v1 adds an update's rules to the earlier ones)."""
         from cgroups.devices_bpf import LICENSE, PROGRAM_NAME, device_filter
 
         program = device_filter(rules)

@@ -5,6 +5,7 @@ allow rule for the disk opens it. Without a device filter on v2 (before it), roo
 container read the host's disk."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -73,3 +74,41 @@ def test_an_allow_rule_opens_the_disk(pycri: Runtime, make_bundle, tmp_path: Pat
         {"allow": True, "type": "b", "major": major, "minor": minor, "access": "r"})
     output = run_container(pycri, bundle.write(), tmp_path, subreaper).splitlines()
     assert output == ["mknod-ok", DISK_MARKER, "4", "null-ok"], output
+
+
+def test_update_replaces_the_filter(pycri: Runtime, make_bundle, subreaper: set[int]) -> None:
+    """`update` with device rules attaches a program made from them alone (on v2 they are the
+    whole list; v1 adds them to the earlier ones) and detaches the one from create."""
+    from kernel.bpf import LinuxBpf
+
+    major, minor = host_disk()
+    bundle = make_bundle("sleep", "1000")
+    caps = bundle.config["process"]["capabilities"]
+    for name in ("bounding", "effective", "permitted"):
+        caps[name] = sorted(set(caps.get(name, [])) | {"CAP_MKNOD"})
+    bundle.write()
+    cid = new_id()
+    pycri.create(cid, bundle)
+    pid = pycri.state(cid)["pid"]
+    subreaper.add(pid)
+    pycri.run("start", cid, check=True)
+    probe = ("[ -e /dev/hostdisk ] || mknod /dev/hostdisk b {} {}; head -n 1 /dev/hostdisk 2>&1; "
+             "echo x > /dev/null 2>&1 && echo null-ok").format(major, minor)
+    before = pycri.run("exec", cid, "sh", "-c", probe, check=True).stdout.splitlines()
+    assert before == ["head: /dev/hostdisk: Operation not permitted", "null-ok"], before
+    rules = {"devices": [{"allow": False, "access": "rwm"},
+                         {"allow": True, "type": "b", "major": major, "minor": minor, "access": "r"}]}
+    pycri.run("update", "-r", "-", cid, input=json.dumps(rules), check=True)
+    after = pycri.run("exec", cid, "sh", "-c", probe).stdout.splitlines()
+    assert after[0] == DISK_MARKER and "null-ok" not in after, after
+    cgroup = CGROUP_ROOT / bundle.linux["cgroupsPath"].lstrip("/")
+    fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert len(LinuxBpf().device_program_ids(fd)) == 1
+    finally:
+        os.close(fd)
+    pycri.run("kill", cid, "KILL", check=True)
+    assert reap(pid, timeout=120) == 137
+    pycri.wait_status(cid, "stopped", timeout=60)
+    pycri.run("delete", cid, check=True)
+    assert not cgroup.exists()
