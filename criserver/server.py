@@ -42,6 +42,8 @@ class Daemon:
         self.db = Database(config.root / "pycri.db")
         self.images = ImageService(self.db, config.root / "images", config.registry)
         self.handlers = runtime_handlers(config)
+        for handler in self.handlers.values():  # the runtimes' state: a user-namespaced root opens its fifo there
+            os.chmod(handler.runtime_root, SEARCH_ONLY)
         self.containers = ContainerService(self.db, config.root / "containers", config.state / "exits",
                                            dict(self.handlers), config.runtime.default_handler, LinuxSyscall())
         self.network = CniNetwork(config.network.cni_conf_dir, list(config.network.cni_bin_dirs),
@@ -128,7 +130,7 @@ STORE_MODES = {  # relative to the root
     ".": SEARCH_ONLY, "images": ROOT_ONLY, "images/content": ROOT_ONLY, "images/layers": ROOT_ONLY,
     "containers": SEARCH_ONLY, "sandboxes": SEARCH_ONLY, "cni": ROOT_ONLY,
 }
-STATE_MODES = {".": SEARCH_ONLY, "exits": ROOT_ONLY}
+STATE_MODES = {".": SEARCH_ONLY, "exits": ROOT_ONLY, "runtime": SEARCH_ONLY}
 PRIVATE_FILES = ("pycri.db", "pycri.db-wal", "pycri.db-shm")
 
 
