@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import signal
 import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,6 +30,13 @@ log = structlog.get_logger("containers")
 CONMON = "/usr/bin/conmon"
 CREATE_TIMEOUT = 60.0
 FEATURES_TIMEOUT = 10.0
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# ExecSync keeps this much of each stream, as containerd and CRI-O (CVE-2022-31030, CVE-2022-1708)
+EXEC_OUTPUT_LIMIT = 16 * 1024 * 1024
+# and both streams together fit in one reply kubelet and crictl accept (16 MiB messages)
+EXEC_REPLY_LIMIT = EXEC_OUTPUT_LIMIT - 64 * 1024
+READ_CHUNK = 64 * 1024
+KILL_ROUNDS = 20  # sweeps of an exec's session: a process may fork while it is being killed
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,8 @@ def parse_features(output: str, kernel_has_mount_setattr: bool) -> HandlerFeatur
 def query_features(runtime_path: str) -> HandlerFeatures:
     """Run `<runtime> features`; a runtime without the command (older crun) or missing has none."""
     try:
-        result = subprocess.run([runtime_path, "features"], capture_output=True, text=True, timeout=FEATURES_TIMEOUT)
+        result = subprocess.run([runtime_path, "features"], capture_output=True, text=True, timeout=FEATURES_TIMEOUT,
+                                env=runtime_env())
         if result.returncode != 0:
             raise ValueError(_runtime_message(result.stderr or result.stdout) or f"exit status {result.returncode}")
         return parse_features(result.stdout, has_mount_setattr())
@@ -138,7 +147,8 @@ class ConmonRuntime:
         return [*self.command(), *args]
 
     def _run(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(self._runtime(*args), capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(self._runtime(*args), capture_output=True, text=True, timeout=timeout,
+                                env=runtime_env())
         if result.returncode != 0:
             message = _runtime_message(result.stderr or result.stdout)
             if "does not exist" in message or "not exist" in message or "not found" in message.lower():
@@ -173,7 +183,7 @@ class ConmonRuntime:
             args.append("--terminal")
         read_end, write_end = os.pipe()
         try:
-            env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "_OCI_SYNCPIPE": str(write_end)}
+            env = {**runtime_env(), "_OCI_SYNCPIPE": str(write_end)}
             process = subprocess.Popen(
                 args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 pass_fds=(write_end,), start_new_session=True, cwd=str(paths.bundle),
@@ -219,23 +229,113 @@ class ConmonRuntime:
             self._run("update", "--resources", spec.name, container_id)
 
     def exec_sync(self, container_id: str, process: dict[str, Any], timeout: float) -> ExecResult:
+        """Run `process` in the container and collect its output: the first EXEC_OUTPUT_LIMIT
+        bytes of each stream are kept, the rest is read and dropped (as containerd and CRI-O
+        do). At the deadline the process and everything in its session are killed and
+        DeadlineExceeded raised."""
         with tempfile.TemporaryDirectory(prefix="pycri-exec-") as work:
             spec, pidfile = Path(work) / "process.json", Path(work) / "pid"
             spec.write_text(json.dumps(process))
             child = subprocess.Popen(
                 self._runtime("exec", "--process", str(spec), "--pid-file", str(pidfile), container_id),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=runtime_env(),
             )
+            assert child.stdout is not None and child.stderr is not None
+            deadline = time.monotonic() + timeout if timeout > 0 else None
             try:
-                stdout, stderr = child.communicate(timeout=timeout if timeout > 0 else None)
-            except subprocess.TimeoutExpired:
-                killed = _kill_pidfile(pidfile)
-                child.kill()
-                child.communicate()
-                if killed:
-                    reap(killed)  # orphaned to pycri, the subreaper, once the runtime is gone
-                raise DeadlineExceeded(f"command {process.get('args')} timed out after {timeout:g} s") from None
-        return ExecResult(child.returncode, stdout, stderr)
+                outputs, finished = capture_output([child.stdout.fileno(), child.stderr.fileno()], deadline,
+                                                   EXEC_OUTPUT_LIMIT)
+                if finished:
+                    child.wait()
+                else:
+                    _kill_exec(child, pidfile)
+                    raise DeadlineExceeded(f"command {process.get('args')} timed out after {timeout:g} s")
+            except BaseException:
+                if child.returncode is None:
+                    _kill_exec(child, pidfile)
+                raise
+            finally:
+                child.stdout.close()
+                child.stderr.close()
+        stdout, stderr = outputs
+        fit_reply(stdout, stderr, EXEC_REPLY_LIMIT)
+        for name, data in (("stdout", stdout), ("stderr", stderr)):
+            if data.truncated:
+                log.warning("exec output truncated", container_id=container_id, stream=name,
+                            kept_bytes=len(data.kept), dropped_bytes=data.dropped)
+        return ExecResult(child.returncode, bytes(stdout.kept), bytes(stderr.kept))
+
+
+def runtime_env() -> dict[str, str]:
+    """The environment the runtime runs with: a PATH, nothing of pycri's own (the runtime's
+    processes pass through the container's namespaces before they exec)."""
+    return {"PATH": os.environ.get("PATH") or DEFAULT_PATH}
+
+
+@dataclass
+class CapturedStream:
+    kept: bytearray = field(default_factory=bytearray)
+    dropped: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        return self.dropped > 0
+
+
+def capture_output(fds: list[int], deadline: float | None, limit: int) -> tuple[list[CapturedStream], bool]:
+    """Read `fds` to their end, keeping the first `limit` bytes of each and dropping the rest.
+    Returns the captures and True, or what was read by `deadline` (monotonic) and False."""
+    captures = [CapturedStream() for _ in fds]
+    selector = selectors.DefaultSelector()
+    try:
+        for index, fd in enumerate(fds):
+            selector.register(fd, selectors.EVENT_READ, index)
+        while selector.get_map():
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                return captures, False
+            for key, _ in selector.select(wait):
+                try:
+                    chunk = os.read(key.fd, READ_CHUNK)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    selector.unregister(key.fd)
+                    continue
+                capture = captures[key.data]
+                room = limit - len(capture.kept)
+                if room > 0:
+                    capture.kept += chunk[:room]
+                capture.dropped += max(0, len(chunk) - max(room, 0))
+        return captures, True
+    finally:
+        selector.close()
+
+
+def fit_reply(stdout: CapturedStream, stderr: CapturedStream, budget: int) -> None:
+    """Trim the two captures to `budget` bytes in all: stderr gets at least half of it when
+    stdout would need more, stdout the rest."""
+    out, err = len(stdout.kept), len(stderr.kept)
+    if out + err <= budget:
+        return
+    err_keep = min(err, max(budget - out, budget // 2))
+    out_keep = min(out, budget - err_keep)
+    for capture, keep in ((stdout, out_keep), (stderr, err_keep)):
+        capture.dropped += len(capture.kept) - keep
+        del capture.kept[keep:]
+
+
+def _kill_exec(child: subprocess.Popen[bytes], pidfile: Path) -> None:
+    """Kill an exec: the process the runtime started and its session (what it started),
+    then the runtime, then whatever the runtime reported in the meantime."""
+    _kill_session(pidfile)
+    child.kill()
+    child.wait()
+    _kill_session(pidfile)
+    try:
+        reap(int(pidfile.read_text().strip()))  # orphaned to pycri, the subreaper, once the runtime is gone
+    except (OSError, ValueError):
+        pass
 
 
 def _read_sync(fd: int) -> dict[str, Any] | None:
@@ -275,12 +375,62 @@ def _tail(path: Path, size: int = 8192) -> str:
         return ""
 
 
-def _kill_pidfile(pidfile: Path) -> int | None:
+def _kill_session(pidfile: Path) -> list[int]:
+    """SIGKILL the process in `pidfile` (a session leader: the runtime calls setsid for it) and
+    every process of its session in its PID namespace; the pids killed. Sweeps until one finds
+    nobody new: a process with a SIGKILL pending forks no more."""
     try:
-        pid = int(pidfile.read_text().strip())
-        os.kill(pid, signal.SIGKILL)
-        return pid
+        leader = int(pidfile.read_text().strip())
     except (OSError, ValueError):
+        return []
+    if leader <= 1:
+        return []
+    if _session_of(leader) == leader:
+        namespace = _pid_namespace(leader)
+        belongs = lambda pid: _pid_namespace(pid) == namespace  # noqa: E731
+    else:  # the leader is gone (its pid may be reused): only processes in some container's namespace
+        own = _pid_namespace(os.getpid())
+        belongs = lambda pid: _pid_namespace(pid) not in (own, None)  # noqa: E731
+    killed: list[int] = []
+    for _ in range(KILL_ROUNDS):
+        victims = [pid for pid in _session_members(leader) if pid not in killed and belongs(pid)]
+        if not victims:
+            break
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except ProcessLookupError:
+                pass
+    return killed
+
+
+def _proc_stat_fields(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _session_of(pid: int) -> int | None:
+    fields = _proc_stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[3])
+
+
+def _session_members(session: int) -> list[int]:
+    members = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and _session_of(int(name)) == session:
+            members.append(int(name))
+    return members
+
+
+def _pid_namespace(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
         return None
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from common.errors import FailedPrecondition, RuntimeFailed
+from containers.oci import runtime_env
 
 CHUNK = 32 * 1024
 STDOUT_PIPE, STDERR_PIPE = 2, 3  # conmon's attach message prefixes
@@ -94,7 +95,7 @@ def exec_process(runtime_cmd: list[str], container_id: str, process: dict[str, A
             [*runtime_cmd, "exec", "--process", str(spec), container_id],
             stdin=subprocess.PIPE if io.stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE if io.stdout else subprocess.DEVNULL,
-            stderr=subprocess.PIPE if io.stderr else subprocess.DEVNULL,
+            stderr=subprocess.PIPE if io.stderr else subprocess.DEVNULL, env=runtime_env(),
         )
         pumps = []
         if io.stdin and child.stdin:
@@ -120,7 +121,7 @@ def _exec_tty(runtime_cmd: list[str], container_id: str, spec: Path, console: Pa
     listener.settimeout(30)
     child = subprocess.Popen(
         [*runtime_cmd, "exec", "--tty", "--console-socket", str(console), "--process", str(spec), container_id],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=runtime_env(),
     )
     try:
         conn, _ = listener.accept()

@@ -1,0 +1,63 @@
+"""ExecSync's output capture (containers.oci): the first bytes of each stream are kept, the
+rest read and dropped; a deadline ends the read; the reply fits in one CRI message."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from containers.oci import CapturedStream, capture_output, fit_reply
+
+
+def _writer(fd: int, data: bytes, close: bool = True) -> threading.Thread:
+    def run() -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if close:
+            os.close(fd)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_keeps_the_first_bytes_of_each_stream_and_drains_the_rest() -> None:
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    writers = [_writer(out_w, b"a" * 300_000), _writer(err_w, b"b" * 10)]
+    captures, finished = capture_output([out_r, err_r], time.monotonic() + 60, 100_000)
+    for thread in writers:
+        thread.join(60)
+    os.close(out_r)
+    os.close(err_r)
+    assert finished
+    assert captures[0].kept == b"a" * 100_000 and captures[0].dropped == 200_000 and captures[0].truncated
+    assert captures[1].kept == b"b" * 10 and not captures[1].truncated
+
+
+def test_a_deadline_ends_the_read() -> None:
+    out_r, out_w = os.pipe()
+    os.write(out_w, b"partial")
+    captures, finished = capture_output([out_r], time.monotonic() + 0.2, 100)
+    assert not finished and captures[0].kept == b"partial"
+    os.close(out_r)
+    os.close(out_w)
+
+
+def test_the_reply_fits_its_budget() -> None:
+    def stream(n: int) -> CapturedStream:
+        return CapturedStream(bytearray(b"x" * n))
+
+    out, err = stream(100), stream(100)
+    fit_reply(out, err, 120)
+    assert (len(out.kept), len(err.kept)) == (60, 60) and out.dropped == 40 and err.dropped == 40
+    out, err = stream(100), stream(5)
+    fit_reply(out, err, 50)
+    assert (len(out.kept), len(err.kept)) == (45, 5)
+    out, err = stream(5), stream(100)
+    fit_reply(out, err, 50)
+    assert (len(out.kept), len(err.kept)) == (5, 45)
+    out, err = stream(10), stream(10)
+    fit_reply(out, err, 50)
+    assert (len(out.kept), len(err.kept)) == (10, 10) and not out.truncated
