@@ -83,7 +83,7 @@ def host_platform() -> Platform:
 def load_json(data: bytes, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
         raise DataLoss(f"{what} is not valid JSON") from exc
     if not isinstance(doc, dict):
         raise DataLoss(f"{what} is not a JSON object")
@@ -160,7 +160,17 @@ def parse_manifest(doc: dict[str, Any], media_type: str) -> ImageManifest:
 def diff_ids_of(config: dict[str, Any], layers: int) -> list[str]:
     """The uncompressed layer digests the image config promises, one per manifest layer."""
     rootfs = config.get("rootfs") or {}
-    diff_ids = [validate_digest(str(d)) for d in rootfs.get("diff_ids") or []]
+    if not isinstance(rootfs, dict) or not isinstance(rootfs.get("diff_ids") or [], list):
+        raise DataLoss("image config: rootfs is not an object with a list of diff_ids")
+    if not isinstance(config.get("config") or {}, dict):
+        raise DataLoss("image config: config is not an object")
+    raw = rootfs.get("diff_ids") or []
+    if not all(isinstance(d, str) for d in raw):
+        raise DataLoss("image config: a diff_id is not a string")
+    try:
+        diff_ids = [validate_digest(d) for d in raw]
+    except InvalidArgument as exc:
+        raise DataLoss(f"image config: {exc}") from exc
     if len(diff_ids) != layers:
         raise DataLoss(f"image config lists {len(diff_ids)} diff_ids for {layers} layers")
     return diff_ids

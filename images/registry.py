@@ -148,9 +148,10 @@ class Repository:
             raise DataLoss(f"manifest from {self.endpoint} does not match its digest {target} (got {digest})")
         try:
             declared = json.loads(data).get("mediaType")
-        except (ValueError, AttributeError) as exc:
+        except (ValueError, AttributeError, RecursionError) as exc:
             raise DataLoss(f"manifest {target} from {self.endpoint} is not valid JSON") from exc
-        return FetchedManifest(data=data, media_type=declared or media_type, digest=digest)
+        return FetchedManifest(data=data, media_type=declared if isinstance(declared, str) and declared else media_type,
+                               digest=digest)
 
     def open_blob(self, digest: str, size: int | None = None) -> "BlobReader":
         """Open the blob for reading; the caller verifies its digest while reading. With the

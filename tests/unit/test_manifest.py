@@ -107,3 +107,15 @@ def test_malformed_descriptors_are_data_loss() -> None:
     odd = {"manifests": [{"mediaType": mf.OCI_MANIFEST, "digest": D, "size": 1, "platform": "linux"}]}
     with pytest.raises(NotFound):
         mf.select_platform(odd, mf.Platform("linux", "amd64"))
+
+
+def test_config_shape_is_checked() -> None:
+    for config in ({"rootfs": []}, {"rootfs": {"diff_ids": "x"}}, {"rootfs": {"diff_ids": [1]}},
+                   {"rootfs": {"diff_ids": ["sha256:short"]}}, {"rootfs": {"diff_ids": [D]}, "config": ["User"]}):
+        with pytest.raises(DataLoss):
+            mf.diff_ids_of(config, 1)
+
+
+def test_deeply_nested_json_is_data_loss() -> None:
+    with pytest.raises(DataLoss):
+        mf.load_json(b"[" * 200_000 + b"]" * 200_000, "manifest")
