@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -142,7 +143,7 @@ def harden_store(root: Path, state: Path) -> None:
         for relative, mode in modes.items():
             path = base / relative
             path.mkdir(parents=True, exist_ok=True, mode=mode)
-            os.chmod(path, mode)
+            os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & mode)  # tightened, never loosened
     for name in PRIVATE_FILES:
         with contextlib.suppress(FileNotFoundError):
             os.chmod(root / name, 0o600)
