@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,9 +28,15 @@ class LayerStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp = root / ".tmp"
+        self.trash = root / ".trash"
         for directory in (root, self.tmp):  # root-only: layers keep their setuid binaries
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(directory, 0o700)
+        remove_tree(self.trash)  # what a stop left to delete
+        self.trash.mkdir(mode=0o700)
+        self._doomed: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        self._remover: threading.Thread | None = None
+        self._remover_lock = threading.Lock()
 
     def dir(self, diff_id: str) -> Path:
         return self.root / diff_id.partition(":")[2]
@@ -66,7 +74,24 @@ class LayerStore:
                 remove_tree(work)
 
     def delete(self, diff_id: str) -> None:
-        remove_tree(self.dir(diff_id))
+        """Take the layer out of the store at once (a rename: garbage collection holds the pull
+        leases' lock meanwhile), and delete its files in the background."""
+        doomed = self.trash / uuid.uuid4().hex
+        try:
+            os.rename(self.dir(diff_id), doomed)
+        except FileNotFoundError:
+            return
+        self._doomed.put(doomed)
+        with self._remover_lock:
+            if self._remover is None:
+                self._remover = threading.Thread(target=self._remove_doomed, name="layer-remover", daemon=True)
+                self._remover.start()
+
+    def _remove_doomed(self) -> None:
+        while True:
+            doomed = self._doomed.get()
+            with contextlib.suppress(OSError):
+                remove_tree(doomed)
 
     def diff_ids(self) -> Iterator[str]:
         for entry in os.scandir(self.root):

@@ -80,3 +80,26 @@ def test_parse_challenge() -> None:
     assert scheme == "bearer"
     assert params == {"realm": "http://127.0.0.1:5003/token", "service": "reg", "scope": "repository:a/b:pull"}
     assert parse_challenge('Basic realm="x"') == ("basic", {"realm": "x"})
+
+
+def test_layer_delete_renames_at_once_and_removes_in_the_background(tmp_path: Path) -> None:
+    import time
+
+    layers = LayerStore(tmp_path)
+    diff_id = "sha256:" + "b" * 64
+    with layers.create(diff_id) as target:
+        (target / "sub").mkdir()
+        (target / "sub" / "file").write_text("x")
+        (target / "sub").chmod(0o500)
+    assert layers.usage(diff_id).inodes == 3  # diff/, sub/, file, measured at unpack
+    assert (layers.dir(diff_id) / "usage.json").exists()
+    layers.delete(diff_id)
+    assert not layers.has(diff_id) and list(layers.diff_ids()) == []
+    layers.delete(diff_id)  # deleting an absent layer is fine
+    deadline = time.monotonic() + 60
+    while list(layers.trash.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(layers.trash.iterdir()) == []
+    # a stop before the background removal: the next start clears the trash
+    (layers.trash / "left").mkdir()
+    assert list(LayerStore(tmp_path).trash.iterdir()) == []
