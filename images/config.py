@@ -1,6 +1,7 @@
 """Registry settings: mirrors, plain-http hosts, credentials, and where to pull a name from."""
 from __future__ import annotations
 
+import fnmatch
 import urllib.parse
 from dataclasses import dataclass, field
 
@@ -71,6 +72,10 @@ def same_host(address: str, host: str) -> bool:
     a, b = host_of(address), host_of(host)
     if a in DOCKER_HUB_HOSTS and b in DOCKER_HUB_HOSTS:
         return True
+    if "*" in a:  # kubelet's docker config keys may be globs: *.gcr.io, one label per '*'
+        pattern, host_labels = a.split("."), b.split(".")
+        return len(pattern) == len(host_labels) and all(
+            fnmatch.fnmatchcase(label, glob) for label, glob in zip(host_labels, pattern))
     return bool(a) and a == b
 
 

@@ -88,3 +88,16 @@ def test_credentials_go_only_to_the_host_they_were_issued_for() -> None:
     for_mirror = Credentials("u", "p", server_address="mirror:5000")
     assert config.credentials_for(mirror2, for_mirror, "reg:5001") == for_mirror
     assert config.credentials_for(reg, for_mirror, "reg:5001") == Credentials()
+
+
+def test_same_host_forms() -> None:
+    from images.config import same_host
+
+    assert same_host("https://index.docker.io/v1/", "registry-1.docker.io")
+    assert same_host("reg.example:5000/team", "reg.example:5000")
+    assert same_host("REG.example", "reg.example")
+    assert not same_host("reg.example", "reg.example:5000")
+    assert not same_host("", "reg.example")
+    assert same_host("*.gcr.io", "eu.gcr.io")
+    assert not same_host("*.gcr.io", "evil.eu.gcr.io.attacker.example")
+    assert not same_host("*.gcr.io", "gcr.io")
