@@ -88,9 +88,16 @@ class _NoAuthOnCrossHostRedirect(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+        if new is not None and not _same_origin_or_upgrade(req.full_url, newurl):
             new.remove_header("Authorization")
         return new
+
+
+def _same_origin_or_upgrade(old: str, new: str) -> bool:
+    """Whether a redirect from `old` to `new` may keep the Authorization header: the same host
+    and port, and no step down from https to http."""
+    a, b = urllib.parse.urlsplit(old), urllib.parse.urlsplit(new)
+    return a.netloc.lower() == b.netloc.lower() and not (a.scheme == "https" and b.scheme != "https")
 
 
 _opener = urllib.request.build_opener(_NoAuthOnCrossHostRedirect())

@@ -18,3 +18,13 @@ def test_plain_http_realm_only_on_a_plain_registry_s_own_host() -> None:
     assert not repo("http://127.0.0.1:5002")._may_send_credentials_to("http://localhost:5003/token")
     assert not repo("https://reg.example")._may_send_credentials_to("http://reg.example/token")
     assert not repo("https://reg.example")._may_send_credentials_to("ftp://reg.example/token")
+
+
+def test_redirects_keep_authorization_only_to_the_same_origin() -> None:
+    from images.registry import _same_origin_or_upgrade
+
+    assert _same_origin_or_upgrade("http://reg:5000/v2/a", "http://reg:5000/v2/b")
+    assert _same_origin_or_upgrade("http://reg:5000/v2/a", "https://reg:5000/v2/b")
+    assert not _same_origin_or_upgrade("https://reg/v2/a", "http://reg/v2/b")
+    assert not _same_origin_or_upgrade("http://reg:5000/v2/a", "http://reg:5001/v2/b")
+    assert not _same_origin_or_upgrade("https://reg/v2/a", "https://storage.example/blob")
