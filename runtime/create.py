@@ -15,7 +15,7 @@ import time
 import cgroups
 from cgroups.resources import DEFAULT_ALLOWED_DEVICES, Resources
 from kernel.linux import LinuxSyscall, preload_seccomp
-from kernel.syscall import Syscall
+from kernel.syscall import PR_SET_DUMPABLE, Syscall
 from runtime import log, sysctl
 from runtime.errors import RuntimeFailure
 from runtime.init import InitOptions, stage_namespaces
@@ -87,6 +87,9 @@ def create(store: StateStore, container_id: str, options: CreateOptions, kernel:
         manager.create()
         if options.console_socket:
             console_fd = console.connect(options.console_socket)
+        # the init stages pass through the container's namespaces as this (host) program: none of
+        # its /proc/<pid> (exe, environ, fd, mem) is for the container (CVE-2019-5736)
+        kernel.prctl(PR_SET_DUMPABLE, 0)
         init_options = InitOptions(fifo_path=fifo, console_fd=console_fd, no_pivot=options.no_pivot,
                                    preserve_fds=options.preserve_fds, seccomp=program)
         init_pid = launch(stage_namespaces, (kernel, spec, init_options), join_cgroups=manager.add,

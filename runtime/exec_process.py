@@ -13,7 +13,7 @@ import os
 
 import cgroups
 from kernel.linux import LinuxSyscall, preload_seccomp
-from kernel.syscall import PR_SET_CHILD_SUBREAPER, SeccompProgram, Syscall
+from kernel.syscall import PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, SeccompProgram, Syscall
 from runtime import jsonlite, namespaces
 from runtime.args import Flags, UsageError
 from runtime.errors import RuntimeFailure
@@ -102,6 +102,10 @@ def exec_command(store: StateStore, container_id: str, command: list[str], flags
     if program is not None and isinstance(kernel, LinuxSyscall):
         preload_seccomp()
     manager = cgroups.manager_from_state(state.cgroup) if state.cgroup else None
+    # before anything joins the container: a non-dumpable process's /proc/<pid>/exe, environ,
+    # fd/, mem are closed to the container's processes (CVE-2019-5736); execve makes the
+    # container's process dumpable again
+    kernel.prctl(PR_SET_DUMPABLE, 0)
     if not detach:
         kernel.prctl(PR_SET_CHILD_SUBREAPER, 1)
         set_default(SIGCHLD)  # an ignored SIGCHLD (inherited) would leave no exit status to wait for

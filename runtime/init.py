@@ -53,6 +53,11 @@ def stage_namespaces(to_parent: Channel, from_parent: Channel, kernel: Syscall, 
         raise RuntimeFailure(f"unexpected message from the runtime: {go}")
     # opened while still root on the host: in a user namespace the path may not be reachable
     fifo = os.open(options.fifo_path, os.O_PATH | os.O_CLOEXEC)
+    # written while root on the host too: the runtime is not dumpable, so its /proc/self files
+    # belong to the host's root, whom the root of a new user namespace is not (kept across
+    # fork and execve)
+    if spec.process.oom_score_adj is not None:
+        setup.set_oom_score_adj(spec.process.oom_score_adj)
     enter_namespaces(kernel, spec, to_parent, from_parent)
     from_parent.close()
     pid = os.fork()
@@ -97,7 +102,8 @@ def stage_init(to_parent: Channel, kernel: Syscall, spec: Spec, options: InitOpt
         console.setup_console(kernel, options.console_fd, mount_dev_console=True)  # closes the socket
     sysctl.write_all(spec.linux.sysctl)
     rootfs.finalize(kernel, spec)
-    prepared = setup.prepare(kernel, spec.process, seccomp=options.seccomp, preserve_fds=options.preserve_fds)
+    prepared = setup.prepare(kernel, spec.process, seccomp=options.seccomp, preserve_fds=options.preserve_fds,
+                             oom_score_adj=False)  # set by stage 1
     to_parent.send("ready")
     to_parent.close()
     # blocks until `start` opens the fifo for reading

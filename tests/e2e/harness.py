@@ -50,11 +50,12 @@ class Pycri:
         )
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
+        """Start the daemon (with `env` as its whole environment if given)."""
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [str(VENV_BIN / "pycri"), "--config", str(self.config), "serve"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -61,3 +61,36 @@ def test_the_reply_fits_its_budget() -> None:
     out, err = stream(10), stream(10)
     fit_reply(out, err, 50)
     assert (len(out.kept), len(err.kept)) == (10, 10) and not out.truncated
+
+
+def test_a_timed_out_exec_is_killed_with_its_session(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    from containers.oci import _kill_session, _session_members
+
+    leader = subprocess.Popen(["sh", "-c", "sleep 600 & sleep 600 & wait"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_session_members(leader.pid)) < 3:  # sh and its two sleeps
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        members = _session_members(leader.pid)
+        (tmp_path / "pid").write_text(str(leader.pid))
+        killed = _kill_session(tmp_path / "pid")
+        assert sorted(killed) == sorted(members)
+        leader.wait(60)
+        while _session_members(leader.pid):  # the sleeps are reaped by init or the test runner
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        if leader.poll() is None:
+            leader.kill()
+            leader.wait()
+
+
+def test_no_pid_file_kills_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from containers.oci import _kill_session
+
+    assert _kill_session(tmp_path / "absent") == []
+    (tmp_path / "pid").write_text("1")
+    assert _kill_session(tmp_path / "pid") == []
