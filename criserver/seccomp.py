@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from typing import Any
 
 from api.cri import api_pb2 as cri
@@ -110,16 +111,26 @@ def default_profile(capabilities: list[str]) -> dict[str, Any]:
     }
 
 
+MAX_PROFILE_BYTES = 1024 * 1024  # Docker's default profile is some 20 KiB
+
+
 def localhost_profile(path: str) -> dict[str, Any]:
     """A profile file (Docker's format or the OCI object) from the node."""
     if not os.path.isabs(path):
         raise InvalidArgument(f"seccomp profile path {path!r} is not absolute")
-    try:
-        with open(path) as f:
-            doc = json.load(f)
+    if "\0" in path:
+        raise InvalidArgument(f"seccomp profile path {path!r} contains NUL")
+    try:  # never blocks (a FIFO), never reads without end (a device, a huge file)
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise InvalidArgument(f"seccomp profile {path} is not a regular file")
+            data = f.read(MAX_PROFILE_BYTES + 1)
+        if len(data) > MAX_PROFILE_BYTES:
+            raise InvalidArgument(f"seccomp profile {path} is larger than {MAX_PROFILE_BYTES} bytes")
+        doc = json.loads(data)
     except OSError as exc:
         raise InvalidArgument(f"cannot read seccomp profile {path}: {exc.strerror}") from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise InvalidArgument(f"seccomp profile {path} is not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or "defaultAction" not in doc:
         raise InvalidArgument(f"seccomp profile {path} has no defaultAction")

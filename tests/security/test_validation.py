@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +178,26 @@ def test_a_huge_name_does_not_flood_the_log(pycri: Pycri) -> None:
     pull = pycri.crictl("pull", "i" * 120_000, check=False)  # an argument of crictl: under 128 KiB
     assert pull.returncode != 0
     assert pycri.log.stat().st_size - before < 64 * 1024
+
+
+def test_localhost_seccomp_profile_must_be_a_small_regular_file(pycri: Pycri, tmp_path: Path) -> None:
+    """A localhost seccomp profile naming a FIFO hung CreateContainer (a worker blocked in open
+    for ever), a device like /dev/zero or a huge file made pycri read without end."""
+    pycri.crictl("pull", "busybox")
+    pod_id = pycri.run_pod("edge")
+    fifo = tmp_path / "profile.fifo"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.json"
+    big.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "pad": "' + "p" * (2 * 1024 * 1024) + '"}')
+    try:
+        for i, path in enumerate([str(fifo), str(big), "/etc/pass\0wd"]):
+            security = {"seccomp": {"profile_type": 2, "localhost_ref": path}}
+            result = create(pycri, pod_id, ctr_config(pycri.base, f"sec{i}", linux={"security_context": security}))
+            assert result.returncode != 0, f"{path!r} accepted"
+            assert "InvalidArgument" in result.stderr and "seccomp" in result.stderr, result.stderr
+    finally:  # without the fix a worker waits in open(): a writer lets it go
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+    assert pycri.crictl("ps", "-a", "-q").stdout.split() == []
