@@ -376,33 +376,61 @@ def _tail(path: Path, size: int = 8192) -> str:
 
 
 def _kill_session(pidfile: Path) -> list[int]:
-    """SIGKILL the process in `pidfile` (a session leader: the runtime calls setsid for it) and
-    every process of its session in its PID namespace; the pids killed. Sweeps until one finds
-    nobody new: a process with a SIGKILL pending forks no more."""
+    """SIGKILL the process in `pidfile` and what it started: its descendants (stopped first, so
+    that none forks or is orphaned while the tree is walked) and, when it leads a session (the
+    runtime calls setsid for it), every process of the session in its PID namespace. Sweeps
+    until one finds nobody new: a process with a signal pending forks no more. The pids killed."""
     try:
         leader = int(pidfile.read_text().strip())
     except (OSError, ValueError):
         return []
     if leader <= 1:
         return []
-    if _session_of(leader) == leader:
+    session = _session_of(leader)
+    if session is not None:  # alive: the runtime has not reaped it, so the pid is still its own
         namespace = _pid_namespace(leader)
-        belongs = lambda pid: _pid_namespace(pid) == namespace  # noqa: E731
-    else:  # the leader is gone (its pid may be reused): only processes in some container's namespace
+        in_session = lambda pid: session == leader and _pid_namespace(pid) == namespace  # noqa: E731
+        roots = [leader]
+    else:  # gone (its pid may be reused): only its session's processes in some container's namespace
         own = _pid_namespace(os.getpid())
-        belongs = lambda pid: _pid_namespace(pid) not in (own, None)  # noqa: E731
-    killed: list[int] = []
+        in_session = lambda pid: _pid_namespace(pid) not in (own, None)  # noqa: E731
+        roots = []
+    stopped: list[int] = []
     for _ in range(KILL_ROUNDS):
-        victims = [pid for pid in _session_members(leader) if pid not in killed and belongs(pid)]
-        if not victims:
+        found = _descendants(roots) + [pid for pid in _session_members(leader) if in_session(pid)]
+        new = [pid for pid in dict.fromkeys(found) if pid not in stopped]
+        if not new:
             break
-        for pid in victims:
+        for pid in new:
             try:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
             except ProcessLookupError:
                 pass
+    killed = []
+    for pid in stopped:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except ProcessLookupError:
+            pass
     return killed
+
+
+def _descendants(roots: list[int]) -> list[int]:
+    """`roots` (the live ones) and all their live descendants."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = _proc_stat_fields(int(name))
+            if fields is not None and fields[0] not in ("Z", "X"):
+                children.setdefault(int(fields[1]), []).append(int(name))
+    found, queue = [], [pid for pid in roots if _session_of(pid) is not None]
+    while queue:
+        pid = queue.pop()
+        found.append(pid)
+        queue += children.get(pid, [])
+    return found
 
 
 def _proc_stat_fields(pid: int) -> list[str] | None:

@@ -77,8 +77,11 @@ def test_exec_sync_output_is_capped(pycri: Pycri, container: str) -> None:
     assert "exec output truncated" in pycri.log.read_text()
 
 
-def test_exec_sync_timeout_kills_the_command_and_what_it_started(pycri: Pycri, container: str) -> None:
+@pytest.mark.parametrize("handler", ["", "runc"])
+def test_exec_sync_timeout_kills_the_command_and_what_it_started(pycri: Pycri, handler: str) -> None:
     assert pycri.process is not None
+    pod = pycri.run_pod(f"execyes{handler}", runtime=handler)
+    container = pycri.run(pod, f"execyes{handler}", "noisy", ["sleep", "3600"])
     # two endless writers: one the exec'd shell waits for, one in the background
     request = cri.ExecSyncRequest(container_id=container, cmd=["sh", "-c", "yes >&2 & yes"], timeout=3)
     growth, outcome = peak_growth_kib(pycri.process.pid, lambda: stub(pycri).ExecSync(request, timeout=600))

@@ -94,3 +94,28 @@ def test_no_pid_file_kills_nothing(tmp_path) -> None:  # type: ignore[no-untyped
     assert _kill_session(tmp_path / "absent") == []
     (tmp_path / "pid").write_text("1")
     assert _kill_session(tmp_path / "pid") == []
+
+
+def test_what_an_exec_started_is_killed_without_a_session(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """runc does not make an exec'd process a session leader: its descendants go too."""
+    import subprocess
+
+    from containers.oci import _descendants, _kill_session
+
+    leader = subprocess.Popen(["sh", "-c", "sleep 600 & sleep 600 & wait"])
+    try:
+        deadline = time.monotonic() + 60
+        while len(_descendants([leader.pid])) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        tree = _descendants([leader.pid])
+        (tmp_path / "pid").write_text(str(leader.pid))
+        assert sorted(_kill_session(tmp_path / "pid")) == sorted(tree)
+        leader.wait(60)
+        while _descendants(tree):  # dead (zombies at most) once SIGKILL is delivered
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        if leader.poll() is None:
+            leader.kill()
+            leader.wait()
