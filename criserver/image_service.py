@@ -51,7 +51,7 @@ def _image_name(spec: cri.ImageSpec, what: str) -> str:
 class ImageServicer(api_pb2_grpc.ImageServiceServicer):
     def __init__(self, images: ImageService, in_use: Callable[[str], list[str]] = lambda image_id: []) -> None:
         self.images = images
-        self.in_use = in_use  # image id -> the containers that mount it as an image volume
+        self.in_use = in_use  # image id -> the containers made of it or mounting it as a volume
 
     def ListImages(self, request: cri.ListImagesRequest, context: Any) -> cri.ListImagesResponse:
         records = self.images.list(request.filter.image.image if request.HasField("filter") else "")
