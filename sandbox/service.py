@@ -199,9 +199,12 @@ class SandboxService:
 
     def _destroy(self, record: SandboxRecord) -> None:
         netns = record.extra.get("namespaces", {}).get("network")
-        if record.state in (CREATING, READY) and netns:
+        if record.state in (CREATING, READY) and not record.extra.get("host_network"):
+            # A crash during CNI ADD leaves a row that names no namespace while the plugins may
+            # have leased an address: DEL by the pod's id all the same (the CNI cache, written
+            # before ADD, knows the namespace and the network).
             try:
-                self.network.teardown(record, Path(netns))
+                self.network.teardown(record, Path(netns) if netns else None)
             except Exception as exc:  # keep tearing down the rest
                 log.warning("network teardown failed", pod_sandbox_id=record.id, error=str(exc))
         _stop_infra(record)
