@@ -15,9 +15,9 @@ import hashlib
 import threading
 import zlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import zstandard
 
@@ -32,6 +32,14 @@ from images.registry import Credentials, FetchedManifest, Repository, read_exact
 from images.unpack import GuardedStream, UnpackLimits, unpack_layer
 
 CHUNK = 1 << 20
+# Layers downloaded and unpacked at once by all pulls together (each pull has its own
+# max_concurrent_downloads too): on a small node, dozens of concurrent decompressing threads
+# only make every pull slow; a bound lets the earlier pulls finish first.
+MAX_LAYERS_IN_FLIGHT = 8
+
+
+class Aborted(Exception):
+    """Another layer of the same pull failed: this one stops reading."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,7 @@ class Puller:
         self.leases = Leases()
         self.platform = mf.host_platform()
         self.unpack_limits = UnpackLimits(config.max_layer_unpacked_bytes, config.max_layer_expansion_ratio)
+        self.in_flight = threading.BoundedSemaphore(MAX_LAYERS_IN_FLIGHT)
 
     @contextlib.contextmanager
     def pull(self, ref: Reference, credentials: Credentials) -> Iterator[PulledImage]:
@@ -209,33 +218,50 @@ class Puller:
         return self.content.read(desc.digest)
 
     def _fetch_layers(self, repository: Repository, descs: list[mf.Descriptor], diff_ids: list[str]) -> list[PulledLayer]:
+        """Fetch the layers, a few at a time; the first failure stops the others at once (their
+        reads raise), so a failed pull reports and cleans up without waiting for them."""
         workers = max(1, min(self.config.max_concurrent_downloads, len(descs)))
+        abort = threading.Event()
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull") as pool:
-            futures = [pool.submit(self._fetch_layer, repository, d, i) for d, i in zip(descs, diff_ids)]
+            futures = [pool.submit(self._fetch_layer, repository, d, i, abort) for d, i in zip(descs, diff_ids)]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            if any(f.done() and not f.cancelled() and f.exception() is not None for f in futures):
+                abort.set()
+                for future in futures:
+                    future.cancel()
+            wait(futures)
+            failures = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+            first = next((e for e in failures if not isinstance(e, Aborted)), None)
+            if first is not None:
+                raise first
             return [f.result() for f in futures]
 
-    def _fetch_layer(self, repository: Repository, desc: mf.Descriptor, diff_id: str) -> PulledLayer:
-        with self.locks.hold_all(desc.digest, diff_id):
+    def _fetch_layer(self, repository: Repository, desc: mf.Descriptor, diff_id: str,
+                     abort: threading.Event | None = None) -> PulledLayer:
+        abort = abort or threading.Event()
+        with self.locks.hold_all(desc.digest, diff_id), self.in_flight:
+            if abort.is_set():
+                raise Aborted()
             have_blob, have_layer = self.content.has(desc.digest), self.layers.has(diff_id)
             if not have_blob and have_layer:
                 with repository.open_blob(desc.digest, desc.size) as response, \
                         self.content.ingest(desc.digest, desc.size) as ingest:
-                    _copy(response, ingest)
+                    _copy(_Abortable(response, abort), ingest)
                     ingest.commit()
             elif not have_layer:
                 compression = mf.COMPRESSION_BY_MEDIA_TYPE[desc.media_type]
                 if have_blob:
                     with open(self.content.path(desc.digest), "rb") as blob:
-                        self._unpack(blob, None, desc, compression, diff_id)
+                        self._unpack(_Abortable(blob, abort), None, desc, compression, diff_id)
                 else:
                     with repository.open_blob(desc.digest, desc.size) as response, \
                             self.content.ingest(desc.digest, desc.size) as ingest:
-                        self._unpack(response, ingest, desc, compression, diff_id)
+                        self._unpack(_Abortable(response, abort), ingest, desc, compression, diff_id)
         # outside the locks: the layer is leased, so it stays; the walk is disk I/O that other
         # pulls of this layer need not wait for (it is done once, then read from the layer's record)
         return PulledLayer(desc.digest, desc.size, diff_id, self.layers.usage(diff_id))
 
-    def _unpack(self, source: BinaryIO, ingest: Ingest | None, desc: mf.Descriptor, compression: str, diff_id: str) -> None:
+    def _unpack(self, source: Any, ingest: Ingest | None, desc: mf.Descriptor, compression: str, diff_id: str) -> None:
         compressed = HashingReader(source, ingest)
         with self.layers.create(diff_id) as target:
             guarded = GuardedStream(_decompressor(compressed, compression), lambda: compressed.size,
@@ -298,7 +324,20 @@ def _decompressor(stream: HashingReader, compression: str) -> Any:
     return stream
 
 
-def _copy(source: BinaryIO, ingest: Ingest) -> None:
+class _Abortable:
+    """A reader that raises Aborted once `abort` is set."""
+
+    def __init__(self, source: Any, abort: threading.Event) -> None:
+        self._source = source
+        self._abort = abort
+
+    def read(self, n: int = -1) -> bytes:
+        if self._abort.is_set():
+            raise Aborted()
+        return self._source.read(n)
+
+
+def _copy(source: Any, ingest: Ingest) -> None:
     while chunk := source.read(CHUNK):
         ingest.write(chunk)
 
