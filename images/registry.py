@@ -74,6 +74,7 @@ class FetchedManifest:
     digest: str
 
 
+_TOKEN = re.compile(r"[\x21-\x7e]{1,65536}")
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -259,12 +260,19 @@ class Repository:
             if exc.code in (401, 403):
                 raise PermissionDenied(f"token server {host} refused the credentials for {self.path} (HTTP {exc.code})") from None
             raise Unavailable(f"token server {host} answered HTTP {exc.code}") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, RecursionError) as exc:
             raise Unavailable(f"token server {host} is unreachable: {getattr(exc, 'reason', exc)}") from None
-        token = answer.get("token") or answer.get("access_token")
-        if not token:
+        token = (answer.get("token") or answer.get("access_token")) if isinstance(answer, dict) else None
+        if not isinstance(token, str) or not token:
             raise Unavailable(f"token server {host} answered without a token")
-        _token_cache.put(key, token, float(answer.get("expires_in") or 60))
+        if not _TOKEN.fullmatch(token):  # it goes into a header: no spaces, no line breaks
+            raise Unavailable(f"token server {host} answered with a malformed token")
+        try:
+            expires_in = float(answer.get("expires_in") or 60)
+        except (TypeError, ValueError):
+            expires_in = 60.0
+        expires_in = min(expires_in, 24 * 3600.0) if expires_in == expires_in else 60.0  # nan, inf
+        _token_cache.put(key, token, expires_in)
         return token
 
     def _may_send_credentials_to(self, realm: str) -> bool:
