@@ -219,6 +219,8 @@ class Repository:
             return True
         if scheme == "bearer":
             if creds.registry_token:
+                if not _TOKEN.fullmatch(creds.registry_token):
+                    raise InvalidArgument("auth.registry_token holds spaces or control characters")
                 self._authorization = f"Bearer {creds.registry_token}"
                 return True
             realm = params.get("realm")

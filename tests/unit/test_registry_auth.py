@@ -28,3 +28,15 @@ def test_redirects_keep_authorization_only_to_the_same_origin() -> None:
     assert not _same_origin_or_upgrade("https://reg/v2/a", "http://reg/v2/b")
     assert not _same_origin_or_upgrade("http://reg:5000/v2/a", "http://reg:5001/v2/b")
     assert not _same_origin_or_upgrade("https://reg/v2/a", "https://storage.example/blob")
+
+
+def test_a_registry_token_with_a_line_break_is_invalid() -> None:
+    import pytest
+
+    from common.errors import InvalidArgument
+
+    repository = Repository(Endpoint("http://reg"), "x/y", Credentials(registry_token="a\r\nX-Evil: 1"))
+    with pytest.raises(InvalidArgument):
+        repository._authorize('Bearer realm="http://reg/token"')
+    good = Repository(Endpoint("http://reg"), "x/y", Credentials(registry_token="abc.def"))
+    assert good._authorize('Bearer realm="http://reg/token"') and good._authorization == "Bearer abc.def"
