@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import time
 
 from api.cri import api_pb2 as cri
@@ -79,3 +80,22 @@ def test_exec_does_not_expose_the_runtime_or_pycris_environment(pycri: Pycri) ->
     reached = sorted({hit.split()[1] for hit in hits})
     assert not hits, f"the container reached the runtime in {len(reached)} of {len(seen)} execs it saw: {hits[:4]}"
     assert seen, "the scanner never saw the runtime in the container: the race was not run"
+
+
+def test_a_created_containers_init_is_not_exposed(pycri: Pycri) -> None:
+    """The init of a created, not yet started, container is still the runtime, waiting for
+    `start` before its execve: it is in the pod's namespaces already (and, in a pod that shares
+    its PID namespace, visible to the pod's other containers). A process with the container's
+    uid and capabilities (here: root without any) must not get at its exe or environ."""
+    pod = pycri.run_pod("exposure-init")
+    ctr = pycri.create(pod, "exposure-init", "waiting", ["sleep", "3600"], linux={
+        "security_context": {"capabilities": {"drop_capabilities": ["ALL"]}}})
+    pid = int((pycri.root / "containers" / ctr / "bundle" / "pidfile").read_text())
+    cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+    assert b"pycri-runtime" in cmdline, "the init has exec'd already"
+    for path in (f"/proc/{pid}/exe", f"/proc/{pid}/environ"):
+        # uid 0 with no capabilities, like the container's processes
+        result = subprocess.run(["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--", "head", "-c", "1", path],
+                                capture_output=True, timeout=60)
+        assert result.returncode != 0, f"{path} of the runtime was readable"
+        assert b"Permission denied" in result.stderr, result.stderr
