@@ -52,7 +52,9 @@ class Descriptor:
             raise DataLoss(f"{what}: descriptor is not an object")
         try:
             digest = validate_digest(str(raw["digest"]))
-            size = int(raw["size"])
+            size = raw["size"]
+            if type(size) is not int:  # an int64 in JSON; not a float (Infinity, 1e400), string or bool
+                raise TypeError(f"size {size!r}")
         except (KeyError, ValueError, TypeError, InvalidArgument) as exc:
             raise DataLoss(f"{what}: bad descriptor {raw!r}") from exc
         if size < 0:
