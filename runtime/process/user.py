@@ -2,6 +2,9 @@
 HOME the process gets from the container's /etc/passwd when its env has none."""
 from __future__ import annotations
 
+import os
+import stat
+
 from kernel.syscall import Syscall
 from runtime.errors import RuntimeFailure
 from runtime.spec import User
@@ -19,14 +22,28 @@ def switch_user(kernel: Syscall, user: User) -> None:
         raise RuntimeFailure(f"set user {user.uid}:{user.gid}: {e.strerror or e}") from None
 
 
+MAX_PASSWD_BYTES = 1 << 20
+
+
 def home_of(uid: int, passwd: str = "/etc/passwd") -> str:
-    """The home directory of `uid` in the (container's) passwd file, "/" if it has none."""
+    """The home directory of `uid` in the (container's) passwd file, "/" if it has none.
+
+    The file is the container's: only a regular file is read (a FIFO would hang the runtime,
+    /dev/zero would never end), and only its first MAX_PASSWD_BYTES."""
     try:
-        with open(passwd, errors="replace") as f:
-            for line in f:
-                fields = line.rstrip("\n").split(":")
-                if len(fields) >= 6 and fields[2].isdigit() and int(fields[2]) == uid:
-                    return fields[5] or "/"
+        fd = os.open(passwd, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError:
-        pass
+        return "/"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "/"
+        data = os.read(fd, MAX_PASSWD_BYTES)
+    except OSError:
+        return "/"
+    finally:
+        os.close(fd)
+    for line in data.decode(errors="replace").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 6 and fields[2].isascii() and fields[2].isdigit() and int(fields[2]) == uid:
+            return fields[5] or "/"
     return "/"

@@ -2,6 +2,7 @@
 names and sets, user switch, rlimits, PATH lookup, and the order of setup.prepare."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,18 @@ def test_switch_user_order_and_home(tmp_path: Path) -> None:
     failing = RecordingSyscall(failures={"setresuid": PermissionError(1, "Operation not permitted")})
     with pytest.raises(RuntimeFailure, match="set user 1000:100"):
         user.switch_user(failing, User(uid=1000, gid=100))
+
+
+def test_home_of_reads_only_a_bounded_regular_file(tmp_path: Path) -> None:
+    """The container's /etc/passwd may be a FIFO (the runtime would block for ever), a device
+    that never ends, or huge: HOME falls back to "/" and at most MAX_PASSWD_BYTES are read."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert user.home_of(0, str(fifo)) == "/"
+    assert user.home_of(0, "/dev/zero") == "/"
+    big = tmp_path / "big"
+    big.write_text("x" * user.MAX_PASSWD_BYTES + "\nlate:x:7:7::/late:/bin/sh\n")
+    assert user.home_of(7, str(big)) == "/"
 
 
 def test_rlimits() -> None:
