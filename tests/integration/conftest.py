@@ -203,11 +203,68 @@ class Runtime:
         return leaks
 
 
+@dataclass(frozen=True)
+class CgroupLayout:
+    """The host's cgroup layout, read at run time: `v2` on a pure cgroup v2 host (the root holds
+    cgroup.controllers and is a cgroup2 mount), else v1 (hybrid or legacy: one hierarchy a
+    controller). Tests ask it for a controller's directory of a cgroup path, and pick the file
+    names of their layout: `layout.pick(v1="memory.limit_in_bytes", v2="memory.max")`."""
+
+    root: Path
+    v2: bool
+
+    @property
+    def name(self) -> str:
+        return "v2" if self.v2 else "v1"
+
+    def dir(self, controller: str, path: str) -> Path:
+        """The directory of cgroup `path` in `controller`'s hierarchy (v2: the one tree)."""
+        relative = path.lstrip("/")
+        return self.root / relative if self.v2 else self.root / controller / relative
+
+    def file(self, controller: str, path: str, *, v1: str, v2: str) -> Path:
+        return self.dir(controller, path) / (v2 if self.v2 else v1)
+
+    def read(self, controller: str, path: str, *, v1: str, v2: str) -> str:
+        return self.file(controller, path, v1=v1, v2=v2).read_text().strip()
+
+    def pick(self, *, v1: Any, v2: Any) -> Any:
+        return v2 if self.v2 else v1
+
+    def dirs(self, path: str) -> list[Path]:
+        """Every directory cgroup `path` has: one on v2; one a hierarchy on v1 (and the unified
+        tree of a hybrid host)."""
+        if not path.startswith("/"):
+            return []
+        relative = path.lstrip("/")
+        if self.v2:
+            return [self.root / relative] if (self.root / relative).is_dir() else []
+        return [h / relative for h in self.root.iterdir() if not h.is_symlink() and (h / relative).is_dir()]
+
+
+def is_cgroup2(path: Path) -> bool:
+    """Whether `path` is a cgroup2 mount point (its filesystem type in /proc/self/mountinfo)."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return False
+    found = False
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 4 and fields[4] == str(path) and " - " in line:
+            found = line.split(" - ", 1)[1].split()[0] == "cgroup2"  # the last mount on top wins
+    return found
+
+
+def cgroup_layout(root: Path = CGROUP_ROOT) -> CgroupLayout:
+    return CgroupLayout(root, (root / "cgroup.controllers").exists() and is_cgroup2(root))
+
+
+LAYOUT = cgroup_layout()
+
+
 def cgroup_dirs(path: str) -> list[Path]:
-    if not path.startswith("/"):
-        return []
-    return [h / path.lstrip("/") for h in CGROUP_ROOT.iterdir()
-            if not h.is_symlink() and (h / path.lstrip("/")).is_dir()]
+    return LAYOUT.dirs(path)
 
 
 def remove_cgroup(path: Path) -> None:
@@ -229,7 +286,8 @@ def remove_cgroup(path: Path) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _cgroup_parent_cleanup() -> Iterator[None]:
     yield
-    for hierarchy in CGROUP_ROOT.iterdir() if CGROUP_ROOT.exists() else []:
+    hierarchies = [CGROUP_ROOT] if LAYOUT.v2 else (list(CGROUP_ROOT.iterdir()) if CGROUP_ROOT.exists() else [])
+    for hierarchy in hierarchies:
         parent = hierarchy / CGROUP_PARENT.lstrip("/")
         if parent.is_dir() and not hierarchy.is_symlink():
             for child in parent.iterdir():
@@ -292,3 +350,8 @@ def ns_link(pid: int | str, name: str) -> str:
 
 def new_id(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def spec_has_namespace(bundle: Bundle, kind: str) -> bool:
+    """Whether the bundle's spec asks for a namespace of this type (new or joined)."""
+    return any(ns.get("type") == kind for ns in bundle.linux.get("namespaces", []))

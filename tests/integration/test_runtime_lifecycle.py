@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import CGROUP_ROOT, Bundle, Runtime, cgroup_dirs, new_id, ns_link, reap
+from tests.integration.conftest import (
+    LAYOUT, Bundle, Runtime, cgroup_dirs, new_id, ns_link, reap, spec_has_namespace,
+)
 
 DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]  # runc spec's default set
 
@@ -68,7 +70,12 @@ def test_own_mount_pid_uts_ipc_net_namespaces(pycri: Runtime, make_bundle, subre
     subreaper.add(pid)
     for name in ("mnt", "pid", "uts", "ipc", "net"):
         assert ns_link(pid, name) != ns_link("self", name), name
-    assert ns_link(pid, "cgroup") == ns_link("self", "cgroup")  # runc spec has no cgroup namespace
+    if spec_has_namespace(bundle, "cgroup"):  # `runc spec` asks for one on cgroup v2
+        assert LAYOUT.v2
+        assert ns_link(pid, "cgroup") != ns_link("self", "cgroup")
+    else:  # and none on v1
+        assert not LAYOUT.v2
+        assert ns_link(pid, "cgroup") == ns_link("self", "cgroup")
     status = Path(f"/proc/{pid}/status").read_text()
     nspid = [line for line in status.splitlines() if line.startswith("NSpid:")][0].split()
     assert nspid[-1] == "1"  # PID 1 in its own PID namespace
@@ -113,32 +120,47 @@ def test_cgroup_limits_and_membership(pycri: Runtime, make_bundle, subreaper: se
     pycri.create(cid, bundle)
     pid = pycri.state(cid)["pid"]
     subreaper.add(pid)
-    path = bundle.linux["cgroupsPath"].lstrip("/")
-    memory, cpu, pids = (CGROUP_ROOT / c / path for c in ("memory", "cpu", "pids"))
-    assert (memory / "memory.limit_in_bytes").read_text().strip() == str(64 << 20)
-    assert (memory / "memory.soft_limit_in_bytes").read_text().strip() == str(32 << 20)
-    assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "50000"
-    assert (cpu / "cpu.cfs_period_us").read_text().strip() == "100000"
-    assert (cpu / "cpu.shares").read_text().strip() == "512"
-    assert (pids / "pids.max").read_text().strip() == "100"
-    for hierarchy in cgroup_dirs("/" + path):
+    path = bundle.linux["cgroupsPath"]
+
+    def read(controller: str, *, v1: str, v2: str) -> str:
+        return LAYOUT.read(controller, path, v1=v1, v2=v2)
+
+    assert read("memory", v1="memory.limit_in_bytes", v2="memory.max") == str(64 << 20)
+    assert read("memory", v1="memory.soft_limit_in_bytes", v2="memory.low") == str(32 << 20)
+    if LAYOUT.v2:
+        assert read("cpu", v1="", v2="cpu.max") == "50000 100000"
+        assert read("cpu", v1="", v2="cpu.weight") == "20"  # shares 512 as runc converts them
+    else:
+        assert read("cpu", v1="cpu.cfs_quota_us", v2="") == "50000"
+        assert read("cpu", v1="cpu.cfs_period_us", v2="") == "100000"
+        assert read("cpu", v1="cpu.shares", v2="") == "512"
+    assert read("pids", v1="pids.max", v2="pids.max") == "100"
+    dirs = cgroup_dirs(path)
+    assert dirs == [LAYOUT.root / path.lstrip("/")] if LAYOUT.v2 else len(dirs) >= 3  # memory, cpu, pids...
+    for hierarchy in dirs:
         assert str(pid) in (hierarchy / "cgroup.procs").read_text().split(), hierarchy
     own = Path(f"/proc/{pid}/cgroup").read_text()
-    assert f"memory:/{path}" in own and f"0::/{path}" in own  # v1 and the unified hierarchy
+    if LAYOUT.v2:
+        assert own == f"0::{path}\n"  # the one tree (seen from this cgroup namespace)
+    else:
+        assert f"memory:{path}" in own and f"0::{path}" in own  # v1 and the unified hierarchy
     # update (kubelet's UpdateContainerResources)
     resources = Path(bundle.path / "update.json")
     resources.write_text('{"memory": {"limit": 134217728}, "cpu": {"quota": 20000}}')
     pycri.run("update", "--resources", str(resources), cid, check=True)
-    assert (memory / "memory.limit_in_bytes").read_text().strip() == str(128 << 20)
-    assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "20000"
+    assert read("memory", v1="memory.limit_in_bytes", v2="memory.max") == str(128 << 20)
+    if LAYOUT.v2:
+        assert read("cpu", v1="", v2="cpu.max") == "20000 100000"
+    else:
+        assert read("cpu", v1="cpu.cfs_quota_us", v2="") == "20000"
     pycri.run("update", "--pids-limit", "50", cid, check=True)
-    assert (pids / "pids.max").read_text().strip() == "50"
+    assert read("pids", v1="pids.max", v2="pids.max") == "50"
     import json
 
     stats = json.loads(pycri.run("events", "--stats", cid, check=True).stdout)
     assert stats["data"]["memory"]["usage"]["limit"] == 128 << 20 and stats["data"]["pids"]["current"] >= 1
     pycri.run("delete", "--force", cid, check=True)
-    assert not cgroup_dirs("/" + path)
+    assert not cgroup_dirs(path)
     assert reap(pid) == 137
 
 
@@ -211,8 +233,11 @@ def test_devices_and_dev_links(pycri: Runtime, make_bundle, tmp_path: Path, subr
                          "echo hi > /dev/null && echo null-ok; head -c 4 /dev/zero | wc -c")
     code, out, err = run_to_exit(pycri, bundle, tmp_path, subreaper)
     listing, details = out.split("---\n")
-    assert listing.split() == ["fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin",
-                               "stdout", "tty", "urandom", "zero"]
+    expected = ["fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin",
+                "stdout", "tty", "urandom", "zero"]
+    if os.path.exists("/proc/kcore"):  # /dev/core -> /proc/kcore, as runc makes it, where the kernel has one
+        expected = sorted([*expected, "core"])
+    assert listing.split() == expected
     assert "crw-rw-rw-" in details and "1,   3" in details
     assert "/dev/ptmx -> pts/ptmx" in details and "/dev/fd -> /proc/self/fd" in details
     assert "null-ok" in details and details.strip().endswith("4"), err

@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.integration.conftest import CGROUP_ROOT, Runtime, cgroup_dirs, new_id, reap
+from tests.integration.conftest import LAYOUT, Runtime, cgroup_dirs, new_id, reap
 
 
 def test_no_pivot(pycri: Runtime, make_bundle, tmp_path: Path, subreaper: set[int]) -> None:
@@ -53,8 +53,8 @@ def test_kill_all_and_update_from_stdin(pycri: Runtime, make_bundle, subreaper: 
     pid = pycri.state(cid)["pid"]
     subreaper.add(pid)
     pycri.run("start", cid, check=True)
-    path = bundle.linux["cgroupsPath"].lstrip("/")
-    procs = CGROUP_ROOT / "pids" / path / "cgroup.procs"
+    path = bundle.linux["cgroupsPath"]
+    procs = LAYOUT.dir("pids", path) / "cgroup.procs"
     import time
 
     deadline = time.monotonic() + 60
@@ -63,7 +63,7 @@ def test_kill_all_and_update_from_stdin(pycri: Runtime, make_bundle, subreaper: 
         time.sleep(0.02)
     result = pycri.run("update", "-r", "-", cid, input='{"pids": {"limit": 7}}')
     assert result.returncode == 0, result.stderr
-    assert (CGROUP_ROOT / "pids" / path / "pids.max").read_text().strip() == "7"
+    assert (LAYOUT.dir("pids", path) / "pids.max").read_text().strip() == "7"
     pycri.run("kill", "--all", cid, "KILL", check=True)
     assert reap(pid) == 137
     pycri.wait_status(cid, "stopped")
@@ -72,7 +72,7 @@ def test_kill_all_and_update_from_stdin(pycri: Runtime, make_bundle, subreaper: 
         assert time.monotonic() < deadline
         time.sleep(0.02)
     pycri.run("delete", cid, check=True)
-    assert not cgroup_dirs("/" + path)
+    assert not cgroup_dirs(path)
 
 
 def test_resource_failure_after_init_is_ready_cleans_up(pycri: Runtime, make_bundle, subreaper: set[int]) -> None:
