@@ -116,6 +116,8 @@ class ContainerService:
         log_existed = bool(record.log_path) and os.path.lexists(record.log_path)
         try:
             paths = self.paths(record)
+            # searchable, not listable: a user-namespaced pod's root passes through to its rootfs
+            (self.root / record.id).mkdir(mode=0o711, exist_ok=True)
             merged = rootfs.mount(self.syscall, new.layers, self.root / record.id / "rootfs", _idmap(new.spec))
             paths.bundle.mkdir(parents=True, exist_ok=True, mode=0o700)  # config.json holds the env
             spec = dict(new.spec)

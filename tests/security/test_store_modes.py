@@ -73,7 +73,8 @@ def test_local_user_cannot_reach_layers_blobs_bundles_db_or_logs(pycri: Pycri, a
         assert _denied(as_attacker("ls", str(directory)))
         assert _denied(as_attacker("cat", str(directory / "hosts")))
     # the root and the directories a user-namespaced pod's root passes through are not listable
-    for directory in (root, root / "containers", pycri.state, pycri.state / "runtime/pycri", pycri.state / "exits"):
+    for directory in (root, root / "containers", root / "containers" / ctr, pycri.state,
+                      pycri.state / "runtime/pycri", pycri.state / "exits"):
         assert _denied(as_attacker("ls", str(directory)))
         assert not stat.S_IMODE(os.stat(directory).st_mode) & 0o066
 
