@@ -149,8 +149,12 @@ class Resources(_Record):
             devices.append(DeviceRule(raw["allow"], dev_type, raw.get("major"), raw.get("minor"), access))
         hugepages = [HugepageLimit(str(h["pageSize"]), int(h["limit"])) for h in data.get("hugepageLimits") or []]
         unified = data.get("unified") or {}
-        for key in unified:
-            if "/" in key or key in ("", ".", ".."):
+        if not isinstance(unified, dict):
+            raise CgroupError(f"{where}.unified must be an object")
+        for key, value in unified.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise CgroupError(f"{where}.unified: file names and values must be strings")
+            if "/" in key or "\0" in key or key in ("", ".", ".."):
                 raise CgroupError(f"{where}.unified: bad file name {key!r}")
         blkio = data.get("blockIO") or {}
         return cls(cpu=cpu, memory=memory, pids_limit=_opt_int(pids_raw, "limit", f"{where}.pids"),

@@ -24,6 +24,13 @@ def shares_to_weight(shares: int) -> int:
     return 1 + ((shares - 2) * 9999) // 262142
 
 
+def blkio_weight_to_io_weight(weight: int) -> int:
+    """blkio.weight [10, 1000] -> io.weight [1, 10000] (runc's and crun's conversion)."""
+    if weight <= 0:
+        return 0
+    return 1 + ((weight - 10) * 9999) // 990
+
+
 def swap_v2(limit: int | None, swap: int | None) -> str | None:
     """v1's memory+swap -> memory.swap.max (swap alone)."""
     if swap is None or swap == 0:
@@ -90,7 +97,9 @@ class V2Manager(CgroupManager):
             write_file(self.dir, "cpu.weight", shares_to_weight(cpu.shares))
         if cpu.quota is not None or cpu.period:
             quota = "max" if cpu.quota is None or cpu.quota <= 0 else str(cpu.quota)
-            write_file(self.dir, "cpu.max", f"{quota} {cpu.period or 100000}")
+            # without a period the kernel keeps the cgroup's own (an update of the quota alone
+            # must not reset a period set at create), as runc writes it
+            write_file(self.dir, "cpu.max", f"{quota} {cpu.period}" if cpu.period else quota)
         if cpu.idle is not None:
             write_file(self.dir, "cpu.idle", cpu.idle)
         if cpu.cpus:
@@ -114,8 +123,13 @@ class V2Manager(CgroupManager):
             write_file(self.dir, "pids.max", "max" if resources.pids_limit <= 0 else resources.pids_limit)
         for limit in resources.hugepage_limits:
             write_file(self.dir, f"hugetlb.{limit.page_size}.max", limit.limit)
-        if resources.blkio_weight is not None and self._has("io.weight"):
-            write_file(self.dir, "io.weight", resources.blkio_weight)
+        if resources.blkio_weight:
+            if self._has("io.bfq.weight"):  # BFQ takes v1's scale [1, 1000] as it is
+                write_file(self.dir, "io.bfq.weight", resources.blkio_weight)
+            elif self._has("io.weight"):
+                write_file(self.dir, "io.weight", blkio_weight_to_io_weight(resources.blkio_weight))
+            else:
+                warnings.append("blockIO.weight: the cgroup has no io.weight")
         for key, value in resources.unified.items():
             write_file(self.dir, key, value)
         if resources.devices:

@@ -160,7 +160,7 @@ def build(config: cri.ContainerConfig, image: dict[str, Any], layers: list[Path]
         "mounts": _mounts(config, pod, security.privileged),
         "annotations": annotations,
         "linux": {
-            "namespaces": _namespaces(security, pod),
+            "namespaces": _namespaces(security, pod) + _cgroup_namespace(security),
             "resources": resources(linux_config.resources, privileged=security.privileged),
             "cgroupsPath": f"{pod.cgroup_parent.rstrip('/')}/{container_id_hint}",
             "maskedPaths": [] if security.privileged else list(security.masked_paths or DEFAULT_MASKED_PATHS),
@@ -229,6 +229,21 @@ def _namespaces(security: cri.LinuxContainerSecurityContext, pod: PodContext) ->
     else:
         namespaces.append({"type": "pid"})
     return namespaces
+
+
+def _cgroup_namespace(security: cri.LinuxContainerSecurityContext) -> list[dict[str, str]]:
+    """A cgroup namespace of its own for a container on a cgroup v2 host, unless privileged (as
+    containerd's CRI and CRI-O do, per the cgroup v2 KEP): /sys/fs/cgroup and /proc/self/cgroup
+    then show the container's own cgroup as the root, not the host's tree. v1 keeps the host's
+    (compatibility); CRI has no field to ask for the host's one."""
+    if security.privileged or not cgroup_v2():
+        return []
+    return [{"type": "cgroup"}]
+
+
+@functools.cache
+def cgroup_v2() -> bool:
+    return cgroups.detect() == cgroups.V2
 
 
 def resources(res: cri.LinuxContainerResources, privileged: bool = False) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from cgroups import CgroupError, manager_from_state, new_manager
 from cgroups.resources import Resources
 from cgroups.devices_bpf import PROGRAM_NAME, device_filter
 from cgroups.resources import DeviceRule
-from cgroups.v2 import V2Manager, shares_to_weight, swap_v2, weight_to_shares
+from cgroups.v2 import V2Manager, blkio_weight_to_io_weight, shares_to_weight, swap_v2, weight_to_shares
 from tests.unit.test_cgroups_v1 import METRIC_STATS, PRESSURE, write_files
 
 CONTROLLERS = "cpuset cpu io memory hugetlb pids rdma misc"
@@ -233,3 +233,51 @@ def test_a_failing_bpf_call_is_a_cgroup_error(tmp_path: Path) -> None:
 
     with pytest.raises(CgroupError, match="device filter for .*Operation not permitted"):
         V2Manager(str(root), "/c1", bpf=Refusing()).set_devices([DeviceRule(False)])
+
+
+def test_an_update_of_the_quota_alone_keeps_the_period(tmp_path: Path) -> None:
+    # the kernel reads "20000" in cpu.max as a new quota with the cgroup's period unchanged;
+    # "20000 100000" would reset a period of 50000 set at create
+    root = fake_tree(tmp_path / "cg", "/c1")
+    manager = V2Manager(str(root), "/c1", bpf=FakeBpf())
+    manager.apply(Resources.from_spec({"cpu": {"quota": 20000}}))
+    assert (root / "c1" / "cpu.max").read_text() == "20000"
+    manager.apply(Resources.from_spec({"cpu": {"quota": 0, "period": 50000}}))
+    assert (root / "c1" / "cpu.max").read_text() == "max 50000"
+
+
+def test_block_io_weight_on_v2(tmp_path: Path) -> None:
+    root = fake_tree(tmp_path / "cg", "/c1")
+    manager = V2Manager(str(root), "/c1", bpf=FakeBpf())
+    assert manager.apply(Resources.from_spec({"blockIO": {"weight": 500}})) == []
+    assert (root / "c1" / "io.weight").read_text() == "4950"  # [10, 1000] -> [1, 10000]
+    assert blkio_weight_to_io_weight(10) == 1 and blkio_weight_to_io_weight(1000) == 10000
+    (root / "c1" / "io.bfq.weight").write_text("")
+    manager.apply(Resources.from_spec({"blockIO": {"weight": 300}}))
+    assert (root / "c1" / "io.bfq.weight").read_text() == "300"  # BFQ: v1's scale
+    (root / "c1" / "io.bfq.weight").unlink()
+    (root / "c1" / "io.weight").unlink()
+    assert manager.apply(Resources.from_spec({"blockIO": {"weight": 300}})) == ["blockIO.weight: the cgroup has no io.weight"]
+
+
+@pytest.mark.parametrize("key", ["../c2/memory.max", "/memory.max", "..", ".", "", "memory.max/x"])
+def test_unified_keys_that_leave_the_cgroup_are_refused(tmp_path: Path, key: str) -> None:
+    with pytest.raises(CgroupError, match="unified"):
+        Resources.from_spec({"unified": {key: "1"}})
+
+
+def test_unified_is_written_as_given(tmp_path: Path) -> None:
+    root = fake_tree(tmp_path / "cg", "/c1")
+    for name in ("memory.oom.group", "memory.high", "pids.max"):
+        (root / "c1" / name).write_text("")
+    manager = V2Manager(str(root), "/c1", bpf=FakeBpf())
+    manager.apply(Resources.from_spec({"pids": {"limit": 10},
+                                       "unified": {"memory.oom.group": "1", "memory.high": "max", "pids.max": "20"}}))
+    c1 = lambda f: (root / "c1" / f).read_text()  # noqa: E731
+    assert (c1("memory.oom.group"), c1("memory.high"), c1("pids.max")) == ("1", "max", "20")  # unified last: it wins
+
+
+@pytest.mark.parametrize("unified", [["memory.max"], {"memory.max": 1}, {"memory.max\0": "1"}])
+def test_unified_must_be_an_object_of_strings(unified: object) -> None:
+    with pytest.raises(CgroupError, match="unified"):
+        Resources.from_spec({"unified": unified})

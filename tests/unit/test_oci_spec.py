@@ -165,3 +165,16 @@ def test_recursive_read_only_mounts(layers: list[Path], tmp_path: Path) -> None:
             options(rro_mount(tmp_path, propagation=propagation))
     with pytest.raises(Unimplemented, match="does not support recursive read-only"):
         options(rro_mount(tmp_path), supported=False)
+
+
+@pytest.mark.parametrize("v2", [True, False])
+@pytest.mark.parametrize("privileged", [True, False])
+def test_a_cgroup_namespace_on_cgroup_v2_unless_privileged(layers: list[Path], monkeypatch: pytest.MonkeyPatch,
+                                                           v2: bool, privileged: bool) -> None:
+    # containerd's CRI and CRI-O: a cgroup namespace of its own on v2, the host's on v1 and when privileged
+    monkeypatch.setattr(oci_spec, "cgroup_v2", lambda: v2)
+    config = cri.ContainerConfig(command=["sh"], linux=cri.LinuxContainerConfig(
+        security_context=cri.LinuxContainerSecurityContext(privileged=privileged)))
+    namespaces = oci_spec.build(config, {}, layers, pod(), "c", {})["linux"]["namespaces"]
+    assert ({"type": "cgroup"} in namespaces) == (v2 and not privileged)
+    assert [ns for ns in namespaces if ns["type"] == "cgroup"] in ([], [{"type": "cgroup"}])
