@@ -117,8 +117,10 @@ class V2Manager(CgroupManager):
             write_file(self.dir, "memory.max", "max" if memory.limit == -1 else memory.limit)
         if memory.reservation is not None:
             write_file(self.dir, "memory.low", "max" if memory.reservation == -1 else memory.reservation)
-        if memory.swappiness is not None:
-            pass  # no per-cgroup swappiness in v2
+        if memory.swappiness is not None and memory.swappiness != -1:
+            warnings.append("memory.swappiness: cgroup v2 has no per-cgroup swappiness")  # ignored, as crun
+        if memory.disable_oom_killer:
+            warnings.append("memory.disableOOMKiller: cgroup v2 cannot turn the OOM killer off")
         if resources.pids_limit is not None:
             write_file(self.dir, "pids.max", "max" if resources.pids_limit <= 0 else resources.pids_limit)
         for limit in resources.hugepage_limits:

@@ -281,3 +281,12 @@ def test_unified_is_written_as_given(tmp_path: Path) -> None:
 def test_unified_must_be_an_object_of_strings(unified: object) -> None:
     with pytest.raises(CgroupError, match="unified"):
         Resources.from_spec({"unified": unified})
+
+
+def test_v1_only_memory_settings_are_warned_about(tmp_path: Path) -> None:
+    root = fake_tree(tmp_path / "cg", "/c1")
+    manager = V2Manager(str(root), "/c1", bpf=FakeBpf())
+    assert manager.apply(Resources.from_spec({"memory": {"swappiness": -1}})) == []
+    assert manager.apply(Resources.from_spec({"memory": {"swappiness": 60, "disableOOMKiller": True}})) == [
+        "memory.swappiness: cgroup v2 has no per-cgroup swappiness",
+        "memory.disableOOMKiller: cgroup v2 cannot turn the OOM killer off"]
