@@ -50,6 +50,11 @@ def _memory(stats: cgroups.Stats, timestamp: int) -> cri.MemoryUsage:
     memory = cri.MemoryUsage(timestamp=timestamp)
     memory.working_set_bytes.value = stats.memory_working_set
     memory.usage_bytes.value = stats.memory_usage
+    # anonymous memory (v1 total_rss, v2 memory.stat anon) and the page faults, as containerd
+    # reports them (kubelet's summary API shows them)
+    memory.rss_bytes.value = stats.memory_rss
+    memory.page_faults.value = stats.pgfault
+    memory.major_page_faults.value = stats.pgmajfault
     if stats.memory_limit:
         memory.available_bytes.value = max(0, stats.memory_limit - stats.memory_working_set)
     return memory
