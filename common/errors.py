@@ -52,5 +52,9 @@ class DeadlineExceeded(PycriError):
     """The operation did not finish in the time it was given."""
 
 
+class Cancelled(PycriError):
+    """The client gave up on the call (cancelled it, or its deadline passed): the work stops."""
+
+
 class RuntimeFailed(PycriError):
     """The OCI runtime or the container monitor failed; the message is theirs."""

@@ -23,6 +23,7 @@ STATUS_OF: dict[type[errors.PycriError], grpc.StatusCode] = {
     errors.DataLoss: grpc.StatusCode.DATA_LOSS,
     errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.Cancelled: grpc.StatusCode.CANCELLED,
     errors.RuntimeFailed: grpc.StatusCode.UNKNOWN,
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -71,7 +72,11 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):
 
     def PullImage(self, request: cri.PullImageRequest, context: Any) -> cri.PullImageResponse:
         name = _image_name(request.image, "PullImage")
-        image_id = self.images.pull(name, credentials_of(request.auth))
+        # a client that gives up (its deadline, a cancel) stops the pull: its retry must not
+        # queue behind a download nobody waits for any more
+        gone = threading.Event()
+        context.add_callback(gone.set)
+        image_id = self.images.pull(name, credentials_of(request.auth), gone)
         return cri.PullImageResponse(image_ref=image_id)
 
     def RemoveImage(self, request: cri.RemoveImageRequest, context: Any) -> cri.RemoveImageResponse:

@@ -21,7 +21,7 @@ from typing import Any
 
 import zstandard
 
-from common.errors import (DISK_FULL_ERRNOS, DataLoss, NotFound, PermissionDenied, PycriError,
+from common.errors import (DISK_FULL_ERRNOS, Cancelled, DataLoss, NotFound, PermissionDenied, PycriError,
                            ResourceExhausted, Unavailable)
 from images import manifest as mf
 from images.config import RegistryConfig
@@ -39,7 +39,12 @@ MAX_LAYERS_IN_FLIGHT = 8
 
 
 class Aborted(Exception):
-    """Another layer of the same pull failed: this one stops reading."""
+    """Another layer of the same pull failed, or the client gave up: this one stops reading."""
+
+
+def _check(cancel: threading.Event) -> None:
+    if cancel.is_set():
+        raise Aborted()
 
 
 @dataclass(frozen=True)
@@ -132,20 +137,26 @@ class Puller:
         self.in_flight = threading.BoundedSemaphore(MAX_LAYERS_IN_FLIGHT)
 
     @contextlib.contextmanager
-    def pull(self, ref: Reference, credentials: Credentials) -> Iterator[PulledImage]:
+    def pull(self, ref: Reference, credentials: Credentials,
+             cancel: threading.Event | None = None) -> Iterator[PulledImage]:
         """Pull `ref`; the content stays leased while the caller records the image. A full disk
-        (ENOSPC, EDQUOT) is ResourceExhausted; what the pull wrote is removed by then."""
+        (ENOSPC, EDQUOT) is ResourceExhausted; what the pull wrote is removed by then. Once
+        `cancel` is set (the client gave up) the pull stops between steps and within a read."""
+        cancel = cancel if cancel is not None else threading.Event()
         try:
-            with self._pull(ref, credentials) as pulled:
+            with self._pull(ref, credentials, cancel) as pulled:
                 yield pulled
+        except Aborted:  # only ever raised once `cancel` was set
+            raise Cancelled(f"pull of {ref} cancelled by the client") from None
         except OSError as exc:
             if exc.errno in DISK_FULL_ERRNOS:
                 raise ResourceExhausted(f"cannot pull {ref}: out of disk space ({exc.strerror})") from exc
             raise
 
     @contextlib.contextmanager
-    def _pull(self, ref: Reference, credentials: Credentials) -> Iterator[PulledImage]:
+    def _pull(self, ref: Reference, credentials: Credentials, cancel: threading.Event) -> Iterator[PulledImage]:
         repository, fetched = self._resolve(ref, credentials)
+        _check(cancel)
         blobs = [fetched.digest]
         doc = mf.load_json(fetched.data, f"manifest of {ref}")
         manifest_digest = fetched.digest
@@ -169,11 +180,13 @@ class Puller:
             image = mf.parse_manifest(doc, fetched.media_type)
             mf.check_size(image.config, mf.MAX_CONFIG_BYTES, f"image config of {ref}")
             stack.enter_context(self.leases.hold([image.config.digest]))
+            _check(cancel)
             config_bytes = self._fetch_config(repository, image.config)
             config = mf.load_json(config_bytes, f"image config {image.config.digest}")
             diff_ids = mf.diff_ids_of(config, len(image.layers))
             stack.enter_context(self.leases.hold([d.digest for d in image.layers] + diff_ids))
-            pulled_layers = self._fetch_layers(repository, image.layers, diff_ids)
+            _check(cancel)
+            pulled_layers = self._fetch_layers(repository, image.layers, diff_ids, cancel)
             blobs += [image.config.digest] + [d.digest for d in image.layers]
             size = len(fetched.data) + image.config.size + sum(d.size for d in image.layers)
             yield PulledImage(
@@ -217,11 +230,13 @@ class Puller:
                 self.content.write(desc.digest, data)
         return self.content.read(desc.digest)
 
-    def _fetch_layers(self, repository: Repository, descs: list[mf.Descriptor], diff_ids: list[str]) -> list[PulledLayer]:
+    def _fetch_layers(self, repository: Repository, descs: list[mf.Descriptor], diff_ids: list[str],
+                      cancel: threading.Event | None = None) -> list[PulledLayer]:
         """Fetch the layers, a few at a time; the first failure stops the others at once (their
-        reads raise), so a failed pull reports and cleans up without waiting for them."""
+        reads raise), so a failed pull reports and cleans up without waiting for them. `cancel`
+        (this pull's own event) stops them all the same way."""
         workers = max(1, min(self.config.max_concurrent_downloads, len(descs)))
-        abort = threading.Event()
+        abort = cancel if cancel is not None else threading.Event()
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull") as pool:
             futures = [pool.submit(self._fetch_layer, repository, d, i, abort) for d, i in zip(descs, diff_ids)]
             wait(futures, return_when=FIRST_EXCEPTION)
@@ -234,6 +249,8 @@ class Puller:
             first = next((e for e in failures if not isinstance(e, Aborted)), None)
             if first is not None:
                 raise first
+            if failures:  # every layer stopped: the pull was cancelled
+                raise failures[0]
             return [f.result() for f in futures]
 
     def _fetch_layer(self, repository: Repository, desc: mf.Descriptor, diff_id: str,
@@ -325,16 +342,18 @@ def _decompressor(stream: HashingReader, compression: str) -> Any:
 
 
 class _Abortable:
-    """A reader that raises Aborted once `abort` is set."""
+    """A reader that raises Aborted once `abort` is set. It returns what has arrived rather than
+    waiting for a whole chunk, so a slow transfer notices the abort at its next bytes."""
 
     def __init__(self, source: Any, abort: threading.Event) -> None:
         self._source = source
         self._abort = abort
+        self._read = getattr(source, "read1", source.read)
 
     def read(self, n: int = -1) -> bytes:
         if self._abort.is_set():
             raise Aborted()
-        return self._source.read(n)
+        return self._read(n)
 
 
 def _copy(source: Any, ingest: Ingest) -> None:

@@ -301,6 +301,13 @@ class BlobReader:
         except (OSError, http.client.HTTPException) as exc:
             raise Unavailable(f"transfer of {self._what} failed: {exc}") from None
 
+    def read1(self, n: int = -1) -> bytes:
+        """What has arrived, up to `n` bytes (at least one, unless the blob has ended)."""
+        try:
+            return self._response.read1(n)
+        except (OSError, http.client.HTTPException) as exc:
+            raise Unavailable(f"transfer of {self._what} failed: {exc}") from None
+
     def close(self) -> None:
         self._response.close()
 

@@ -51,18 +51,18 @@ class ImageService:
 
     # -- CRI operations -----------------------------------------------------
 
-    def pull(self, name: str, credentials: Credentials) -> str:
-        """Pull `name` and return the image id."""
+    def pull(self, name: str, credentials: Credentials, cancel: threading.Event | None = None) -> str:
+        """Pull `name` and return the image id; setting `cancel` (the client gave up) stops it."""
         ref = reference.parse(name)
         try:
-            image_id = self._pull(ref, credentials)
+            image_id = self._pull(ref, credentials, cancel)
         except BaseException:
             self.collect_garbage()  # the blobs and layers of a failed pull are referenced by nothing
             raise
         return image_id
 
-    def _pull(self, ref: reference.Reference, credentials: Credentials) -> str:
-        with self.puller.locks.hold(f"pull:{ref}"), self.puller.pull(ref, credentials) as pulled:
+    def _pull(self, ref: reference.Reference, credentials: Credentials, cancel: threading.Event | None) -> str:
+        with self.puller.locks.hold(f"pull:{ref}"), self.puller.pull(ref, credentials, cancel) as pulled:
             record = ImageRecord(
                 id=pulled.image_id, manifest_digest=pulled.manifest_digest, size=pulled.size,
                 config=pulled.config, pulled_at=time.time_ns(),

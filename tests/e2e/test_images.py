@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from tests.e2e.conftest import Registries
@@ -249,7 +250,7 @@ class HeldMirror:
     bytes only in part and then holds the connection: a pull of such a blob is under way for as
     long as the test wants, however fast the machine."""
 
-    def __init__(self, upstream: str = "127.0.0.1:5000", hold: int = 32 * 1024 * 1024) -> None:
+    def __init__(self, upstream: str = "127.0.0.1:5000", hold: int = 32 * 1024 * 1024, trickle: bool = False) -> None:
         import http.client
         import http.server
 
@@ -281,7 +282,13 @@ class HeldMirror:
                     else:
                         self.wfile.write(response.read(hold // 2))
                         self.wfile.flush()
-                        mirror.release.wait(300)
+                        # trickle: a byte every half second, so the client's read timeout never fires
+                        while not mirror.release.wait(0.5 if trickle else 300) and trickle:
+                            try:
+                                self.wfile.write(response.read(1))
+                                self.wfile.flush()
+                            except OSError:  # the puller hung up
+                                break
                         self.close_connection = True
                 conn.close()
 
@@ -299,13 +306,44 @@ class HeldMirror:
         self.server.server_close()
 
 
-def test_sigkill_during_pull_then_restart(tmp_path: Path, registries: Registries) -> None:
-    mirror = HeldMirror()
-    pycri = Pycri(tmp_path)
+def behind(mirror: HeldMirror, base: Path) -> Pycri:
+    """A pycri whose docker.io mirror is `mirror`."""
+    pycri = Pycri(base)
     config = pycri.config.read_text()
     pycri.config.write_text(config.replace('"http://127.0.0.1:5000/docker.io"', f'"http://{mirror.address}/docker.io"')
                             .replace('plain_http = [', f'plain_http = ["{mirror.address}", '))
     pycri.start()
+    return pycri
+
+
+def test_a_pull_the_client_gave_up_on_stops(tmp_path: Path, registries: Registries) -> None:
+    """The client's deadline passes while the big layer trickles in: the pull stops and cleans
+    up at once (it held the image's pull lock, so the client's retry queued behind it)."""
+    from api.cri import api_pb2 as cri
+    from api.cri import api_pb2_grpc
+
+    mirror = HeldMirror(trickle=True)
+    pycri = behind(mirror, tmp_path)
+    try:
+        stub = api_pb2_grpc.ImageServiceStub(grpc.insecure_channel(f"unix://{pycri.socket}"))
+        with pytest.raises(grpc.RpcError) as gave_up:
+            stub.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image="pycri/big")), timeout=5)
+        assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        deadline = time.monotonic() + 120
+        while pycri.leftovers() or "cancelled by the client" not in pycri.log.read_text():
+            assert time.monotonic() < deadline, f"the pull went on: {pycri.leftovers()}"
+            time.sleep(0.1)
+        assert image_status_absent(pycri, "pycri/big") and pycri.blobs() == set() and pycri.layer_dirs() == set()
+    finally:
+        mirror.close()
+        pycri.remove_everything()
+        pycri.stop()
+        pycri.unmount_pin_root()
+
+
+def test_sigkill_during_pull_then_restart(tmp_path: Path, registries: Registries) -> None:
+    mirror = HeldMirror()
+    pycri = behind(mirror, tmp_path)
     try:
         puller = subprocess.Popen(
             ["crictl", "--config", str(pycri.crictl_config), "pull", "pycri/big"],
