@@ -110,16 +110,22 @@ def check_size(desc: Descriptor, limit: int, what: str) -> None:
         raise ResourceExhausted(f"{what} {desc.digest} is {desc.size} bytes; pycri accepts at most {limit}")
 
 
+def _descriptors(doc: dict[str, Any], key: str, limit: int, owner: str, each: str) -> list[Descriptor]:
+    """The descriptors listed under `key` of `owner` (an index's manifests, a manifest's layers),
+    refused past `limit` before any of them is parsed."""
+    raw = doc.get(key) or []
+    if not isinstance(raw, list):
+        raise DataLoss(f"{owner}: {key} is not a list")
+    if len(raw) > limit:
+        raise ResourceExhausted(f"{owner} lists {len(raw)} {key}; pycri accepts at most {limit}")
+    return [Descriptor.from_json(item, each) for item in raw]
+
+
 def select_platform(doc: dict[str, Any], wanted: Platform) -> Descriptor:
     """The index entry for `wanted` (an exact variant first, then any variant of the architecture,
     then a nested index that names the platform). An index with more than MAX_INDEX_ENTRIES
     entries is refused."""
-    raw = doc.get("manifests") or []
-    if not isinstance(raw, list):
-        raise DataLoss("index: manifests is not a list")
-    if len(raw) > MAX_INDEX_ENTRIES:
-        raise ResourceExhausted(f"index lists {len(raw)} manifests; pycri accepts at most {MAX_INDEX_ENTRIES}")
-    entries = [Descriptor.from_json(m, "index") for m in raw]
+    entries = _descriptors(doc, "manifests", MAX_INDEX_ENTRIES, "index", "index")
     matching = [
         d for d in entries
         if isinstance(d.platform, dict)
@@ -147,12 +153,7 @@ def select_platform(doc: dict[str, Any], wanted: Platform) -> Descriptor:
 
 def parse_manifest(doc: dict[str, Any], media_type: str) -> ImageManifest:
     config = Descriptor.from_json(doc.get("config"), "manifest config")
-    raw_layers = doc.get("layers") or []
-    if not isinstance(raw_layers, list):
-        raise DataLoss("manifest: layers is not a list")
-    if len(raw_layers) > MAX_LAYERS:
-        raise ResourceExhausted(f"manifest lists {len(raw_layers)} layers; pycri accepts at most {MAX_LAYERS}")
-    layers = [Descriptor.from_json(layer, "manifest layer") for layer in raw_layers]
+    layers = _descriptors(doc, "layers", MAX_LAYERS, "manifest", "manifest layer")
     for layer in layers:
         if layer.media_type not in COMPRESSION_BY_MEDIA_TYPE:
             raise DataLoss(f"layer {layer.digest} has unsupported media type {layer.media_type!r}")

@@ -1,4 +1,5 @@
-"""A scripted byte transport for the protocol fuzzers: hands out given chunks, then end of stream."""
+"""What the fuzzers share: a scripted byte transport (hands out given chunks, then end of stream)
+and `mutate`, which overwrites bytes of valid input at drawn positions."""
 from __future__ import annotations
 
 import threading
@@ -38,3 +39,11 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     """`data` cut at the given offsets (modulo its length): how a transport may hand it out."""
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
     return [data[a:b] for a, b in zip(points, points[1:]) if b > a]
+
+
+def mutate(data: bytes, edits: list[tuple[int, int]]) -> bytes:
+    out = bytearray(data)
+    for position, value in edits:
+        if out:
+            out[position % len(out)] = value
+    return bytes(out)

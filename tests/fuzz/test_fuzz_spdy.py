@@ -10,7 +10,7 @@ from hypothesis import example, given, strategies as st
 
 from criserver.streaming import spdy
 from criserver.streaming.spdy_conn import SpdyConnection
-from tests.fuzz.fakes import ScriptedTransport, split
+from tests.fuzz.fakes import ScriptedTransport, mutate, split
 
 HEADERS = st.lists(st.tuples(st.text("abcdefghijklmnopqrstuvwxyz-:", min_size=1, max_size=12), st.text(max_size=20)),
                    max_size=4, unique_by=lambda h: h[0])
@@ -33,14 +33,6 @@ FRAMES = st.one_of(
 def encode(frames: list[spdy.Frame]) -> bytes:
     encoder = spdy.FrameEncoder()
     return b"".join(encoder.encode(f) for f in frames)
-
-
-def mutate(data: bytes, edits: list[tuple[int, int]]) -> bytes:
-    out = bytearray(data)
-    for position, value in edits:
-        if out:
-            out[position % len(out)] = value
-    return bytes(out)
 
 
 def decode_all(chunks: list[bytes]) -> list[spdy.Frame]:

@@ -13,6 +13,7 @@ from hypothesis import example, given, strategies as st
 
 from common.errors import DataLoss
 from images.unpack import unpack_layer
+from tests.fuzz.fakes import mutate
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="unpacking keeps owners and makes device nodes: root")
 
@@ -40,14 +41,6 @@ def build(entries: list[tuple[str, bytes, str, bytes, int, bool]]) -> bytes:
             else:
                 tar.addfile(info)
     return out.getvalue()
-
-
-def mutate(data: bytes, edits: list[tuple[int, int]]) -> bytes:
-    out = bytearray(data)
-    for position, value in edits:
-        if out:
-            out[position % len(out)] = value
-    return bytes(out)
 
 
 def snapshot(root: Path) -> set[str]:

@@ -9,7 +9,7 @@ from hypothesis import example, given, strategies as st
 
 from criserver.streaming import channels, websocket
 from criserver.streaming.websocket import FrameParser, WebSocketConnection, WebSocketError, encode_frame
-from tests.fuzz.fakes import ScriptedTransport, split
+from tests.fuzz.fakes import ScriptedTransport, mutate, split
 
 CUTS = st.lists(st.integers(0, 10_000), max_size=8)
 EDITS = st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6)
@@ -21,14 +21,6 @@ PROTOCOLS = ["v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io", "base64
 
 def encode(frames: list[tuple[int, bytes, bool, bytes]]) -> bytes:
     return b"".join(encode_frame(op, payload, fin=fin, mask=mask) for op, payload, fin, mask in frames)
-
-
-def mutate(data: bytes, edits: list[tuple[int, int]]) -> bytes:
-    out = bytearray(data)
-    for position, value in edits:
-        if out:
-            out[position % len(out)] = value
-    return bytes(out)
 
 
 def parse_all(chunks: list[bytes], server: bool = True) -> None:
