@@ -1,6 +1,7 @@
 """Tests that need a pure cgroup v2 host. On this project's v1 (hybrid) machines they run
-inside User-Mode Linux: tests/security/test_cgroup_v2_devices.py starts `hack/run-in-v2.sh
-'<venv python> -m pytest tests/v2 ...'` and fails unless they pass there. Collected anywhere
+inside User-Mode Linux: tests/integration/cgroup_v2_guest.py runs them (with the other suites'
+v2 half) through `hack/run-in-v2.sh`, and tests/integration/test_in_cgroup_v2.py and
+tests/security/test_cgroup_v2_devices.py fail unless they pass there. Collected anywhere
 else they are skipped, saying so (they are never the only place they run).
 
 The runtime fixtures are tests/integration's (make_bundle, pycri-runtime with its own root).
@@ -31,7 +32,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = None
     if not pure_v2():
         skip = pytest.mark.skip(reason="needs a cgroup v2 host with the memory controller: "
-                                       "tests/security/test_cgroup_v2_devices.py runs these in one")
+                                       "tests/integration/test_in_cgroup_v2.py runs these in one")
     elif os.geteuid() != 0:
         skip = pytest.mark.skip(reason="needs root")
     for item in items:
