@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cgroups.v2 import V2Manager
 from tests.integration.conftest import CGROUP_ROOT, Bundle, Runtime, new_id, reap
 
 LIMIT = 32 << 20
@@ -55,6 +56,14 @@ def test_allocating_past_memory_max_is_oom_killed(pycri: Runtime, make_bundle, t
     stats = json.loads(pycri.run("events", "--stats", cid, check=True).stdout)["data"]
     assert stats["memory"]["usage"]["limit"] == LIMIT
     assert stats["memory"]["usage"]["usage"] < LIMIT
+    # what the daemon's stats and metrics read (cgroups.V2Manager.stats)
+    sample = V2Manager(str(CGROUP_ROOT), bundle.linux["cgroupsPath"]).stats()
+    assert (sample.oom_kills, sample.memory_limit, sample.memory_swap_limit) == (1, LIMIT, LIMIT)
+    assert sample.memory_failcnt >= 1  # memory.events max
+    assert sample.memory_max_usage == 0 or LIMIT // 2 < sample.memory_max_usage <= LIMIT  # memory.peak
+    assert sample.cpu_usage_ns > 0 and sample.pgfault > 0
+    if (cgroup / "memory.pressure").exists():  # PSI, where the kernel has it
+        assert set(sample.pressure) == {"cpu", "memory", "io"}
     pycri.run("delete", cid, check=True)
     assert not cgroup.exists()
 
