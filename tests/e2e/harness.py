@@ -4,10 +4,12 @@ Used by the end-to-end tests (tests/e2e) and the benchmarks (tests/bench).
 """
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -156,3 +158,44 @@ def container_config(base: Path, name: str, command: list[str], image: str = "bu
     path = base / f"ctr-{name}.json"
     path.write_text(json.dumps(config))
     return path
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A request handler that logs nothing (the tests' own servers)."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class LoopbackServer:
+    """A test's own HTTP server on 127.0.0.1 (a free port), serving `handler` from a thread;
+    a context manager, or start() and close()."""
+
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "LoopbackServer":
+        self.thread.start()
+        return self
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.server.shutdown()
+            self.thread.join()
+        self.server.server_close()
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from tests.e2e.conftest import Registries
-from tests.e2e.harness import Pycri
+from tests.e2e.harness import LoopbackServer, Pycri, QuietHandler
 
 
 def image_status(pycri: Pycri, name: str) -> dict:
@@ -245,19 +245,18 @@ def test_concurrent_pulls_download_once(pycri: Pycri, registries: Registries) ->
     assert _blob_gets(registries, big_layer) - before == 1
 
 
-class HeldMirror:
+class HeldMirror(LoopbackServer):
     """A mirror in front of the plain registry that, until released, serves blobs over `hold`
     bytes only in part and then holds the connection: a pull of such a blob is under way for as
     long as the test wants, however fast the machine."""
 
     def __init__(self, upstream: str = "127.0.0.1:5000", hold: int = 32 * 1024 * 1024, trickle: bool = False) -> None:
         import http.client
-        import http.server
 
         self.release = threading.Event()
         mirror = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_HEAD(self) -> None:
                 self.forward(body=False)
 
@@ -292,18 +291,12 @@ class HeldMirror:
                         self.close_connection = True
                 conn.close()
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(Handler)
+        self.start()
 
     def close(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().close()
 
 
 def behind(mirror: HeldMirror, base: Path) -> Pycri:

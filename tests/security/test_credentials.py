@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.server
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,13 +19,13 @@ import pytest
 from api.cri import api_pb2 as cri
 from api.cri import api_pb2_grpc
 from tests.e2e.conftest import Registries
-from tests.e2e.harness import Pycri
+from tests.e2e.harness import LoopbackServer, Pycri, QuietHandler
 from tests.security.hostile import push_image
 
 Handler = Callable[[http.server.BaseHTTPRequestHandler], None]
 
 
-class Recorder:
+class Recorder(LoopbackServer):
     """A loopback HTTP server (in the test) that records the Authorization header of every request."""
 
     def __init__(self, respond: Handler) -> None:
@@ -34,7 +33,7 @@ class Recorder:
         self.paths: list[str] = []
         recorder = self
 
-        class RequestHandler(http.server.BaseHTTPRequestHandler):
+        class RequestHandler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802
                 recorder.paths.append(self.path)
                 if self.headers.get("Authorization"):
@@ -43,24 +42,7 @@ class Recorder:
 
             do_HEAD = do_POST = do_GET  # noqa: N815
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def port(self) -> int:
-        return self.server.server_address[1]
-
-    def __enter__(self) -> "Recorder":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+        super().__init__(RequestHandler)
 
 
 def _answer(handler: http.server.BaseHTTPRequestHandler, code: int, headers: dict[str, str], body: bytes = b"") -> None:

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import Registries
-from tests.e2e.harness import Pycri
+from tests.e2e.harness import LoopbackServer, Pycri, QuietHandler
 from tests.security.hostile import f, layer, push_image
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -32,7 +30,7 @@ def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-class FakeRegistry:
+class FakeRegistry(LoopbackServer):
     """A loopback registry (in the test) serving documents as given, or streaming a body
     without Content-Length; it records what was asked and how many bytes it sent."""
 
@@ -43,7 +41,7 @@ class FakeRegistry:
         self.sent = 0
         registry = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802
@@ -79,15 +77,11 @@ class FakeRegistry:
                     self.wfile.write(b"0\r\n\r\n")
                 self.close_connection = True
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def name(self) -> str:
-        return f"127.0.0.1:{self.server.server_address[1]}/evil/image"
+        return f"{self.address}/evil/image"
 
     def manifest(self, ref: str, media_type: str, doc: dict[str, Any] | bytes) -> bytes:
         body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
@@ -96,15 +90,6 @@ class FakeRegistry:
 
     def blob_path(self, blob_digest: str) -> str:
         return f"/v2/evil/image/blobs/{blob_digest}"
-
-    def __enter__(self) -> "FakeRegistry":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
 
 
 @contextlib.contextmanager
