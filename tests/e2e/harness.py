@@ -4,6 +4,7 @@ Used by the end-to-end tests (tests/e2e) and the benchmarks (tests/bench).
 """
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,16 @@ class Pycri:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(timeout=20)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator["Pycri"]:
+        """Started for the `with` block; stopped, and its pin root taken down, after it."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+            self.unmount_pin_root()
 
     def unmount_pin_root(self) -> None:
         """The daemon keeps <state>/ns mounted (like /run/netns); a test's stop takes it down."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.server
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -60,15 +60,8 @@ def basic_challenge(handler: http.server.BaseHTTPRequestHandler) -> None:
             b'{"errors":[{"code":"UNAUTHORIZED"}]}')
 
 
-@contextlib.contextmanager
-def daemon(tmp_path: Path, extra: str = "") -> Iterator[Pycri]:
-    pycri = Pycri(tmp_path, extra_config=extra)
-    pycri.start()
-    try:
-        yield pycri
-    finally:
-        pycri.stop()
-        pycri.unmount_pin_root()
+def daemon(tmp_path: Path, extra: str = "") -> contextlib.AbstractContextManager[Pycri]:
+    return Pycri(tmp_path, extra_config=extra).running()
 
 
 def test_mirror_on_another_host_gets_no_credentials(tmp_path: Path, registries: Registries) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,18 +91,12 @@ class FakeRegistry(LoopbackServer):
         return f"/v2/evil/image/blobs/{blob_digest}"
 
 
-@contextlib.contextmanager
-def daemon(tmp_path: Path, registry_keys: str = "") -> Iterator[Pycri]:
+def daemon(tmp_path: Path, registry_keys: str = "") -> contextlib.AbstractContextManager[Pycri]:
     pycri = Pycri(tmp_path)
     if registry_keys:  # keys of the [registry] table the harness writes
         text = pycri.config.read_text()
         pycri.config.write_text(text.replace("timeout_seconds = 10\n", f"timeout_seconds = 10\n{registry_keys}"))
-    pycri.start()
-    try:
-        yield pycri
-    finally:
-        pycri.stop()
-        pycri.unmount_pin_root()
+    return pycri.running()
 
 
 def refused(pycri: Pycri, name: str, reason: str) -> None:
