@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import os
 
-from cgroups.base import CgroupError, CgroupManager, IoDevice, ProcessStats, Stats
-from cgroups.paths import own_cgroups, resolve_path
+from pycri.cgroups.base import CgroupError, CgroupManager, IoDevice, ProcessStats, Stats
+from pycri.cgroups.paths import own_cgroups, resolve_path
 
 DEFAULT_ROOT = "/sys/fs/cgroup"
 V1, V2 = 1, 2
@@ -53,10 +53,10 @@ def new_manager(cgroups_path: str, container_id: str, *, root: str = DEFAULT_ROO
     empty for <own cgroup>/<container id>), picking v1 or v2 from the host."""
     own = own_cgroups() if own is None else own
     if detect(root) == V2:
-        from cgroups.v2 import V2Manager
+        from pycri.cgroups.v2 import V2Manager
 
         return V2Manager(root, resolve_path(cgroups_path, container_id, own.get("", "/")))
-    from cgroups.v1 import V1Manager
+    from pycri.cgroups.v1 import V1Manager
 
     return V1Manager.for_path(root, cgroups_path, container_id, own)
 
@@ -65,11 +65,11 @@ def manager_from_state(state: dict[str, object], *, root: str | None = None) -> 
     version = state.get("version")
     base = str(state.get("root", DEFAULT_ROOT)) if root is None else root
     if version == V2:
-        from cgroups.v2 import V2Manager
+        from pycri.cgroups.v2 import V2Manager
 
         return V2Manager(base, str(state["path"]))
     if version == V1:
-        from cgroups.v1 import V1Manager
+        from pycri.cgroups.v1 import V1Manager
 
         raw = state.get("hierarchies")
         if not isinstance(raw, dict):

@@ -8,7 +8,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cgroups.resources import Resources
+    from pycri.cgroups.resources import Resources
 
 
 class CgroupError(Exception):

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import struct
 
-from cgroups.base import CgroupError
+from pycri.cgroups.base import CgroupError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cgroups.resources import DeviceRule
+    from pycri.cgroups.resources import DeviceRule
 
 LICENSE = "Apache"
 PROGRAM_NAME = "pycri_devices"  # BPF_OBJ_NAME_LEN is 16; how pycri finds its own program again

@@ -7,7 +7,7 @@ every call, and dataclasses would be the largest part of its start-up.)
 """
 from __future__ import annotations
 
-from cgroups.base import CgroupError
+from pycri.cgroups.base import CgroupError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

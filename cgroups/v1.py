@@ -10,15 +10,15 @@ from __future__ import annotations
 import errno
 import os
 
-from cgroups.base import (
+from pycri.cgroups.base import (
     CgroupError, CgroupManager, IoDevice, Stats, make_dirs, read_file, read_int, read_keyed, read_pressure,
     remove_dir, write_file,
 )
-from cgroups.paths import resolve_path
+from pycri.cgroups.paths import resolve_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cgroups.resources import Resources
+    from pycri.cgroups.resources import Resources
 
 UNIFIED = "unified"
 UNLIMITED_V1 = -1

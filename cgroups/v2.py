@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 
-from cgroups.base import (
+from pycri.cgroups.base import (
     CgroupError, CgroupManager, IoDevice, Stats, make_dirs, read_file, read_int, read_keyed, read_pressure,
     remove_dir, write_file,
 )
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cgroups.resources import DeviceRule, Resources
-    from kernel.bpf import LinuxBpf as DeviceBpf
+    from pycri.cgroups.resources import DeviceRule, Resources
+    from pycri.kernel.bpf import LinuxBpf as DeviceBpf
 
 WANTED_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc")
 
@@ -143,12 +143,12 @@ class V2Manager(CgroupManager):
         (cgroups.devices_bpf), attached to the cgroup; pycri's program from before (an update)
         is detached once the new one is in place, so the cgroup is never without one. The rules
         are the whole list, an update's too (v1 adds an update's rules to the earlier ones)."""
-        from cgroups.devices_bpf import LICENSE, PROGRAM_NAME, device_filter
+        from pycri.cgroups.devices_bpf import LICENSE, PROGRAM_NAME, device_filter
 
         program = device_filter(rules)
         bpf = self._bpf
         if bpf is None:
-            from kernel.bpf import LinuxBpf
+            from pycri.kernel.bpf import LinuxBpf
 
             bpf = LinuxBpf()
         try:

@@ -7,7 +7,7 @@ large for 32 bits is no id either.
 """
 from __future__ import annotations
 
-from common.errors import InvalidArgument
+from pycri.common.errors import InvalidArgument
 
 MAX_ID = 4294967294  # 2**32 - 2
 

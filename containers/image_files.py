@@ -23,8 +23,8 @@ import os
 import stat
 from pathlib import Path
 
-from common.errors import InvalidArgument, NotFound
-from kernel.syscall import (
+from pycri.common.errors import InvalidArgument, NotFound
+from pycri.kernel.syscall import (
     RESOLVE_BENEATH,
     RESOLVE_NO_MAGICLINKS,
     RESOLVE_NO_SYMLINKS,

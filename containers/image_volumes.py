@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.errors import InvalidArgument, NotFound, PycriError
-from containers.rootfs import MAX_OPTIONS, unmount
-from kernel.syscall import MS_NODEV, MS_NOSUID, MS_RDONLY, Syscall
-from runtime.errors import RuntimeFailure
-from runtime.rootfs.securejoin import MAX_SYMLINKS, secure_join
+from pycri.common.errors import InvalidArgument, NotFound, PycriError
+from pycri.containers.rootfs import MAX_OPTIONS, unmount
+from pycri.kernel.syscall import MS_NODEV, MS_NOSUID, MS_RDONLY, Syscall
+from pycri.runtime.errors import RuntimeFailure
+from pycri.runtime.rootfs.securejoin import MAX_SYMLINKS, secure_join
 
 EMPTY = ".empty"
 

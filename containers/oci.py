@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from common.errors import DeadlineExceeded, NotFound, RuntimeFailed
-from kernel.linux import has_mount_setattr
+from pycri.common.errors import DeadlineExceeded, NotFound, RuntimeFailed
+from pycri.kernel.linux import has_mount_setattr
 
 log = structlog.get_logger("containers")
 CONMON = "/usr/bin/conmon"

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from kernel.syscall import AT_RECURSIVE, MNT_DETACH, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE, Syscall
+from pycri.kernel.syscall import AT_RECURSIVE, MNT_DETACH, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE, Syscall
 
 # overlayfs takes its options in one page; past that, mount fails with EINVAL
 MAX_OPTIONS = 4000

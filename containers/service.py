@@ -21,16 +21,16 @@ from typing import Any
 
 import structlog
 
-import cgroups
+from pycri import cgroups
 
-from common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from containers import image_volumes, rootfs, streams
-from containers.image_volumes import ImageVolume
-from containers.oci import ContainerPaths, ExecResult, OciRuntime
-from containers.store import CREATED, CREATING, EXITED, RUNNING, ContainerRecord, ContainerTable
-from images.layers import remove_tree, usage
-from kernel.syscall import Syscall
-from store.db import Database
+from pycri.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from pycri.containers import image_volumes, rootfs, streams
+from pycri.containers.image_volumes import ImageVolume
+from pycri.containers.oci import ContainerPaths, ExecResult, OciRuntime
+from pycri.containers.store import CREATED, CREATING, EXITED, RUNNING, ContainerRecord, ContainerTable
+from pycri.images.layers import remove_tree, usage
+from pycri.kernel.syscall import Syscall
+from pycri.store.db import Database
 
 log = structlog.get_logger("containers")
 EXIT_POLL_SECONDS = 0.05

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from common.errors import FailedPrecondition, RuntimeFailed
-from containers.oci import runtime_env
+from pycri.common.errors import FailedPrecondition, RuntimeFailed
+from pycri.containers.oci import runtime_env
 
 CHUNK = 32 * 1024
 STDOUT_PIPE, STDERR_PIPE = 2, 3  # conmon's attach message prefixes

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import InvalidArgument
-from common.ids import check_id, id_of, numeric
-from containers import image_files
-from kernel.syscall import Syscall
+from pycri.common.errors import InvalidArgument
+from pycri.common.ids import check_id, id_of, numeric
+from pycri.containers import image_files
+from pycri.kernel.syscall import Syscall
 
 # /etc/passwd and /etc/group are read up to this many bytes. A line is some 30-100 bytes, so
 # this is ten thousand accounts or more, far beyond the local accounts of any image (directory
@@ -66,7 +66,7 @@ def resolve(layers: list[Path], user: str = "", uid: int | None = None, group: i
     image, is InvalidArgument.
     """
     if syscall is None:
-        from kernel.linux import LinuxSyscall
+        from pycri.kernel.linux import LinuxSyscall
         syscall = LinuxSyscall()
     if uid is not None:
         check_id(uid, "run_as_user")

@@ -5,9 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from common import log
-from common.errors import PycriError
-from criserver import config as config_file
+from pycri.common import log
+from pycri.common.errors import PycriError
+from pycri.criserver import config as config_file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         print(config_file.to_toml(config), end="")
         return 0
     log.configure(config.log_level, args.log_format or config.log_format)
-    from criserver.server import Daemon, write_pid_file  # grpc is imported only to serve
+    from pycri.criserver.server import Daemon, write_pid_file  # grpc is imported only to serve
 
     if args.pid_file:
         write_pid_file(args.pid_file)

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.errors import InvalidArgument
-from images.config import RegistryConfig, parse_endpoint
-from images.registry import Credentials
+from pycri.common.errors import InvalidArgument
+from pycri.images.config import RegistryConfig, parse_endpoint
+from pycri.images.registry import Credentials
 
 DEFAULT_PATH = Path("/etc/pycri/pycri.toml")
 CGROUP_DRIVERS = ("cgroupfs", "systemd")

@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 import structlog
 
-from common import errors
+from pycri.common import errors
 
 log = structlog.get_logger("cri")
 

@@ -9,12 +9,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from api.cri import api_pb2 as cri
-from api.cri import api_pb2_grpc
-from common.errors import InvalidArgument
-from images.registry import Credentials
-from images.service import ImageService, image_user
-from images.store import ImageRecord
+from pycri.api.cri import api_pb2 as cri
+from pycri.api.cri import api_pb2_grpc
+from pycri.common.errors import InvalidArgument
+from pycri.images.registry import Credentials
+from pycri.images.service import ImageService, image_user
+from pycri.images.store import ImageRecord
 
 
 def credentials_of(auth: cri.AuthConfig) -> Credentials:

@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
 
-import cgroups
-from api.cri import api_pb2 as cri
-from sandbox.netstats import InterfaceStats
+from pycri import cgroups
+
+from pycri.api.cri import api_pb2 as cri
+from pycri.sandbox.netstats import InterfaceStats
 
 NS_PER_SECOND = 1_000_000_000
 US_PER_SECOND = 1_000_000

@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cgroups
-from api.cri import api_pb2 as cri
-from common.errors import InvalidArgument, Unimplemented
-from containers import users
-from runtime.process.capabilities import NAMES as CAPABILITY_NAMES
-from criserver import seccomp, userns
+from pycri import cgroups
+
+from pycri.api.cri import api_pb2 as cri
+from pycri.common.errors import InvalidArgument, Unimplemented
+from pycri.containers import users
+from pycri.runtime.process.capabilities import NAMES as CAPABILITY_NAMES
+from pycri.criserver import seccomp, userns
 
 OCI_VERSION = "1.1.0"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

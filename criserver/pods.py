@@ -8,17 +8,17 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from api.cri import api_pb2 as cri
-from common.errors import FailedPrecondition, InvalidArgument, NotFound
-from containers.image_volumes import ImageVolume, ImageVolumeError
-from containers.service import ContainerService, NewContainer
-from containers.store import CREATED, EXITED, RUNNING, ContainerRecord
-from criserver import oci_spec, userns, validation
-from images.service import ImageService
-from images.store import ImageRecord
-from sandbox import files
-from sandbox.service import NewSandbox, PortMapping, SandboxService, pod_context_fields
-from sandbox.store import READY, SandboxRecord
+from pycri.api.cri import api_pb2 as cri
+from pycri.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from pycri.containers.image_volumes import ImageVolume, ImageVolumeError
+from pycri.containers.service import ContainerService, NewContainer
+from pycri.containers.store import CREATED, EXITED, RUNNING, ContainerRecord
+from pycri.criserver import oci_spec, userns, validation
+from pycri.images.service import ImageService
+from pycri.images.store import ImageRecord
+from pycri.sandbox import files
+from pycri.sandbox.service import NewSandbox, PortMapping, SandboxService, pod_context_fields
+from pycri.sandbox.store import READY, SandboxRecord
 
 PROTOCOLS = {cri.Protocol.TCP: "tcp", cri.Protocol.UDP: "udp", cri.Protocol.SCTP: "sctp"}
 CONTAINER_STATES = {

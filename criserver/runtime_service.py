@@ -8,16 +8,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from api.cri import api_pb2 as cri
-from api.cri import api_pb2_grpc
-from containers.service import ContainerService
-from criserver import oci_spec
-from criserver.pods import PodCalls
-from criserver.stats import CpuRates, StatsCalls
-from criserver.streaming import Server as StreamingServer
-from criserver.streaming_calls import StreamingCalls
-from images.service import ImageService
-from sandbox.service import SandboxService
+from pycri.api.cri import api_pb2 as cri
+from pycri.api.cri import api_pb2_grpc
+from pycri.containers.service import ContainerService
+from pycri.criserver import oci_spec
+from pycri.criserver.pods import PodCalls
+from pycri.criserver.stats import CpuRates, StatsCalls
+from pycri.criserver.streaming import Server as StreamingServer
+from pycri.criserver.streaming_calls import StreamingCalls
+from pycri.images.service import ImageService
+from pycri.sandbox.service import SandboxService
 
 RUNTIME_NAME = "pycri"
 RUNTIME_VERSION = "0.1.0"

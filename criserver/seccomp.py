@@ -14,8 +14,8 @@ import os
 import stat
 from typing import Any
 
-from api.cri import api_pb2 as cri
-from common.errors import InvalidArgument
+from pycri.api.cri import api_pb2 as cri
+from pycri.common.errors import InvalidArgument
 
 ARCHITECTURES = ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
 EPERM = 1

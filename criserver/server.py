@@ -13,22 +13,22 @@ from pathlib import Path
 import grpc
 import structlog
 
-from api.cri import api_pb2_grpc
-from containers.oci import ConmonRuntime
-from containers.service import ContainerService
-from criserver.config import Config, to_toml
-from criserver.errors import CallInterceptor
-from criserver.image_service import ImageServicer
-from criserver.runtime_service import Condition, RuntimeServicer
-from criserver.stream_backend import RuntimeStreams
-from criserver.streaming import Server as StreamingServer
-from images.service import ImageService
-from kernel.linux import LinuxSyscall
-from criserver.reaper import OrphanReaper
-from kernel.syscall import PR_SET_CHILD_SUBREAPER
-from sandbox.cni_network import CniNetwork
-from sandbox.service import SandboxService
-from store.db import Database
+from pycri.api.cri import api_pb2_grpc
+from pycri.containers.oci import ConmonRuntime
+from pycri.containers.service import ContainerService
+from pycri.criserver.config import Config, to_toml
+from pycri.criserver.errors import CallInterceptor
+from pycri.criserver.image_service import ImageServicer
+from pycri.criserver.runtime_service import Condition, RuntimeServicer
+from pycri.criserver.stream_backend import RuntimeStreams
+from pycri.criserver.streaming import Server as StreamingServer
+from pycri.images.service import ImageService
+from pycri.kernel.linux import LinuxSyscall
+from pycri.criserver.reaper import OrphanReaper
+from pycri.kernel.syscall import PR_SET_CHILD_SUBREAPER
+from pycri.sandbox.cni_network import CniNetwork
+from pycri.sandbox.service import SandboxService
+from pycri.store.db import Database
 
 log = structlog.get_logger("pycri")
 SOCKET_MODE = 0o660

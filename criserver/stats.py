@@ -8,15 +8,16 @@ import threading
 import time
 from typing import Any
 
-import cgroups
-from api.cri import api_pb2 as cri
-from containers.service import ContainerService, ContainerStats
-from containers.store import ContainerRecord
-from criserver import metrics, oci_spec
-from criserver.pods import _required, matches_labels
-from sandbox import netstats
-from sandbox.service import SandboxService
-from sandbox.store import READY, SandboxRecord
+from pycri import cgroups
+
+from pycri.api.cri import api_pb2 as cri
+from pycri.containers.service import ContainerService, ContainerStats
+from pycri.containers.store import ContainerRecord
+from pycri.criserver import metrics, oci_spec
+from pycri.criserver.pods import _required, matches_labels
+from pycri.sandbox import netstats
+from pycri.sandbox.service import SandboxService
+from pycri.sandbox.store import READY, SandboxRecord
 
 DEFAULT_INTERFACE = "eth0"  # the pod interface kubelet reports first, as CNI plugins name it
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import queue
 import threading
 
-from containers.service import ContainerService
-from containers.streams import StreamIO
-from criserver.streaming import DuplexStream, InputStream, OutputStream, TerminalSize, forward_socket
-from sandbox.service import SandboxService
+from pycri.containers.service import ContainerService
+from pycri.containers.streams import StreamIO
+from pycri.criserver.streaming import DuplexStream, InputStream, OutputStream, TerminalSize, forward_socket
+from pycri.sandbox.service import SandboxService
 
 
 class RuntimeStreams:

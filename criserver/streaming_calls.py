@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.cri import api_pb2 as cri
-from common.errors import FailedPrecondition, InvalidArgument
-from containers.service import ContainerService
-from containers.store import RUNNING
-from criserver.streaming import AttachRequest, ExecRequest, PortForwardRequest, Server
-from sandbox.service import SandboxService
-from sandbox.store import READY
+from pycri.api.cri import api_pb2 as cri
+from pycri.common.errors import FailedPrecondition, InvalidArgument
+from pycri.containers.service import ContainerService
+from pycri.containers.store import RUNNING
+from pycri.criserver.streaming import AttachRequest, ExecRequest, PortForwardRequest, Server
+from pycri.sandbox.service import SandboxService
+from pycri.sandbox.store import READY
 
 
 class StreamingCalls:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.cri import api_pb2 as cri
-from common.errors import InvalidArgument
-from sandbox.namespaces import IdMapping, IdMaps
+from pycri.api.cri import api_pb2 as cri
+from pycri.common.errors import InvalidArgument
+from pycri.sandbox.namespaces import IdMapping, IdMaps
 
 MAX_ID = 1 << 32  # ids are 32 bits; (uid_t)-1 is never a valid one
 

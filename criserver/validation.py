@@ -32,8 +32,8 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Mapping
 
-from api.cri import api_pb2 as cri
-from common.errors import InvalidArgument
+from pycri.api.cri import api_pb2 as cri
+from pycri.common.errors import InvalidArgument
 
 MAX_NAME_BYTES = 253
 MAX_LABEL_BYTES = 256 * 1024

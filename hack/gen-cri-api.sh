@@ -23,4 +23,6 @@ file: pkg/apis/runtime/v1/api.proto
 sha256: $sha
 EOT
 "$PY" -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. api/cri/api.proto
+# protoc names the module after the proto's path (api.cri); pycri installs it as pycri.api.cri.
+sed -i 's/^from api\.cri import /from pycri.api.cri import /' api/cri/api_pb2_grpc.py
 echo "api/cri: k8s.io/cri-api $version ($sha)"

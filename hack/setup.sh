@@ -41,13 +41,14 @@ PYTHON=$("$PYTHON" -c 'import os, sys; print(os.path.realpath(sys.executable))')
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=.venv/.pycri-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  # compat mode: a .pth with the checkout's path, so new packages need no reinstall
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' --config-settings editable_mode=compat
+  # editable: setuptools' finder maps pycri.<folder> onto the checkout's folders (pyproject's
+  # package-dir); a new module needs no reinstall, a new top-level folder does (pyproject changes).
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
   touch "$stamp"
 fi
 # pycri's own OCI runtime, run by conmon once per container operation: the venv's interpreter
 # by absolute path, -I -S, standard library only.
-.venv/bin/python -m runtime.launcher .venv/bin/pycri-runtime --python "$ROOT/.venv/bin/python" >/dev/null
+.venv/bin/python -m pycri.runtime.launcher .venv/bin/pycri-runtime --python "$ROOT/.venv/bin/python" >/dev/null
 echo "ok: $(.venv/bin/python --version) at $ROOT/.venv, $ROOT/.venv/bin/pycri-runtime"
 
 step "crictl"

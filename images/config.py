@@ -5,8 +5,8 @@ import fnmatch
 import urllib.parse
 from dataclasses import dataclass, field
 
-from common.errors import InvalidArgument
-from images.registry import Credentials, Endpoint
+from pycri.common.errors import InvalidArgument
+from pycri.images.registry import Credentials, Endpoint
 
 # The registry host behind a name differs from the name's domain for Docker Hub.
 UPSTREAM_HOSTS = {"docker.io": "registry-1.docker.io"}

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from common.errors import DataLoss
+from pycri.common.errors import DataLoss
 
 
 class ContentStore:

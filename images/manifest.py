@@ -6,8 +6,8 @@ import platform
 from dataclasses import dataclass
 from typing import Any
 
-from common.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted
-from images.reference import validate_digest
+from pycri.common.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted
+from pycri.images.reference import validate_digest
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -21,15 +21,15 @@ from typing import Any
 
 import zstandard
 
-from common.errors import (DISK_FULL_ERRNOS, Cancelled, DataLoss, NotFound, PermissionDenied, PycriError,
+from pycri.common.errors import (DISK_FULL_ERRNOS, Cancelled, DataLoss, NotFound, PermissionDenied, PycriError,
                            ResourceExhausted, Unavailable)
-from images import manifest as mf
-from images.config import RegistryConfig
-from images.content import ContentStore, Ingest
-from images.layers import LayerStore, Usage
-from images.reference import Reference
-from images.registry import Credentials, FetchedManifest, Repository, read_exactly
-from images.unpack import GuardedStream, UnpackLimits, unpack_layer
+from pycri.images import manifest as mf
+from pycri.images.config import RegistryConfig
+from pycri.images.content import ContentStore, Ingest
+from pycri.images.layers import LayerStore, Usage
+from pycri.images.reference import Reference
+from pycri.images.registry import Credentials, FetchedManifest, Repository, read_exactly
+from pycri.images.unpack import GuardedStream, UnpackLimits, unpack_layer
 
 CHUNK = 1 << 20
 # Layers downloaded and unpacked at once by all pulls together (each pull has its own

@@ -23,7 +23,7 @@ import http.client
 from http.client import HTTPResponse
 from typing import BinaryIO
 
-from common.errors import DataLoss, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unavailable
+from pycri.common.errors import DataLoss, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unavailable
 
 USER_AGENT = "pycri/0.1"
 TIMEOUT_SECONDS = 30.0

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import structlog
 
-from common.errors import FailedPrecondition, InvalidArgument, NotFound
-from common.ids import numeric, parse_id
-from images import reference
-from images.config import RegistryConfig
-from images.content import ContentStore
-from images.layers import LayerStore
-from images.pull import Puller
-from images.registry import Credentials
-from images.store import ImageRecord, ImageTable
-from store.db import Database
+from pycri.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from pycri.common.ids import numeric, parse_id
+from pycri.images import reference
+from pycri.images.config import RegistryConfig
+from pycri.images.content import ContentStore
+from pycri.images.layers import LayerStore
+from pycri.images.pull import Puller
+from pycri.images.registry import Credentials
+from pycri.images.store import ImageRecord, ImageTable
+from pycri.store.db import Database
 
 log = structlog.get_logger("images")
 

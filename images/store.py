@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from store.db import Database, Transaction
+from pycri.store.db import Database, Transaction
 
 SCHEMA = [
     """

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import DataLoss, ResourceExhausted
+from pycri.common.errors import DataLoss, ResourceExhausted
 
 CHUNK_SIZE = 1 << 20
 WHITEOUT_PREFIX = ".wh."

@@ -6,7 +6,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # without importing typing: this module is on the runtime's start-up path
-    from kernel.syscall import CapSets, SeccompProgram
+    from pycri.kernel.syscall import CapSets, SeccompProgram
 
 _libc = ctypes.CDLL(None, use_errno=True)
 SYS_pivot_root = 155  # x86_64
@@ -106,7 +106,7 @@ class LinuxSyscall:
         )
 
     def capget(self) -> CapSets:
-        from kernel.syscall import CapSets
+        from pycri.kernel.syscall import CapSets
 
         header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
         data = (_CapData * 2)()

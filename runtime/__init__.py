@@ -12,7 +12,7 @@ tests/unit/test_runtime_cli.py and tests/integration/test_runtime_startup.py kee
 Module map:
 
 - cli: global flags and the subcommand table; args: runc-style flag parsing (Flags)
-- launcher: writes the fast-starting `pycri-runtime` script (`python -m runtime.launcher DEST`)
+- launcher: writes the fast-starting `pycri-runtime` script (`python -m pycri.runtime.launcher DEST`)
 - spec: config.json / process.json as plain classes (spec.Record), with validation
 - state: the state directory <root>/<id>/ (state.json, exec.fifo) and the status logic
 - jsonlite: JSON through the C accelerator, without importing `json` (start-up)

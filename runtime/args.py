@@ -6,7 +6,7 @@ argparse, keeps the CLI's start-up short.
 """
 from __future__ import annotations
 
-from runtime.errors import RuntimeFailure
+from pycri.runtime.errors import RuntimeFailure
 
 # flag kinds
 BOOL, STRING, INT, LIST = "bool", "string", "int", "list"

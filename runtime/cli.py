@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from runtime import log
-from runtime.args import BOOL, INT, LIST, STRING, FlagSpec, UsageError, parse
-from runtime.errors import ContainerNotExist, RuntimeFailure
+from pycri.runtime import log
+from pycri.runtime.args import BOOL, INT, LIST, STRING, FlagSpec, UsageError, parse
+from pycri.runtime.errors import ContainerNotExist, RuntimeFailure
 
 VERSION = "0.1.0"
 SPEC_VERSION = "1.2.0"
@@ -75,31 +75,31 @@ def _one_id(command: str, positional: list[str], extra: int = 0) -> str:
 
 
 def run_command(command: str, root: str, argv: list[str]) -> int:
-    from runtime.state import StateStore
+    from pycri.runtime.state import StateStore
 
     flags, positional = parse(COMMAND_FLAGS[command], argv)
     store = StateStore(root)
     if command == "state":
-        from runtime import commands
+        from pycri.runtime import commands
 
         commands.state(store, _one_id(command, positional))
     elif command == "start":
-        from runtime import commands
+        from pycri.runtime import commands
 
         commands.start(store, _one_id(command, positional))
     elif command == "kill":
-        from runtime import commands
-        from runtime.signals import parse_signal
+        from pycri.runtime import commands
+        from pycri.runtime.signals import parse_signal
 
         container_id = _one_id(command, positional, extra=1)
         sig = parse_signal(positional[1]) if len(positional) > 1 else 15
         commands.kill(store, container_id, sig, all_processes=flags.flag("all"))
     elif command == "delete":
-        from runtime import commands
+        from pycri.runtime import commands
 
         commands.delete(store, _one_id(command, positional), force=flags.flag("force"))
     elif command == "create":
-        from runtime.create import CreateOptions, create
+        from pycri.runtime.create import CreateOptions, create
 
         container_id = _one_id(command, positional)
         try:
@@ -110,7 +110,7 @@ def run_command(command: str, root: str, argv: list[str]) -> int:
         except RuntimeFailure as e:
             raise RuntimeFailure(f"{PROG} create failed: {e}") from None
     elif command == "exec":
-        from runtime.exec_process import exec_command
+        from pycri.runtime.exec_process import exec_command
 
         if not positional:
             raise UsageError("exec: a container id is required")
@@ -122,19 +122,19 @@ def run_command(command: str, root: str, argv: list[str]) -> int:
             log.current.error(f"exec failed: {e}")
             return EXEC_FAILED
     elif command == "update":
-        from runtime import commands
+        from pycri.runtime import commands
 
         commands.update(store, _one_id(command, positional), flags.string("resources"), flags)
     elif command == "list":
-        from runtime import commands
+        from pycri.runtime import commands
 
         commands.list_containers(store, flags.string("format", "table"), flags.flag("quiet"))
     elif command == "features":
-        from runtime import commands
+        from pycri.runtime import commands
 
         commands.features()
     elif command == "events":
-        from runtime import commands
+        from pycri.runtime import commands
 
         if not flags.flag("stats"):
             raise UsageError("events: only --stats (one sample) is supported")

@@ -10,10 +10,10 @@ import os
 import sys
 import time
 
-from runtime import jsonlite
-from runtime.args import Flags
-from runtime.errors import RuntimeFailure
-from runtime.state import CREATED, OCI_VERSION, RUNNING, STOPPED, ContainerState, StateStore, oci_state, process_alive
+from pycri.runtime import jsonlite
+from pycri.runtime.args import Flags
+from pycri.runtime.errors import RuntimeFailure
+from pycri.runtime.state import CREATED, OCI_VERSION, RUNNING, STOPPED, ContainerState, StateStore, oci_state, process_alive
 
 
 def state(store: StateStore, container_id: str) -> None:
@@ -68,7 +68,7 @@ def _signal(pid: int, sig: int) -> None:
 def _manager(current: ContainerState):  # -> cgroups.CgroupManager | None
     if not current.cgroup:
         return None
-    import cgroups
+    from pycri import cgroups
 
     return cgroups.manager_from_state(current.cgroup)
 
@@ -92,7 +92,7 @@ def kill(store: StateStore, container_id: str, sig: int, all_processes: bool = F
 
 def _wait_gone(pids: list[tuple[int, int | None]], timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    from runtime.state import read_proc_stat
+    from pycri.runtime.state import read_proc_stat
 
     while pids and time.monotonic() < deadline:
         remaining = []
@@ -127,7 +127,7 @@ def delete(store: StateStore, container_id: str, force: bool = False) -> None:
             victims.append((pid, None))
     _wait_gone(victims, 10.0)
     if manager is not None:
-        import cgroups
+        from pycri import cgroups
 
         try:
             manager.destroy()
@@ -159,8 +159,8 @@ def list_containers(store: StateStore, fmt: str = "table", quiet: bool = False) 
 
 
 def features() -> None:
-    from runtime.process.capabilities import NAMES
-    from runtime.rootfs.mountopts import EXTENSIONS, FLAGS, PROPAGATION, RECURSIVE
+    from pycri.runtime.process.capabilities import NAMES
+    from pycri.runtime.rootfs.mountopts import EXTENSIONS, FLAGS, PROPAGATION, RECURSIVE
 
     print(jsonlite.dumps({
         "ociVersionMin": "1.0.0",
@@ -197,8 +197,8 @@ UPDATE_FLAGS = {
 
 
 def update(store: StateStore, container_id: str, resources_file: str, flags: Flags) -> None:
-    from cgroups import CgroupError
-    from cgroups.resources import Resources
+    from pycri.cgroups import CgroupError
+    from pycri.cgroups.resources import Resources
 
     current = store.load(container_id)
     if store.status(current) == STOPPED:
@@ -236,7 +236,7 @@ def update(store: StateStore, container_id: str, resources_file: str, flags: Fla
         warnings = manager.apply(Resources.from_spec(raw))
     except CgroupError as e:
         raise RuntimeFailure(f"update container {container_id}: {e}") from None
-    from runtime import log
+    from pycri.runtime import log
 
     for warning in warnings:
         log.current.warning(warning)

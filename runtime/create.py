@@ -12,18 +12,19 @@ from __future__ import annotations
 import os
 import time
 
-import cgroups
-from cgroups.resources import DEFAULT_ALLOWED_DEVICES, Resources
-from kernel.linux import LinuxSyscall, preload_seccomp
-from kernel.syscall import PR_SET_DUMPABLE, Syscall
-from runtime import log, sysctl
-from runtime.errors import RuntimeFailure
-from runtime.init import InitOptions, stage_namespaces
-from runtime.process import console
-from runtime.seccomp import translate
-from runtime.spec import IdMapping, Spec, id_map_text, load_spec
-from runtime.stages import kill_and_wait, launch
-from runtime.state import ContainerState, StateStore, read_proc_stat, rfc3339_nano, write_pid_file
+from pycri import cgroups
+
+from pycri.cgroups.resources import DEFAULT_ALLOWED_DEVICES, Resources
+from pycri.kernel.linux import LinuxSyscall, preload_seccomp
+from pycri.kernel.syscall import PR_SET_DUMPABLE, Syscall
+from pycri.runtime import log, sysctl
+from pycri.runtime.errors import RuntimeFailure
+from pycri.runtime.init import InitOptions, stage_namespaces
+from pycri.runtime.process import console
+from pycri.runtime.seccomp import translate
+from pycri.runtime.spec import IdMapping, Spec, id_map_text, load_spec
+from pycri.runtime.stages import kill_and_wait, launch
+from pycri.runtime.state import ContainerState, StateStore, read_proc_stat, rfc3339_nano, write_pid_file
 
 INIT_TIMEOUT = 120.0
 

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import os
 
-import cgroups
-from kernel.linux import LinuxSyscall, preload_seccomp
-from kernel.syscall import PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, SeccompProgram, Syscall
-from runtime import jsonlite, namespaces
-from runtime.args import Flags, UsageError
-from runtime.errors import RuntimeFailure
-from runtime.process import console, setup
-from runtime.seccomp import translate
-from runtime.signals import SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, set_default, set_handler
-from runtime.spec import Process, SpecError
-from runtime.stages import launch, run_child
-from runtime.state import STOPPED, StateStore, write_pid_file
-from runtime.sync import Channel
+from pycri import cgroups
+
+from pycri.kernel.linux import LinuxSyscall, preload_seccomp
+from pycri.kernel.syscall import PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, SeccompProgram, Syscall
+from pycri.runtime import jsonlite, namespaces
+from pycri.runtime.args import Flags, UsageError
+from pycri.runtime.errors import RuntimeFailure
+from pycri.runtime.process import console, setup
+from pycri.runtime.seccomp import translate
+from pycri.runtime.signals import SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, set_default, set_handler
+from pycri.runtime.spec import Process, SpecError
+from pycri.runtime.stages import launch, run_child
+from pycri.runtime.state import STOPPED, StateStore, write_pid_file
+from pycri.runtime.sync import Channel
 
 EXEC_TIMEOUT = 60.0
 FORWARDED_SIGNALS = (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2)

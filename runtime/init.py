@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import os
 
-from kernel.syscall import SeccompProgram, Syscall
-from runtime import namespaces, rootfs, sysctl
-from runtime.errors import RuntimeFailure
-from runtime.process import console, setup
-from runtime.spec import Spec
-from runtime.stages import run_child
-from runtime.sync import Channel
+from pycri.kernel.syscall import SeccompProgram, Syscall
+from pycri.runtime import namespaces, rootfs, sysctl
+from pycri.runtime.errors import RuntimeFailure
+from pycri.runtime.process import console, setup
+from pycri.runtime.spec import Spec
+from pycri.runtime.stages import run_child
+from pycri.runtime.sync import Channel
 
 # how long stage 1 waits for the parent to write its user namespace's maps
 USERNS_TIMEOUT = 30.0

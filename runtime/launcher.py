@@ -1,10 +1,12 @@
 """Writes the `pycri-runtime` executable: a two-line script that starts fast.
 
-    python -m runtime.launcher DEST [--python PYTHON] [--src-root DIR]
+    python -m pycri.runtime.launcher DEST [--python PYTHON] [--src-root DIR]
 
 The shebang runs the interpreter with `-IS` (isolated, no site: no site-packages scan, no
 .pth files, no user site), which is safe because the runtime imports only the standard
-library and its own packages, found through the source root the script puts on sys.path.
+library and its own packages. Without site there is no installed `pycri` to find, so the script
+makes the `pycri` package itself, whose path is the folder that holds runtime/, kernel/, cgroups/
+(the checkout, or site-packages/pycri in a wheel install).
 """
 from __future__ import annotations
 
@@ -26,8 +28,10 @@ def launcher_text(python: Path, src_root: Path) -> str:
         f"#!{python} -IS\n"
         "# pycri-runtime: pycri's OCI runtime (runc's command line). Written by runtime/launcher.py.\n"
         "import sys\n"
-        f"sys.path.insert(0, {str(src_root)!r})\n"
-        "from runtime.cli import run\n"
+        "pycri = type(sys)('pycri')  # the module type, without importing types\n"
+        f"pycri.__path__ = [{str(src_root)!r}]\n"
+        "sys.modules['pycri'] = pycri\n"
+        "from pycri.runtime.cli import run\n"
         "run()\n"
     )
 
@@ -49,7 +53,7 @@ def write_launcher(dest: Path, python: Path | None = None, src_root: Path | None
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m runtime.launcher", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pycri.runtime.launcher", description=__doc__.splitlines()[0])
     parser.add_argument("dest", type=Path)
     parser.add_argument("--python", type=Path, default=None)
     parser.add_argument("--src-root", type=Path, default=None)

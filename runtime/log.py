@@ -22,7 +22,7 @@ def _quote(text: str) -> str:
 def format_entry(level: str, message: str, fmt: str, now: float | None = None) -> str:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
     if fmt == "json":
-        from runtime import jsonlite
+        from pycri.runtime import jsonlite
 
         return jsonlite.dumps({"level": level, "msg": message, "time": stamp})
     return f"time={_quote(stamp)} level={level} msg={_quote(message)}"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
-from kernel.syscall import NAMESPACE_FILES, NAMESPACE_FLAGS, Syscall
-from runtime.errors import RuntimeFailure
+from pycri.kernel.syscall import NAMESPACE_FILES, NAMESPACE_FLAGS, Syscall
+from pycri.runtime.errors import RuntimeFailure
 
 # the order namespaces are joined in: user first (it grants rights on the others), mount last
 JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount")

@@ -7,12 +7,12 @@ refuses it); a rule that compares the same argument twice becomes one rule per c
 """
 from __future__ import annotations
 
-from kernel.syscall import (
+from pycri.kernel.syscall import (
     SCMP_ACT_ALLOW, SCMP_ACT_KILL_PROCESS, SCMP_ACT_KILL_THREAD, SCMP_ACT_LOG, SCMP_ACT_TRAP, SCMP_CMP_EQ,
     SCMP_CMP_GE, SCMP_CMP_GT, SCMP_CMP_LE, SCMP_CMP_LT, SCMP_CMP_MASKED_EQ, SCMP_CMP_NE, SeccompArg,
     SeccompProgram, SeccompRule, scmp_act_errno, scmp_act_trace,
 )
-from runtime.errors import RuntimeFailure
+from pycri.runtime.errors import RuntimeFailure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import _signal
 
-from runtime.errors import RuntimeFailure
+from pycri.runtime.errors import RuntimeFailure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

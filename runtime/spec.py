@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 
-from runtime import jsonlite
-from runtime.errors import RuntimeFailure
+from pycri.runtime import jsonlite
+from pycri.runtime.errors import RuntimeFailure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -16,16 +16,16 @@ from __future__ import annotations
 import os
 import time
 
-from runtime.errors import RuntimeFailure
-from runtime.state import read_proc_stat
-from runtime.sync import ChannelClosed, channel_pair
+from pycri.runtime.errors import RuntimeFailure
+from pycri.runtime.state import read_proc_stat
+from pycri.runtime.sync import ChannelClosed, channel_pair
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, NoReturn
 
-    from runtime.sync import Channel
+    from pycri.runtime.sync import Channel
 
 # a message line must fit in PIPE_BUF (4096) so that writes of two processes never interleave
 MAX_MESSAGE = 3000

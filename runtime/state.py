@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import time
 
-from runtime import jsonlite
-from runtime.errors import ContainerNotExist, RuntimeFailure
+from pycri.runtime import jsonlite
+from pycri.runtime.errors import ContainerNotExist, RuntimeFailure
 
 DEFAULT_ROOT = "/run/pycri-runtime"
 STATE_FILE = "state.json"

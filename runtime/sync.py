@@ -11,7 +11,7 @@ import os
 import select
 import time
 
-from runtime import jsonlite
+from pycri.runtime import jsonlite
 
 
 class ChannelClosed(Exception):

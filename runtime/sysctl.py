@@ -2,8 +2,8 @@
 namespace of that kind (as runc checks), written to /proc/sys inside the container."""
 from __future__ import annotations
 
-from runtime.errors import RuntimeFailure
-from runtime.spec import Linux
+from pycri.runtime.errors import RuntimeFailure
+from pycri.runtime.spec import Linux
 
 IPC_KEYS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
             "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")

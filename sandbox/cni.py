@@ -41,8 +41,8 @@ from typing import Any
 
 import structlog
 
-from common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
-from sandbox.files import DnsConfig
+from pycri.common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
+from pycri.sandbox.files import DnsConfig
 
 log = structlog.get_logger("sandbox.cni")
 
@@ -743,7 +743,7 @@ def _check_attachment(attachment: Attachment) -> None:
 
 
 def _is_netns(path: str) -> bool:
-    from sandbox.namespaces import is_pinned
+    from pycri.sandbox.namespaces import is_pinned
 
     return is_pinned(Path(path))
 

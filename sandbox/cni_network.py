@@ -15,7 +15,7 @@ from typing import Protocol
 
 import structlog
 
-from sandbox import cni, default_network
+from pycri.sandbox import cni, default_network
 
 log = structlog.get_logger("sandbox.cni_network")
 

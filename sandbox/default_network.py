@@ -19,8 +19,8 @@ from typing import Any
 
 import structlog
 
-from sandbox import cni
-from sandbox.files import write_atomic
+from pycri.sandbox import cni
+from pycri.sandbox.files import write_atomic
 
 log = structlog.get_logger("sandbox.default_network")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import structlog
 
-from common.errors import InvalidArgument
+from pycri.common.errors import InvalidArgument
 
 log = structlog.get_logger("sandbox.files")
 

@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import Unavailable
+from pycri.common.errors import Unavailable
 
 PAUSE_BINARY = "catatonit"
 MARKER = "PYCRI_SANDBOX"  # the infra process's environment: PYCRI_SANDBOX=<pod id> (sandbox/pause.py)
@@ -82,7 +82,7 @@ def infra_ids(id_maps: dict[str, list[dict[str, int]]] | None) -> tuple[int, int
 
 def launcher_command(namespaces: dict[str, str], uid: int, gid: int, pause: str,
                      python: str = sys.executable, sandbox_id: str = "") -> list[str]:
-    command = [python, "-I", "-m", "sandbox.pause", "--uid", str(uid), "--gid", str(gid), "--sandbox", sandbox_id]
+    command = [python, "-I", "-m", "pycri.sandbox.pause", "--uid", str(uid), "--gid", str(gid), "--sandbox", sandbox_id]
     for kind in ("user", "network", "ipc", "uts"):
         if namespaces.get(kind):
             command += [f"--{kind}", str(namespaces[kind])]

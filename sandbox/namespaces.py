@@ -40,8 +40,8 @@ from pathlib import Path
 
 import structlog
 
-from common.errors import AlreadyExists, InvalidArgument, Unavailable
-from kernel.syscall import (
+from pycri.common.errors import AlreadyExists, InvalidArgument, Unavailable
+from pycri.kernel.syscall import (
     CLONE_NEWNET,
     MNT_DETACH,
     MS_BIND,
@@ -393,6 +393,6 @@ def _unescape(field: str) -> str:
 
 
 def _linux() -> Syscall:
-    from kernel.linux import LinuxSyscall
+    from pycri.kernel.linux import LinuxSyscall
 
     return LinuxSyscall()

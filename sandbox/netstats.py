@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.namespaces import enter_netns
-from sandbox.store import SandboxRecord
+from pycri.sandbox.namespaces import enter_netns
+from pycri.sandbox.store import SandboxRecord
 
 LOOPBACK = "lo"  # left out, as cadvisor does: traffic inside the pod is not the pod's network use
 

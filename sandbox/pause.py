@@ -1,6 +1,6 @@
 """The launcher of a pod's infra process: PID 1 of the PID namespace a pod's containers share.
 
-Run by sandbox/infra.py as `<python> -I -m sandbox.pause --uid U --gid G --sandbox ID [--user P]
+Run by sandbox/infra.py as `<python> -I -m pycri.sandbox.pause --uid U --gid G --sandbox ID [--user P]
 [--network P] [--ipc P] [--uts P] CATATONIT` (a fresh, single-threaded interpreter, so forking is safe). It
 
 1. reads the pause binary (catatonit, statically linked) while it still sees the host;
@@ -25,7 +25,7 @@ import argparse
 import os
 import sys
 
-from kernel.syscall import (
+from pycri.kernel.syscall import (
     CLONE_NEWCGROUP,
     CLONE_NEWIPC,
     CLONE_NEWNET,
@@ -134,7 +134,7 @@ def _child(kernel: Syscall, args: argparse.Namespace, binary: bytes, cap_last: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kernel.linux import LinuxSyscall
+    from pycri.kernel.linux import LinuxSyscall
 
     args = _parser().parse_args(argv)
     kernel = LinuxSyscall()

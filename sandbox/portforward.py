@@ -8,8 +8,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from common.errors import FailedPrecondition, Unavailable
-from sandbox.namespaces import enter_netns
+from pycri.common.errors import FailedPrecondition, Unavailable
+from pycri.sandbox.namespaces import enter_netns
 
 CONNECT_TIMEOUT = 10.0
 

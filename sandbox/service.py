@@ -18,13 +18,13 @@ from typing import Any, Protocol
 
 import structlog
 
-import cgroups
+from pycri import cgroups
 
-from common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from images.layers import remove_tree
-from sandbox import files, infra, namespaces, portforward
-from sandbox.store import CREATING, NOTREADY, READY, SandboxRecord, SandboxTable
-from store.db import Database
+from pycri.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from pycri.images.layers import remove_tree
+from pycri.sandbox import files, infra, namespaces, portforward
+from pycri.sandbox.store import CREATING, NOTREADY, READY, SandboxRecord, SandboxTable
+from pycri.store.db import Database
 
 log = structlog.get_logger("sandbox")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from store.db import Database
-from store.records import Labelled, RecordTable
+from pycri.store.db import Database
+from pycri.store.records import Labelled, RecordTable
 
 SCHEMA = [
     """

@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, fields
 from typing import Any, Generic, TypeVar
 
-from store.db import Database, Transaction
+from pycri.store.db import Database, Transaction
 
 T = TypeVar("T")
 

@@ -6,11 +6,11 @@ compression), `spdy_conn` (SPDY connections and streams), `websocket` (RFC 6455)
 cache), `backend` (the `StreamBackend` interface the CRI layer implements, and the stored
 requests), `remotecommand` (exec/attach protocol versions), `portforward`, `server` (`Server`).
 """
-from criserver.streaming.backend import (
+from pycri.criserver.streaming.backend import (
     AttachRequest, DuplexStream, ExecRequest, InputStream, OutputStream, PortForwardRequest, StreamBackend,
     TerminalSize, forward_socket,
 )
-from criserver.streaming.server import Server
+from pycri.criserver.streaming.server import Server
 
 __all__ = ["AttachRequest", "DuplexStream", "ExecRequest", "InputStream", "OutputStream", "PortForwardRequest",
            "Server", "StreamBackend", "TerminalSize", "forward_socket"]

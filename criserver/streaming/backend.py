@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from common.errors import InvalidArgument
+from pycri.common.errors import InvalidArgument
 
 
 class InputStream(Protocol):

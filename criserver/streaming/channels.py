@@ -19,7 +19,7 @@ import time
 
 import structlog
 
-from criserver.streaming.websocket import CloseCode, WebSocketConnection
+from pycri.criserver.streaming.websocket import CloseCode, WebSocketConnection
 
 log = structlog.get_logger("pycri.streaming")
 

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from criserver.streaming.backend import StreamBackend
-from criserver.streaming.channels import ChannelConnection, ChannelDuplex, ChannelWriter
-from criserver.streaming.spdy_conn import SpdyConnection, SpdyStream
-from criserver.streaming.transport import Transport
-from criserver.streaming.websocket import WebSocketConnection
+from pycri.criserver.streaming.backend import StreamBackend
+from pycri.criserver.streaming.channels import ChannelConnection, ChannelDuplex, ChannelWriter
+from pycri.criserver.streaming.spdy_conn import SpdyConnection, SpdyStream
+from pycri.criserver.streaming.transport import Transport
+from pycri.criserver.streaming.websocket import WebSocketConnection
 
 log = structlog.get_logger("pycri.streaming")
 

@@ -30,14 +30,14 @@ from typing import Any
 
 import structlog
 
-from criserver.streaming.backend import (
+from pycri.criserver.streaming.backend import (
     AttachRequest, ExecRequest, InputStream, OutputStream, StreamBackend, TerminalSize,
 )
-from criserver.streaming.channels import ChannelConnection
-from criserver.streaming.spdy import RstStatus
-from criserver.streaming.spdy_conn import SpdyConnection, SpdyStream
-from criserver.streaming.transport import Transport
-from criserver.streaming.websocket import WebSocketConnection
+from pycri.criserver.streaming.channels import ChannelConnection
+from pycri.criserver.streaming.spdy import RstStatus
+from pycri.criserver.streaming.spdy_conn import SpdyConnection, SpdyStream
+from pycri.criserver.streaming.transport import Transport
+from pycri.criserver.streaming.websocket import WebSocketConnection
 
 log = structlog.get_logger("pycri.streaming")
 

@@ -39,15 +39,15 @@ from typing import Any, Protocol
 
 import structlog
 
-from criserver.streaming import portforward, remotecommand
-from criserver.streaming.backend import (
+from pycri.criserver.streaming import portforward, remotecommand
+from pycri.criserver.streaming.backend import (
     AttachRequest, ExecRequest, PortForwardRequest, StreamBackend, attach_request, exec_request,
     port_forward_request,
 )
-from criserver.streaming.httpio import HttpError, Request, read_request, response
-from criserver.streaming.tokens import TokenCache
-from criserver.streaming.transport import SocketTransport
-from criserver.streaming.websocket import (
+from pycri.criserver.streaming.httpio import HttpError, Request, read_request, response
+from pycri.criserver.streaming.tokens import TokenCache
+from pycri.criserver.streaming.transport import SocketTransport
+from pycri.criserver.streaming.websocket import (
     HandshakeError, WebSocketByteStream, WebSocketConnection, handshake_response, negotiate,
 )
 

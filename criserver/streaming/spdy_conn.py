@@ -43,12 +43,12 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from criserver.streaming import spdy
-from criserver.streaming.spdy import (
+from pycri.criserver.streaming import spdy
+from pycri.criserver.streaming.spdy import (
     BadFrame, DataFrame, Frame, GoAway, GoAwayStatus, Headers, HeadersFrame, Ping, RstStatus,
     RstStream, SessionError, Settings, SettingId, SynReply, SynStream, UnknownControl, WindowUpdate,
 )
-from criserver.streaming.transport import Transport
+from pycri.criserver.streaming.transport import Transport
 
 log = structlog.get_logger("pycri.streaming")
 

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from common.errors import Unavailable
+from pycri.common.errors import Unavailable
 
 TOKEN_BYTES = 8
 

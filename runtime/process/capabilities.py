@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import errno
 
-from kernel.syscall import (
+from pycri.kernel.syscall import (
     PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, PR_CAP_AMBIENT_RAISE, PR_CAPBSET_DROP, CapSets, Syscall,
 )
-from runtime.errors import RuntimeFailure
-from runtime.spec import Capabilities
+from pycri.runtime.errors import RuntimeFailure
+from pycri.runtime.spec import Capabilities
 
 NAMES = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",

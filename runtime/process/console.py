@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
-from kernel.syscall import MS_BIND, Syscall
-from runtime.errors import RuntimeFailure
+from pycri.kernel.syscall import MS_BIND, Syscall
+from pycri.runtime.errors import RuntimeFailure
 
 
 def connect(path: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from runtime.errors import RuntimeFailure
+from pycri.runtime.errors import RuntimeFailure
 
 
 def _executable(path: str) -> OSError | None:

@@ -1,9 +1,9 @@
 """process.rlimits: RLIMIT_* names to resource numbers, set with setrlimit."""
 from __future__ import annotations
 
-from kernel.syscall import Syscall
-from runtime.errors import RuntimeFailure
-from runtime.spec import Rlimit
+from pycri.kernel.syscall import Syscall
+from pycri.runtime.errors import RuntimeFailure
+from pycri.runtime.spec import Rlimit
 
 RESOURCES = {
     "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,

@@ -12,13 +12,13 @@ from __future__ import annotations
 import errno
 import os
 
-from kernel.syscall import PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS, SeccompProgram, Syscall
-from runtime import log
-from runtime.errors import RuntimeFailure
-from runtime.process import capabilities, fds, rlimits, user
-from runtime.process.lookup import look_path
-from runtime.signals import SIGPIPE, SIGXFSZ, set_default
-from runtime.spec import Process
+from pycri.kernel.syscall import PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS, SeccompProgram, Syscall
+from pycri.runtime import log
+from pycri.runtime.errors import RuntimeFailure
+from pycri.runtime.process import capabilities, fds, rlimits, user
+from pycri.runtime.process.lookup import look_path
+from pycri.runtime.signals import SIGPIPE, SIGXFSZ, set_default
+from pycri.runtime.spec import Process
 
 
 class PreparedProcess:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import stat
 
-from kernel.syscall import Syscall
-from runtime.errors import RuntimeFailure
-from runtime.spec import User
+from pycri.kernel.syscall import Syscall
+from pycri.runtime.errors import RuntimeFailure
+from pycri.runtime.spec import User
 
 
 def switch_user(kernel: Syscall, user: User) -> None:

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import os
 
-from kernel.syscall import MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, MS_SLAVE, Syscall
-from runtime.errors import RuntimeFailure
-from runtime.rootfs import devices, pivot, protect
-from runtime.rootfs.cgroupfs import mount_cgroups
-from runtime.rootfs.mountinfo import mount_containing, read_mountinfo
-from runtime.rootfs.mountopts import parse_options, propagation_flags
-from runtime.rootfs.mounts import mount_entry
-from runtime.spec import Mount, Spec
+from pycri.kernel.syscall import MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, MS_SLAVE, Syscall
+from pycri.runtime.errors import RuntimeFailure
+from pycri.runtime.rootfs import devices, pivot, protect
+from pycri.runtime.rootfs.cgroupfs import mount_cgroups
+from pycri.runtime.rootfs.mountinfo import mount_containing, read_mountinfo
+from pycri.runtime.rootfs.mountopts import parse_options, propagation_flags
+from pycri.runtime.rootfs.mounts import mount_entry
+from pycri.runtime.spec import Mount, Spec
 
 
 def needs_dev_setup(mounts: list[Mount]) -> bool:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import errno
 import os
 
-from kernel.syscall import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, Syscall
-from runtime.rootfs.mountinfo import MountInfo, read_mountinfo
-from runtime.rootfs.mountopts import MountOptions
+from pycri.kernel.syscall import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, Syscall
+from pycri.runtime.rootfs.mountinfo import MountInfo, read_mountinfo
+from pycri.runtime.rootfs.mountopts import MountOptions
 
 
 def own_cgroups(path: str = "/proc/self/cgroup") -> dict[str, str]:

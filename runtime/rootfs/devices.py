@@ -6,10 +6,10 @@ import errno
 import os
 import stat
 
-from kernel.syscall import MS_BIND, Syscall
-from runtime.errors import RuntimeFailure
-from runtime.rootfs.securejoin import secure_join
-from runtime.spec import Device
+from pycri.kernel.syscall import MS_BIND, Syscall
+from pycri.runtime.errors import RuntimeFailure
+from pycri.runtime.rootfs.securejoin import secure_join
+from pycri.runtime.spec import Device
 
 # every container gets these (runtime-spec config-linux.md "Default Devices")
 DEFAULT_DEVICES = (

@@ -1,7 +1,7 @@
 """/proc/self/mountinfo, parsed."""
 from __future__ import annotations
 
-from runtime.spec import Record
+from pycri.runtime.spec import Record
 
 
 class MountInfo(Record):

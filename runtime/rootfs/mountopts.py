@@ -3,13 +3,13 @@ mount(2) flags, propagation changes, recursive mount attributes (mount_setattr(2
 AT_RECURSIVE, as runc's "rro", "rnosuid", ...) and the filesystem data string."""
 from __future__ import annotations
 
-from kernel.syscall import (
+from pycri.kernel.syscall import (
     MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
     MS_BIND, MS_DIRSYNC, MS_MANDLOCK, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID,
     MS_NOSYMFOLLOW, MS_PRIVATE, MS_RDONLY, MS_REC, MS_RELATIME, MS_REMOUNT, MS_SHARED, MS_SLAVE,
     MS_STRICTATIME, MS_SYNCHRONOUS, MS_UNBINDABLE,
 )
-from runtime.spec import Record
+from pycri.runtime.spec import Record
 
 # option -> (clear the flag?, flag)
 FLAGS: dict[str, tuple[bool, int]] = {

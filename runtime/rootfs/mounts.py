@@ -5,11 +5,11 @@ import errno
 import os
 import stat
 
-from kernel.syscall import AT_RECURSIVE, MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, Syscall
-from runtime.errors import RuntimeFailure
-from runtime.rootfs.mountopts import MountOptions, parse_options
-from runtime.rootfs.securejoin import check_within, secure_join
-from runtime.spec import Mount
+from pycri.kernel.syscall import AT_RECURSIVE, MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, Syscall
+from pycri.runtime.errors import RuntimeFailure
+from pycri.runtime.rootfs.mountopts import MountOptions, parse_options
+from pycri.runtime.rootfs.securejoin import check_within, secure_join
+from pycri.runtime.spec import Mount
 
 # flags a bind mount takes only through a remount
 REMOUNT_FLAGS_MASK = ~(MS_BIND | MS_REC | MS_REMOUNT)

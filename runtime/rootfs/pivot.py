@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 
-from kernel.syscall import MNT_DETACH, MS_MOVE, MS_REC, MS_SLAVE, Syscall
-from runtime.errors import RuntimeFailure
+from pycri.kernel.syscall import MNT_DETACH, MS_MOVE, MS_REC, MS_SLAVE, Syscall
+from pycri.runtime.errors import RuntimeFailure
 
 
 def pivot_root(kernel: Syscall, rootfs: str) -> None:

@@ -15,11 +15,11 @@ import errno
 import os
 import stat
 
-from kernel.syscall import (
+from pycri.kernel.syscall import (
     MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE,
     Syscall,
 )
-from runtime.errors import RuntimeFailure
+from pycri.runtime.errors import RuntimeFailure
 
 KEPT_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC  # statvfs f_flag bits equal the mount flags
 NULL_DEVICE = os.makedev(1, 3)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import stat
 
-from runtime.errors import RuntimeFailure
+from pycri.runtime.errors import RuntimeFailure
 
 MAX_SYMLINKS = 255
 

@@ -110,7 +110,7 @@ class Pycri:
         """A gRPC RuntimeService client, for calls crictl cannot make on their own."""
         import grpc
 
-        from api.cri import api_pb2_grpc
+        from pycri.api.cri import api_pb2_grpc
 
         return api_pb2_grpc.RuntimeServiceStub(grpc.insecure_channel(f"unix://{self.socket}"))
 

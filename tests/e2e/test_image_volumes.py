@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
-from api.cri import api_pb2 as cri
+from pycri.api.cri import api_pb2 as cri
 
 from tests.e2e.harness import Pycri
 from tests.e2e.test_pods import handler, inspect  # noqa: F401 (handler is a fixture)

@@ -312,8 +312,8 @@ def behind(mirror: HeldMirror, base: Path) -> Pycri:
 def test_a_pull_the_client_gave_up_on_stops(tmp_path: Path, registries: Registries) -> None:
     """The client's deadline passes while the big layer trickles in: the pull stops and cleans
     up at once (it held the image's pull lock, so the client's retry queued behind it)."""
-    from api.cri import api_pb2 as cri
-    from api.cri import api_pb2_grpc
+    from pycri.api.cri import api_pb2 as cri
+    from pycri.api.cri import api_pb2_grpc
 
     mirror = HeldMirror(trickle=True)
     pycri = behind(mirror, tmp_path)

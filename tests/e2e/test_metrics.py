@@ -5,7 +5,7 @@ import socket
 import time
 from typing import Any
 
-from api.cri import api_pb2 as cri
+from pycri.api.cri import api_pb2 as cri
 from tests.e2e.harness import Pycri
 from tests.e2e.test_pods import wait_for
 

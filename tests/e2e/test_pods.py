@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from api.cri import api_pb2 as cri
+from pycri.api.cri import api_pb2 as cri
 
 from tests.e2e.harness import Pycri
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from api.cri import api_pb2 as cri
+from pycri.api.cri import api_pb2 as cri
 from tests.e2e.harness import Pycri
 from tests.e2e.test_pods import cgroup_dir, inspect, pid_of, wait_for
 

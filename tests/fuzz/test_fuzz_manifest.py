@@ -7,8 +7,8 @@ import json
 import pytest
 from hypothesis import given, strategies as st
 
-from common.errors import PycriError
-from images import manifest
+from pycri.common.errors import PycriError
+from pycri.images import manifest
 
 DIGEST = "sha256:" + "a" * 64
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12) | st.sampled_from(

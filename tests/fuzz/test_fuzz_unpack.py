@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from hypothesis import example, given, strategies as st
 
-from common.errors import DataLoss
-from images.unpack import unpack_layer
+from pycri.common.errors import DataLoss
+from pycri.images.unpack import unpack_layer
 from tests.fuzz.fakes import mutate
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="unpacking keeps owners and makes device nodes: root")

@@ -6,8 +6,8 @@ import posixpath
 
 from hypothesis import example, given, strategies as st
 
-from common.errors import InvalidArgument
-from criserver import validation
+from pycri.common.errors import InvalidArgument
+from pycri.criserver import validation
 
 # text biased towards the characters that matter: separators, dots, NUL and other controls
 PATHY = st.text(alphabet=st.sampled_from(["/", ".", "\0", "\n", "\x7f", "\x85", "a", "b", "-", "_", "é", " "]),

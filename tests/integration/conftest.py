@@ -26,9 +26,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from kernel.linux import LinuxSyscall
-from kernel.syscall import PR_SET_CHILD_SUBREAPER
-from runtime.launcher import write_launcher
+from pycri.kernel.linux import LinuxSyscall
+from pycri.kernel.syscall import PR_SET_CHILD_SUBREAPER
+from pycri.runtime.launcher import write_launcher
 
 BUSYBOX = "/bin/busybox"
 CGROUP_PARENT = "/pycri-it"

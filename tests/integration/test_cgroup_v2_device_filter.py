@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from cgroups.devices_bpf import LICENSE, PROGRAM_NAME, device_filter
-from cgroups.resources import DEFAULT_ALLOWED_DEVICES, DeviceRule
-from cgroups.v2 import V2Manager
+from pycri.cgroups.devices_bpf import LICENSE, PROGRAM_NAME, device_filter
+from pycri.cgroups.resources import DEFAULT_ALLOWED_DEVICES, DeviceRule
+from pycri.cgroups.v2 import V2Manager
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bpf(2) for cgroup device programs needs root")
 
@@ -42,7 +42,7 @@ RULE_SETS = [
 
 @pytest.mark.parametrize("rules", RULE_SETS, ids=range(len(RULE_SETS)))
 def test_the_verifier_accepts_the_programs(rules: list[DeviceRule]) -> None:
-    from kernel.bpf import LinuxBpf
+    from pycri.kernel.bpf import LinuxBpf
 
     bpf = LinuxBpf()
     fd = bpf.load_device_program(device_filter(rules), LICENSE, PROGRAM_NAME)
@@ -102,7 +102,7 @@ def _block_device() -> str:
 
 
 def test_the_filter_decides_opens_and_an_update_replaces_it(v2_cgroup: V2Manager) -> None:
-    from kernel.bpf import LinuxBpf
+    from pycri.kernel.bpf import LinuxBpf
 
     disk = _block_device()
     denied = str(errno.EPERM)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from containers.image_files import ImageFileInvalid, read_file
-from kernel.linux import LinuxSyscall
-from kernel.syscall import MNT_DETACH, MS_RDONLY, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS
+from pycri.containers.image_files import ImageFileInvalid, read_file
+from pycri.kernel.linux import LinuxSyscall
+from pycri.kernel.syscall import MNT_DETACH, MS_RDONLY, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="overlay mounts, whiteouts and opaque xattrs need root")
 

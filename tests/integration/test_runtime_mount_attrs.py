@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kernel.linux import has_mount_setattr
+from pycri.kernel.linux import has_mount_setattr
 from tests.integration.conftest import Runtime
 from tests.integration.test_runtime_differential import run_case
 

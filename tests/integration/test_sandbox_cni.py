@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from kernel.linux import LinuxSyscall
-from kernel.syscall import MNT_DETACH
-from sandbox import cni, default_network, namespaces
-from sandbox.cni_network import CniNetwork
+from pycri.kernel.linux import LinuxSyscall
+from pycri.kernel.syscall import MNT_DETACH
+from pycri.sandbox import cni, default_network, namespaces
+from pycri.sandbox.cni_network import CniNetwork
 
 BIN_DIRS = ["/opt/cni/bin", "/usr/lib/cni"]
 BRIDGE = "pycritest0"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from kernel.linux import LinuxSyscall
-from kernel.syscall import MNT_DETACH, MS_BIND
-from sandbox import namespaces
+from pycri.kernel.linux import LinuxSyscall
+from pycri.kernel.syscall import MNT_DETACH, MS_BIND
+from pycri.sandbox import namespaces
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nsenter") or not shutil.which("findmnt"),
                                 reason="needs root, nsenter and findmnt")

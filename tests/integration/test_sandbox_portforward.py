@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import Unavailable
-from sandbox import namespaces, portforward
+from pycri.common.errors import Unavailable
+from pycri.sandbox import namespaces, portforward
 
 
 def test_connect_reaches_the_pods_localhost(tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from api.cri import api_pb2 as cri
-from api.cri import api_pb2_grpc
+from pycri.api.cri import api_pb2 as cri
+from pycri.api.cri import api_pb2_grpc
 from tests.e2e.conftest import Registries
 from tests.e2e.harness import LoopbackServer, Pycri, QuietHandler
 from tests.security.hostile import push_image

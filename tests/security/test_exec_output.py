@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 import pytest
 
-from api.cri import api_pb2 as cri
-from api.cri import api_pb2_grpc
+from pycri.api.cri import api_pb2 as cri
+from pycri.api.cri import api_pb2_grpc
 from tests.e2e.harness import Pycri, rss_kib
 
 LIMIT = 16 * 1024 * 1024

@@ -11,7 +11,7 @@ import secrets
 import subprocess
 import time
 
-from api.cri import api_pb2 as cri
+from pycri.api.cri import api_pb2 as cri
 from tests.e2e.harness import Pycri
 
 TRIES = 100  # the issue saw 5 hits in about 35 tries without the fix

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from api.cri import api_pb2 as cri
+from pycri.api.cri import api_pb2 as cri
 from tests.e2e.harness import Pycri
 
 CONNECTIONS = 600

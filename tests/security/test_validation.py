@@ -12,8 +12,8 @@ from typing import Any
 import grpc
 import pytest
 
-from api.cri import api_pb2 as cri
-from criserver import validation
+from pycri.api.cri import api_pb2 as cri
+from pycri.criserver import validation
 from tests.e2e.harness import Pycri
 
 pytestmark = pytest.mark.e2e

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cgroups.v2 import V2Manager
-from criserver import stats as cri_stats
+from pycri.cgroups.v2 import V2Manager
+from pycri.criserver import stats as cri_stats
 from tests.unit.test_cgroups_v2 import fake_tree
 
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-import cgroups
-from cgroups import CgroupError, detect, manager_from_state, new_manager
-from cgroups.resources import DeviceRule, Resources
-from cgroups.v1 import V1Manager
+from pycri import cgroups
+
+from pycri.cgroups import CgroupError, detect, manager_from_state, new_manager
+from pycri.cgroups.resources import DeviceRule, Resources
+from pycri.cgroups.v1 import V1Manager
 
 HIERARCHIES = ("cpu,cpuacct", "cpuset", "memory", "pids", "devices", "hugetlb", "blkio", "freezer", "systemd")
 FILES = {

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from cgroups import CgroupError, manager_from_state, new_manager
-from cgroups.resources import Resources
-from cgroups.devices_bpf import PROGRAM_NAME, device_filter
-from cgroups.resources import DeviceRule
-from cgroups.v2 import V2Manager, blkio_weight_to_io_weight, shares_to_weight, swap_v2, weight_to_shares
+from pycri.cgroups import CgroupError, manager_from_state, new_manager
+from pycri.cgroups.resources import Resources
+from pycri.cgroups.devices_bpf import PROGRAM_NAME, device_filter
+from pycri.cgroups.resources import DeviceRule
+from pycri.cgroups.v2 import V2Manager, blkio_weight_to_io_weight, shares_to_weight, swap_v2, weight_to_shares
 from tests.unit.test_cgroups_v1 import METRIC_STATS, PRESSURE, write_files
 
 CONTROLLERS = "cpuset cpu io memory hugetlb pids rdma misc"
@@ -158,7 +158,7 @@ def test_stats_destroy_and_state(tmp_path: Path) -> None:
 
 
 def test_has_controller_on_v2_and_on_a_hybrid_v1(tmp_path: Path) -> None:
-    from cgroups import has_controller
+    from pycri.cgroups import has_controller
 
     v2 = fake_tree(tmp_path / "v2", "/c1")
     assert has_controller("hugetlb", str(v2)) and not has_controller("net_cls", str(v2))

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import InvalidArgument
-from criserver.config import Config, from_dict, load, to_toml
-from images.config import RegistryConfig, parse_endpoint
-from images.registry import Credentials
+from pycri.common.errors import InvalidArgument
+from pycri.criserver.config import Config, from_dict, load, to_toml
+from pycri.images.config import RegistryConfig, parse_endpoint
+from pycri.images.registry import Credentials
 
 
 def test_defaults_without_file(tmp_path: Path) -> None:
@@ -91,7 +91,7 @@ def test_credentials_go_only_to_the_host_they_were_issued_for() -> None:
 
 
 def test_same_host_forms() -> None:
-    from images.config import same_host
+    from pycri.images.config import same_host
 
     assert same_host("https://index.docker.io/v1/", "registry-1.docker.io")
     assert same_host("reg.example:5000/team", "reg.example:5000")

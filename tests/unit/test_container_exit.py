@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from containers import service as service_module
-from containers.service import ContainerService
-from containers.store import RUNNING, ContainerRecord
-from kernel.fake import RecordingSyscall
-from store.db import Database
+from pycri.containers import service as service_module
+from pycri.containers.service import ContainerService
+from pycri.containers.store import RUNNING, ContainerRecord
+from pycri.kernel.fake import RecordingSyscall
+from pycri.store.db import Database
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ import struct
 
 import pytest
 
-from cgroups import CgroupError
-from cgroups.devices_bpf import (
+from pycri.cgroups import CgroupError
+from pycri.cgroups.devices_bpf import (
     ACC_MKNOD, ACC_READ, ACC_WRITE, DEV_BLOCK, DEV_CHAR, decode, device_filter, emulate, insn,
 )
-from cgroups.resources import DEFAULT_ALLOWED_DEVICES, DeviceRule, Resources
+from pycri.cgroups.resources import DEFAULT_ALLOWED_DEVICES, DeviceRule, Resources
 
 ACCESS = {"m": ACC_MKNOD, "r": ACC_READ, "w": ACC_WRITE}
 TYPES = {"b": DEV_BLOCK, "c": DEV_CHAR}

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 
-from containers.oci import CapturedStream, capture_output, fit_reply
+from pycri.containers.oci import CapturedStream, capture_output, fit_reply
 
 
 def _writer(fd: int, data: bytes, close: bool = True) -> threading.Thread:
@@ -66,7 +66,7 @@ def test_the_reply_fits_its_budget() -> None:
 def test_a_timed_out_exec_is_killed_with_its_session(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import subprocess
 
-    from containers.oci import _kill_session, _session_members
+    from pycri.containers.oci import _kill_session, _session_members
 
     leader = subprocess.Popen(["sh", "-c", "sleep 600 & sleep 600 & wait"], start_new_session=True)
     try:
@@ -89,7 +89,7 @@ def test_a_timed_out_exec_is_killed_with_its_session(tmp_path) -> None:  # type:
 
 
 def test_no_pid_file_kills_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from containers.oci import _kill_session
+    from pycri.containers.oci import _kill_session
 
     assert _kill_session(tmp_path / "absent") == []
     (tmp_path / "pid").write_text("1")
@@ -100,7 +100,7 @@ def test_what_an_exec_started_is_killed_without_a_session(tmp_path) -> None:  # 
     """runc does not make an exec'd process a session leader: its descendants go too."""
     import subprocess
 
-    from containers.oci import _descendants, _kill_session
+    from pycri.containers.oci import _descendants, _kill_session
 
     leader = subprocess.Popen(["sh", "-c", "sleep 600 & sleep 600 & wait"])
     try:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from containers import oci
-from containers.oci import ConmonRuntime, HandlerFeatures, parse_features, query_features
-from criserver.pods import container_user
+from pycri.containers import oci
+from pycri.containers.oci import ConmonRuntime, HandlerFeatures, parse_features, query_features
+from pycri.criserver.pods import container_user
 
 RUNC_LIKE = json.dumps({"ociVersionMin": "1.0.0", "mountOptions": ["rbind", "ro", "rro", "rprivate"]})
 

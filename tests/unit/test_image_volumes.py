@@ -7,17 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from api.cri import api_pb2 as cri
-from common.errors import FailedPrecondition, InvalidArgument, NotFound
-from containers import image_volumes
-from containers.image_volumes import ImageVolume, ImageVolumeError
-from criserver import oci_spec
-from images.config import RegistryConfig
-from images.service import ImageService
-from images.store import ImageRecord
-from kernel.fake import RecordingSyscall
-from kernel.syscall import MS_NODEV, MS_NOSUID, MS_RDONLY
-from store.db import Database
+from pycri.api.cri import api_pb2 as cri
+from pycri.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from pycri.containers import image_volumes
+from pycri.containers.image_volumes import ImageVolume, ImageVolumeError
+from pycri.criserver import oci_spec
+from pycri.images.config import RegistryConfig
+from pycri.images.service import ImageService
+from pycri.images.store import ImageRecord
+from pycri.kernel.fake import RecordingSyscall
+from pycri.kernel.syscall import MS_NODEV, MS_NOSUID, MS_RDONLY
+from pycri.store.db import Database
 
 IMAGE_ID = "sha256:" + "ab" * 32
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from kernel.fake import RecordingSyscall
-from kernel.syscall import (
+from pycri.kernel.fake import RecordingSyscall
+from pycri.kernel.syscall import (
     CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWUSER, CLONE_NEWUTS, MNT_DETACH, MS_BIND, MS_NODEV, MS_NOSUID, MS_PRIVATE,
     MS_RDONLY, MS_REC, MS_REMOUNT, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, CapSets,
 )
-from sandbox import infra, pause
+from pycri.sandbox import infra, pause
 
 
 def test_ids() -> None:
@@ -26,7 +26,7 @@ def test_ids() -> None:
 def test_launcher_command() -> None:
     command = infra.launcher_command({"network": "/run/ns/p/net", "uts": "/run/ns/p/uts", "user": "/run/ns/p/user"},
                                      65535, 65535, "/usr/bin/catatonit", python="/venv/bin/python")
-    assert command == ["/venv/bin/python", "-I", "-m", "sandbox.pause", "--uid", "65535", "--gid", "65535",
+    assert command == ["/venv/bin/python", "-I", "-m", "pycri.sandbox.pause", "--uid", "65535", "--gid", "65535",
                        "--sandbox", "", "--user", "/run/ns/p/user", "--network", "/run/ns/p/net", "--uts", "/run/ns/p/uts",
                        "/usr/bin/catatonit"]
     args = pause._parser().parse_args(command[4:])

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.errors import DataLoss, InvalidArgument, NotFound
-from images import manifest as mf
+from pycri.common.errors import DataLoss, InvalidArgument, NotFound
+from pycri.images import manifest as mf
 
 D = "sha256:" + "1" * 64
 
@@ -71,7 +71,7 @@ def test_diff_ids_must_match_layers() -> None:
 
 
 def test_index_fan_out_is_bounded() -> None:
-    from common.errors import ResourceExhausted
+    from pycri.common.errors import ResourceExhausted
 
     doc = {"manifests": [entry("arm64")] * (mf.MAX_INDEX_ENTRIES + 1)}
     with pytest.raises(ResourceExhausted, match="at most"):
@@ -86,7 +86,7 @@ def test_nested_index_is_chosen_after_manifests() -> None:
 
 
 def test_layer_count_and_declared_sizes_are_bounded() -> None:
-    from common.errors import ResourceExhausted
+    from pycri.common.errors import ResourceExhausted
 
     layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": D, "size": 3}
     doc = {"config": {"mediaType": "x", "digest": D, "size": 2}, "layers": [layer] * (mf.MAX_LAYERS + 1)}

@@ -4,11 +4,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from api.cri import api_pb2 as cri
-from cgroups import IoDevice, ProcessStats, Stats
-from criserver import metrics
-from criserver.metrics import BASE_LABELS, Filesystem, Labels, Sample
-from sandbox.netstats import InterfaceStats
+from pycri.api.cri import api_pb2 as cri
+from pycri.cgroups import IoDevice, ProcessStats, Stats
+from pycri.criserver import metrics
+from pycri.criserver.metrics import BASE_LABELS, Filesystem, Labels, Sample
+from pycri.sandbox.netstats import InterfaceStats
 
 NOW = 1_700_000_000_123_456_789
 

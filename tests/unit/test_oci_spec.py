@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from api.cri import api_pb2 as cri
-from common.errors import InvalidArgument, Unimplemented
-from containers.users import resolve
-from criserver import oci_spec
+from pycri.api.cri import api_pb2 as cri
+from pycri.common.errors import InvalidArgument, Unimplemented
+from pycri.containers.users import resolve
+from pycri.criserver import oci_spec
 
 IMAGE = {"Entrypoint": ["/entry"], "Cmd": ["default"], "Env": ["PATH=/bin", "A=image"], "WorkingDir": "/w"}
 

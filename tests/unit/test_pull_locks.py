@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from images.pull import KeyedLocks
+from pycri.images.pull import KeyedLocks
 
 
 def test_hold_all_takes_a_repeated_key_once() -> None:
@@ -64,12 +64,12 @@ def test_a_failed_layer_stops_the_others_of_its_pull(tmp_path: Path) -> None:
     """Before, a pull whose first layer failed waited for every other layer to download."""
     import io
 
-    from common.errors import DataLoss
-    from images import manifest as mf
-    from images.config import RegistryConfig
-    from images.content import ContentStore
-    from images.layers import LayerStore
-    from images.pull import Puller
+    from pycri.common.errors import DataLoss
+    from pycri.images import manifest as mf
+    from pycri.images.config import RegistryConfig
+    from pycri.images.content import ContentStore
+    from pycri.images.layers import LayerStore
+    from pycri.images.pull import Puller
 
     puller = Puller(RegistryConfig(), ContentStore(tmp_path / "content"), LayerStore(tmp_path / "layers"))
     bad, endless = "sha256:" + "1" * 64, "sha256:" + "2" * 64

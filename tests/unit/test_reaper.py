@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 PRELUDE = """
 import os, time
-from criserver.reaper import OrphanReaper, children, zombie_children
+from pycri.criserver.reaper import OrphanReaper, children, zombie_children
 
 def exited_child():
     pid = os.fork()

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.errors import InvalidArgument
-from images.reference import is_image_id, parse
+from pycri.common.errors import InvalidArgument
+from pycri.images.reference import is_image_id, parse
 
 DIGEST = "sha256:" + "ab" * 32
 

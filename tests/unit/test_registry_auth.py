@@ -1,7 +1,7 @@
 """Where the registry client may send credentials: the token realm rules."""
 from __future__ import annotations
 
-from images.registry import Credentials, Endpoint, Repository
+from pycri.images.registry import Credentials, Endpoint, Repository
 
 
 def repo(base: str) -> Repository:
@@ -21,7 +21,7 @@ def test_plain_http_realm_only_on_a_plain_registry_s_own_host() -> None:
 
 
 def test_redirects_keep_authorization_only_to_the_same_origin() -> None:
-    from images.registry import _same_origin_or_upgrade
+    from pycri.images.registry import _same_origin_or_upgrade
 
     assert _same_origin_or_upgrade("http://reg:5000/v2/a", "http://reg:5000/v2/b")
     assert _same_origin_or_upgrade("http://reg:5000/v2/a", "https://reg:5000/v2/b")
@@ -33,7 +33,7 @@ def test_redirects_keep_authorization_only_to_the_same_origin() -> None:
 def test_a_registry_token_with_a_line_break_is_invalid() -> None:
     import pytest
 
-    from common.errors import InvalidArgument
+    from pycri.common.errors import InvalidArgument
 
     repository = Repository(Endpoint("http://reg"), "x/y", Credentials(registry_token="a\r\nX-Evil: 1"))
     with pytest.raises(InvalidArgument):

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from runtime import cli
-from runtime.args import BOOL, INT, LIST, STRING, FlagSpec, UsageError, parse
-from runtime.errors import RuntimeFailure
-from runtime.launcher import launcher_text, write_launcher
-from runtime.log import format_entry
-from runtime.signals import parse_signal
+from pycri.runtime import cli
+from pycri.runtime.args import BOOL, INT, LIST, STRING, FlagSpec, UsageError, parse
+from pycri.runtime.errors import RuntimeFailure
+from pycri.runtime.launcher import launcher_text, write_launcher
+from pycri.runtime.log import format_entry
+from pycri.runtime.signals import parse_signal
 
 
 def test_parse_runc_style_flags() -> None:
@@ -93,7 +93,7 @@ def test_launcher(tmp_path: Path) -> None:
         write_launcher(tmp_path / "x", python=Path("python3"))
 
 
-OWN_PACKAGES = ("runtime", "cgroups", "kernel")
+OWN_PACKAGES = ("pycri",)  # pycri.runtime, pycri.cgroups, pycri.kernel
 # The standard library each command may load beyond the interpreter's own start-up (an
 # allowlist, so json/re/enum/dataclasses/typing/inspect/argparse/signal/socket/resource...
 # stay out): the small commands need os and the JSON accelerator; create and exec also
@@ -140,7 +140,7 @@ def test_commands_import_only_the_light_standard_library(tmp_path: Path, argv: l
     [], "text", 0, {"nested": [[{"x": [1]}]]},
 ])
 def test_jsonlite_matches_json(value: object) -> None:
-    from runtime import jsonlite
+    from pycri.runtime import jsonlite
 
     assert jsonlite.dumps(value) == json.dumps(value)
     assert jsonlite.dumps(value, indent=2) == json.dumps(value, indent=2)
@@ -149,7 +149,7 @@ def test_jsonlite_matches_json(value: object) -> None:
 
 
 def test_jsonlite_rejects_bad_json() -> None:
-    from runtime import jsonlite
+    from pycri.runtime import jsonlite
 
     for bad in ("", "{", '{"a": 1} x', "[1,]", "nope"):
         with pytest.raises(ValueError):

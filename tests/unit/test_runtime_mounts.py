@@ -7,19 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from kernel.fake import RecordingSyscall
-from kernel.syscall import (
+from pycri.kernel.fake import RecordingSyscall
+from pycri.kernel.syscall import (
     AT_RECURSIVE, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
     MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_RELATIME, MS_REMOUNT, MS_SLAVE,
     MS_STRICTATIME, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE,
 )
-from runtime.errors import RuntimeFailure
-from runtime.rootfs import devices, needs_dev_setup, protect
-from runtime.rootfs.mountinfo import mount_containing, parse_mountinfo
-from runtime.rootfs.mountopts import parse_options
-from runtime.rootfs.mounts import mount_entry
-from runtime.rootfs.securejoin import check_within, secure_join
-from runtime.spec import Device, Mount
+from pycri.runtime.errors import RuntimeFailure
+from pycri.runtime.rootfs import devices, needs_dev_setup, protect
+from pycri.runtime.rootfs.mountinfo import mount_containing, parse_mountinfo
+from pycri.runtime.rootfs.mountopts import parse_options
+from pycri.runtime.rootfs.mounts import mount_entry
+from pycri.runtime.rootfs.securejoin import check_within, secure_join
+from pycri.runtime.spec import Device, Mount
 
 
 def test_parse_options_flags_propagation_and_data() -> None:

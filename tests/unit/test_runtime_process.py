@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from kernel.fake import RecordingSyscall
-from kernel.syscall import (
+from pycri.kernel.fake import RecordingSyscall
+from pycri.kernel.syscall import (
     PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, PR_CAP_AMBIENT_RAISE, PR_CAPBSET_DROP, PR_SET_KEEPCAPS,
     PR_SET_NO_NEW_PRIVS, CapSets, SeccompProgram,
 )
-from runtime.errors import RuntimeFailure
-from runtime.process import capabilities, lookup, rlimits, setup, user
-from runtime.spec import Capabilities, Process, Rlimit, User
+from pycri.runtime.errors import RuntimeFailure
+from pycri.runtime.process import capabilities, lookup, rlimits, setup, user
+from pycri.runtime.spec import Capabilities, Process, Rlimit, User
 
 
 def test_capability_names() -> None:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from kernel.syscall import (
+from pycri.kernel.syscall import (
     SCMP_ACT_ALLOW, SCMP_ACT_KILL_PROCESS, SCMP_ACT_KILL_THREAD, SCMP_ACT_LOG, SCMP_ACT_TRAP, SCMP_CMP_EQ,
     SCMP_CMP_MASKED_EQ, SeccompArg, SeccompRule, scmp_act_errno, scmp_act_trace,
 )
-from runtime.seccomp import SeccompError, action_value, architecture, translate
+from pycri.runtime.seccomp import SeccompError, action_value, architecture, translate
 
 
 def test_actions() -> None:

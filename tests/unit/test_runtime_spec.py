@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from runtime.spec import SpecError, load_spec, parse_spec
+from pycri.runtime.spec import SpecError, load_spec, parse_spec
 
 BASE: dict[str, Any] = {
     "ociVersion": "1.0.2-dev",

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from kernel.linux import LinuxSyscall
-from kernel.syscall import PR_SET_CHILD_SUBREAPER
-from runtime import stages
-from runtime.errors import RuntimeFailure
-from runtime.stages import kill_and_wait, launch, run_child, start_time
-from runtime.sync import Channel
+from pycri.kernel.linux import LinuxSyscall
+from pycri.kernel.syscall import PR_SET_CHILD_SUBREAPER
+from pycri.runtime import stages
+from pycri.runtime.errors import RuntimeFailure
+from pycri.runtime.stages import kill_and_wait, launch, run_child, start_time
+from pycri.runtime.sync import Channel
 
 
 @pytest.fixture(autouse=True)

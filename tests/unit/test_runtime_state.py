@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import ContainerNotExist, RuntimeFailure
-from runtime.state import (
+from pycri.runtime.errors import ContainerNotExist, RuntimeFailure
+from pycri.runtime.state import (
     CREATED, RUNNING, STOPPED, ContainerState, StateStore, container_status, oci_state, read_proc_stat, rfc3339_nano,
 )
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
-from sandbox import cni, default_network
-from sandbox.cni_network import CniNetwork
-from sandbox.files import DnsConfig
+from pycri.common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
+from pycri.sandbox import cni, default_network
+from pycri.sandbox.cni_network import CniNetwork
+from pycri.sandbox.files import DnsConfig
 
 CID = "a" * 64
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import InvalidArgument
-from sandbox import files
-from sandbox.files import DnsConfig
+from pycri.common.errors import InvalidArgument
+from pycri.sandbox import files
+from pycri.sandbox.files import DnsConfig
 
 
 def test_resolv_conf_from_a_dns_config() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import AlreadyExists, InvalidArgument, Unavailable
-from kernel.fake import RecordingSyscall
-from kernel.syscall import (
+from pycri.common.errors import AlreadyExists, InvalidArgument, Unavailable
+from pycri.kernel.fake import RecordingSyscall
+from pycri.kernel.syscall import (
     CLONE_NEWIPC,
     CLONE_NEWNET,
     CLONE_NEWUTS,
@@ -20,7 +20,7 @@ from kernel.syscall import (
     MS_PRIVATE,
     MS_REC,
 )
-from sandbox import namespaces
+from pycri.sandbox import namespaces
 
 MOUNTINFO = """\
 27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw

@@ -1,7 +1,7 @@
 """Interface counters from /proc/net/dev text."""
 from __future__ import annotations
 
-from sandbox.netstats import InterfaceStats, parse_net_dev
+from pycri.sandbox.netstats import InterfaceStats, parse_net_dev
 
 NET_DEV = """\
 Inter-|   Receive                                                |  Transmit

@@ -2,9 +2,9 @@
 CAP_SYS_ADMIN, as the default profiles of Docker and containerd; and what pycri-runtime makes of it."""
 from __future__ import annotations
 
-from criserver.seccomp import default_profile
-from kernel.syscall import SCMP_ACT_ALLOW, SCMP_CMP_MASKED_EQ, SeccompArg, SeccompRule, scmp_act_errno
-from runtime.seccomp import translate
+from pycri.criserver.seccomp import default_profile
+from pycri.kernel.syscall import SCMP_ACT_ALLOW, SCMP_CMP_MASKED_EQ, SeccompArg, SeccompRule, scmp_act_errno
+from pycri.runtime.seccomp import translate
 
 NAMESPACE_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
 

@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from containers.service import parse_stop_signal
+from pycri.containers.service import parse_stop_signal
 
 
 @pytest.mark.parametrize("text, expected", [

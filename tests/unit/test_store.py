@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import DataLoss
-from images.content import ContentStore
-from images.layers import LayerStore
-from images.registry import parse_challenge
-from store.db import Database
+from pycri.common.errors import DataLoss
+from pycri.images.content import ContentStore
+from pycri.images.layers import LayerStore
+from pycri.images.registry import parse_challenge
+from pycri.store.db import Database
 
 
 def digest(data: bytes) -> str:

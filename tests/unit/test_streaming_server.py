@@ -10,10 +10,10 @@ import threading
 
 import pytest
 
-from common.errors import InvalidArgument
-from criserver.streaming.backend import AttachRequest, ExecRequest, PortForwardRequest
-from criserver.streaming.spdy_conn import SpdyConnection
-from criserver.streaming.websocket import CloseCode, Opcode, WebSocketByteStream
+from pycri.common.errors import InvalidArgument
+from pycri.criserver.streaming.backend import AttachRequest, ExecRequest, PortForwardRequest
+from pycri.criserver.streaming.spdy_conn import SpdyConnection
+from pycri.criserver.streaming.websocket import CloseCode, Opcode, WebSocketByteStream
 from tests.unit.test_streaming_support import (  # noqa: F401 (bounded: autouse)
     TIMEOUT, FakeBackend, bounded, http_upgrade, running_server, spdy_client, spdy_exec, wait_until, ws_channel_data,
     ws_client, ws_messages, ws_read_channels,

@@ -10,13 +10,13 @@ import zlib
 
 import pytest
 
-from criserver.streaming import spdy
-from criserver.streaming.spdy import (
+from pycri.criserver.streaming import spdy
+from pycri.criserver.streaming.spdy import (
     BadFrame, DataFrame, FrameDecoder, FrameEncoder, GoAway, GoAwayStatus, HeadersFrame, Ping, RstStatus,
     RstStream, SessionError, Settings, SettingId, SynReply, SynStream, UnknownControl, WindowUpdate,
 )
-from criserver.streaming.spdy_conn import FlowControl, SpdyConnection, StreamReset
-from criserver.streaming.transport import SocketTransport
+from pycri.criserver.streaming.spdy_conn import FlowControl, SpdyConnection, StreamReset
+from pycri.criserver.streaming.transport import SocketTransport
 from tests.unit.test_streaming_support import (  # noqa: F401 (bounded: autouse)
     TIMEOUT, RawPeer, bounded, in_thread, serving_pair,
 )

@@ -6,11 +6,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from common.errors import InvalidArgument, Unavailable
-from criserver.streaming.backend import (
+from pycri.common.errors import InvalidArgument, Unavailable
+from pycri.criserver.streaming.backend import (
     AttachRequest, ExecRequest, PortForwardRequest, attach_request, exec_request, port_forward_request,
 )
-from criserver.streaming.tokens import TokenCache
+from pycri.criserver.streaming.tokens import TokenCache
 
 
 class Clock:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import DataLoss
-from images.unpack import GuardedStream, UnpackLimits, unpack_layer
+from pycri.common.errors import DataLoss
+from pycri.images.unpack import GuardedStream, UnpackLimits, unpack_layer
 
 MTIME = 1_600_000_000
 Entry = tuple[tarfile.TarInfo, bytes | None]
@@ -313,7 +313,7 @@ def _guarded(compressed: bytes, limits: UnpackLimits) -> GuardedStream:
 
 
 def test_guarded_stream_stops_at_the_size_limit() -> None:
-    from common.errors import ResourceExhausted
+    from pycri.common.errors import ResourceExhausted
 
     stream = _guarded(_gzip_of_zeros(8 << 20), UnpackLimits(max_bytes=3 << 20))
     with pytest.raises(ResourceExhausted, match="max_layer_unpacked_bytes"):
@@ -323,7 +323,7 @@ def test_guarded_stream_stops_at_the_size_limit() -> None:
 
 
 def test_guarded_stream_stops_a_bomb_at_the_ratio() -> None:
-    from common.errors import ResourceExhausted
+    from pycri.common.errors import ResourceExhausted
 
     stream = _guarded(_gzip_of_zeros(16 << 20), UnpackLimits(max_ratio=4))  # ~16 KiB compressed
     with pytest.raises(ResourceExhausted, match="decompression bomb"):

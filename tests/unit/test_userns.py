@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from api.cri import api_pb2 as cri
-from common.errors import InvalidArgument
-from containers import rootfs
-from criserver import oci_spec, userns
-from kernel.fake import RecordingSyscall
-from kernel.syscall import AT_RECURSIVE, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE
-from runtime import init, stages
-from runtime.spec import parse_spec
-from runtime.sync import channel_pair
-from sandbox.namespaces import IdMapping, IdMaps
+from pycri.api.cri import api_pb2 as cri
+from pycri.common.errors import InvalidArgument
+from pycri.containers import rootfs
+from pycri.criserver import oci_spec, userns
+from pycri.kernel.fake import RecordingSyscall
+from pycri.kernel.syscall import AT_RECURSIVE, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE
+from pycri.runtime import init, stages
+from pycri.runtime.spec import parse_spec
+from pycri.runtime.sync import channel_pair
+from pycri.sandbox.namespaces import IdMapping, IdMaps
 
 POD, NODE = cri.NamespaceMode.POD, cri.NamespaceMode.NODE
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import InvalidArgument, NotFound
-from common.ids import MAX_ID, parse_id
-from containers import image_files, users
-from containers.image_files import MAX_LOOKUPS, ImageFileInvalid, read_file
-from images.service import image_user
-from images.store import ImageRecord
-from kernel.fake import RecordingSyscall
-from kernel.syscall import RESOLVE_BENEATH, RESOLVE_NO_SYMLINKS
+from pycri.common.errors import InvalidArgument, NotFound
+from pycri.common.ids import MAX_ID, parse_id
+from pycri.containers import image_files, users
+from pycri.containers.image_files import MAX_LOOKUPS, ImageFileInvalid, read_file
+from pycri.images.service import image_user
+from pycri.images.store import ImageRecord
+from pycri.kernel.fake import RecordingSyscall
+from pycri.kernel.syscall import RESOLVE_BENEATH, RESOLVE_NO_SYMLINKS
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nweb:x:33:33::/var/www:/bin/sh\n"
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from api.cri import api_pb2 as cri
-from cgroups.paths import resolve_path
-from common.errors import InvalidArgument
-from criserver import validation
+from pycri.api.cri import api_pb2 as cri
+from pycri.cgroups.paths import resolve_path
+from pycri.common.errors import InvalidArgument
+from pycri.criserver import validation
 
 
 def kubelet_pod(**extra: object) -> cri.PodSandboxConfig:

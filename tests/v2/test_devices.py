@@ -79,7 +79,7 @@ def test_an_allow_rule_opens_the_disk(pycri: Runtime, make_bundle, tmp_path: Pat
 def test_update_replaces_the_filter(pycri: Runtime, make_bundle, subreaper: set[int]) -> None:
     """`update` with device rules attaches a program made from them alone (on v2 they are the
     whole list; v1 adds them to the earlier ones) and detaches the one from create."""
-    from kernel.bpf import LinuxBpf
+    from pycri.kernel.bpf import LinuxBpf
 
     major, minor = host_disk()
     bundle = make_bundle("sleep", "1000")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cgroups.v2 import V2Manager
+from pycri.cgroups.v2 import V2Manager
 from tests.integration.conftest import CGROUP_ROOT, Bundle, Runtime, new_id, reap
 
 LIMIT = 32 << 20
