@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from pycri.kernel.mountinfo import mount_at, read_mountinfo
 from pycri.kernel.syscall import AT_RECURSIVE, MNT_DETACH, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE, Syscall
 
 # overlayfs takes its options in one page; past that, mount fails with EINVAL
@@ -117,6 +118,4 @@ def unmount(syscall: Syscall, merged: Path) -> None:
 
 
 def is_mounted(path: Path) -> bool:
-    target = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as mountinfo:
-        return any(line.split()[4] == target for line in mountinfo)
+    return mount_at(read_mountinfo(), os.path.realpath(path)) is not None

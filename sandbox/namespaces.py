@@ -41,6 +41,7 @@ from pathlib import Path
 import structlog
 
 from pycri.common.errors import AlreadyExists, InvalidArgument, Unavailable
+from pycri.kernel.mountinfo import MountInfo, mount_at, parse_mountinfo, read_mountinfo
 from pycri.kernel.syscall import (
     CLONE_NEWNET,
     MNT_DETACH,
@@ -94,20 +95,6 @@ def write_id_maps(pid: int, id_maps: IdMaps, proc: str = "/proc") -> None:
         except OSError as exc:
             raise InvalidArgument(f"writing the pod's user namespace {name} ({text.strip()!r}): "
                                   f"{exc.strerror or exc}") from None
-
-
-@dataclass(frozen=True)
-class MountEntry:
-    """One line of /proc/self/mountinfo, the fields pycri needs."""
-
-    mount_point: str
-    fstype: str
-    source: str
-    optional: tuple[str, ...]  # "shared:N", "master:N", "propagate_from:N", "unbindable"
-
-    @property
-    def private(self) -> bool:
-        return not any(tag.startswith(("shared:", "master:")) for tag in self.optional)
 
 
 def pin(
@@ -198,30 +185,10 @@ def enter_netns(path: Path, syscall: Syscall | None = None) -> Iterator[None]:
         os.close(own)
 
 
-def find_mount(path: Path, mountinfo: str | None = None) -> MountEntry | None:
+def find_mount(path: Path, mountinfo: str | None = None) -> MountInfo | None:
     """The topmost mount at `path`, or None when `path` is not a mount point."""
-    target = os.path.realpath(path)
-    found = None
-    for entry in parse_mountinfo(mountinfo if mountinfo is not None else _read_mountinfo()):
-        if entry.mount_point == target:
-            found = entry  # later lines are stacked on top of earlier ones
-    return found
-
-
-def parse_mountinfo(text: str) -> list[MountEntry]:
-    entries = []
-    for line in text.splitlines():
-        fields = line.split()
-        if "-" not in fields:
-            continue
-        sep = fields.index("-")
-        if sep < 6 or len(fields) < sep + 3:
-            continue
-        entries.append(MountEntry(
-            mount_point=_unescape(fields[4]), fstype=fields[sep + 1], source=_unescape(fields[sep + 2]),
-            optional=tuple(fields[6:sep]),
-        ))
-    return entries
+    entries = parse_mountinfo(mountinfo) if mountinfo is not None else read_mountinfo()
+    return mount_at(entries, os.path.realpath(path))
 
 
 # -- the pin sequence ----------------------------------------------------------
@@ -372,24 +339,6 @@ def _nsfs_dev() -> int:
     if not _nsfs:
         _nsfs.append(os.stat("/proc/self/ns/net").st_dev)
     return _nsfs[0]
-
-
-def _read_mountinfo() -> str:
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        return f.read()
-
-
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
 
 
 def _linux() -> Syscall:

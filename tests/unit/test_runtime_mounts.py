@@ -1,4 +1,4 @@
-"""Mount options, secure path resolution, mountinfo, and the rootfs steps with the recording
+"""Mount options, secure path resolution, and the rootfs steps with the recording
 kernel fake (runtime.rootfs)."""
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from pycri.kernel.syscall import (
 )
 from pycri.runtime.errors import RuntimeFailure
 from pycri.runtime.rootfs import devices, needs_dev_setup, protect
-from pycri.runtime.rootfs.mountinfo import mount_containing, parse_mountinfo
 from pycri.runtime.rootfs.mountopts import parse_options
 from pycri.runtime.rootfs.mounts import mount_entry
 from pycri.runtime.rootfs.securejoin import check_within, secure_join
@@ -64,23 +63,6 @@ def test_secure_join_keeps_symlinks_inside(tmp_path: Path) -> None:
     os.symlink(str(tmp_path), root / "escape")
     with pytest.raises(RuntimeFailure, match="outside the rootfs"):
         check_within(str(root), str(root / "escape"))
-
-
-MOUNTINFO = """\
-22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
-30 22 0:40 / /proc rw,nosuid - proc proc rw
-40 22 0:50 / /run/with\\040space rw shared:5 master:2 - tmpfs tmpfs rw
-41 22 0:51 / /var/lib/x/rootfs rw - overlay overlay rw,lowerdir=/l
-"""
-
-
-def test_parse_mountinfo() -> None:
-    entries = parse_mountinfo(MOUNTINFO)
-    assert [e.mountpoint for e in entries] == ["/", "/proc", "/run/with space", "/var/lib/x/rootfs"]
-    assert entries[0].shared and not entries[1].shared
-    assert entries[2].optional == ["shared:5", "master:2"] and entries[2].fstype == "tmpfs"
-    assert mount_containing(entries, "/var/lib/x/rootfs").mountpoint == "/var/lib/x/rootfs"
-    assert mount_containing(entries, "/var/lib/y").mountpoint == "/"
 
 
 def test_bind_mount_creates_targets_and_remounts(tmp_path: Path) -> None:

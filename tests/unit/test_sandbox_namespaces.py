@@ -1,5 +1,5 @@
 """The pin sequence with the recording fake: what the parent mounts, what the child does, what a
-failure undoes; mountinfo parsing. (The real kernel: tests/integration/test_sandbox_namespaces.py.)"""
+failure undoes; finding a mount. (The real kernel: tests/integration/test_sandbox_namespaces.py.)"""
 from __future__ import annotations
 
 import errno
@@ -108,12 +108,10 @@ def test_unpin_detaches_and_removes_every_file(tmp_path: Path) -> None:
     namespaces.unpin(pod, fake)  # idempotent
 
 
-def test_mountinfo_parsing_and_propagation() -> None:
-    entries = namespaces.parse_mountinfo(MOUNTINFO)
-    assert [e.mount_point for e in entries] == ["/", "/run", "/run/pycri/ns", "/run/pycri/ns/pod a/net", "/run/netns"]
-    assert [e.private for e in entries] == [False, False, True, True, False]
-    assert entries[3].fstype == "nsfs"
-    assert namespaces.find_mount(Path("/run/pycri/ns"), MOUNTINFO) == entries[2]
+def test_find_mount() -> None:
+    """(mountinfo parsing itself: tests/unit/test_kernel_mountinfo.py)"""
+    entry = namespaces.find_mount(Path("/run/pycri/ns"), MOUNTINFO)
+    assert entry is not None and entry.mount_id == 41 and entry.private
     assert namespaces.find_mount(Path("/run/pycri"), MOUNTINFO) is None
 
 
