@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 
+from pycri.kernel import idmap
 from pycri.runtime.errors import RuntimeFailure
 from pycri.runtime.state import read_proc_stat
 from pycri.runtime.sync import ChannelClosed, channel_pair
@@ -175,12 +176,10 @@ def _exited_early(state: _Launch) -> str:
 
 def write_id_maps(pid: int, uid_map: str, gid_map: str, proc: str = "/proc") -> None:
     """The maps of a child's new user namespace (root on the host: setgroups stays allowed)."""
-    for name, text in (("uid_map", uid_map), ("gid_map", gid_map)):
-        try:
-            with open(f"{proc}/{pid}/{name}", "w") as f:
-                f.write(text)
-        except OSError as e:
-            raise RuntimeFailure(f"write {name} of the user namespace: {e.strerror or e}") from None
+    try:
+        idmap.write_id_maps(pid, uid_map, gid_map, proc)
+    except idmap.IdMapError as e:
+        raise RuntimeFailure(f"write {e.name} of the user namespace: {e.reason}") from None
 
 
 def launch(stage: Callable[..., None], args: tuple[Any, ...], *, join_cgroups: Callable[[int], None] | None,

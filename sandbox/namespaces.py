@@ -41,6 +41,7 @@ from pathlib import Path
 import structlog
 
 from pycri.common.errors import AlreadyExists, InvalidArgument, Unavailable
+from pycri.kernel import idmap
 from pycri.kernel.mountinfo import MountInfo, mount_at, parse_mountinfo, read_mountinfo
 from pycri.kernel.syscall import (
     CLONE_NEWNET,
@@ -84,17 +85,16 @@ class IdMaps:
 
 
 def write_id_maps(pid: int, id_maps: IdMaps, proc: str = "/proc") -> None:
-    """Write the maps of a process's new user namespace. Written by a process with
-    CAP_SETGID in the parent namespace, gid_map needs no "deny" in setgroups, so the
-    container's processes keep setgroups(2)."""
-    for name, mappings in (("uid_map", id_maps.uids), ("gid_map", id_maps.gids)):
-        text = "".join(f"{m.container_id} {m.host_id} {m.length}\n" for m in mappings)
-        try:
-            with open(f"{proc}/{pid}/{name}", "w") as f:
-                f.write(text)
-        except OSError as exc:
-            raise InvalidArgument(f"writing the pod's user namespace {name} ({text.strip()!r}): "
-                                  f"{exc.strerror or exc}") from None
+    """Write the maps of a process's new user namespace (setgroups(2) stays allowed in it)."""
+    try:
+        idmap.write_id_maps(pid, _text(id_maps.uids), _text(id_maps.gids), proc)
+    except idmap.IdMapError as exc:
+        raise InvalidArgument(f"writing the pod's user namespace {exc.name} ({exc.text.strip()!r}): "
+                              f"{exc.reason}") from None
+
+
+def _text(mappings: tuple[IdMapping, ...]) -> str:
+    return idmap.id_map_text((m.container_id, m.host_id, m.length) for m in mappings)
 
 
 def pin(
