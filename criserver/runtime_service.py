@@ -1,5 +1,5 @@
 """CRI RuntimeService: Version, Status, RuntimeConfig here; pods and containers in criserver.pods,
-stats in criserver.stats, Exec/Attach/PortForward in criserver.streaming_calls.
+stats in criserver.stats, Exec/Attach/PortForward in criserver.exec_urls.
 Calls pycri does not implement answer UNIMPLEMENTED through the generated base class."""
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from pycri.api.cri import api_pb2 as cri
 from pycri.api.cri import api_pb2_grpc
 from pycri.containers.service import ContainerService
 from pycri.criserver import oci_spec
+from pycri.criserver.exec_urls import ExecUrlCalls
 from pycri.criserver.pods import PodCalls
 from pycri.criserver.stats import CpuRates, StatsCalls
-from pycri.criserver.streaming import Server as StreamingServer
-from pycri.criserver.streaming_calls import StreamingCalls
 from pycri.images.service import ImageService
 from pycri.sandbox.service import SandboxService
+from pycri.streaming import Server as StreamingServer
 
 RUNTIME_NAME = "pycri"
 RUNTIME_VERSION = "0.1.0"
@@ -33,7 +33,7 @@ class Condition:
     message: str = ""
 
 
-class RuntimeServicer(PodCalls, StatsCalls, StreamingCalls, api_pb2_grpc.RuntimeServiceServicer):
+class RuntimeServicer(PodCalls, StatsCalls, ExecUrlCalls, api_pb2_grpc.RuntimeServiceServicer):
     def __init__(self, cgroup_driver: str, effective_config: str, conditions: Callable[[], list[Condition]],
                  sandboxes: SandboxService, containers: ContainerService, images: ImageService,
                  streams: StreamingServer) -> None:

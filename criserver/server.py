@@ -20,8 +20,8 @@ from pycri.criserver.config import Config, to_toml
 from pycri.criserver.errors import CallInterceptor
 from pycri.criserver.image_service import ImageServicer
 from pycri.criserver.runtime_service import Condition, RuntimeServicer
-from pycri.criserver.stream_backend import RuntimeStreams
-from pycri.criserver.streaming import Server as StreamingServer
+from pycri.criserver.streaming_adapter import RuntimeStreams
+from pycri.streaming import Server as StreamingServer
 from pycri.images.service import ImageService
 from pycri.kernel.linux import LinuxSyscall
 from pycri.criserver.reaper import OrphanReaper

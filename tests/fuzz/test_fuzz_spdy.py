@@ -8,8 +8,8 @@ import time
 
 from hypothesis import example, given, strategies as st
 
-from pycri.criserver.streaming import spdy
-from pycri.criserver.streaming.spdy_conn import SpdyConnection
+from pycri.streaming import spdy
+from pycri.streaming.spdy_conn import SpdyConnection
 from tests.fuzz.fakes import ScriptedTransport, mutate, split
 
 HEADERS = st.lists(st.tuples(st.text("abcdefghijklmnopqrstuvwxyz-:", min_size=1, max_size=12), st.text(max_size=20)),

@@ -7,8 +7,8 @@ import threading
 
 from hypothesis import example, given, strategies as st
 
-from pycri.criserver.streaming import channels, websocket
-from pycri.criserver.streaming.websocket import FrameParser, WebSocketConnection, WebSocketError, encode_frame
+from pycri.streaming import channels, websocket
+from pycri.streaming.websocket import FrameParser, WebSocketConnection, WebSocketError, encode_frame
 from tests.fuzz.fakes import ScriptedTransport, mutate, split
 
 CUTS = st.lists(st.integers(0, 10_000), max_size=8)

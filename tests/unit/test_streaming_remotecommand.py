@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import queue
 
-from pycri.criserver.streaming.backend import TerminalSize
-from pycri.criserver.streaming.remotecommand import (
+from pycri.streaming.interface import TerminalSize
+from pycri.streaming.remotecommand import (
     encode_status, normalise_exit_code, parse_sizes, pump_resizes, status_exit_code, status_internal_error,
     status_success,
 )

@@ -11,9 +11,9 @@ import threading
 import pytest
 
 from pycri.common.errors import InvalidArgument
-from pycri.criserver.streaming.backend import AttachRequest, ExecRequest, PortForwardRequest
-from pycri.criserver.streaming.spdy_conn import SpdyConnection
-from pycri.criserver.streaming.websocket import CloseCode, Opcode, WebSocketByteStream
+from pycri.streaming.interface import AttachRequest, ExecRequest, PortForwardRequest
+from pycri.streaming.spdy_conn import SpdyConnection
+from pycri.streaming.websocket import CloseCode, Opcode, WebSocketByteStream
 from tests.unit.test_streaming_support import (  # noqa: F401 (bounded: autouse)
     TIMEOUT, FakeBackend, bounded, http_upgrade, running_server, spdy_client, spdy_exec, wait_until, ws_channel_data,
     ws_client, ws_messages, ws_read_channels,

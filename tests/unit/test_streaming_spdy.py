@@ -10,13 +10,13 @@ import zlib
 
 import pytest
 
-from pycri.criserver.streaming import spdy
-from pycri.criserver.streaming.spdy import (
+from pycri.streaming import spdy
+from pycri.streaming.spdy import (
     BadFrame, DataFrame, FrameDecoder, FrameEncoder, GoAway, GoAwayStatus, HeadersFrame, Ping, RstStatus,
     RstStream, SessionError, Settings, SettingId, SynReply, SynStream, UnknownControl, WindowUpdate,
 )
-from pycri.criserver.streaming.spdy_conn import FlowControl, SpdyConnection, StreamReset
-from pycri.criserver.streaming.transport import SocketTransport
+from pycri.streaming.spdy_conn import FlowControl, SpdyConnection, StreamReset
+from pycri.streaming.transport import SocketTransport
 from tests.unit.test_streaming_support import (  # noqa: F401 (bounded: autouse)
     TIMEOUT, RawPeer, bounded, in_thread, serving_pair,
 )

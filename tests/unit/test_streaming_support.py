@@ -16,12 +16,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from pycri.criserver.streaming import spdy
-from pycri.criserver.streaming.backend import InputStream, OutputStream, TerminalSize, forward_socket
-from pycri.criserver.streaming.server import Server
-from pycri.criserver.streaming.spdy_conn import SpdyConnection, SpdyStream
-from pycri.criserver.streaming.transport import SocketTransport
-from pycri.criserver.streaming.websocket import Message, Opcode, WebSocketConnection, client_handshake
+from pycri.streaming import spdy
+from pycri.streaming.interface import InputStream, OutputStream, TerminalSize, forward_socket
+from pycri.streaming.server import Server
+from pycri.streaming.spdy_conn import SpdyConnection, SpdyStream
+from pycri.streaming.transport import SocketTransport
+from pycri.streaming.websocket import Message, Opcode, WebSocketConnection, client_handshake
 
 TIMEOUT = 10.0
 TEST_LIMIT = 30.0

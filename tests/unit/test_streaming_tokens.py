@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import pytest
 
 from pycri.common.errors import InvalidArgument, Unavailable
-from pycri.criserver.streaming.backend import (
+from pycri.streaming.interface import (
     AttachRequest, ExecRequest, PortForwardRequest, attach_request, exec_request, port_forward_request,
 )
-from pycri.criserver.streaming.tokens import TokenCache
+from pycri.streaming.tokens import TokenCache
 
 
 class Clock:

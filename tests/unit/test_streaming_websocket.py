@@ -10,9 +10,9 @@ import threading
 
 import pytest
 
-from pycri.criserver.streaming.channels import ChannelConnection
-from pycri.criserver.streaming.transport import SocketTransport
-from pycri.criserver.streaming.websocket import (
+from pycri.streaming.channels import ChannelConnection
+from pycri.streaming.transport import SocketTransport
+from pycri.streaming.websocket import (
     CloseCode, FrameParser, HandshakeError, Message, Opcode, WebSocketByteStream, WebSocketConnection,
     WebSocketError, WsFrame, accept_key, close_reason_bytes, encode_frame, handshake_response, negotiate,
     valid_close_code,

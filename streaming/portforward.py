@@ -30,11 +30,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from pycri.criserver.streaming.backend import StreamBackend
-from pycri.criserver.streaming.channels import ChannelConnection, ChannelDuplex, ChannelWriter
-from pycri.criserver.streaming.spdy_conn import SpdyConnection, SpdyStream
-from pycri.criserver.streaming.transport import Transport
-from pycri.criserver.streaming.websocket import WebSocketConnection
+from pycri.streaming.channels import ChannelConnection, ChannelDuplex, ChannelWriter
+from pycri.streaming.interface import StreamBackend
+from pycri.streaming.spdy_conn import SpdyConnection, SpdyStream
+from pycri.streaming.transport import Transport
+from pycri.streaming.websocket import WebSocketConnection
 
 log = structlog.get_logger("pycri.streaming")
 

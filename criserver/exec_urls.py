@@ -11,12 +11,12 @@ from pycri.api.cri import api_pb2 as cri
 from pycri.common.errors import FailedPrecondition, InvalidArgument
 from pycri.containers.service import ContainerService
 from pycri.containers.store import RUNNING
-from pycri.criserver.streaming import AttachRequest, ExecRequest, PortForwardRequest, Server
 from pycri.sandbox.service import SandboxService
 from pycri.sandbox.store import READY
+from pycri.streaming import AttachRequest, ExecRequest, PortForwardRequest, Server
 
 
-class StreamingCalls:
+class ExecUrlCalls:
     """Exec, Attach and PortForward (mixed into the servicer)."""
 
     sandboxes: SandboxService

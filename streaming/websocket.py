@@ -30,7 +30,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pycri.criserver.streaming.transport import Transport
+from pycri.streaming.transport import Transport
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 DEFAULT_MAX_MESSAGE = 32 * 1024 * 1024

@@ -30,14 +30,14 @@ from typing import Any
 
 import structlog
 
-from pycri.criserver.streaming.backend import (
+from pycri.streaming.channels import ChannelConnection
+from pycri.streaming.interface import (
     AttachRequest, ExecRequest, InputStream, OutputStream, StreamBackend, TerminalSize,
 )
-from pycri.criserver.streaming.channels import ChannelConnection
-from pycri.criserver.streaming.spdy import RstStatus
-from pycri.criserver.streaming.spdy_conn import SpdyConnection, SpdyStream
-from pycri.criserver.streaming.transport import Transport
-from pycri.criserver.streaming.websocket import WebSocketConnection
+from pycri.streaming.spdy import RstStatus
+from pycri.streaming.spdy_conn import SpdyConnection, SpdyStream
+from pycri.streaming.transport import Transport
+from pycri.streaming.websocket import WebSocketConnection
 
 log = structlog.get_logger("pycri.streaming")
 

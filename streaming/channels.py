@@ -19,7 +19,7 @@ import time
 
 import structlog
 
-from pycri.criserver.streaming.websocket import CloseCode, WebSocketConnection
+from pycri.streaming.websocket import CloseCode, WebSocketConnection
 
 log = structlog.get_logger("pycri.streaming")
 

@@ -39,15 +39,15 @@ from typing import Any, Protocol
 
 import structlog
 
-from pycri.criserver.streaming import portforward, remotecommand
-from pycri.criserver.streaming.backend import (
+from pycri.streaming import portforward, remotecommand
+from pycri.streaming.httpio import HttpError, Request, read_request, response
+from pycri.streaming.interface import (
     AttachRequest, ExecRequest, PortForwardRequest, StreamBackend, attach_request, exec_request,
     port_forward_request,
 )
-from pycri.criserver.streaming.httpio import HttpError, Request, read_request, response
-from pycri.criserver.streaming.tokens import TokenCache
-from pycri.criserver.streaming.transport import SocketTransport
-from pycri.criserver.streaming.websocket import (
+from pycri.streaming.tokens import TokenCache
+from pycri.streaming.transport import SocketTransport
+from pycri.streaming.websocket import (
     HandshakeError, WebSocketByteStream, WebSocketConnection, handshake_response, negotiate,
 )
 

@@ -1,6 +1,8 @@
-"""The runtime side of the streaming server: exec and attach through the container service
-(the runtime's `exec`, conmon's attach socket), port-forward through the pod's network
-namespace. The protocol side (SPDY, WebSocket, tokens) is `criserver.streaming`."""
+"""pycri's adapter to the streaming library: the `StreamBackend` that `pycri.streaming.Server`
+calls, over containers and sandboxes. Exec and attach go through the container service (the
+runtime's `exec`, conmon's attach socket), port-forward through the pod's network namespace.
+The protocol side (HTTP, SPDY, WebSocket, tokens) is the `streaming` package; the RPCs that
+hand out its URLs are `criserver/exec_urls.py`."""
 from __future__ import annotations
 
 import queue
@@ -8,12 +10,12 @@ import threading
 
 from pycri.containers.service import ContainerService
 from pycri.containers.streams import StreamIO
-from pycri.criserver.streaming import DuplexStream, InputStream, OutputStream, TerminalSize, forward_socket
+from pycri.streaming import DuplexStream, InputStream, OutputStream, TerminalSize, forward_socket
 from pycri.sandbox.service import SandboxService
 
 
 class RuntimeStreams:
-    """`criserver.streaming.StreamBackend` over pycri's containers and sandboxes."""
+    """`pycri.streaming.StreamBackend` over pycri's containers and sandboxes."""
 
     def __init__(self, containers: ContainerService, sandboxes: SandboxService) -> None:
         self.containers = containers

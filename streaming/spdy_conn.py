@@ -43,12 +43,12 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from pycri.criserver.streaming import spdy
-from pycri.criserver.streaming.spdy import (
+from pycri.streaming import spdy
+from pycri.streaming.spdy import (
     BadFrame, DataFrame, Frame, GoAway, GoAwayStatus, Headers, HeadersFrame, Ping, RstStatus,
     RstStream, SessionError, Settings, SettingId, SynReply, SynStream, UnknownControl, WindowUpdate,
 )
-from pycri.criserver.streaming.transport import Transport
+from pycri.streaming.transport import Transport
 
 log = structlog.get_logger("pycri.streaming")
 

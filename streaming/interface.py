@@ -2,7 +2,8 @@
 it hands over, and the requests stored under tokens.
 
 The CRI layer implements `StreamBackend` (exec/attach through conmon, port-forward through the
-pod's network namespace) and gives it to `Server`; the Exec/Attach/PortForward RPCs then call
+pod's network namespace; pycri's is `criserver/streaming_adapter.py`) and gives it to `Server`;
+the Exec/Attach/PortForward RPCs (`criserver/exec_urls.py`) then call
 `Server.get_exec_url(request)` (etc.) and return the URL. Everything protocol-specific (SPDY or
 WebSocket, protocol versions, the error stream's Status, terminal resizes) stays in this package:
 the backend sees plain file-like streams.
