@@ -13,13 +13,12 @@ from pathlib import Path
 from pycri.common.errors import InvalidArgument
 from pycri.common.ids import check_id, id_of, numeric
 from pycri.containers import image_files
+from pycri.kernel import passwd as passwd_file
 from pycri.kernel.syscall import Syscall
 
-# /etc/passwd and /etc/group are read up to this many bytes. A line is some 30-100 bytes, so
-# this is ten thousand accounts or more, far beyond the local accounts of any image (directory
-# users are not in these files); it bounds what a hostile image makes pycri read and parse
-# for each CreateContainer. A larger file fails the create with a clear error.
-MAX_FILE_BYTES = 1 << 20
+# /etc/passwd and /etc/group are read up to this many bytes (kernel.passwd says why); a larger
+# file fails the create with a clear error.
+MAX_FILE_BYTES = passwd_file.MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -30,28 +29,9 @@ class User:
     home: str = "/"
 
 
-@dataclass(frozen=True)
-class _PasswdEntry:
-    name: str
-    uid: int
-    gid: int
-    home: str
-
-
-def _lines(syscall: Syscall, layers: list[Path], path: str) -> list[list[str]]:
+def _text(syscall: Syscall, layers: list[Path], path: str) -> str:
     data = image_files.read_file(syscall, layers, path, MAX_FILE_BYTES)
-    return [line.split(":") for line in data.decode(errors="replace").splitlines()] if data else []
-
-
-def _passwd(syscall: Syscall, layers: list[Path]) -> list[_PasswdEntry]:
-    return [_PasswdEntry(f[0], int(f[2]), int(f[3]), f[5] if f[5] and "\0" not in f[5] else "/")
-            for f in _lines(syscall, layers, "/etc/passwd")
-            if len(f) >= 7 and numeric(f[2]) and numeric(f[3]) and len(f[2]) <= 20 and len(f[3]) <= 20]
-
-
-def _groups(syscall: Syscall, layers: list[Path]) -> list[tuple[str, int, list[str]]]:
-    return [(f[0], int(f[2]), [m for m in f[3].split(",") if m]) for f in _lines(syscall, layers, "/etc/group")
-            if len(f) >= 4 and numeric(f[2]) and len(f[2]) <= 20]
+    return data.decode(errors="replace") if data else ""
 
 
 def resolve(layers: list[Path], user: str = "", uid: int | None = None, group: int | None = None,
@@ -74,9 +54,9 @@ def resolve(layers: list[Path], user: str = "", uid: int | None = None, group: i
         check_id(group, "run_as_group")
     for gid in supplemental:
         check_id(gid, "supplemental group")
-    passwd = _passwd(syscall, layers)
+    passwd = passwd_file.parse_passwd(_text(syscall, layers, "/etc/passwd"))
     name_part, _, group_part = user.partition(":")
-    entry: _PasswdEntry | None = None
+    entry: passwd_file.PasswdEntry | None = None
     if uid is None:
         if not name_part:
             uid = 0
@@ -89,21 +69,21 @@ def resolve(layers: list[Path], user: str = "", uid: int | None = None, group: i
             uid = check_id(entry.uid, f"the image's /etc/passwd: user {name_part[:64]!r} has uid")
     if entry is None:
         entry = next((e for e in passwd if e.uid == uid), None)
-    groups = _groups(syscall, layers)
+    groups = passwd_file.parse_group(_text(syscall, layers, "/etc/group"))
     gid = group
     if gid is None and group_part:
         if numeric(group_part):
             gid = id_of(group_part, "group")
         else:
-            match = next((g for g in groups if g[0] == group_part), None)
+            match = next((g for g in groups if g.name == group_part), None)
             if match is None:
                 raise InvalidArgument(f"group {group_part[:64]!r} not found in the image's /etc/group")
-            gid = check_id(match[1], f"the image's /etc/group: group {group_part[:64]!r} has gid")
+            gid = check_id(match.gid, f"the image's /etc/group: group {group_part[:64]!r} has gid")
     if gid is None:
         gid = check_id(entry.gid, f"the image's /etc/passwd: user {entry.name[:64]!r} has gid") if entry else 0
     additional = [gid]
     if entry is not None and image_groups:
-        additional += [check_id(g[1], f"the image's /etc/group: group {g[0][:64]!r} has gid")
-                       for g in groups if entry.name in g[2]]
+        additional += [check_id(g.gid, f"the image's /etc/group: group {g.name[:64]!r} has gid")
+                       for g in groups if entry.name in g.members]
     additional += list(supplemental)
     return User(uid=uid, gid=gid, additional_gids=tuple(dict.fromkeys(additional)), home=entry.home if entry else "/")

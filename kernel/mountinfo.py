@@ -10,10 +10,12 @@ and the kernel escapes space, tab, newline and backslash in paths as \\ooo.
 """
 from __future__ import annotations
 
+from pycri.kernel.record import Record
+
 MOUNTINFO = "/proc/self/mountinfo"
 
 
-class MountInfo:
+class MountInfo(Record):
     """One line of mountinfo."""
 
     __slots__ = ("mount_id", "parent_id", "device", "root", "mountpoint", "options", "optional", "fstype",
@@ -40,17 +42,6 @@ class MountInfo:
     def private(self) -> bool:
         """Neither shared nor a slave: mounts below it propagate nowhere, and nothing into it."""
         return not any(o.startswith(("shared:", "master:")) for o in self.optional)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"MountInfo({fields})"
 
 
 def unescape(field: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
+from pycri.kernel import passwd as passwd_file
 from pycri.kernel.syscall import Syscall
 from pycri.runtime.errors import RuntimeFailure
 from pycri.runtime.spec import User
@@ -22,7 +23,7 @@ def switch_user(kernel: Syscall, user: User) -> None:
         raise RuntimeFailure(f"set user {user.uid}:{user.gid}: {e.strerror or e}") from None
 
 
-MAX_PASSWD_BYTES = 1 << 20
+MAX_PASSWD_BYTES = passwd_file.MAX_BYTES
 
 
 def home_of(uid: int, passwd: str = "/etc/passwd") -> str:
@@ -42,8 +43,4 @@ def home_of(uid: int, passwd: str = "/etc/passwd") -> str:
         return "/"
     finally:
         os.close(fd)
-    for line in data.decode(errors="replace").splitlines():
-        fields = line.split(":")
-        if len(fields) >= 6 and fields[2].isascii() and fields[2].isdigit() and int(fields[2]) == uid:
-            return fields[5] or "/"
-    return "/"
+    return passwd_file.home_of(passwd_file.parse_passwd(data.decode(errors="replace")), uid)
