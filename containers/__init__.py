@@ -1,1 +1,1 @@
-"""Containers: their records, their rootfs, and the OCI runtime handlers that run them under conmon."""
+"""Containers: their records, their rootfs, and the runtime handlers that run and watch them."""

@@ -1,11 +1,8 @@
-"""OCI runtime handlers: one interface, a conmon-monitored implementation for any runtime
-with the runc command line (pycri's own runtime, runc, crun).
-
-conmon is started per container; it runs `<runtime> create`, reports the container's pid
-on a sync pipe, then stays as the container's parent: it writes the CRI log file and,
-when the container exits, its exit code to `<exits>/<id>` and `<persist>/exit` (and an
-`oom` file in the persist dir when the kernel OOM-killed it). pycri may restart at any
-time: conmon is in its own session and never a child pycri must wait for.
+"""The runc command line, which pycri's own runtime, runc and crun all speak:
+`<runtime> --root <dir> <command> ...` for start, kill, delete, state, update, exec and
+features, and what ExecSync needs around `exec` (output capture, killing on a deadline).
+Creating a container, and watching it afterwards, is the handler's monitor's part
+(containers/handler.py).
 """
 from __future__ import annotations
 
@@ -19,16 +16,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from pycri.common.errors import DeadlineExceeded, NotFound, RuntimeFailed
+from pycri.containers.handler import ExecResult, HandlerFeatures
 from pycri.kernel.linux import has_mount_setattr
 
 log = structlog.get_logger("containers")
-CONMON = "/usr/bin/conmon"
-CREATE_TIMEOUT = 60.0
 FEATURES_TIMEOUT = 10.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # ExecSync keeps this much of each stream, as containerd and CRI-O (CVE-2022-31030, CVE-2022-1708)
@@ -37,30 +33,6 @@ EXEC_OUTPUT_LIMIT = 16 * 1024 * 1024
 EXEC_REPLY_LIMIT = EXEC_OUTPUT_LIMIT - 64 * 1024
 READ_CHUNK = 64 * 1024
 KILL_ROUNDS = 20  # sweeps of an exec's session: a process may fork while it is being killed
-
-
-@dataclass(frozen=True)
-class ContainerPaths:
-    """Where a container's runtime files live."""
-
-    bundle: Path  # config.json (and rootfs, or root.path pointing elsewhere)
-    persist: Path  # conmon's persist dir: exit, oom
-    exit_file: Path  # conmon's exit file
-    log_path: str  # the CRI log file ("" for none)
-    conmon_pidfile: Path
-    container_pidfile: Path
-
-
-@dataclass(frozen=True)
-class HandlerFeatures:
-    """What a runtime handler can do, from its `features` command (runtime-spec features.md)."""
-
-    mount_options: frozenset[str] = frozenset()
-    # "rro" in the runtime's mount options and mount_setattr(2) in the kernel (as containerd decides)
-    recursive_read_only_mounts: bool = False
-    # "user" in the runtime's namespaces and idmapped mounts in the kernel (pycri idmaps the
-    # rootfs's layers itself; the runtime joins the pod's user namespace)
-    user_namespaces: bool = False
 
 
 def parse_features(output: str, kernel_has_mount_setattr: bool) -> HandlerFeatures:
@@ -82,66 +54,34 @@ def query_features(runtime_path: str) -> HandlerFeatures:
         result = subprocess.run([runtime_path, "features"], capture_output=True, text=True, timeout=FEATURES_TIMEOUT,
                                 env=runtime_env())
         if result.returncode != 0:
-            raise ValueError(_runtime_message(result.stderr or result.stdout) or f"exit status {result.returncode}")
+            raise ValueError(runtime_message(result.stderr or result.stdout) or f"exit status {result.returncode}")
         return parse_features(result.stdout, has_mount_setattr())
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
         log.info("runtime features unknown: advertising none", runtime=runtime_path, error=str(exc))
         return HandlerFeatures()
 
 
-@dataclass(frozen=True)
-class ExecResult:
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
+class OciCli:
+    """An OCI runtime with runc's command line, its containers' state under `root`."""
 
-
-class OciRuntime(Protocol):
-    name: str
-
-    def create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False, stdin_once: bool = False,
-               tty: bool = False) -> int: ...
-
-    def start(self, container_id: str) -> None: ...
-
-    def kill(self, container_id: str, sig: int, *, all_processes: bool = False) -> None: ...
-
-    def delete(self, container_id: str, *, force: bool = False) -> None: ...
-
-    def state(self, container_id: str) -> dict[str, Any] | None: ...
-
-    def exec_sync(self, container_id: str, process: dict[str, Any], timeout: float) -> ExecResult: ...
-
-    def update(self, container_id: str, resources: dict[str, Any]) -> None: ...
-
-    def features(self) -> HandlerFeatures: ...
-
-    def command(self) -> list[str]:
-        """The runtime's command line prefix (binary and global flags)."""
-        ...
-
-
-class ConmonRuntime:
-    """Any runtime with runc's command line, each container monitored by conmon."""
-
-    def __init__(self, name: str, runtime_path: str, runtime_root: Path, conmon: str = CONMON) -> None:
+    def __init__(self, name: str, path: str, root: Path) -> None:
         self.name = name
-        self.runtime_path = runtime_path
-        self.runtime_root = runtime_root
-        self.conmon = conmon
+        self.path = path
+        self.root = root
         self._features: HandlerFeatures | None = None
         self._features_lock = threading.Lock()
-        runtime_root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
 
     def features(self) -> HandlerFeatures:
         """The runtime's features, asked once (the binary does not change under a running pycri)."""
         with self._features_lock:
             if self._features is None:
-                self._features = query_features(self.runtime_path)
+                self._features = query_features(self.path)
             return self._features
 
     def command(self) -> list[str]:
-        return [self.runtime_path, "--root", str(self.runtime_root)]
+        """The runtime's command line prefix (binary and global flags)."""
+        return [self.path, "--root", str(self.root)]
 
     def _runtime(self, *args: str) -> list[str]:
         return [*self.command(), *args]
@@ -150,58 +90,11 @@ class ConmonRuntime:
         result = subprocess.run(self._runtime(*args), capture_output=True, text=True, timeout=timeout,
                                 env=runtime_env())
         if result.returncode != 0:
-            message = _runtime_message(result.stderr or result.stdout)
+            message = runtime_message(result.stderr or result.stdout)
             if "does not exist" in message or "not exist" in message or "not found" in message.lower():
                 raise NotFound(f"{self.name}: {args[0]} {args[-1]}: {message}")
             raise RuntimeFailed(f"{self.name} {args[0]} failed: {message}")
         return result
-
-    def create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False, stdin_once: bool = False,
-               tty: bool = False) -> int:
-        paths.exit_file.parent.mkdir(parents=True, exist_ok=True)
-        paths.persist.mkdir(parents=True, exist_ok=True)
-        args = [
-            self.conmon, "--api-version", "1",
-            "--cid", container_id, "--cuuid", container_id, "--name", container_id,
-            "--runtime", self.runtime_path, "--runtime-arg", "--root", "--runtime-arg", str(self.runtime_root),
-            # the runtime's own messages go to a file, not into the container's stderr
-            "--runtime-arg", "--log", "--runtime-arg", str(paths.bundle / "runtime.log"),
-            "--bundle", str(paths.bundle),
-            "--container-pidfile", str(paths.container_pidfile),
-            "--conmon-pidfile", str(paths.conmon_pidfile),
-            "--exit-dir", str(paths.exit_file.parent),
-            "--persist-dir", str(paths.persist),
-            "--socket-dir-path", str(paths.bundle), "--full-attach",
-            "--log-level", "info",
-        ]
-        args += ["--log-path", f"k8s-file:{paths.log_path}"] if paths.log_path else ["--log-path", "none:"]
-        if stdin:
-            args.append("--stdin")
-            if not stdin_once:  # the container's stdin stays open when an attached client leaves
-                args.append("--leave-stdin-open")
-        if tty:
-            args.append("--terminal")
-        read_end, write_end = os.pipe()
-        try:
-            env = {**runtime_env(), "_OCI_SYNCPIPE": str(write_end)}
-            process = subprocess.Popen(
-                args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                pass_fds=(write_end,), start_new_session=True, cwd=str(paths.bundle),
-            )
-            os.close(write_end)
-            write_end = -1
-            _, conmon_err = process.communicate(timeout=CREATE_TIMEOUT)
-            report = _read_sync(read_end)
-        finally:
-            os.close(read_end)
-            if write_end >= 0:
-                os.close(write_end)
-        pid = int(report.get("data", report.get("pid", -1))) if report else -1
-        if pid <= 0:
-            message = (report or {}).get("message") or _runtime_message(_tail(paths.bundle / "runtime.log")) \
-                or _runtime_message(conmon_err.decode(errors="replace"))
-            raise RuntimeFailed(f"{self.name} could not create the container: {message or 'conmon gave no reason'}")
-        return pid
 
     def start(self, container_id: str) -> None:
         self._run("start", container_id)
@@ -338,21 +231,7 @@ def _kill_exec(child: subprocess.Popen[bytes], pidfile: Path) -> None:
         pass
 
 
-def _read_sync(fd: int) -> dict[str, Any] | None:
-    data = b""
-    deadline = time.monotonic() + CREATE_TIMEOUT
-    while b"\n" not in data and time.monotonic() < deadline:
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-    try:
-        return json.loads(data.split(b"\n", 1)[0]) if data else None
-    except ValueError:
-        return None
-
-
-def _runtime_message(text: str) -> str:
+def runtime_message(text: str) -> str:
     """The useful part of a runtime's error output (runc logs JSON or logfmt lines)."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     for line in reversed(lines):
@@ -366,7 +245,7 @@ def _runtime_message(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _tail(path: Path, size: int = 8192) -> str:
+def tail(path: Path, size: int = 8192) -> str:
     try:
         with open(path, "rb") as f:
             f.seek(max(0, path.stat().st_size - size))

@@ -1,8 +1,8 @@
 """The container service: what criserver calls for containers.
 
 A container's files live in <root>/<id>/: rootfs/ (overlay upper, work, merged),
-bundle/ (config.json, pid files, conmon's sockets), persist/ (conmon's exit and oom
-files). Its row is written as `creating` before anything is made, so a crash half-way
+bundle/ (config.json, the handler's pid files and sockets), persist/ (what the handler's
+monitor keeps: the exit code, an oom mark); the exit file is in <exits>/. Its row is written as `creating` before anything is made, so a crash half-way
 is found and undone by `recover()`; a failure half-way is undone at once.
 """
 from __future__ import annotations
@@ -24,9 +24,9 @@ import structlog
 from pycri import cgroups
 
 from pycri.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from pycri.containers import image_volumes, rootfs, streams
+from pycri.containers import image_volumes, rootfs
+from pycri.containers.handler import ContainerPaths, ExecResult, ExitStatus, RuntimeHandler, StreamIO
 from pycri.containers.image_volumes import ImageVolume
-from pycri.containers.oci import ContainerPaths, ExecResult, OciRuntime
 from pycri.containers.store import CREATED, CREATING, EXITED, RUNNING, ContainerRecord, ContainerTable
 from pycri.images.layers import remove_tree, usage
 from pycri.kernel.syscall import Syscall
@@ -35,7 +35,6 @@ from pycri.store.db import Database
 log = structlog.get_logger("containers")
 EXIT_POLL_SECONDS = 0.05
 KILL_WAIT_SECONDS = 10.0
-REOPEN_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -66,13 +65,14 @@ class NewContainer:
 
 
 class ContainerService:
-    def __init__(self, db: Database, root: Path, exits: Path, handlers: dict[str, OciRuntime],
+    def __init__(self, db: Database, root: Path, exits: Path, handlers: dict[str, RuntimeHandler],
                  default_handler: str, syscall: Syscall) -> None:
         self.root = root
         self.exits = exits
         self.handlers = handlers
         self.default_handler = default_handler
         self.syscall = syscall
+        self.kill_wait = KILL_WAIT_SECONDS  # how long stop waits for a container to die of SIGKILL
         self.table = ContainerTable(db)
         self.db = db
         root.mkdir(parents=True, exist_ok=True)
@@ -84,8 +84,7 @@ class ContainerService:
         base = self.root / record.id
         return ContainerPaths(
             bundle=base / "bundle", persist=base / "persist", exit_file=self.exits / record.id,
-            log_path=record.log_path, conmon_pidfile=base / "bundle" / "conmon.pid",
-            container_pidfile=base / "bundle" / "pidfile",
+            log_path=record.log_path,
         )
 
     def handler_name(self, name: str) -> str:
@@ -95,8 +94,13 @@ class ContainerService:
             raise InvalidArgument(f"no runtime handler {name!r} is configured (have: {', '.join(sorted(self.handlers))})")
         return name
 
-    def handler(self, name: str) -> OciRuntime:
+    def handler(self, name: str) -> RuntimeHandler:
         return self.handlers[self.handler_name(name)]
+
+    def _watcher(self, record: ContainerRecord) -> RuntimeHandler:
+        """The handler whose monitor watches `record`: its own, or the default one when its
+        handler has left the configuration (a monitor outlives pycri's configuration)."""
+        return self.handlers.get(record.handler) or self.handlers[self.default_handler]
 
     # -- life cycle ---------------------------------------------------------
 
@@ -165,8 +169,8 @@ class ContainerService:
             if self._wait_exit(record, timeout):
                 return self.refresh(record)
         self._signal(runtime, record, signal.SIGKILL)
-        if not self._wait_exit(record, KILL_WAIT_SECONDS):
-            raise FailedPrecondition(f"container {record.id} did not exit {KILL_WAIT_SECONDS:g} s after SIGKILL")
+        if not self._wait_exit(record, self.kill_wait):
+            raise FailedPrecondition(f"container {record.id} did not exit {self.kill_wait:g} s after SIGKILL")
         return self.refresh(record)
 
     def remove(self, container_id: str) -> None:
@@ -195,16 +199,16 @@ class ContainerService:
         record, process = self._exec_process(container_id, command, False)
         return self.handler(record.handler).exec_sync(record.id, process, timeout)
 
-    def exec_stream(self, container_id: str, command: list[str], tty: bool, io: streams.StreamIO) -> int:
+    def exec_stream(self, container_id: str, command: list[str], tty: bool, io: StreamIO) -> int:
         """Run a command in the container with its I/O streamed; return its exit code."""
         record, process = self._exec_process(container_id, command, tty)
-        return streams.exec_process(self.handler(record.handler).command(), record.id, process, io)
+        return self.handler(record.handler).exec_stream(record.id, process, io)
 
-    def attach(self, container_id: str, io: streams.StreamIO) -> None:
+    def attach(self, container_id: str, io: StreamIO) -> None:
         record = self.get(container_id)
         if record.state != RUNNING:
             raise FailedPrecondition(f"container {record.id} is not running ({record.state})")
-        streams.attach(self.paths(record).bundle, io, bool(record.extra.get("tty")))
+        self.handler(record.handler).attach(record.id, self.paths(record), io, bool(record.extra.get("tty")))
 
     def update_resources(self, container_id: str, resources: dict[str, Any]) -> ContainerRecord:
         """Apply new cgroup limits to a running or created container and keep them in its spec."""
@@ -225,19 +229,7 @@ class ContainerService:
         record = self.get(container_id)
         if record.state != RUNNING:
             raise FailedPrecondition(f"container {record.id} is not running")
-        ctl = self.paths(record).bundle / "ctl"
-        try:
-            fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as exc:
-            raise FailedPrecondition(f"cannot reach the monitor of container {record.id}: {exc.strerror}") from None
-        try:
-            os.write(fd, b"2 0 0\n")  # conmon's REOPEN_LOGS_EVENT
-        finally:
-            os.close(fd)
-        if record.log_path:  # answer once conmon has made the new file, as kubelet expects
-            deadline = time.monotonic() + REOPEN_WAIT_SECONDS
-            while not os.path.exists(record.log_path) and time.monotonic() < deadline:
-                time.sleep(0.005)
+        self.handler(record.handler).reopen_log(record.id, self.paths(record))
 
     def spec(self, record: ContainerRecord) -> dict[str, Any]:
         return json.loads((self.paths(record).bundle / "config.json").read_text())
@@ -291,29 +283,16 @@ class ContainerService:
         return [self.refresh(r) for r in self.table.all(pod_id) if r.state != CREATING and keep(r)]
 
     def refresh(self, record: ContainerRecord) -> ContainerRecord:
-        """Bring a created or running container's state up to date from conmon's exit file."""
+        """Bring a created or running container's state up to date from the exit its monitor recorded."""
         if record.state not in (CREATED, RUNNING):
             return record
-        paths = self.paths(record)
-        exit_code = _exit_code(paths)
-        if exit_code is None:
-            if _alive(paths.conmon_pidfile, record.id):
-                return record
-            # conmon writes the exit file, then exits: it may have done both since the read above
-            exit_code = _exit_code(paths)
-        if exit_code is None:
-            exit_code, reason, message = 255, "Unknown", "the container's monitor is gone and left no exit code"
-            finished = time.time_ns()
-        else:
-            source = paths.exit_file if paths.exit_file.exists() else paths.persist / "exit"
-            finished = source.stat().st_mtime_ns
-            oom = (paths.persist / "oom").exists()
-            reason = "OOMKilled" if oom else ("Completed" if exit_code == 0 else "Error")
-            message = ""
-        _reap_monitor(paths.conmon_pidfile)
-        record.state, record.exit_code, record.reason, record.message = EXITED, exit_code, reason, message
-        record.finished_at = finished
-        if not record.started_at and exit_code != 0:
+        status = self._watcher(record).exit_status(record.id, self.paths(record))
+        if status is None:
+            return record
+        reason, message = exit_reason(status)
+        record.state, record.exit_code, record.reason, record.message = EXITED, status.code, reason, message
+        record.finished_at = status.finished_at
+        if not record.started_at and status.code != 0:
             record.started_at = 0
         with self.db.transaction() as tx:
             self.table.update(tx, record)
@@ -336,7 +315,7 @@ class ContainerService:
         runtime = self.handlers.get(record.handler)
         if runtime is not None:
             runtime.delete(record.id, force=True)
-        _kill_monitor(self.paths(record).conmon_pidfile, record.id)
+        self._watcher(record).release(record.id, self.paths(record))
         rootfs.unmount(self.syscall, self.root / record.id / "rootfs" / "merged")
         image_volumes.unmount_all(self.syscall, self.root / record.id / "image-volumes")
         remove_tree(self.root / record.id)
@@ -344,7 +323,7 @@ class ContainerService:
         with self.db.transaction() as tx:
             self.table.delete(tx, record.id)
 
-    def _signal(self, runtime: OciRuntime, record: ContainerRecord, sig: int) -> None:
+    def _signal(self, runtime: RuntimeHandler, record: ContainerRecord, sig: int) -> None:
         try:
             runtime.kill(record.id, sig)
         except Exception as exc:  # it may have exited between refresh and kill
@@ -371,6 +350,13 @@ class ContainerService:
             time.sleep(EXIT_POLL_SECONDS)
 
 
+def exit_reason(status: ExitStatus) -> tuple[str, str]:
+    """CRI's reason and message for how a container ended."""
+    if status.lost:
+        return "Unknown", "the container's monitor is gone and left no exit code"
+    return ("OOMKilled" if status.oom_killed else ("Completed" if status.code == 0 else "Error")), ""
+
+
 def parse_stop_signal(text: str) -> int | None:
     """An image's StopSignal ("SIGTERM", "TERM", "15", "SIGRTMIN+3") as a signal number; ""
     is SIGTERM; None when it names no signal a container can be stopped with (0, 99, SIGFOO)."""
@@ -393,39 +379,6 @@ def parse_stop_signal(text: str) -> int | None:
     return number if number in signal.valid_signals() else None
 
 
-def _exit_code(paths: ContainerPaths) -> int | None:
-    """The exit code conmon wrote (its exit dir, else its persist dir); None if neither has one."""
-    code = _read_exit(paths.exit_file)
-    return code if code is not None else _read_exit(paths.persist / "exit")
-
-
-def _read_exit(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        return None
-
-
-def _conmon_pid(pidfile: Path, container_id: str) -> int | None:
-    try:
-        pid = int(pidfile.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    if b"conmon" not in cmdline or container_id.encode() not in cmdline:
-        return None  # the pid was reused by something else
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    return None if state == "Z" else pid
-
-
-def _alive(pidfile: Path, container_id: str) -> bool:
-    return _conmon_pid(pidfile, container_id) is not None
-
-
 def _idmap(spec: dict[str, Any]) -> rootfs.IdMap | None:
     """The pod's user namespace a container joins (by path), with its root's host ids."""
     linux = spec.get("linux") or {}
@@ -437,22 +390,3 @@ def _idmap(spec: dict[str, Any]) -> rootfs.IdMap | None:
         return next(m["hostID"] for m in mappings if m["containerID"] == 0)
 
     return rootfs.IdMap(userns, host_root(linux["uidMappings"]), host_root(linux["gidMappings"]))
-
-
-def _kill_monitor(pidfile: Path, container_id: str) -> None:
-    pid = _conmon_pid(pidfile, container_id)
-    if pid is not None:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    _reap_monitor(pidfile)
-
-
-def _reap_monitor(pidfile: Path) -> None:
-    """conmon is orphaned to pycri (a child subreaper): collect it once it has exited."""
-    try:
-        pid = int(pidfile.read_text().strip())
-        os.waitpid(pid, os.WNOHANG)
-    except (OSError, ValueError):  # not our child (pycri restarted since), or gone
-        pass

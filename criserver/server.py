@@ -14,7 +14,7 @@ import grpc
 import structlog
 
 from pycri.api.cri import api_pb2_grpc
-from pycri.containers.oci import ConmonRuntime
+from pycri.containers.conmon import ConmonHandler
 from pycri.containers.service import ContainerService
 from pycri.criserver.config import Config, to_toml
 from pycri.criserver.errors import CallInterceptor
@@ -174,11 +174,11 @@ def _private_to(directory: Path, owned: Path) -> None:
     os.chmod(directory, 0o710 if gid else ROOT_ONLY)
 
 
-def runtime_handlers(config: Config) -> dict[str, ConmonRuntime]:
+def runtime_handlers(config: Config) -> dict[str, ConmonHandler]:
     """One conmon-monitored handler per configured runtime (path "" is pycri's own runtime)."""
     launcher = str(Path(sys.executable).parent / "pycri-runtime")
     return {
-        name: ConmonRuntime(name, path or launcher, config.state / "runtime" / name, config.runtime.conmon)
+        name: ConmonHandler(name, path or launcher, config.state / "runtime" / name, config.runtime.conmon)
         for name, path in config.runtime.handlers.items()
     }
 

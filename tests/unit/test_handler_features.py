@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from pycri.containers import oci
-from pycri.containers.oci import ConmonRuntime, HandlerFeatures, parse_features, query_features
+from pycri.containers.conmon import ConmonHandler
+from pycri.containers.handler import HandlerFeatures
+from pycri.containers.oci import parse_features, query_features
 from pycri.criserver.pods import container_user
 
 RUNC_LIKE = json.dumps({"ociVersionMin": "1.0.0", "mountOptions": ["rbind", "ro", "rro", "rprivate"]})
@@ -50,7 +52,7 @@ def test_query_features(tmp_path: Path) -> None:
 def test_features_are_asked_once(tmp_path: Path) -> None:
     calls = tmp_path / "calls"
     runtime = script(tmp_path / "runc", f"echo x >> {calls}\necho '{RUNC_LIKE}'\n")
-    handler = ConmonRuntime("runc", runtime, tmp_path / "state")
+    handler = ConmonHandler("runc", runtime, tmp_path / "state")
     assert handler.features().recursive_read_only_mounts and handler.features().recursive_read_only_mounts
     assert calls.read_text() == "x\n"
 

@@ -1,0 +1,111 @@
+"""A fake runtime handler for unit tests: it records every call and runs nothing. Containers
+live in memory; a test makes them exit (`exit`), lose their monitor (`lose`), ignore
+signals (`ignore`), or makes any call fail (`failures`)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycri.containers.handler import ContainerPaths, ExecResult, ExitStatus, HandlerFeatures, StreamIO
+
+CREATED, RUNNING = "created", "running"
+
+
+@dataclass
+class FakeHandler:
+    name: str = "fake"
+    calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    # name of a call -> the exception it raises (before it changes anything)
+    failures: dict[str, BaseException] = field(default_factory=dict)
+    # container id -> "created" or "running", while it has not exited
+    states: dict[str, str] = field(default_factory=dict)
+    exits: dict[str, ExitStatus] = field(default_factory=dict)
+    ignored: set[int] = field(default_factory=set)  # signals the containers do not die of
+    exec_result: ExecResult = ExecResult(0, b"", b"")
+    attach_output: bytes = b""
+    handler_features: HandlerFeatures = HandlerFeatures()
+    next_pid: int = 1000
+
+    def _record(self, name: str, *args: Any) -> None:
+        self.calls.append((name, args))
+        if name in self.failures:
+            raise self.failures[name]
+
+    def called(self, name: str) -> list[tuple[Any, ...]]:
+        """The arguments of each call to `name`, in order."""
+        return [args for call, args in self.calls if call == name]
+
+    # -- what a test does to the containers ------------------------------------
+
+    def exit(self, container_id: str, code: int, *, oom_killed: bool = False) -> None:
+        """The container exits with `code` (its monitor records it)."""
+        self.states.pop(container_id, None)
+        self.exits[container_id] = ExitStatus(code, time.time_ns(), oom_killed=oom_killed)
+
+    def lose(self, container_id: str) -> None:
+        """The container's monitor dies without recording an exit."""
+        self.states.pop(container_id, None)
+        self.exits[container_id] = ExitStatus(255, time.time_ns(), lost=True)
+
+    def ignore(self, sig: int) -> None:
+        self.ignored.add(int(sig))
+
+    # -- RuntimeHandler ---------------------------------------------------------
+
+    def create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False, stdin_once: bool = False,
+               tty: bool = False) -> int:
+        self._record("create", container_id, paths, stdin, stdin_once, tty)
+        self.states[container_id] = CREATED
+        self.next_pid += 1
+        return self.next_pid
+
+    def start(self, container_id: str) -> None:
+        self._record("start", container_id)
+        self.states[container_id] = RUNNING
+
+    def kill(self, container_id: str, sig: int, *, all_processes: bool = False) -> None:
+        self._record("kill", container_id, int(sig), all_processes)
+        if container_id not in self.states:
+            raise LookupError(f"container {container_id} is not running")
+        if int(sig) not in self.ignored:
+            self.exit(container_id, 128 + int(sig))
+
+    def delete(self, container_id: str, *, force: bool = False) -> None:
+        self._record("delete", container_id, force)
+        self.states.pop(container_id, None)
+        self.exits.pop(container_id, None)
+
+    def exec_sync(self, container_id: str, process: dict[str, Any], timeout: float) -> ExecResult:
+        self._record("exec_sync", container_id, process, timeout)
+        return self.exec_result
+
+    def exec_stream(self, container_id: str, process: dict[str, Any], io: StreamIO) -> int:
+        self._record("exec_stream", container_id, process, io)
+        if io.stdout is not None:
+            io.stdout.write(self.exec_result.stdout)
+        return self.exec_result.exit_code
+
+    def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        self._record("update", container_id, resources)
+
+    def features(self) -> HandlerFeatures:
+        self._record("features")
+        return self.handler_features
+
+    def exit_status(self, container_id: str, paths: ContainerPaths) -> ExitStatus | None:
+        self._record("exit_status", container_id)
+        if container_id in self.states:
+            return None
+        return self.exits.get(container_id, ExitStatus(255, time.time_ns(), lost=True))
+
+    def attach(self, container_id: str, paths: ContainerPaths, io: StreamIO, tty: bool) -> None:
+        self._record("attach", container_id, tty)
+        if io.stdout is not None:
+            io.stdout.write(self.attach_output)
+
+    def reopen_log(self, container_id: str, paths: ContainerPaths) -> None:
+        self._record("reopen_log", container_id, paths.log_path)
+
+    def release(self, container_id: str, paths: ContainerPaths) -> None:
+        self._record("release", container_id)
