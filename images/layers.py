@@ -10,18 +10,12 @@ import contextlib
 import json
 import os
 import queue
-import shutil
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-
-@dataclass(frozen=True)
-class Usage:
-    bytes: int
-    inodes: int
+from pycri.common.fs import Usage, remove_tree, usage  # remove_tree, usage: re-exported until callers switch
 
 
 class LayerStore:
@@ -110,30 +104,3 @@ def _write_usage(path: Path, measured: Usage) -> None:
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
     temp.write_text(json.dumps({"bytes": measured.bytes, "inodes": measured.inodes}))
     os.rename(temp, path)
-
-
-def usage(path: Path) -> Usage:
-    """Disk blocks in bytes and inodes used under `path` (hard links counted once)."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in dirnames + filenames:
-            st = os.lstat(os.path.join(dirpath, name))
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_blocks * 512
-    return Usage(total, len(seen) + 1)
-
-
-def remove_tree(path: Path) -> None:
-    """rm -rf, also for directories without write permission (unpacked layers keep their modes)."""
-    if not os.path.lexists(path):
-        return
-
-    def make_writable(func, p, _exc):  # type: ignore[no-untyped-def]
-        parent = os.path.dirname(p)
-        with contextlib.suppress(OSError):
-            os.chmod(parent, 0o700)
-        func(p)
-
-    shutil.rmtree(path, onerror=make_writable)

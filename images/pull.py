@@ -23,10 +23,11 @@ import zstandard
 
 from pycri.common.errors import (DISK_FULL_ERRNOS, Cancelled, DataLoss, NotFound, PermissionDenied, PycriError,
                            ResourceExhausted, Unavailable)
+from pycri.common.fs import Usage
 from pycri.images import manifest as mf
 from pycri.images.config import RegistryConfig
 from pycri.images.content import ContentStore, Ingest
-from pycri.images.layers import LayerStore, Usage
+from pycri.images.layers import LayerStore
 from pycri.images.reference import Reference
 from pycri.images.registry import Credentials, FetchedManifest, Repository, read_exactly
 from pycri.images.unpack import GuardedStream, UnpackLimits, unpack_layer
