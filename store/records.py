@@ -1,13 +1,20 @@
-"""A table of dataclass records: one column per field, JSON for the fields named as such."""
+"""A table of dataclass records: one column per field, JSON for the fields named as such.
+
+A JSON field is kept as plain JSON (`json_fields`) or, for a typed field, through a `Codec`
+that turns its value into JSON values and back (`codecs`). A `bool` field is an INTEGER column
+read back as a bool.
+"""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Generic, TypeVar, get_type_hints
 
 from pycri.store.db import Database, Transaction
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 
 class Labelled:
@@ -24,24 +31,42 @@ class Labelled:
         return self.extra.get("annotations", {})
 
 
+@dataclass(frozen=True)
+class Codec(Generic[V]):
+    """How a typed field is kept in a JSON column: `encode` gives JSON values, `decode` takes them."""
+
+    encode: Callable[[V], Any]
+    decode: Callable[[Any], V]
+
+
 class RecordTable(Generic[T]):
-    def __init__(self, db: Database, table: str, record_type: type[T], json_fields: tuple[str, ...]) -> None:
+    def __init__(self, db: Database, table: str, record_type: type[T], json_fields: tuple[str, ...],
+                 codecs: Mapping[str, Codec[Any]] | None = None) -> None:
         self.db = db
         self.table = table
         self.record_type = record_type
         self.json_fields = json_fields
+        self.codecs = dict(codecs or {})
         self.columns = [f.name for f in fields(record_type)]  # type: ignore[arg-type]
+        hints = get_type_hints(record_type)
+        self.bools = [c for c in self.columns if hints.get(c) is bool]
 
     def _values(self, record: T) -> list[Any]:
-        values = asdict(record)  # type: ignore[call-overload]
+        values = {c: getattr(record, c) for c in self.columns}
         for name in self.json_fields:
             values[name] = json.dumps(values[name])
+        for name, codec in self.codecs.items():
+            values[name] = json.dumps(codec.encode(values[name]))
         return [values[c] for c in self.columns]
 
     def _record(self, row: Any) -> T:
         values = {c: row[c] for c in self.columns}
         for name in self.json_fields:
             values[name] = json.loads(values[name])
+        for name, codec in self.codecs.items():
+            values[name] = codec.decode(json.loads(values[name]))
+        for name in self.bools:
+            values[name] = bool(values[name])
         return self.record_type(**values)
 
     def insert(self, tx: Transaction, record: T) -> None:
