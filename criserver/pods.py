@@ -17,7 +17,7 @@ from pycri.criserver import oci_spec, userns, validation
 from pycri.images.service import ImageService
 from pycri.images.store import ImageRecord
 from pycri.sandbox import files
-from pycri.sandbox.service import NewSandbox, PortMapping, SandboxService, pod_context_fields
+from pycri.sandbox.service import NewSandbox, PortMapping, SandboxService, pod_namespaces
 from pycri.sandbox.store import READY, SandboxRecord
 
 PROTOCOLS = {cri.Protocol.TCP: "tcp", cri.Protocol.UDP: "udp", cri.Protocol.SCTP: "sctp"}
@@ -95,10 +95,11 @@ class PodCalls:
         info = {}
         if request.verbose:
             info["info"] = json.dumps({
-                "id": record.id, "state": record.state, "namespaces": record.extra.get("namespaces", {}),
-                "hostname": record.extra.get("hostname"), "cgroupParent": record.extra.get("cgroup_parent"),
-                "files": record.extra.get("files", {}), "portMappings": record.extra.get("port_mappings", []),
-                "infra": record.extra.get("infra"), "userns": record.extra.get("userns"),
+                "id": record.id, "state": record.state, "namespaces": record.namespaces.paths(),
+                "hostname": record.hostname, "cgroupParent": record.cgroup_parent,
+                "files": record.files, "portMappings": [vars(p) for p in record.port_mappings],
+                "infra": record.infra.to_dict() if record.infra is not None else None,
+                "userns": _userns_dict(record),
             })
         return cri.PodSandboxStatusResponse(status=status, info=info)
 
@@ -137,7 +138,10 @@ class PodCalls:
         layers = [self.images.layers.diff(d) for d in image.diff_ids]
         pod = oci_spec.PodContext(id=sandbox.id, min_oom_score_adj=self.min_oom_score_adj,
                                   recursive_read_only=self._handler_supports_rro(config, sandbox.handler),
-                                  **pod_context_fields(sandbox))
+                                  hostname=sandbox.hostname, namespaces=pod_namespaces(sandbox),
+                                  cgroup_parent=sandbox.cgroup_parent, files=dict(sandbox.files),
+                                  sysctls=dict(sandbox.sysctls), host_pid=sandbox.host_pid,
+                                  userns=_userns_dict(sandbox))
         annotations = {
             **dict(config.annotations),
             "io.kubernetes.cri.container-type": "container",
@@ -149,7 +153,7 @@ class PodCalls:
         }
         name_hint = f"{sandbox.id[:12]}-{config.metadata.name}-{config.metadata.attempt}-{time.time_ns()}"
         spec = oci_spec.build(config, image.config, layers, pod, name_hint, annotations)
-        log_directory = sandbox.extra.get("log_directory", "")
+        log_directory = sandbox.log_directory
         log_path = os.path.join(log_directory, config.log_path) if log_directory and config.log_path else ""
         volume_mounts = [m for m in config.mounts if oci_spec.is_image_mount(m)]
         # the image and those of image volumes (kubelet pulled them) stay until the container's record
@@ -327,12 +331,11 @@ def _sandbox_metadata(record: SandboxRecord) -> cri.PodSandboxMetadata:
 
 def _sandbox_status(record: SandboxRecord) -> cri.PodSandboxStatus:
     node, pod = cri.NamespaceMode.NODE, cri.NamespaceMode.POD
-    extra = record.extra
     options = cri.NamespaceOption(
-        network=node if extra.get("host_network") else pod,
-        ipc=node if extra.get("host_ipc") else pod,
-        pid=node if extra.get("host_pid") else pod if extra.get("infra") else cri.NamespaceMode.CONTAINER,
-        userns_options=userns.to_cri(extra.get("userns")),
+        network=node if record.host_network else pod,
+        ipc=node if record.host_ipc else pod,
+        pid=node if record.host_pid else pod if record.infra is not None else cri.NamespaceMode.CONTAINER,
+        userns_options=userns.to_cri(_userns_dict(record)),
     )
     network = cri.PodSandboxNetworkStatus(
         ip=record.ips[0] if record.ips else "",
@@ -343,3 +346,8 @@ def _sandbox_status(record: SandboxRecord) -> cri.PodSandboxStatus:
         network=network, linux=cri.LinuxPodSandboxStatus(namespaces=cri.Namespace(options=options)),
         labels=record.labels, annotations=record.annotations, runtime_handler=record.handler,
     )
+
+
+def _userns_dict(record: SandboxRecord) -> dict[str, Any] | None:
+    """The pod's user namespace mappings as userns and oci_spec take them (IdMaps.to_dict)."""
+    return record.userns.to_dict() if record.userns is not None else None

@@ -74,7 +74,7 @@ def _network(interfaces: list[netstats.InterfaceStats], timestamp: int) -> cri.N
 def _pod_cgroup(record: SandboxRecord) -> cgroups.CgroupManager | None:
     """The pod's cgroup (kubelet's pod cgroup, or pycri's own without a parent); None if absent."""
     try:
-        manager = cgroups.new_manager(record.extra.get("cgroup_parent", ""), record.id)
+        manager = cgroups.new_manager(record.cgroup_parent, record.id)
         return manager if manager.exists() else None
     except (OSError, ValueError, cgroups.CgroupError):
         return None

@@ -48,5 +48,5 @@ def interface_stats(netns: Path) -> list[InterfaceStats]:
 
 def pod_interface_stats(record: SandboxRecord) -> list[InterfaceStats]:
     """A pod's interfaces; none for a pod on the host's network (those are the node's)."""
-    netns = record.extra.get("namespaces", {}).get("network")
+    netns = record.namespaces.network
     return interface_stats(Path(netns)) if netns else []

@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -23,18 +23,10 @@ from pycri import cgroups
 from pycri.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pycri.images.layers import remove_tree
 from pycri.sandbox import files, infra, namespaces, portforward
-from pycri.sandbox.store import CREATING, NOTREADY, READY, SandboxRecord, SandboxTable
+from pycri.sandbox.store import CREATING, NOTREADY, READY, PodNamespaces, PortMapping, SandboxRecord, SandboxTable
 from pycri.store.db import Database
 
 log = structlog.get_logger("sandbox")
-
-
-@dataclass(frozen=True)
-class PortMapping:
-    protocol: str  # tcp, udp, sctp
-    container_port: int
-    host_port: int
-    host_ip: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,41 +85,37 @@ class SandboxService:
         record = SandboxRecord(
             id=sandbox_id, name=new.name, namespace=new.namespace, uid=new.uid, attempt=new.attempt,
             state=CREATING, handler=new.handler, created_at=time.time_ns(),
-            extra={
-                "labels": new.labels, "annotations": new.annotations, "hostname": hostname,
-                "log_directory": new.log_directory, "cgroup_parent": new.cgroup_parent or f"/pycri/{sandbox_id}",
-                # without a parent from kubelet, the pod cgroup is ours to make and remove
-                "own_cgroup": not new.cgroup_parent,
-                "host_network": new.host_network, "host_ipc": new.host_ipc, "host_pid": new.host_pid,
-                "sysctls": new.sysctls, "namespaces": {},
-                "userns": new.id_maps.to_dict() if new.id_maps is not None else None,
-                "port_mappings": [vars(p) for p in new.port_mappings],
-            },
+            labels=new.labels, annotations=new.annotations, hostname=hostname, log_directory=new.log_directory,
+            cgroup_parent=new.cgroup_parent or f"/pycri/{sandbox_id}",
+            # without a parent from kubelet, the pod cgroup is ours to make and remove
+            own_cgroup=not new.cgroup_parent,
+            host_network=new.host_network, host_ipc=new.host_ipc, host_pid=new.host_pid,
+            sysctls=new.sysctls, port_mappings=list(new.port_mappings), userns=new.id_maps,
         )
         with self.db.transaction() as tx:
             self.table.insert(tx, record)
         try:
-            if record.extra["own_cgroup"]:
-                cgroups.new_manager(record.extra["cgroup_parent"], sandbox_id).create()
+            if record.own_cgroup:
+                cgroups.new_manager(record.cgroup_parent, sandbox_id).create()
             kinds = [k for k, host in (("user", new.id_maps is None), ("network", new.host_network),
                                        ("ipc", new.host_ipc), ("uts", new.host_network)) if not host]
             pinned = namespaces.pin(kinds, self.ns_root / sandbox_id, None if new.host_network else hostname,
                                     id_maps=new.id_maps)
-            record.extra["namespaces"] = {kind: str(path) for kind, path in pinned.items()}
+            record.namespaces = PodNamespaces.from_paths(pinned)
             if new.shared_pid and not new.host_pid:
-                record.extra["infra"] = infra.start(
-                    {kind: str(path) for kind, path in pinned.items()}, record.extra["userns"],
-                    sandbox_id=sandbox_id).to_dict()
+                record.infra = infra.start(
+                    record.namespaces.paths(), new.id_maps.to_dict() if new.id_maps is not None else None,
+                    sandbox_id=sandbox_id)
             if "network" in pinned:
                 record.ips = self.network.setup(record, pinned["network"], new.port_mappings)
             directory = self.root / sandbox_id
-            record.extra["files"] = {
+            record.files = {
                 str(k): str(v) for k, v in files.write_pod_files(
                     directory, hostname, record.ips[0] if record.ips else "", new.dns, host_network=new.host_network
                 ).items()
             }
             if new.id_maps is not None:
-                _give_to_pod_root(record.extra["files"].values(), new.id_maps)
+                _give_to_pod_root(list(record.files.values()), new.id_maps)
             record.state = READY
             with self.db.transaction() as tx:
                 self.table.update(tx, record)
@@ -143,7 +131,7 @@ class SandboxService:
         no namespace, IP or process (as with CRI-O); its files and cgroup go with remove."""
         record = self.get(sandbox_id)
         if record.state == READY:
-            netns = record.extra.get("namespaces", {}).get("network")
+            netns = record.namespaces.network
             self.network.teardown(record, Path(netns) if netns else None)
             _stop_infra(record)
             namespaces.unpin(self.ns_root / record.id)
@@ -172,7 +160,7 @@ class SandboxService:
         record = self.get(sandbox_id)
         if record.state != READY:
             raise FailedPrecondition(f"pod sandbox {record.id} is not ready")
-        netns = record.extra.get("namespaces", {}).get("network")
+        netns = record.namespaces.network
         return portforward.connect(Path(netns) if netns else None, port)
 
     def find(self, sandbox_id: str) -> SandboxRecord | None:
@@ -198,8 +186,8 @@ class SandboxService:
                     self.table.update(tx, record)
 
     def _destroy(self, record: SandboxRecord) -> None:
-        netns = record.extra.get("namespaces", {}).get("network")
-        if record.state in (CREATING, READY) and not record.extra.get("host_network"):
+        netns = record.namespaces.network
+        if record.state in (CREATING, READY) and not record.host_network:
             # A crash during CNI ADD leaves a row that names no namespace while the plugins may
             # have leased an address: DEL by the pod's id all the same (the CNI cache, written
             # before ADD, knows the namespace and the network).
@@ -209,14 +197,14 @@ class SandboxService:
                 log.warning("network teardown failed", pod_sandbox_id=record.id, error=str(exc))
         _stop_infra(record)
         namespaces.unpin(self.ns_root / record.id)
-        if record.extra.get("own_cgroup"):
-            cgroups.new_manager(record.extra["cgroup_parent"], record.id).destroy()
+        if record.own_cgroup:
+            cgroups.new_manager(record.cgroup_parent, record.id).destroy()
         remove_tree(self.root / record.id)
         with self.db.transaction() as tx:
             self.table.delete(tx, record.id)
 
 
-def _give_to_pod_root(paths: Any, id_maps: namespaces.IdMaps) -> None:
+def _give_to_pod_root(paths: list[str], id_maps: namespaces.IdMaps) -> None:
     """The pod's files (hostname, hosts, resolv.conf) belong to its root, as with CRI-O: bind
     mounts of them are not idmapped, and root in the pod may rewrite them."""
     uid = next(m.host_id for m in id_maps.uids if m.container_id == 0)
@@ -229,14 +217,14 @@ def _give_to_pod_root(paths: Any, id_maps: namespaces.IdMaps) -> None:
 
 
 def _stop_infra(record: SandboxRecord) -> None:
-    if record.extra.get("infra"):
-        infra.stop(infra.Infra.from_dict(record.extra["infra"]))
+    if record.infra is not None:
+        infra.stop(record.infra)
     elif record.state == CREATING:
         infra.stop_strays(record.id)  # started, then pycri died before the row named it
 
 
 def _pins_intact(record: SandboxRecord) -> bool:
-    return all(namespaces.is_pinned(Path(p)) for p in record.extra.get("namespaces", {}).values())
+    return all(namespaces.is_pinned(Path(p)) for p in record.namespaces.paths().values())
 
 
 def _host_hostname() -> str:
@@ -244,19 +232,10 @@ def _host_hostname() -> str:
     return socket.gethostname()
 
 
-def pod_context_fields(record: SandboxRecord) -> dict[str, Any]:
-    """What containers need of the pod, as plain values."""
-    pod_namespaces = dict(record.extra.get("namespaces", {}))
-    if record.extra.get("infra"):
-        holder = infra.Infra.from_dict(record.extra["infra"])
-        if holder.alive():
-            pod_namespaces["pid"] = holder.pid_namespace
-    return {
-        "namespaces": pod_namespaces,
-        "hostname": record.extra.get("hostname", ""),
-        "cgroup_parent": record.extra.get("cgroup_parent", ""),
-        "files": dict(record.extra.get("files", {})),
-        "sysctls": dict(record.extra.get("sysctls", {})),
-        "host_pid": bool(record.extra.get("host_pid")),
-        "userns": record.extra.get("userns"),
-    }
+def pod_namespaces(record: SandboxRecord) -> dict[str, str]:
+    """What containers join of the pod: kind -> file of its pinned namespaces, and "pid" -> the
+    infra process's PID namespace while that process lives."""
+    joined = record.namespaces.paths()
+    if record.infra is not None and record.infra.alive():
+        joined["pid"] = record.infra.pid_namespace
+    return joined
