@@ -2,8 +2,9 @@
 
 A container's files live in <root>/<id>/: rootfs/ (overlay upper, work, merged),
 bundle/ (config.json, the handler's pid files and sockets), persist/ (what the handler's
-monitor keeps: the exit code, an oom mark); the exit file is in <exits>/. Its row is written as `creating` before anything is made, so a crash half-way
-is found and undone by `recover()`; a failure half-way is undone at once.
+monitor keeps: the exit code, an oom mark); its exit file is <exits>/<id>. Its row is
+written as `creating` before anything is made, so a crash half-way is found and undone by
+`recover()`; a failure half-way is undone at once.
 """
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ import structlog
 from pycri import cgroups
 
 from pycri.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from pycri.common.fs import remove_tree, usage
 from pycri.containers import image_volumes, rootfs
 from pycri.containers.handler import ContainerPaths, ExecResult, ExitStatus, RuntimeHandler, StreamIO
 from pycri.containers.image_volumes import ImageVolume
 from pycri.containers.store import CREATED, CREATING, EXITED, RUNNING, ContainerRecord, ContainerTable
-from pycri.images.layers import remove_tree, usage
 from pycri.kernel.syscall import Syscall
 from pycri.store.db import Database
 
@@ -208,7 +209,7 @@ class ContainerService:
         record = self.get(container_id)
         if record.state != RUNNING:
             raise FailedPrecondition(f"container {record.id} is not running ({record.state})")
-        self.handler(record.handler).attach(record.id, self.paths(record), io, bool(record.extra.get("tty")))
+        self._watcher(record).attach(record.id, self.paths(record), io, bool(record.extra.get("tty")))
 
     def update_resources(self, container_id: str, resources: dict[str, Any]) -> ContainerRecord:
         """Apply new cgroup limits to a running or created container and keep them in its spec."""
@@ -229,7 +230,7 @@ class ContainerService:
         record = self.get(container_id)
         if record.state != RUNNING:
             raise FailedPrecondition(f"container {record.id} is not running")
-        self.handler(record.handler).reopen_log(record.id, self.paths(record))
+        self._watcher(record).reopen_log(record.id, self.paths(record))
 
     def spec(self, record: ContainerRecord) -> dict[str, Any]:
         return json.loads((self.paths(record).bundle / "config.json").read_text())

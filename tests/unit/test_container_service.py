@@ -311,3 +311,20 @@ def test_reopen_log(containers: ContainerService, fake: FakeHandler, tmp_path: P
     fake.exit(record.id, 0)
     with pytest.raises(FailedPrecondition):
         containers.reopen_log(record.id)
+
+
+@pytest.mark.parametrize("implementation", ["ConmonHandler", "FakeHandler"])
+def test_handlers_implement_the_whole_interface(implementation: str) -> None:
+    """The fake stays in step with the interface, and so does the real handler (no type checker runs)."""
+    import inspect
+
+    from pycri.containers import conmon, fake, handler
+
+    cls = {"ConmonHandler": conmon.ConmonHandler, "FakeHandler": fake.FakeHandler}[implementation]
+    methods = [name for name, _ in inspect.getmembers(handler.RuntimeHandler, inspect.isfunction)
+               if not name.startswith("_")]
+    assert len(methods) == 12
+    for name in methods:
+        wanted = inspect.signature(getattr(handler.RuntimeHandler, name)).parameters
+        have = inspect.signature(getattr(cls, name)).parameters
+        assert list(have) == list(wanted), (implementation, name)
