@@ -21,7 +21,7 @@ import structlog
 from pycri import cgroups
 
 from pycri.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from pycri.images.layers import remove_tree
+from pycri.common.fs import remove_tree
 from pycri.sandbox import files, infra, namespaces, portforward
 from pycri.sandbox.store import CREATING, NOTREADY, READY, PodNamespaces, PortMapping, SandboxRecord, SandboxTable
 from pycri.store.db import Database
