@@ -8,6 +8,7 @@ every call, and dataclasses would be the largest part of its start-up.)
 from __future__ import annotations
 
 from pycri.cgroups.base import CgroupError
+from pycri.kernel.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,24 +24,7 @@ def _opt_int(data: dict[str, Any], key: str, where: str) -> int | None:
     return value
 
 
-class _Record:
-    """Equality and repr from __slots__."""
-
-    __slots__: tuple[str, ...] = ()
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{type(self).__name__}({fields})"
-
-
-class CpuResources(_Record):
+class CpuResources(Record):
     __slots__ = ("shares", "quota", "period", "realtime_runtime", "realtime_period", "cpus", "mems", "idle")
 
     def __init__(self, shares: int | None = None, quota: int | None = None, period: int | None = None,
@@ -56,7 +40,7 @@ class CpuResources(_Record):
         self.idle = idle
 
 
-class MemoryResources(_Record):
+class MemoryResources(Record):
     __slots__ = ("limit", "reservation", "swap", "swappiness", "disable_oom_killer")
 
     def __init__(self, limit: int | None = None, reservation: int | None = None, swap: int | None = None,
@@ -68,7 +52,7 @@ class MemoryResources(_Record):
         self.disable_oom_killer = disable_oom_killer
 
 
-class DeviceRule(_Record):
+class DeviceRule(Record):
     __slots__ = ("allow", "type", "major", "minor", "access")
 
     def __init__(self, allow: bool, type: str = "a", major: int | None = None, minor: int | None = None,
@@ -87,7 +71,7 @@ class DeviceRule(_Record):
         return f"{self.type} {major}:{minor} {self.access}"
 
 
-class HugepageLimit(_Record):
+class HugepageLimit(Record):
     __slots__ = ("page_size", "limit")
 
     def __init__(self, page_size: str, limit: int) -> None:
@@ -95,7 +79,7 @@ class HugepageLimit(_Record):
         self.limit = limit
 
 
-class Resources(_Record):
+class Resources(Record):
     __slots__ = ("cpu", "memory", "pids_limit", "hugepage_limits", "devices", "blkio_weight", "unified")
 
     def __init__(self, cpu: CpuResources | None = None, memory: MemoryResources | None = None,
