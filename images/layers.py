@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from pycri.common.fs import Usage, remove_tree, usage  # remove_tree, usage: re-exported until callers switch
+from pycri.common.fs import Usage, remove_tree, usage
 
 
 class LayerStore:
