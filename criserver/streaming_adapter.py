@@ -1,17 +1,17 @@
 """pycri's adapter to the streaming library: the `StreamBackend` that `pycri.streaming.Server`
 calls, over containers and sandboxes. Exec and attach go through the container service (the
-runtime's `exec`, conmon's attach socket), port-forward through the pod's network namespace.
-The protocol side (HTTP, SPDY, WebSocket, tokens) is the `streaming` package; the RPCs that
-hand out its URLs are `criserver/exec_urls.py`."""
+runtime's `exec`; the runtime handler's attach, conmon's attach socket), port-forward through
+the pod's network namespace. The protocol side (HTTP, SPDY, WebSocket, tokens) is the
+`streaming` package; the RPCs that hand out its URLs are `criserver/exec_urls.py`."""
 from __future__ import annotations
 
 import queue
 import threading
 
+from pycri.containers.handler import StreamIO
 from pycri.containers.service import ContainerService
-from pycri.containers.streams import StreamIO
-from pycri.streaming import DuplexStream, InputStream, OutputStream, TerminalSize, forward_socket
 from pycri.sandbox.service import SandboxService
+from pycri.streaming import DuplexStream, InputStream, OutputStream, TerminalSize, forward_socket
 
 
 class RuntimeStreams:
