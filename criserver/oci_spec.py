@@ -1,12 +1,14 @@
 """CRI ContainerConfig + image config + pod -> OCI runtime spec (config.json), the way
-containerd's CRI plugin and CRI-O build it. Pure translation: no I/O but reading the
-image's /etc/passwd and /etc/group for user names.
+containerd's CRI plugin and CRI-O build it, as the typed `containers.oci_config.Spec`. Pure
+translation: no I/O but reading the image's /etc/passwd and /etc/group for user names (and
+the device nodes and seccomp profile files a config names).
 """
 from __future__ import annotations
 
 import functools
 import os
 import posixpath
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,11 @@ from pycri import cgroups
 from pycri.api.cri import api_pb2 as cri
 from pycri.common.errors import InvalidArgument, Unimplemented
 from pycri.containers import users
+from pycri.containers.oci_config import (OCI_VERSION, Capabilities, Cpu, Device, DeviceRule, HugepageLimit, IdMapping,
+                                         Linux, Memory, Mount, Namespace, Process, Resources, Root, Spec, User)
 from pycri.runtime.process.capabilities import NAMES as CAPABILITY_NAMES
 from pycri.criserver import seccomp, userns
 
-OCI_VERSION = "1.1.0"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_CAPABILITIES = [
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
@@ -133,57 +136,81 @@ def _cap(name: str) -> str:
 
 def build(config: cri.ContainerConfig, image: dict[str, Any], layers: list[Path], pod: PodContext,
           container_id_hint: str, annotations: dict[str, str]) -> dict[str, Any]:
-    """The OCI runtime spec for `config` (root.path is left to the caller)."""
+    """`build_spec` as the config.json object (for callers not yet on the typed Spec)."""
+    return build_spec(config, image, layers, pod, container_id_hint, annotations).to_dict()
+
+
+def build_spec(config: cri.ContainerConfig, image: dict[str, Any], layers: list[Path], pod: PodContext,
+               container_id_hint: str, annotations: dict[str, str]) -> Spec:
+    """The OCI runtime spec for `config` (root.path is "rootfs": the caller sets the real one)."""
     image_config = image.get("config") or {}
     linux_config = config.linux
     security = linux_config.security_context
+    # in the order the checks ran before, so that the first error stays the one reported
     user = _user(security, image_config, layers)
     caps = capabilities(security)
-    process: dict[str, Any] = {
-        "terminal": config.tty,
-        "user": {"uid": user.uid, "gid": user.gid, "additionalGids": list(user.additional_gids)},
-        "args": command_line(config, image_config),
-        "env": _with_home(environment(config, image_config), user),
-        "cwd": config.working_dir or image_config.get("WorkingDir") or "/",
-        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-        "noNewPrivileges": security.no_new_privs,
-    }
-    ambient = [_cap(c) for c in security.capabilities.add_ambient_capabilities]
-    if ambient:
-        process["capabilities"]["ambient"] = ambient
-        process["capabilities"]["inheritable"] = ambient
-    if linux_config.resources.oom_score_adj:
-        process["oomScoreAdj"] = max(linux_config.resources.oom_score_adj, pod.min_oom_score_adj)
-    spec: dict[str, Any] = {
-        "ociVersion": OCI_VERSION,
-        "process": process,
-        "root": {"path": "rootfs", "readonly": security.readonly_rootfs},
-        "mounts": _mounts(config, pod, security.privileged),
-        "annotations": annotations,
-        "linux": {
-            "namespaces": _namespaces(security, pod) + _cgroup_namespace(security),
-            "resources": resources(linux_config.resources, privileged=security.privileged),
-            "cgroupsPath": f"{pod.cgroup_parent.rstrip('/')}/{container_id_hint}",
-            "maskedPaths": [] if security.privileged else list(security.masked_paths or DEFAULT_MASKED_PATHS),
-            "readonlyPaths": [] if security.privileged else list(security.readonly_paths or DEFAULT_READONLY_PATHS),
-            "sysctl": dict(pod.sysctls),
-            "devices": (_host_devices() if security.privileged else []) + _devices(config),
-        },
-    }
-    propagations = {m.propagation for m in config.mounts}
-    if cri.MountPropagation.PROPAGATION_BIDIRECTIONAL in propagations:
-        spec["linux"]["rootfsPropagation"] = "rshared"
-    elif cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER in propagations:
-        spec["linux"]["rootfsPropagation"] = "rslave"
-    if pod.userns and "user" in pod.namespaces:
-        spec["linux"].update(userns.oci_mappings(pod.userns))
-    device_rules(spec)
+    args = command_line(config, image_config)
+    env = _with_home(environment(config, image_config), user)
+    ambient = [_cap(c) for c in security.capabilities.add_ambient_capabilities] or None
+    oom_score_adj = linux_config.resources.oom_score_adj
+    process = Process(
+        terminal=config.tty,
+        user=User(uid=user.uid, gid=user.gid, additional_gids=list(user.additional_gids)),
+        args=args,
+        env=env,
+        cwd=config.working_dir or image_config.get("WorkingDir") or "/",
+        capabilities=Capabilities(bounding=caps, effective=caps, permitted=caps, ambient=ambient, inheritable=ambient),
+        no_new_privileges=security.no_new_privs,
+        oom_score_adj=max(oom_score_adj, pod.min_oom_score_adj) if oom_score_adj else None,
+    )
+    mounts = _mounts(config, pod, security.privileged)
+    namespaces = _namespaces(security, pod) + _cgroup_namespace(security)
+    resources = build_resources(linux_config.resources, privileged=security.privileged)
+    requested = _devices(config)
+    resources.devices = [*(resources.devices or []), *device_rules(requested)]
+    uid_mappings, gid_mappings = _id_mappings(pod)
     seccomp_profile = seccomp.for_container(security, caps)
-    if seccomp_profile is not None:
-        spec["linux"]["seccomp"] = seccomp_profile
     seccomp.check_apparmor(security)
     # the pod's pinned UTS namespace carries the hostname already; a container joins it by path
-    return spec
+    return Spec(
+        oci_version=OCI_VERSION,
+        process=process,
+        root=Root(path="rootfs", readonly=security.readonly_rootfs),
+        mounts=mounts,
+        annotations=annotations,
+        linux=Linux(
+            namespaces=namespaces,
+            resources=resources,
+            cgroups_path=f"{pod.cgroup_parent.rstrip('/')}/{container_id_hint}",
+            masked_paths=[] if security.privileged else list(security.masked_paths or DEFAULT_MASKED_PATHS),
+            readonly_paths=[] if security.privileged else list(security.readonly_paths or DEFAULT_READONLY_PATHS),
+            sysctl=dict(pod.sysctls),
+            devices=(_host_devices() if security.privileged else []) + [device for device, _ in requested],
+            rootfs_propagation=_rootfs_propagation(config),
+            uid_mappings=uid_mappings,
+            gid_mappings=gid_mappings,
+            seccomp=seccomp_profile,
+        ),
+    )
+
+
+def _rootfs_propagation(config: cri.ContainerConfig) -> str | None:
+    """rshared when a mount is bidirectional, rslave when one receives the host's mounts."""
+    propagations = {m.propagation for m in config.mounts}
+    if cri.MountPropagation.PROPAGATION_BIDIRECTIONAL in propagations:
+        return "rshared"
+    if cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER in propagations:
+        return "rslave"
+    return None
+
+
+def _id_mappings(pod: PodContext) -> tuple[list[IdMapping] | None, list[IdMapping] | None]:
+    """linux.uidMappings and gidMappings: the pod's, when its containers join its user namespace."""
+    if not (pod.userns and "user" in pod.namespaces):
+        return None, None
+    mappings = userns.oci_mappings(pod.userns)
+    return ([IdMapping.from_dict(m) for m in mappings["uidMappings"]],
+            [IdMapping.from_dict(m) for m in mappings["gidMappings"]])
 
 
 def _user(security: cri.LinuxContainerSecurityContext, image_config: dict[str, Any], layers: list[Path]) -> users.User:
@@ -215,31 +242,31 @@ def _merges_image_groups(policy: int) -> bool:
     raise InvalidArgument(f"unknown supplemental_groups_policy {policy}")
 
 
-def _namespaces(security: cri.LinuxContainerSecurityContext, pod: PodContext) -> list[dict[str, str]]:
+def _namespaces(security: cri.LinuxContainerSecurityContext, pod: PodContext) -> list[Namespace]:
     options = security.namespace_options
-    namespaces: list[dict[str, str]] = [{"type": "mount"}]
+    namespaces = [Namespace("mount")]
     for kind in ("user", "network", "ipc", "uts"):
         if kind in pod.namespaces:
-            namespaces.append({"type": kind, "path": pod.namespaces[kind]})
+            namespaces.append(Namespace(kind, pod.namespaces[kind]))
     if options.pid == cri.NamespaceMode.NODE or pod.host_pid:
         pass  # the host's PID namespace
     elif options.pid == cri.NamespaceMode.POD and "pid" in pod.namespaces:
-        namespaces.append({"type": "pid", "path": pod.namespaces["pid"]})
+        namespaces.append(Namespace("pid", pod.namespaces["pid"]))
     elif options.pid == cri.NamespaceMode.TARGET:
         raise InvalidArgument("PID namespace mode TARGET is not supported yet")
     else:
-        namespaces.append({"type": "pid"})
+        namespaces.append(Namespace("pid"))
     return namespaces
 
 
-def _cgroup_namespace(security: cri.LinuxContainerSecurityContext) -> list[dict[str, str]]:
+def _cgroup_namespace(security: cri.LinuxContainerSecurityContext) -> list[Namespace]:
     """A cgroup namespace of its own for a container on a cgroup v2 host, unless privileged (as
     containerd's CRI and CRI-O do, per the cgroup v2 KEP): /sys/fs/cgroup and /proc/self/cgroup
     then show the container's own cgroup as the root, not the host's tree. v1 keeps the host's
     (compatibility); CRI has no field to ask for the host's one."""
     if security.privileged or not cgroup_v2():
         return []
-    return [{"type": "cgroup"}]
+    return [Namespace("cgroup")]
 
 
 @functools.cache
@@ -248,32 +275,24 @@ def cgroup_v2() -> bool:
 
 
 def resources(res: cri.LinuxContainerResources, privileged: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {"devices": [{"allow": True, "access": "rwm"}] if privileged else [{"allow": False, "access": "rwm"}]}
-    cpu: dict[str, Any] = {}
-    if res.cpu_shares:
-        cpu["shares"] = res.cpu_shares
-    if res.cpu_quota:
-        cpu["quota"] = res.cpu_quota
-    if res.cpu_period:
-        cpu["period"] = res.cpu_period
-    if res.cpuset_cpus:
-        cpu["cpus"] = res.cpuset_cpus
-    if res.cpuset_mems:
-        cpu["mems"] = res.cpuset_mems
-    if cpu:
-        out["cpu"] = cpu
-    memory: dict[str, Any] = {}
-    if res.memory_limit_in_bytes:
-        memory["limit"] = res.memory_limit_in_bytes
-    if res.memory_swap_limit_in_bytes:
-        memory["swap"] = res.memory_swap_limit_in_bytes
-    if memory:
-        out["memory"] = memory
-    if res.hugepage_limits and _hugetlb_available():
-        out["hugepageLimits"] = [{"pageSize": h.page_size, "limit": h.limit} for h in res.hugepage_limits]
-    if res.unified:
-        out["unified"] = dict(res.unified)
-    return out
+    """`build_resources` as the linux.resources object (for callers not yet on the typed one)."""
+    return build_resources(res, privileged).to_dict()
+
+
+def build_resources(res: cri.LinuxContainerResources, privileged: bool = False) -> Resources:
+    """linux.resources for CRI resources: the devices cgroup allows all devices when
+    privileged, none otherwise (build_spec adds the requested ones); only the limits set."""
+    cpu = Cpu(shares=res.cpu_shares or None, quota=res.cpu_quota or None, period=res.cpu_period or None,
+              cpus=res.cpuset_cpus or None, mems=res.cpuset_mems or None)
+    memory = Memory(limit=res.memory_limit_in_bytes or None, swap=res.memory_swap_limit_in_bytes or None)
+    hugepages = res.hugepage_limits and _hugetlb_available()
+    return Resources(
+        devices=[DeviceRule(allow=bool(privileged), access="rwm")],
+        cpu=cpu if cpu != Cpu() else None,
+        memory=memory if memory != Memory() else None,
+        hugepage_limits=[HugepageLimit(h.page_size, h.limit) for h in res.hugepage_limits] if hugepages else None,
+        unified=dict(res.unified) if res.unified else None,
+    )
 
 
 @functools.cache
@@ -283,28 +302,24 @@ def _hugetlb_available() -> bool:
     return cgroups.has_controller("hugetlb")
 
 
-def _mounts(config: cri.ContainerConfig, pod: PodContext, privileged: bool) -> list[dict[str, Any]]:
-    sys_options = ["nosuid", "noexec", "nodev"] + ([] if privileged else ["ro"])
-    mounts: list[dict[str, Any]] = [
-        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_options},
-        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-         "options": ["nosuid", "noexec", "nodev", "relatime"] + ([] if privileged else ["ro"])},
+def _mounts(config: cri.ContainerConfig, pod: PodContext, privileged: bool) -> list[Mount]:
+    read_only = [] if privileged else ["ro"]
+    mounts = [
+        Mount("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]),
+        Mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        Mount("/dev/pts", "devpts", "devpts", ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]),
+        Mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
+        Mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", *read_only]),
+        Mount("/sys/fs/cgroup", "cgroup", "cgroup", ["nosuid", "noexec", "nodev", "relatime", *read_only]),
     ]
     if pod.shm:
-        mounts.append({"destination": "/dev/shm", "type": "bind", "source": pod.shm, "options": ["rbind", "rw"]})
+        mounts.append(Mount("/dev/shm", "bind", pod.shm, ["rbind", "rw"]))
     else:
-        mounts.append({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-                       "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]})
+        mounts.append(Mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]))
     wanted = {m.container_path for m in config.mounts}
     for destination, source in pod.files.items():
         if destination not in wanted:
-            mounts.append({"destination": destination, "type": "bind", "source": source, "options": ["rbind", "rw"]})
+            mounts.append(Mount(destination, "bind", source, ["rbind", "rw"]))
     for m in config.mounts:
         if is_image_mount(m):
             mounts.append(_image_mount(m, pod.recursive_read_only))
@@ -319,7 +334,7 @@ def _mounts(config: cri.ContainerConfig, pod: PodContext, privileged: bool) -> l
             raise InvalidArgument(f"mount host_path {m.host_path!r} does not exist")
         source = os.path.realpath(m.host_path)  # host paths that are symlinks
         options = ["rbind", _read_only_option(m, pod.recursive_read_only), PROPAGATION.get(m.propagation, "rprivate")]
-        mounts.append({"destination": m.container_path, "type": "bind", "source": source, "options": options})
+        mounts.append(Mount(m.container_path, "bind", source, options))
     return mounts
 
 
@@ -339,7 +354,7 @@ def image_sub_path(m: cri.Mount) -> str:
     return "" if normalised == "." else normalised
 
 
-def _image_mount(m: cri.Mount, rro_supported: bool) -> dict[str, Any]:
+def _image_mount(m: cri.Mount, rro_supported: bool) -> Mount:
     """The bind mount of an image volume; the container service mounts the image and fills
     in the source. Read-only, as the CRI defines image mounts (containerd refuses
     readonly=false too); nosuid and nodev as CRI-O; no noexec, which KEP-4639 dropped."""
@@ -353,7 +368,7 @@ def _image_mount(m: cri.Mount, rro_supported: bool) -> dict[str, Any]:
     image_sub_path(m)
     options = ["rbind", _read_only_option(m, rro_supported), "nosuid", "nodev",
                PROPAGATION.get(m.propagation, "rprivate")]
-    return {"destination": m.container_path, "type": "bind", "source": "", "options": options}
+    return Mount(m.container_path, "bind", "", options)
 
 
 def _read_only_option(m: cri.Mount, rro_supported: bool) -> str:
@@ -372,29 +387,29 @@ def _read_only_option(m: cri.Mount, rro_supported: bool) -> str:
     return "rro"
 
 
-def _devices(config: cri.ContainerConfig) -> list[dict[str, Any]]:
+def _devices(config: cri.ContainerConfig) -> list[tuple[Device, str]]:
+    """The requested devices, each with the access its cgroup rule allows."""
     devices = []
     for device in config.devices:
         try:
             st = os.stat(device.host_path)
         except OSError as exc:
             raise InvalidArgument(f"device {device.host_path!r}: {exc.strerror}") from None
-        import stat as stat_module
-        kind = "c" if stat_module.S_ISCHR(st.st_mode) else "b" if stat_module.S_ISBLK(st.st_mode) else ""
+        kind = _device_type(st.st_mode)
         if not kind:
             raise InvalidArgument(f"{device.host_path!r} is not a device")
-        devices.append({
-            "path": device.container_path or device.host_path, "type": kind,
-            "major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev),
-            "fileMode": st.st_mode & 0o777, "uid": 0, "gid": 0,
-            "permissions": device.permissions or "rwm",
-        })
+        node = Device(path=device.container_path or device.host_path, type=kind, major=os.major(st.st_rdev),
+                      minor=os.minor(st.st_rdev), file_mode=st.st_mode & 0o777, uid=0, gid=0)
+        devices.append((node, device.permissions or "rwm"))
     return devices
 
 
-def _host_devices() -> list[dict[str, Any]]:
+def _device_type(mode: int) -> str:
+    return "c" if stat.S_ISCHR(mode) else "b" if stat.S_ISBLK(mode) else ""
+
+
+def _host_devices() -> list[Device]:
     """Every device node of the host's /dev, for privileged containers (as containerd gives them)."""
-    import stat as stat_module
     devices = []
     for dirpath, dirnames, filenames in os.walk("/dev"):
         dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in ("/dev/pts", "/dev/shm", "/dev/mqueue")]
@@ -404,20 +419,16 @@ def _host_devices() -> list[dict[str, Any]]:
                 st = os.lstat(path)
             except OSError:
                 continue
-            if path in ("/dev/console", "/dev/ptmx") or not (stat_module.S_ISCHR(st.st_mode) or stat_module.S_ISBLK(st.st_mode)):
+            if path in ("/dev/console", "/dev/ptmx") or not _device_type(st.st_mode):
                 continue
-            devices.append({"path": path, "type": "c" if stat_module.S_ISCHR(st.st_mode) else "b",
-                            "major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev),
-                            "fileMode": st.st_mode & 0o777, "uid": st.st_uid, "gid": st.st_gid})
+            devices.append(Device(path=path, type=_device_type(st.st_mode), major=os.major(st.st_rdev),
+                                  minor=os.minor(st.st_rdev), file_mode=st.st_mode & 0o777, uid=st.st_uid,
+                                  gid=st.st_gid))
     return devices
 
 
-def device_rules(spec: dict[str, Any]) -> None:
-    """Allow the requested devices in the devices cgroup (after the deny-all rule), with the
-    permissions the request gave; the OCI device entries do not carry them."""
-    rules = spec["linux"]["resources"].setdefault("devices", [])
-    for device in spec["linux"].get("devices", []):
-        access = device.pop("permissions", None)
-        if access:
-            rules.append({"allow": True, "type": device["type"], "major": device["major"],
-                          "minor": device["minor"], "access": access})
+def device_rules(requested: list[tuple[Device, str]]) -> list[DeviceRule]:
+    """The devices cgroup rules (after the deny-all one) that allow the requested devices, with
+    the permissions the request gave; the OCI device entries do not carry them."""
+    return [DeviceRule(allow=True, type=device.type, major=device.major, minor=device.minor, access=access)
+            for device, access in requested if access]
