@@ -35,7 +35,7 @@ ETCD_FALLBACK=${ETCD_FALLBACK:-v3.6.16}
 CACHE=${PYCRI_KUBE_CACHE:-/var/cache/pycri/kube}
 BIN_DIR=${PYCRI_KUBE_BIN:-/usr/local/lib/pycri/kube/bin}
 FORCE=${FORCE:-0}
-KUBE_BINS=(kubelet kube-apiserver kube-controller-manager kube-scheduler kubectl)
+KUBE_BINS=(kubelet kube-apiserver kube-controller-manager kube-scheduler kubectl kubeadm)
 STAMP=$BIN_DIR/.build-kube.stamp
 
 export PATH=$PATH:/usr/local/go/bin
