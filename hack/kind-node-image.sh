@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Build the kind node image whose container runtime is pycri: pycri.local/node:v1.37.2.
+#
+#   hack/kind-node-image.sh            build (always; takes a few minutes)
+#   IMAGE=pycri.local/node:dev hack/kind-node-image.sh
+#
+# What goes in (issue 13):
+#   - a Debian trixie root filesystem made by mmdebstrap from Debian's packages (kind's own base
+#     image is debian:trixie-slim), systemd as PID 1;
+#   - kind's base-image files (entrypoint, clean-install, sysctls, kubelet units, /kind layout)
+#     copied from the sigs.k8s.io/kind module source in the Go module cache, and the steps of
+#     kind's images/base/Dockerfile that prune systemd, done the same way here;
+#   - kubeadm, kubelet, kubectl from hack/build-kube.sh, /kind/version as kind's node-image
+#     build writes it (pkg/build/nodeimage);
+#   - pycri from this checkout's HEAD (git archive: the committed state, never a half-edited
+#     working tree) as a wheel, installed into /opt/pycri/venv on the node's own python3 (trixie:
+#     3.13) with its dependencies' cp313 wheels fetched on this host; pycri-runtime written by
+#     `python -m pycri.runtime.launcher`; conmon, CNI plugins, iptables, catatonit, runc, crun
+#     from trixie; crictl (kind runs `crictl inspecti` in nodes) from this host's build;
+#   - pycri.service (hack/kind/pycri.service), listening on /run/containerd/containerd.sock
+#     (hack/kind/pycri-node.toml). No containerd.
+# Not yet: the control-plane images in pycri's store (pycri has no `images import`), a ctr front
+# end for `kind load`, a CNI image; see issue 13.
+#
+# Environment (all optional):
+#   IMAGE               the tag (default pycri.local/node:v1.37.2)
+#   KIND_VERSION        sigs.k8s.io/kind whose base-image files are used (default v0.33.0)
+#   DEBIAN_MIRROR       default http://deb.debian.org/debian (security: ...-security)
+#   PYCRI_NODE_CACHE    wheels and the root filesystem tarball (default /var/cache/pycri/kind-node)
+set -euo pipefail
+
+IMAGE=${IMAGE:-pycri.local/node:v1.37.2}
+KIND_VERSION=${KIND_VERSION:-v0.33.0}
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+CACHE=${PYCRI_NODE_CACHE:-/var/cache/pycri/kind-node}
+SUITE=trixie
+PYTHON_TAG=313  # trixie's python3
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CHECKOUT=$(cd "$HERE/.." && pwd)
+
+export PATH=$PATH:/usr/local/go/bin
+
+log() { printf '%s kind-node-image: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# Packages: kind's base image list (images/base/Dockerfile, minus fuse-overlayfs, nfs-common and
+# open-iscsi, which serve containerd's fuse snapshotter and storage e2e tests), then pycri's.
+KIND_PACKAGES=(systemd conntrack iptables nftables iproute2 ethtool util-linux mount kmod
+  libseccomp2 pigz e2fsprogs bash ca-certificates curl jq procps)
+PYCRI_PACKAGES=(python3 python3-venv conmon containernetworking-plugins catatonit runc crun dbus)
+
+# --- the customize hook: mmdebstrap runs `$0 customize ROOTFS` after installing packages ---
+customize() {
+  local root=$1 base=$KIND_SRC/images/base/files f
+  log "customizing $root"
+  # kind's images/base/Dockerfile, COPY lines (modes as there: scripts 0755, other files 0644)
+  install -m 0755 "$base"/usr/local/bin/* "$root/usr/local/bin/"
+  mkdir -p "$root/kind/bin" "$root/LICENSES"
+  cp -r "$base/kind/." "$root/kind/"
+  find "$root/kind" -type f -exec chmod 0644 {} + && chmod 0755 "$root"/kind/bin/* "$root/kind" "$root/kind/bin"
+  install -m 0644 "$base"/LICENSES/* "$root/LICENSES/"
+  install -m 0644 "$base/etc/crictl.yaml" "$root/etc/"
+  install -m 0644 "$base"/etc/default/* "$root/etc/default/"
+  install -m 0644 "$base"/etc/sysctl.d/* "$root/etc/sysctl.d/"
+  mkdir -p "$root/etc/systemd/system/kubelet.service.d"
+  for f in "$base"/etc/systemd/system/*; do
+    case ${f##*/} in
+      containerd*.service) ;;  # containerd's: pycri.service takes its place
+      kubelet.service.d) install -m 0644 "$f"/* "$root/etc/systemd/system/kubelet.service.d/" ;;
+      *) install -m 0644 "$f" "$root/etc/systemd/system/" ;;
+    esac
+  done
+  # kind names containerd's cgroup for the kubelet's --runtime-cgroups; here it is pycri's
+  sed -i 's#/system.slice/containerd.service#/system.slice/pycri.service#' "$root/etc/default/kubelet"
+  # kind's Dockerfile, RUN after clean-install: prune systemd for a container
+  find "$root/lib/systemd/system/sysinit.target.wants/" -name "systemd-tmpfiles-setup.service" -delete
+  rm -f "$root"/lib/systemd/system/multi-user.target.wants/* \
+    "$root"/etc/systemd/system/*.wants/* \
+    "$root"/lib/systemd/system/local-fs.target.wants/* \
+    "$root"/lib/systemd/system/sockets.target.wants/*udev* \
+    "$root"/lib/systemd/system/sockets.target.wants/*initctl* \
+    "$root"/lib/systemd/system/basic.target.wants/*
+  echo "ReadKMsg=no" >>"$root/etc/systemd/journald.conf"
+  ln -sf /usr/lib/systemd/systemd "$root/sbin/init"
+  mkdir -p "$root/etc/kubernetes/manifests"
+
+  # Kubernetes: kind's node-image build copies the binaries to /usr/bin and writes /kind/version
+  for f in kubeadm kubelet kubectl; do install -m 0755 "$KUBE_BIN/$f" "$root/usr/bin/$f"; done
+  printf '%s' "$KUBE_VERSION" >"$root/kind/version"
+  install -m 0755 "$CRICTL" "$root/usr/local/bin/crictl"
+
+  # pycri: a venv on the node's python3, wheels only, no index
+  mkdir -p "$root/tmp/wheels" "$root/opt/pycri"
+  cp "$WHEELS"/*.whl "$PYCRI_WHEEL" "$root/tmp/wheels/"
+  chroot "$root" python3 -m venv /opt/pycri/venv
+  # --ignore-requires-python: pyproject says >=3.11,<3.12; trixie has 3.13 (issue 13: widen it)
+  chroot "$root" env -u PIP_FIND_LINKS /opt/pycri/venv/bin/pip install -q --no-index --find-links /tmp/wheels \
+    --ignore-requires-python --disable-pip-version-check "/tmp/wheels/${PYCRI_WHEEL##*/}"
+  chroot "$root" /opt/pycri/venv/bin/python -m pycri.runtime.launcher /opt/pycri/venv/bin/pycri-runtime >/dev/null
+  rm -rf "$root/tmp/wheels"
+  install -m 0644 "$CHECKOUT/README.md" "$root/opt/pycri/README.md"
+  printf '%s\n' "$PYCRI_COMMIT" >"$root/opt/pycri/COMMIT"
+  install -D -m 0644 "$HERE/kind/pycri-node.toml" "$root/etc/pycri/pycri.toml"
+  install -m 0644 "$HERE/kind/pycri.service" "$root/etc/systemd/system/pycri.service"
+
+  # kind's Dockerfile: enable / mask, with pycri in containerd's place
+  chroot "$root" systemctl enable kubelet.service pycri.service undo-mount-hacks.service
+  chroot "$root" systemctl mask systemd-binfmt.service
+
+  # what clean-install removes after apt, and apt's lists
+  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/log/* \
+    "$root"/var/cache/debconf/*-old "$root"/usr/share/doc/* "$root"/usr/share/man/*
+}
+
+if [ "${1:-}" = customize ]; then
+  customize "$2"
+  exit 0
+fi
+
+start=$SECONDS
+mkdir -p "$CACHE/wheels"
+
+# inputs
+KIND_SRC=$(go mod download -json "sigs.k8s.io/kind@$KIND_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+[ -d "$KIND_SRC/images/base/files" ] || { log "no images/base/files in $KIND_SRC"; exit 1; }
+KUBE_BIN=$(nice -n 10 "$HERE/build-kube.sh")
+KUBE_VERSION=$("$KUBE_BIN/kubeadm" version -o short)
+CRICTL=$(command -v crictl) || { log "crictl missing: run hack/install-crictl.sh"; exit 1; }
+command -v mmdebstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends mmdebstrap >&2
+"$HERE/docker.sh" >/dev/null
+
+# pycri's dependencies as cp313 wheels (pyproject's dependencies, read from it)
+WHEELS=$CACHE/wheels/cp$PYTHON_TAG
+mkdir -p "$WHEELS"
+mapfile -t deps < <("$CHECKOUT/.venv/bin/python" -c '
+import tomllib, sys
+print(*tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"], sep="\n")' "$CHECKOUT/pyproject.toml")
+log "wheels for cp$PYTHON_TAG: ${deps[*]}"
+"$CHECKOUT/.venv/bin/pip" download -q --disable-pip-version-check -d "$WHEELS" --only-binary=:all: \
+  --python-version "3.${PYTHON_TAG#3}" --implementation cp --abi "cp$PYTHON_TAG" \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+  "${deps[@]}" >&2
+
+# pycri's wheel from HEAD
+PYCRI_COMMIT=$(git -C "$CHECKOUT" rev-parse HEAD)
+src=$(mktemp -d /tmp/pycri-node-src.XXXXXX)
+trap 'rm -rf "$src"' EXIT
+git -C "$CHECKOUT" archive HEAD | tar -x -C "$src/"
+mkdir -p "$src/.dist"
+"$CHECKOUT/.venv/bin/pip" wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
+  -w "$src/.dist" "$src" >&2
+PYCRI_WHEEL=$(ls "$src"/.dist/pycri-*.whl)
+log "pycri ${PYCRI_COMMIT:0:12}: ${PYCRI_WHEEL##*/}; kubernetes $KUBE_VERSION; kind files from $KIND_SRC"
+export KIND_SRC KUBE_BIN KUBE_VERSION CRICTL WHEELS PYCRI_WHEEL PYCRI_COMMIT
+
+# the root filesystem
+rootfs=$CACHE/rootfs.tar
+includes=$(IFS=,; echo "${KIND_PACKAGES[*]},${PYCRI_PACKAGES[*]}")
+log "mmdebstrap $SUITE ($DEBIAN_MIRROR): $includes"
+t=$SECONDS
+nice -n 10 mmdebstrap --variant=minbase --include="$includes" \
+  --aptopt='APT::Install-Recommends "false"' \
+  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+  --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+  --customize-hook="\"$HERE/kind-node-image.sh\" customize \"\$1\"" \
+  "$SUITE" "$CACHE/rootfs.new.tar" \
+  "deb $DEBIAN_MIRROR $SUITE main" "deb $DEBIAN_MIRROR $SUITE-updates main" \
+  "deb ${DEBIAN_MIRROR}-security $SUITE-security main" >&2
+mv -f "$CACHE/rootfs.new.tar" "$rootfs"
+log "root filesystem in $((SECONDS - t))s: $(du -h "$rootfs" | cut -f1)"
+
+# the image: one layer, kind's metadata (images/base/Dockerfile's last stage, and the
+# ENTRYPOINT/ENV that kind's node-image build commits)
+ctx=$(mktemp -d "$CACHE/ctx.XXXXXX")
+trap 'rm -rf "$src" "$ctx"' EXIT
+ln "$rootfs" "$ctx/rootfs.tar"
+cat >"$ctx/Dockerfile" <<'EOF'
+FROM scratch
+ADD rootfs.tar /
+ENV container=docker
+STOPSIGNAL SIGRTMIN+3
+ENV HTTP_PROXY="" HTTPS_PROXY="" NO_PROXY=""
+ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]
+EOF
+t=$SECONDS
+docker build -q -t "$IMAGE" \
+  --label "io.pycri.commit=$PYCRI_COMMIT" --label "io.pycri.kind-version=$KIND_VERSION" \
+  --label "io.pycri.kubernetes-version=$KUBE_VERSION" "$ctx" >&2
+log "docker build in $((SECONDS - t))s"
+log "built $IMAGE in $((SECONDS - start))s: $(docker images --format '{{.Size}}' "$IMAGE")"
+echo "$IMAGE"
