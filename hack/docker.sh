@@ -21,10 +21,16 @@
 # docker's embedded DNS rules in containers on user-defined networks. The script checks the
 # FORWARD policy before and after starting dockerd and fails loudly if it changed.
 #
+# Capabilities: where this machine's capability bounding set lacks some of the kernel's (these
+# VMs drop CAP_SYS_RESOURCE), `docker run --privileged` (every kind node) fails in runc with
+# "unable to apply caps"; dockerd then gets hack/docker-runc-caps.sh as its default runtime, a
+# runc wrapper that leaves those capabilities out of the container's config.
+#
 # Environment: DOCKER_IPTABLES=true to let dockerd manage iptables anyway (then the FORWARD check
 # still runs); DOCKERD_ARGS for extra dockerd arguments.
 set -euo pipefail
 
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 RUN_DIR=/run/pycri-docker
 PID_FILE=$RUN_DIR/dockerd.pid
 LOG=/var/log/pycri-docker.log
@@ -42,6 +48,14 @@ our_pid() {
   [ -f "$PID_FILE" ] || return 1
   pid=$(cat "$PID_FILE")
   [ -n "$pid" ] && [ -d "/proc/$pid" ] && [ "$(cat "/proc/$pid/comm")" = dockerd ] && echo "$pid"
+}
+
+# 0 if this process's bounding set lacks a capability the kernel has
+caps_missing() {
+  local bnd last
+  bnd=$((16#$(sed -n 's/^CapBnd:[[:space:]]*//p' /proc/self/status)))
+  last=$(cat /proc/sys/kernel/cap_last_cap)
+  [ $((bnd & ((1 << (last + 1)) - 1))) -ne $(((1 << (last + 1)) - 1)) ]
 }
 
 forward_policy() { iptables -S FORWARD | sed -n 's/^-P FORWARD //p'; }
@@ -81,6 +95,10 @@ start() {
     local args=(--host "unix://$SOCK" --pidfile "$RUN_DIR/dockerd.self.pid")
     if [ "$DOCKER_IPTABLES" = false ]; then
       args+=(--iptables=false --ip6tables=false --ip-forward=false --ip-masq=false)
+    fi
+    if caps_missing; then
+      command -v jq >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q jq >&2
+      args+=(--add-runtime "pycri-runc=$HERE/docker-runc-caps.sh" --default-runtime pycri-runc)
     fi
     # shellcheck disable=SC2206
     args+=(${DOCKERD_ARGS:-})
