@@ -10,6 +10,7 @@ import pytest
 from pycri.api.cri import api_pb2 as cri
 from pycri.common.errors import InvalidArgument, Unimplemented
 from pycri.containers.users import resolve
+from pycri.containers.oci_config import Cpu, Memory, Namespace, User
 from pycri.criserver import oci_spec
 
 IMAGE = {"Entrypoint": ["/entry"], "Cmd": ["default"], "Env": ["PATH=/bin", "A=image"], "WorkingDir": "/w"}
@@ -99,46 +100,46 @@ def test_spec(layers: list[Path], tmp_path: Path) -> None:
             resources=cri.LinuxContainerResources(cpu_quota=50000, cpu_period=100000, memory_limit_in_bytes=1 << 26),
             security_context=cri.LinuxContainerSecurityContext(run_as_username="web", readonly_rootfs=True)),
     )
-    spec = oci_spec.build(config, {"config": IMAGE}, layers, pod(), "c1", {"a": "b"})
-    assert spec["process"]["user"] == {"uid": 33, "gid": 33, "additionalGids": [33, 500]}
-    assert spec["process"]["cwd"] == "/w" and spec["root"]["readonly"] is True
-    assert "hostname" not in spec  # the pod's UTS namespace has it
-    assert {"type": "network", "path": "/run/ns/net"} in spec["linux"]["namespaces"]
-    assert {"type": "pid"} in spec["linux"]["namespaces"] and {"type": "mount"} in spec["linux"]["namespaces"]
-    assert spec["linux"]["resources"]["cpu"] == {"quota": 50000, "period": 100000}
-    assert spec["linux"]["resources"]["memory"] == {"limit": 1 << 26}
-    assert spec["linux"]["cgroupsPath"] == "/pycri/p/c1"
-    mounts = {m["destination"]: m for m in spec["mounts"]}
-    assert mounts["/data"]["options"] == ["rbind", "ro", "rslave"]
-    assert mounts["/etc/hosts"]["source"] == "/pod/hosts"
-    assert "/proc/kcore" in spec["linux"]["maskedPaths"]
+    spec = oci_spec.build_spec(config, {"config": IMAGE}, layers, pod(), "c1", {"a": "b"})
+    assert spec.process.user == User(uid=33, gid=33, additional_gids=[33, 500])
+    assert spec.process.cwd == "/w" and spec.root.readonly is True
+    assert "hostname" not in spec.to_dict()  # the pod's UTS namespace has it
+    assert Namespace("network", "/run/ns/net") in spec.linux.namespaces
+    assert Namespace("pid") in spec.linux.namespaces and Namespace("mount") in spec.linux.namespaces
+    assert spec.linux.resources.cpu == Cpu(quota=50000, period=100000)
+    assert spec.linux.resources.memory == Memory(limit=1 << 26)
+    assert spec.linux.cgroups_path == "/pycri/p/c1"
+    mounts = {m.destination: m for m in spec.mounts}
+    assert mounts["/data"].options == ["rbind", "ro", "rslave"]
+    assert mounts["/etc/hosts"].source == "/pod/hosts"
+    assert "/proc/kcore" in spec.linux.masked_paths
 
 
 def test_bad_mounts(layers: list[Path]) -> None:
     for mount, message in [(cri.Mount(container_path="rel", host_path="/"), "absolute"),
                            (cri.Mount(container_path="/x", host_path="/no/such/path"), "does not exist")]:
         with pytest.raises(InvalidArgument, match=message):
-            oci_spec.build(cri.ContainerConfig(command=["sh"], mounts=[mount]), {}, layers, pod(), "c", {})
+            oci_spec.build_spec(cri.ContainerConfig(command=["sh"], mounts=[mount]), {}, layers, pod(), "c", {})
 
 
 def test_oom_score_adj_is_clamped_where_it_cannot_be_set(layers: list[Path]) -> None:
     config = cri.ContainerConfig(command=["sh"], linux=cri.LinuxContainerConfig(
         resources=cri.LinuxContainerResources(oom_score_adj=-997)))
-    assert oci_spec.build(config, {}, layers, pod(min_oom_score_adj=0), "c", {})["process"]["oomScoreAdj"] == 0
-    assert oci_spec.build(config, {}, layers, pod(), "c", {})["process"]["oomScoreAdj"] == -997
+    assert oci_spec.build_spec(config, {}, layers, pod(min_oom_score_adj=0), "c", {}).process.oom_score_adj == 0
+    assert oci_spec.build_spec(config, {}, layers, pod(), "c", {}).process.oom_score_adj == -997
     assert -1000 <= oci_spec.lowest_oom_score_adj() <= 1000
 
 
 def test_supplemental_groups_policy(layers: list[Path]) -> None:
     """Merge (the default) adds the user's groups from the image's /etc/group; Strict does not."""
-    def groups(policy: int) -> dict:
+    def groups(policy: int) -> User:
         security = cri.LinuxContainerSecurityContext(run_as_user=cri.Int64Value(value=33), supplemental_groups=[1234],
                                                      supplemental_groups_policy=policy)
         config = cri.ContainerConfig(command=["sh"], linux=cri.LinuxContainerConfig(security_context=security))
-        return oci_spec.build(config, {}, layers, pod(), "c", {})["process"]["user"]
+        return oci_spec.build_spec(config, {}, layers, pod(), "c", {}).process.user
 
-    assert groups(cri.SupplementalGroupsPolicy.Merge) == {"uid": 33, "gid": 33, "additionalGids": [33, 500, 1234]}
-    assert groups(cri.SupplementalGroupsPolicy.Strict) == {"uid": 33, "gid": 33, "additionalGids": [33, 1234]}
+    assert groups(cri.SupplementalGroupsPolicy.Merge) == User(uid=33, gid=33, additional_gids=[33, 500, 1234])
+    assert groups(cri.SupplementalGroupsPolicy.Strict) == User(uid=33, gid=33, additional_gids=[33, 1234])
     with pytest.raises(InvalidArgument, match="supplemental_groups_policy"):
         groups(7)
 
@@ -152,8 +153,8 @@ def rro_mount(path: Path, **fields: object) -> cri.Mount:
 def test_recursive_read_only_mounts(layers: list[Path], tmp_path: Path) -> None:
     def options(mount: cri.Mount, supported: bool = True) -> list[str]:
         config = cri.ContainerConfig(command=["sh"], mounts=[mount])
-        spec = oci_spec.build(config, {}, layers, pod(recursive_read_only=supported), "c", {})
-        return next(m["options"] for m in spec["mounts"] if m["destination"] == "/mnt")
+        spec = oci_spec.build_spec(config, {}, layers, pod(recursive_read_only=supported), "c", {})
+        return next(m.options for m in spec.mounts if m.destination == "/mnt")
 
     assert options(rro_mount(tmp_path)) == ["rbind", "rro", "rprivate"]
     assert options(rro_mount(tmp_path, recursive_read_only=False)) == ["rbind", "ro", "rprivate"]
@@ -175,6 +176,6 @@ def test_a_cgroup_namespace_on_cgroup_v2_unless_privileged(layers: list[Path], m
     monkeypatch.setattr(oci_spec, "cgroup_v2", lambda: v2)
     config = cri.ContainerConfig(command=["sh"], linux=cri.LinuxContainerConfig(
         security_context=cri.LinuxContainerSecurityContext(privileged=privileged)))
-    namespaces = oci_spec.build(config, {}, layers, pod(), "c", {})["linux"]["namespaces"]
-    assert ({"type": "cgroup"} in namespaces) == (v2 and not privileged)
-    assert [ns for ns in namespaces if ns["type"] == "cgroup"] in ([], [{"type": "cgroup"}])
+    namespaces = oci_spec.build_spec(config, {}, layers, pod(), "c", {}).linux.namespaces
+    assert (Namespace("cgroup") in namespaces) == (v2 and not privileged)
+    assert [ns for ns in namespaces if ns.type == "cgroup"] in ([], [Namespace("cgroup")])
