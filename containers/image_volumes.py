@@ -10,13 +10,14 @@ half-made, unmounts them without any other state.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pycri.common.errors import InvalidArgument, NotFound, PycriError
+from pycri.containers.oci_config import Mount
 from pycri.containers.rootfs import MAX_OPTIONS, unmount
 from pycri.kernel.syscall import MS_NODEV, MS_NOSUID, MS_RDONLY, Syscall
 from pycri.runtime.errors import RuntimeFailure
@@ -95,9 +96,9 @@ def sub_directory(root: Path, sub_path: str, image: str) -> Path:
     return Path(path)
 
 
-def bind_sources(mounts: list[dict[str, Any]], sources: dict[str, str]) -> list[dict[str, Any]]:
+def bind_sources(mounts: list[Mount], sources: dict[str, str]) -> list[Mount]:
     """The spec's mounts with the image volumes' sources filled in."""
-    return [{**m, "source": sources[m["destination"]]} if m.get("source") == "" and m.get("destination") in sources
+    return [dataclasses.replace(m, source=sources[m.destination]) if m.source == "" and m.destination in sources
             else m for m in mounts]
 
 

@@ -9,6 +9,7 @@ written as `creating` before anything is made, so a crash half-way is found and 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from pycri.common.fs import remove_tree, usage
 from pycri.containers import image_volumes, rootfs
 from pycri.containers.handler import ContainerPaths, ExecResult, ExitStatus, RuntimeHandler, StreamIO
 from pycri.containers.image_volumes import ImageVolume
+from pycri.containers.oci_config import IdMapping, Resources, Spec
 from pycri.containers.store import CREATED, CREATING, EXITED, RUNNING, ContainerRecord, ContainerTable
 from pycri.kernel.syscall import Syscall
 from pycri.store.db import Database
@@ -59,7 +61,7 @@ class NewContainer:
     image_id: str
     image_ref: str
     layers: list[Path]  # bottom first
-    spec: dict[str, Any]  # the OCI runtime spec, without root.path
+    spec: Spec  # the OCI runtime spec; create sets root.path and the image volumes' sources
     log_path: str
     extra: dict[str, Any] = field(default_factory=dict)
     image_volumes: list[ImageVolume] = field(default_factory=list)
@@ -125,18 +127,16 @@ class ContainerService:
             (self.root / record.id).mkdir(mode=0o711, exist_ok=True)
             merged = rootfs.mount(self.syscall, new.layers, self.root / record.id / "rootfs", _idmap(new.spec))
             paths.bundle.mkdir(parents=True, exist_ok=True, mode=0o700)  # config.json holds the env
-            spec = dict(new.spec)
-            spec["root"] = {**spec.get("root", {}), "path": str(merged)}
+            spec = dataclasses.replace(new.spec, root=dataclasses.replace(new.spec.root, path=str(merged)))
             if new.image_volumes:
                 sources = image_volumes.mount(self.syscall, new.image_volumes, self.root / record.id / "image-volumes")
-                spec["mounts"] = image_volumes.bind_sources(spec.get("mounts", []), sources)
-            (paths.bundle / "config.json").write_text(json.dumps(spec))
+                spec.mounts = image_volumes.bind_sources(spec.mounts, sources)
+            (paths.bundle / "config.json").write_text(json.dumps(spec.to_dict()))
             if record.log_path:
                 Path(record.log_path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            process = spec.get("process", {})
             record.pid = runtime.create(record.id, paths, stdin=bool(record.extra.get("stdin")),
                                         stdin_once=bool(record.extra.get("stdin_once")),
-                                        tty=bool(process.get("terminal")))
+                                        tty=spec.process.terminal)
             record.state = CREATED
             with self.db.transaction() as tx:
                 self.table.update(tx, record)
@@ -190,11 +190,10 @@ class ContainerService:
             raise InvalidArgument("exec: cmd is required")
         if record.state != RUNNING:
             raise FailedPrecondition(f"container {record.id} is not running ({record.state})")
-        process = dict(self.spec(record).get("process", {}))
-        process.update(args=command, terminal=terminal)
+        process = dataclasses.replace(self.spec(record).process, args=command, terminal=terminal)
         if terminal:
-            process["env"] = [e for e in process.get("env", []) if not e.startswith("TERM=")] + ["TERM=xterm"]
-        return record, process
+            process.env = [e for e in process.env if not e.startswith("TERM=")] + ["TERM=xterm"]
+        return record, process.to_dict()
 
     def exec_sync(self, container_id: str, command: list[str], timeout: float) -> ExecResult:
         record, process = self._exec_process(container_id, command, False)
@@ -211,18 +210,16 @@ class ContainerService:
             raise FailedPrecondition(f"container {record.id} is not running ({record.state})")
         self._watcher(record).attach(record.id, self.paths(record), io, bool(record.extra.get("tty")))
 
-    def update_resources(self, container_id: str, resources: dict[str, Any]) -> ContainerRecord:
+    def update_resources(self, container_id: str, resources: Resources) -> ContainerRecord:
         """Apply new cgroup limits to a running or created container and keep them in its spec."""
         record = self.get(container_id)
         if record.state not in (CREATED, RUNNING):
             raise FailedPrecondition(f"container {record.id} is {record.state}: its resources cannot change")
-        self.handler(record.handler).update(record.id, resources)
+        self.handler(record.handler).update(record.id, resources.to_dict())
         config = self.paths(record).bundle / "config.json"
-        spec = json.loads(config.read_text())
-        current = spec.setdefault("linux", {}).setdefault("resources", {})
-        for key, value in resources.items():
-            current[key] = {**current.get(key, {}), **value} if isinstance(value, dict) else value
-        config.write_text(json.dumps(spec))
+        spec = Spec.from_dict(json.loads(config.read_text()))
+        spec.linux.resources = spec.linux.resources.merged(resources)
+        config.write_text(json.dumps(spec.to_dict()))
         return record
 
     def reopen_log(self, container_id: str) -> None:
@@ -232,8 +229,9 @@ class ContainerService:
             raise FailedPrecondition(f"container {record.id} is not running")
         self._watcher(record).reopen_log(record.id, self.paths(record))
 
-    def spec(self, record: ContainerRecord) -> dict[str, Any]:
-        return json.loads((self.paths(record).bundle / "config.json").read_text())
+    def spec(self, record: ContainerRecord) -> Spec:
+        """The container's config.json (ValueError if it is not one pycri wrote)."""
+        return Spec.from_dict(json.loads((self.paths(record).bundle / "config.json").read_text()))
 
     def stats(self, record: ContainerRecord, processes: bool = False) -> ContainerStats:
         """CPU and memory from the container's cgroup, disk from its writable layer; with
@@ -243,7 +241,7 @@ class ContainerService:
         if record.state not in (CREATED, RUNNING):
             return ContainerStats(now, None, upper.bytes, upper.inodes)
         try:
-            path = self.spec(record).get("linux", {}).get("cgroupsPath", "")
+            path = self.spec(record).linux.cgroups_path
             manager = cgroups.new_manager(path, record.id)
             cgroup = manager.stats()
             procs = manager.process_stats() if processes else None
@@ -380,14 +378,13 @@ def parse_stop_signal(text: str) -> int | None:
     return number if number in signal.valid_signals() else None
 
 
-def _idmap(spec: dict[str, Any]) -> rootfs.IdMap | None:
+def _idmap(spec: Spec) -> rootfs.IdMap | None:
     """The pod's user namespace a container joins (by path), with its root's host ids."""
-    linux = spec.get("linux") or {}
-    userns = next((ns.get("path") for ns in linux.get("namespaces") or [] if ns.get("type") == "user"), None)
+    userns = next((ns.path for ns in spec.linux.namespaces if ns.type == "user"), None)
     if not userns:
         return None
 
-    def host_root(mappings: list[dict[str, int]]) -> int:
-        return next(m["hostID"] for m in mappings if m["containerID"] == 0)
+    def host_root(mappings: list[IdMapping] | None) -> int:
+        return next(m.host_id for m in mappings or [] if m.container_id == 0)
 
-    return rootfs.IdMap(userns, host_root(linux["uidMappings"]), host_root(linux["gidMappings"]))
+    return rootfs.IdMap(userns, host_root(spec.linux.uid_mappings), host_root(spec.linux.gid_mappings))

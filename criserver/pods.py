@@ -152,7 +152,7 @@ class PodCalls:
             "io.kubernetes.cri.image-name": config.image.image,
         }
         name_hint = f"{sandbox.id[:12]}-{config.metadata.name}-{config.metadata.attempt}-{time.time_ns()}"
-        spec = oci_spec.build(config, image.config, layers, pod, name_hint, annotations)
+        spec = oci_spec.build_spec(config, image.config, layers, pod, name_hint, annotations)
         log_directory = sandbox.log_directory
         log_path = os.path.join(log_directory, config.log_path) if log_directory and config.log_path else ""
         volume_mounts = [m for m in config.mounts if oci_spec.is_image_mount(m)]
@@ -173,7 +173,7 @@ class PodCalls:
                     "mounts": [_mount_record(m, volume_ids.get(m.container_path, "")) for m in config.mounts],
                     "stdin": config.stdin, "stdin_once": config.stdin_once, "tty": config.tty,
                     "stop_signal": (image.config.get("config") or {}).get("StopSignal", ""),
-                    "user": spec["process"]["user"],
+                    "user": spec.process.user.to_dict(),
                 },
             )
             try:
@@ -253,14 +253,14 @@ class PodCalls:
         """The container's config.json, as containerd's verbose status has it (its user
         namespace and mappings among the rest)."""
         try:
-            return self.containers.spec(record)
+            return self.containers.spec(record).to_dict()
         except (OSError, ValueError):
             return None
 
     def _spec_user(self, record: ContainerRecord) -> dict[str, Any] | None:
         """process.user of the container's config.json (containers made before pycri kept it)."""
         try:
-            return self.containers.spec(record).get("process", {}).get("user")
+            return self.containers.spec(record).process.user.to_dict()
         except (OSError, ValueError):
             return None
 

@@ -190,8 +190,8 @@ class StatsCalls:
 
     def UpdateContainerResources(self, request: cri.UpdateContainerResourcesRequest,
                                  context: Any) -> cri.UpdateContainerResourcesResponse:
-        resources = oci_spec.resources(request.linux)
-        resources.pop("devices", None)  # device rules stay as the container was made
+        resources = oci_spec.build_resources(request.linux)
+        resources.devices = None  # device rules stay as the container was made
         self.containers.update_resources(_required(request.container_id, "container_id"), resources)
         return cri.UpdateContainerResourcesResponse()
 

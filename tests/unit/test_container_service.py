@@ -13,6 +13,7 @@ import pytest
 from pycri.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, RuntimeFailed
 from pycri.containers.fake import FakeHandler
 from pycri.containers.handler import ExecResult, StreamIO
+from pycri.containers.oci_config import Capabilities, Cpu, Linux, Memory, Process, Resources, Root, Spec, User
 from pycri.containers.service import ContainerService, NewContainer
 from pycri.containers.store import CREATED, CREATING, EXITED, RUNNING, ContainerRecord
 from pycri.kernel.fake import RecordingSyscall
@@ -38,9 +39,12 @@ def containers(tmp_path: Path, fake: FakeHandler, syscall: RecordingSyscall) -> 
 
 
 def new(tmp_path: Path, name: str = "main", *, log: bool = True, **extra: object) -> NewContainer:
-    spec = {"ociVersion": "1.0.2", "process": {"args": ["sleep", "1d"], "env": ["PATH=/bin", "TERM=dumb"],
-                                               "terminal": bool(extra.get("tty"))},
-            "linux": {"resources": {"memory": {"limit": 1 << 20}}}}
+    spec = Spec(process=Process(terminal=bool(extra.get("tty")), user=User(0, 0, []), args=["sleep", "1d"],
+                                env=["PATH=/bin", "TERM=dumb"], cwd="/", capabilities=Capabilities([], [], []),
+                                no_new_privileges=False),
+                root=Root("rootfs", False), mounts=[], annotations={},
+                linux=Linux(namespaces=[], resources=Resources(memory=Memory(limit=1 << 20)), cgroups_path="",
+                            masked_paths=[], readonly_paths=[], sysctl={}, devices=[]))
     return NewContainer(pod_id=POD, name=name, attempt=0, handler="fake", image="busybox", image_id="sha256:1",
                         image_ref="busybox@sha256:1", layers=[], spec=spec,
                         log_path=str(tmp_path / "logs" / f"{name}.log") if log else "", extra=dict(extra))
@@ -287,21 +291,21 @@ def test_attach(containers: ContainerService, fake: FakeHandler, tmp_path: Path)
 
 def test_update_resources(containers: ContainerService, fake: FakeHandler, tmp_path: Path) -> None:
     record = running(containers, tmp_path)
-    containers.update_resources(record.id, {"cpu": {"shares": 512}, "memory": {"swap": 1 << 21}})
+    containers.update_resources(record.id, Resources(cpu=Cpu(shares=512), memory=Memory(swap=1 << 21)))
     assert fake.called("update") == [(record.id, {"cpu": {"shares": 512}, "memory": {"swap": 1 << 21}})]
-    resources = containers.spec(record)["linux"]["resources"]
-    assert resources == {"memory": {"limit": 1 << 20, "swap": 1 << 21}, "cpu": {"shares": 512}}
+    resources = containers.spec(record).linux.resources
+    assert resources == Resources(cpu=Cpu(shares=512), memory=Memory(limit=1 << 20, swap=1 << 21))
 
 
 def test_a_failed_update_keeps_the_spec(containers: ContainerService, fake: FakeHandler, tmp_path: Path) -> None:
     record = running(containers, tmp_path)
     fake.failures["update"] = RuntimeFailed("fake update failed")
     with pytest.raises(RuntimeFailed):
-        containers.update_resources(record.id, {"cpu": {"shares": 512}})
-    assert "cpu" not in containers.spec(record)["linux"]["resources"]
+        containers.update_resources(record.id, Resources(cpu=Cpu(shares=512)))
+    assert containers.spec(record).linux.resources.cpu is None
     fake.exit(record.id, 0)
     with pytest.raises(FailedPrecondition):
-        containers.update_resources(record.id, {"cpu": {"shares": 512}})
+        containers.update_resources(record.id, Resources(cpu=Cpu(shares=512)))
 
 
 def test_reopen_log(containers: ContainerService, fake: FakeHandler, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pycri.api.cri import api_pb2 as cri
 from pycri.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from pycri.containers import image_volumes
 from pycri.containers.image_volumes import ImageVolume, ImageVolumeError
+from pycri.containers.oci_config import Mount
 from pycri.criserver import oci_spec
 from pycri.images.config import RegistryConfig
 from pycri.images.service import ImageService
@@ -156,12 +157,11 @@ def test_too_many_layers() -> None:
 
 
 def test_bind_sources_fills_only_the_image_volumes() -> None:
-    mounts = [{"destination": "/proc", "type": "proc", "source": "proc"},
-              {"destination": "/a", "type": "bind", "source": "", "options": ["rbind", "ro"]},
-              {"destination": "/h", "type": "bind", "source": "/host"}]
+    mounts = [Mount("/proc", "proc", "proc", []), Mount("/a", "bind", "", ["rbind", "ro"]),
+              Mount("/h", "bind", "/host", ["rbind"])]
     filled = image_volumes.bind_sources(mounts, {"/a": "/vols/x/etc", "/h": "/elsewhere"})
     assert filled[0] == mounts[0] and filled[2] == mounts[2]
-    assert filled[1] == {"destination": "/a", "type": "bind", "source": "/vols/x/etc", "options": ["rbind", "ro"]}
+    assert filled[1] == Mount("/a", "bind", "/vols/x/etc", ["rbind", "ro"]) and mounts[1].source == ""
 
 
 def test_unmount_all_without_volumes(tmp_path: Path) -> None:
