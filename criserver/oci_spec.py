@@ -134,12 +134,6 @@ def _cap(name: str) -> str:
     return cap
 
 
-def build(config: cri.ContainerConfig, image: dict[str, Any], layers: list[Path], pod: PodContext,
-          container_id_hint: str, annotations: dict[str, str]) -> dict[str, Any]:
-    """`build_spec` as the config.json object (for callers not yet on the typed Spec)."""
-    return build_spec(config, image, layers, pod, container_id_hint, annotations).to_dict()
-
-
 def build_spec(config: cri.ContainerConfig, image: dict[str, Any], layers: list[Path], pod: PodContext,
                container_id_hint: str, annotations: dict[str, str]) -> Spec:
     """The OCI runtime spec for `config` (root.path is "rootfs": the caller sets the real one)."""
@@ -272,11 +266,6 @@ def _cgroup_namespace(security: cri.LinuxContainerSecurityContext) -> list[Names
 @functools.cache
 def cgroup_v2() -> bool:
     return cgroups.detect() == cgroups.V2
-
-
-def resources(res: cri.LinuxContainerResources, privileged: bool = False) -> dict[str, Any]:
-    """`build_resources` as the linux.resources object (for callers not yet on the typed one)."""
-    return build_resources(res, privileged).to_dict()
 
 
 def build_resources(res: cri.LinuxContainerResources, privileged: bool = False) -> Resources:

@@ -35,9 +35,9 @@ def pod(**overrides: object) -> oci_spec.PodContext:
     return oci_spec.PodContext(**values)
 
 
-def spec_mount(mount: cri.Mount, **pod_overrides: object) -> dict:
-    spec = oci_spec.build(cri.ContainerConfig(command=["sh"], mounts=[mount]), {}, [], pod(**pod_overrides), "c", {})
-    return next(m for m in spec["mounts"] if m["destination"] == mount.container_path)
+def spec_mount(mount: cri.Mount, **pod_overrides: object) -> Mount:
+    spec = oci_spec.build_spec(cri.ContainerConfig(command=["sh"], mounts=[mount]), {}, [], pod(**pod_overrides), "c", {})
+    return next(m for m in spec.mounts if m.destination == mount.container_path)
 
 
 # -- criserver: the CRI Mount -----------------------------------------------------
@@ -58,12 +58,11 @@ def test_sub_path_must_stay_in_the_image(sub_path: str) -> None:
 
 def test_oci_mount_of_an_image_volume() -> None:
     """A read-only bind whose source the container service fills in; nosuid, nodev, no noexec."""
-    assert spec_mount(image_mount()) == {"destination": "/mnt/vol", "type": "bind", "source": "",
-                                         "options": ["rbind", "ro", "nosuid", "nodev", "rprivate"]}
+    assert spec_mount(image_mount()) == Mount("/mnt/vol", "bind", "", ["rbind", "ro", "nosuid", "nodev", "rprivate"])
     mount = spec_mount(image_mount(recursive_read_only=True), recursive_read_only=True)
-    assert mount["options"] == ["rbind", "rro", "nosuid", "nodev", "rprivate"]
+    assert mount.options == ["rbind", "rro", "nosuid", "nodev", "rprivate"]
     mount = spec_mount(image_mount(propagation=cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER))
-    assert mount["options"][-1] == "rslave"
+    assert mount.options[-1] == "rslave"
     assert oci_spec.is_image_mount(image_mount()) and not oci_spec.is_image_mount(cri.Mount(host_path="/x"))
     assert not oci_spec.is_image_mount(cri.Mount(host_path="/x", image=cri.ImageSpec()))
 

@@ -235,10 +235,3 @@ def test_resources_merge_as_update_container_resources_did() -> None:
     for key, value in update.to_dict().items():
         old[key] = {**old.get(key, {}), **value} if isinstance(value, dict) else value
     assert current.merged(update).to_dict() == old
-
-
-def test_build_is_build_spec_as_a_dict(built: Callable[[str], Spec], tmp_path: Path) -> None:
-    config, image, pod_context, _, _ = cases(tmp_path)["devices"]
-    layers = passwd_layers(tmp_path / "again")
-    assert oci_spec.build(config, image, layers, pod_context, "devices-id", {"case": "devices"}) == \
-        oci_spec.build_spec(config, image, layers, pod_context, "devices-id", {"case": "devices"}).to_dict()

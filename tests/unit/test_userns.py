@@ -69,13 +69,13 @@ def test_the_spec_joins_the_pods_user_namespace_first_with_its_mappings() -> Non
     pod = oci_spec.PodContext(id="p", hostname="h", cgroup_parent="/pycri/p", userns=maps,
                               namespaces={"user": "/run/ns/p/user", "network": "/run/ns/p/net"})
     config = cri.ContainerConfig(metadata=cri.ContainerMetadata(name="c"), command=["true"])
-    spec = oci_spec.build(config, {"config": {}}, [], pod, "c", {})
+    spec = oci_spec.build_spec(config, {"config": {}}, [], pod, "c", {}).to_dict()
     assert spec["linux"]["namespaces"][:3] == [
         {"type": "mount"}, {"type": "user", "path": "/run/ns/p/user"}, {"type": "network", "path": "/run/ns/p/net"}]
     assert spec["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 1000, "size": 65536}]
-    plain = oci_spec.build(config, {"config": {}}, [], oci_spec.PodContext(
+    plain = oci_spec.build_spec(config, {"config": {}}, [], oci_spec.PodContext(
         id="p", hostname="h", cgroup_parent="/pycri/p", namespaces={}), "c", {})
-    assert "uidMappings" not in plain["linux"] and all(ns["type"] != "user" for ns in plain["linux"]["namespaces"])
+    assert plain.linux.uid_mappings is None and all(ns.type != "user" for ns in plain.linux.namespaces)
 
 
 def runtime_spec(tmp_path: Path, namespaces: list[dict[str, str]], **linux: Any) -> Any:
