@@ -23,6 +23,7 @@ from pathlib import Path
 from pycri import cgroups
 
 from pycri.api.cri import api_pb2 as cri
+from pycri.kernel.mountinfo import MOUNTINFO, read_mountinfo
 from pycri.sandbox.netstats import InterfaceStats
 
 NS_PER_SECOND = 1_000_000_000
@@ -273,20 +274,14 @@ def filesystem(path: Path, usage_bytes: int) -> Filesystem:
 
 
 @functools.lru_cache(maxsize=64)
-def mount_source(dev: int, mountinfo: str = "/proc/self/mountinfo") -> str:
+def mount_source(dev: int, mountinfo: str = MOUNTINFO) -> str:
     """What a filesystem is mounted from (/dev/sda1, overlay, tmpfs), by its st_dev."""
     wanted = f"{os.major(dev)}:{os.minor(dev)}"
     try:
-        with open(mountinfo) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) > 2 and parts[2] == wanted and "-" in parts:
-                    sep = parts.index("-")
-                    if len(parts) > sep + 2:
-                        return parts[sep + 2]
+        entries = read_mountinfo(mountinfo)
     except OSError:
-        pass
-    return wanted
+        return wanted
+    return next((e.source for e in entries if e.device == wanted), wanted)
 
 
 @functools.lru_cache(maxsize=64)

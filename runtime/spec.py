@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from pycri.kernel.record import Record
 from pycri.runtime import jsonlite
 from pycri.runtime.errors import RuntimeFailure
 
@@ -56,23 +57,6 @@ def _str(data: Any, where: str, default: str = "") -> str:
     if not isinstance(data, str):
         raise SpecError(f"{where} must be a string")
     return data
-
-
-class Record:
-    """Equality and repr from __slots__ (the light half of a dataclass)."""
-
-    __slots__: tuple[str, ...] = ()
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, like a dataclass with eq
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__ if name != "raw")
-        return f"{type(self).__name__}({fields})"
 
 
 class User(Record):

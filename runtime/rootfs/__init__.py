@@ -19,7 +19,7 @@ from pycri.kernel.syscall import MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, MS_SLAV
 from pycri.runtime.errors import RuntimeFailure
 from pycri.runtime.rootfs import devices, pivot, protect
 from pycri.runtime.rootfs.cgroupfs import mount_cgroups
-from pycri.runtime.rootfs.mountinfo import mount_containing, read_mountinfo
+from pycri.kernel.mountinfo import mount_containing, read_mountinfo
 from pycri.runtime.rootfs.mountopts import parse_options, propagation_flags
 from pycri.runtime.rootfs.mounts import mount_entry
 from pycri.runtime.spec import Mount, Spec

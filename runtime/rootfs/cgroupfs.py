@@ -12,7 +12,7 @@ import errno
 import os
 
 from pycri.kernel.syscall import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, Syscall
-from pycri.runtime.rootfs.mountinfo import MountInfo, read_mountinfo
+from pycri.kernel.mountinfo import MountInfo, read_mountinfo
 from pycri.runtime.rootfs.mountopts import MountOptions
 
 
