@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from pycri.kernel import idmap
 from pycri.kernel.record import Record
 from pycri.runtime import jsonlite
 from pycri.runtime.errors import RuntimeFailure
@@ -197,7 +198,7 @@ class IdMapping(Record):
 
 def id_map_text(mappings: list[IdMapping]) -> str:
     """The contents of a uid_map or gid_map file."""
-    return "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in mappings)
+    return idmap.id_map_text((m.container_id, m.host_id, m.size) for m in mappings)
 
 
 def _id_mappings(data: Any, where: str) -> list[IdMapping]:
