@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from pycri.sandbox.infra import Infra
 from pycri.sandbox.namespaces import IdMapping, IdMaps
@@ -112,17 +115,13 @@ def test_migration_keeps_the_unique_pod_key_and_drops_extra(tmp_path: Path) -> N
     db = Database(tmp_path / "db.sqlite")
     table = SandboxTable(db)
     columns = [r["name"] for r in db.query("PRAGMA table_info(sandboxes)")]
-    assert "extra" not in columns and columns == [f for f in table.columns]
+    assert "extra" not in columns and columns == table.columns
     assert table.by_name("web-0", "default", "u1", 0) is not None
     duplicate = SandboxRecord(id="p9", name="web-0", namespace="default", uid="u1", attempt=0, state=READY,
                               handler="runc", created_at=900)
-    try:
+    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
         with db.transaction() as tx:
             table.insert(tx, duplicate)
-    except Exception as exc:  # sqlite3.IntegrityError
-        assert "UNIQUE" in str(exc)
-    else:
-        raise AssertionError("a second row for the same pod attempt was accepted")
     db.close()
     SandboxTable(Database(tmp_path / "db.sqlite"))  # the migration is applied once
 
