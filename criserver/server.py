@@ -18,8 +18,8 @@ from pycri.containers.conmon import ConmonHandler
 from pycri.containers.service import ContainerService
 from pycri.criserver.config import Config, to_toml
 from pycri.criserver.errors import CallInterceptor
-from pycri.criserver.image_service import ImageServicer
-from pycri.criserver.runtime_service import Condition, RuntimeServicer
+from pycri.criserver.image_servicer import ImageServicer
+from pycri.criserver.runtime_servicer import Condition, RuntimeServicer
 from pycri.criserver.streaming_adapter import RuntimeStreams
 from pycri.streaming import Server as StreamingServer
 from pycri.images.service import ImageService
