@@ -30,8 +30,8 @@ from pycri.common.fs import remove_tree, usage
 from pycri.containers import image_volumes, rootfs
 from pycri.containers.handler import ContainerPaths, ExecResult, ExitStatus, RuntimeHandler, StreamIO
 from pycri.containers.image_volumes import ImageVolume
-from pycri.containers.oci_config import IdMapping, Resources, Spec
-from pycri.containers.store import CREATED, CREATING, EXITED, RUNNING, ContainerRecord, ContainerTable
+from pycri.containers.oci_config import IdMapping, Resources, Spec, User
+from pycri.containers.store import CREATED, CREATING, EXITED, RUNNING, ContainerMount, ContainerRecord, ContainerTable
 from pycri.kernel.syscall import Syscall
 from pycri.store.db import Database
 
@@ -63,7 +63,14 @@ class NewContainer:
     layers: list[Path]  # bottom first
     spec: Spec  # the OCI runtime spec; create sets root.path and the image volumes' sources
     log_path: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    mounts: list[ContainerMount] = field(default_factory=list)  # as ContainerStatus reports them
+    stdin: bool = False
+    stdin_once: bool = False
+    tty: bool = False
+    stop_signal: str = ""  # the image's StopSignal
+    user: User | None = None  # process.user of the spec, as ContainerStatus reports it
     image_volumes: list[ImageVolume] = field(default_factory=list)
 
 
@@ -114,9 +121,11 @@ class ContainerService:
         record = ContainerRecord(
             id=uuid.uuid4().hex + uuid.uuid4().hex, pod_id=new.pod_id, name=new.name, attempt=new.attempt,
             state=CREATING, handler=new.handler, image=new.image, image_id=new.image_id, image_ref=new.image_ref,
-            log_path=new.log_path, created_at=time.time_ns(),
+            log_path=new.log_path, created_at=time.time_ns(), labels=new.labels, annotations=new.annotations,
+            mounts=new.mounts, stdin=new.stdin, stdin_once=new.stdin_once, tty=new.tty,
+            stop_signal=new.stop_signal, user=new.user,
             # the images it mounts as volumes, recorded before they are mounted (`image_volume_users`)
-            extra={**new.extra, "image_volumes": sorted({v.image_id for v in new.image_volumes})},
+            image_volumes=sorted({v.image_id for v in new.image_volumes}),
         )
         with self.db.transaction() as tx:
             self.table.insert(tx, record)
@@ -134,8 +143,7 @@ class ContainerService:
             (paths.bundle / "config.json").write_text(json.dumps(spec.to_dict()))
             if record.log_path:
                 Path(record.log_path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            record.pid = runtime.create(record.id, paths, stdin=bool(record.extra.get("stdin")),
-                                        stdin_once=bool(record.extra.get("stdin_once")),
+            record.pid = runtime.create(record.id, paths, stdin=record.stdin, stdin_once=record.stdin_once,
                                         tty=spec.process.terminal)
             record.state = CREATED
             with self.db.transaction() as tx:
@@ -208,7 +216,7 @@ class ContainerService:
         record = self.get(container_id)
         if record.state != RUNNING:
             raise FailedPrecondition(f"container {record.id} is not running ({record.state})")
-        self._watcher(record).attach(record.id, self.paths(record), io, bool(record.extra.get("tty")))
+        self._watcher(record).attach(record.id, self.paths(record), io, record.tty)
 
     def update_resources(self, container_id: str, resources: Resources) -> ContainerRecord:
         """Apply new cgroup limits to a running or created container and keep them in its spec."""
@@ -265,12 +273,12 @@ class ContainerService:
 
     def image_volume_users(self, image_id: str) -> list[str]:
         """The containers (half-made ones too) that mount the image `image_id` as a volume."""
-        return [r.id for r in self.table.all() if image_id in r.extra.get("image_volumes", ())]
+        return [r.id for r in self.table.all() if image_id in r.image_volumes]
 
     def image_users(self, image_id: str) -> list[str]:
         """The containers (half-made and exited ones too) made of the image `image_id` or
         mounting it as a volume: until they are removed, its layers must stay."""
-        return [r.id for r in self.table.all() if r.image_id == image_id or image_id in r.extra.get("image_volumes", ())]
+        return [r.id for r in self.table.all() if r.image_id == image_id or image_id in r.image_volumes]
 
     def find(self, container_id: str) -> ContainerRecord | None:
         try:
@@ -331,11 +339,10 @@ class ContainerService:
             raise FailedPrecondition(f"cannot signal container {record.id}: {exc}") from exc
 
     def _stop_signal(self, record: ContainerRecord) -> int:
-        raw = record.extra.get("stop_signal") or ""
-        sig = parse_stop_signal(str(raw))
+        sig = parse_stop_signal(record.stop_signal)
         if sig is None:
             log.warning("the image's stop signal is not a signal: using SIGTERM", container_id=record.id,
-                        stop_signal=str(raw)[:64])
+                        stop_signal=record.stop_signal[:64])
             return int(signal.SIGTERM)
         return sig
 

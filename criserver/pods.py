@@ -12,7 +12,8 @@ from pycri.api.cri import api_pb2 as cri
 from pycri.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from pycri.containers.image_volumes import ImageVolume, ImageVolumeError
 from pycri.containers.service import ContainerService, NewContainer
-from pycri.containers.store import CREATED, EXITED, RUNNING, ContainerRecord
+from pycri.containers.oci_config import User
+from pycri.containers.store import CREATED, EXITED, RUNNING, ContainerMount, ContainerRecord
 from pycri.criserver import oci_spec, userns, validation
 from pycri.images.service import ImageService
 from pycri.images.store import ImageRecord
@@ -168,13 +169,11 @@ class PodCalls:
                 handler=sandbox.handler, image=config.image.image, image_id=image.id,
                 image_ref=image.repo_digests[0] if image.repo_digests else image.id,
                 layers=layers, spec=spec, log_path=log_path, image_volumes=volumes,
-                extra={
-                    "labels": dict(config.labels), "annotations": dict(config.annotations),
-                    "mounts": [_mount_record(m, volume_ids.get(m.container_path, "")) for m in config.mounts],
-                    "stdin": config.stdin, "stdin_once": config.stdin_once, "tty": config.tty,
-                    "stop_signal": (image.config.get("config") or {}).get("StopSignal", ""),
-                    "user": spec.process.user.to_dict(),
-                },
+                labels=dict(config.labels), annotations=dict(config.annotations),
+                mounts=[_mount_record(m, volume_ids.get(m.container_path, "")) for m in config.mounts],
+                stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
+                stop_signal=str((image.config.get("config") or {}).get("StopSignal") or ""),
+                user=spec.process.user,
             )
             try:
                 record = self.containers.create(new)
@@ -244,7 +243,7 @@ class PodCalls:
                 "runtimeSpec": self._runtime_spec(record),
             })
         status = container_status(record)
-        user = record.extra.get("user") or self._spec_user(record)
+        user = record.user or self._spec_user(record)
         if user is not None:
             status.user.CopyFrom(container_user(user))
         return cri.ContainerStatusResponse(status=status, info=info)
@@ -257,10 +256,10 @@ class PodCalls:
         except (OSError, ValueError):
             return None
 
-    def _spec_user(self, record: ContainerRecord) -> dict[str, Any] | None:
+    def _spec_user(self, record: ContainerRecord) -> User | None:
         """process.user of the container's config.json (containers made before pycri kept it)."""
         try:
-            return self.containers.spec(record).process.user.to_dict()
+            return self.containers.spec(record).process.user
         except (OSError, ValueError):
             return None
 
@@ -280,38 +279,35 @@ def container_status(record: ContainerRecord) -> cri.ContainerStatus:
         finished_at=record.finished_at, exit_code=record.exit_code, image=cri.ImageSpec(image=record.image),
         image_ref=record.image_ref, image_id=record.image_id, reason=record.reason, message=record.message,
         labels=record.labels, annotations=record.annotations, log_path=record.log_path,
-        mounts=[_mount_status(m) for m in record.extra.get("mounts", [])],
+        mounts=[_mount_status(m) for m in record.mounts],
     )
 
 
-def _mount_record(m: cri.Mount, image_id: str) -> dict[str, Any]:
+def _mount_record(m: cri.Mount, image_id: str) -> ContainerMount:
     """A mount as the container's record keeps it for ContainerStatus."""
-    record = {"container_path": m.container_path, "host_path": m.host_path, "readonly": m.readonly,
-              "recursive_read_only": m.recursive_read_only, "propagation": m.propagation}
-    if image_id:
-        record.update(image={"image": image_id, "user_specified_image": m.image.user_specified_image},
-                      image_sub_path=m.image_sub_path)
-    return record
+    if not image_id:
+        return ContainerMount(m.container_path, m.host_path, m.readonly, m.propagation, m.recursive_read_only)
+    return ContainerMount(m.container_path, m.host_path, m.readonly, m.propagation, m.recursive_read_only,
+                          image_id=image_id, user_specified_image=m.image.user_specified_image,
+                          image_sub_path=m.image_sub_path)
 
 
-def _mount_status(m: Mapping[str, Any]) -> cri.Mount:
+def _mount_status(m: ContainerMount) -> cri.Mount:
     """An image volume reports its image by id, in image and image_ref (what PullImage
     returned, which kubelet's image garbage collection and critest look for)."""
-    mount = cri.Mount(container_path=m["container_path"], host_path=m["host_path"], readonly=m["readonly"],
-                      recursive_read_only=m.get("recursive_read_only", False), propagation=m["propagation"],
-                      image_sub_path=m.get("image_sub_path", ""))
-    image = m.get("image")
-    if image:
-        mount.image.CopyFrom(cri.ImageSpec(image=image["image"], image_ref=image["image"],
-                                           user_specified_image=image.get("user_specified_image", "")))
+    mount = cri.Mount(container_path=m.container_path, host_path=m.host_path, readonly=m.readonly,
+                      recursive_read_only=m.recursive_read_only, propagation=m.propagation,
+                      image_sub_path=m.image_sub_path)
+    if m.image_id:
+        mount.image.CopyFrom(cri.ImageSpec(image=m.image_id, image_ref=m.image_id,
+                                           user_specified_image=m.user_specified_image))
     return mount
 
 
-def container_user(user: Mapping[str, Any]) -> cri.ContainerUser:
+def container_user(user: User) -> cri.ContainerUser:
     """The identity the runtime gave the container's first process (the spec's process.user)."""
     return cri.ContainerUser(linux=cri.LinuxContainerUser(
-        uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
-        supplemental_groups=[int(g) for g in user.get("additionalGids") or []],
+        uid=user.uid, gid=user.gid, supplemental_groups=list(user.additional_gids),
     ))
 
 

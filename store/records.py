@@ -17,20 +17,6 @@ T = TypeVar("T")
 V = TypeVar("V")
 
 
-class Labelled:
-    """Labels and annotations of a record that keeps them in its `extra` JSON field."""
-
-    extra: dict[str, Any]
-
-    @property
-    def labels(self) -> dict[str, str]:
-        return self.extra.get("labels", {})
-
-    @property
-    def annotations(self) -> dict[str, str]:
-        return self.extra.get("annotations", {})
-
-
 @dataclass(frozen=True)
 class Codec(Generic[V]):
     """How a typed field is kept in a JSON column: `encode` gives JSON values, `decode` takes them."""

@@ -7,6 +7,7 @@ import io
 import json
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,8 +39,9 @@ def containers(tmp_path: Path, fake: FakeHandler, syscall: RecordingSyscall) -> 
                             {"fake": fake}, "fake", syscall)
 
 
-def new(tmp_path: Path, name: str = "main", *, log: bool = True, **extra: object) -> NewContainer:
-    spec = Spec(process=Process(terminal=bool(extra.get("tty")), user=User(0, 0, []), args=["sleep", "1d"],
+def new(tmp_path: Path, name: str = "main", *, log: bool = True, **fields: Any) -> NewContainer:
+    """A container; `fields` set NewContainer's typed fields (tty, stdin, stop_signal, ...)."""
+    spec = Spec(process=Process(terminal=bool(fields.get("tty")), user=User(0, 0, []), args=["sleep", "1d"],
                                 env=["PATH=/bin", "TERM=dumb"], cwd="/", capabilities=Capabilities([], [], []),
                                 no_new_privileges=False),
                 root=Root("rootfs", False), mounts=[], annotations={},
@@ -47,11 +49,11 @@ def new(tmp_path: Path, name: str = "main", *, log: bool = True, **extra: object
                             masked_paths=[], readonly_paths=[], sysctl={}, devices=[]))
     return NewContainer(pod_id=POD, name=name, attempt=0, handler="fake", image="busybox", image_id="sha256:1",
                         image_ref="busybox@sha256:1", layers=[], spec=spec,
-                        log_path=str(tmp_path / "logs" / f"{name}.log") if log else "", extra=dict(extra))
+                        log_path=str(tmp_path / "logs" / f"{name}.log") if log else "", **fields)
 
 
-def running(containers: ContainerService, tmp_path: Path, **extra: object) -> ContainerRecord:
-    record = containers.create(new(tmp_path, **extra))
+def running(containers: ContainerService, tmp_path: Path, **fields: Any) -> ContainerRecord:
+    record = containers.create(new(tmp_path, **fields))
     return containers.start(record.id)
 
 

@@ -12,6 +12,7 @@ from pycri.containers import oci
 from pycri.containers.conmon import ConmonHandler
 from pycri.containers.handler import HandlerFeatures
 from pycri.containers.oci import parse_features, query_features
+from pycri.containers.oci_config import User
 from pycri.criserver.pods import container_user
 
 RUNC_LIKE = json.dumps({"ociVersionMin": "1.0.0", "mountOptions": ["rbind", "ro", "rro", "rprivate"]})
@@ -58,6 +59,6 @@ def test_features_are_asked_once(tmp_path: Path) -> None:
 
 
 def test_container_user() -> None:
-    user = container_user({"uid": 1000, "gid": 1000, "additionalGids": [1000, 1234]})
+    user = container_user(User(1000, 1000, [1000, 1234]))
     assert (user.linux.uid, user.linux.gid, list(user.linux.supplemental_groups)) == (1000, 1000, [1000, 1234])
-    assert list(container_user({"uid": 0, "gid": 0}).linux.supplemental_groups) == []
+    assert list(container_user(User(0, 0, [])).linux.supplemental_groups) == []
