@@ -18,11 +18,12 @@ from typing import Protocol
 
 import structlog
 
-from pycri import cgroups
-
 from pycri.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pycri.common.fs import remove_tree
-from pycri.sandbox import files, infra, namespaces, portforward
+from pycri.sandbox import files, namespaces, portforward
+from pycri.sandbox.host import (
+    HostInfraProcesses, HostNamespacePins, HostPodCgroups, InfraProcesses, NamespacePins, PodCgroups,
+)
 from pycri.sandbox.store import CREATING, NOTREADY, READY, PodNamespaces, PortMapping, SandboxRecord, SandboxTable
 from pycri.store.db import Database
 
@@ -65,10 +66,16 @@ class Network(Protocol):
 
 
 class SandboxService:
-    def __init__(self, db: Database, root: Path, state: Path, network: Network) -> None:
+    def __init__(self, db: Database, root: Path, state: Path, network: Network, *,
+                 pins: NamespacePins | None = None, infra: InfraProcesses | None = None,
+                 cgroups: PodCgroups | None = None) -> None:
+        """`pins`, `infra` and `cgroups` are the host's (sandbox/host.py) unless a test gives fakes."""
         self.root = root
         self.ns_root = state / "ns"
         self.network = network
+        self.pins: NamespacePins = pins or HostNamespacePins()
+        self.infra: InfraProcesses = infra or HostInfraProcesses()
+        self.cgroups: PodCgroups = cgroups or HostPodCgroups()
         self.table = SandboxTable(db)
         self.db = db
         root.mkdir(parents=True, exist_ok=True)
@@ -96,16 +103,14 @@ class SandboxService:
             self.table.insert(tx, record)
         try:
             if record.own_cgroup:
-                cgroups.new_manager(record.cgroup_parent, sandbox_id).create()
+                self.cgroups.create(record.cgroup_parent, sandbox_id)
             kinds = [k for k, host in (("user", new.id_maps is None), ("network", new.host_network),
                                        ("ipc", new.host_ipc), ("uts", new.host_network)) if not host]
-            pinned = namespaces.pin(kinds, self.ns_root / sandbox_id, None if new.host_network else hostname,
-                                    id_maps=new.id_maps)
+            pinned = self.pins.pin(kinds, self.ns_root / sandbox_id, None if new.host_network else hostname,
+                                   new.id_maps)
             record.namespaces = PodNamespaces.from_paths(pinned)
             if new.shared_pid and not new.host_pid:
-                record.infra = infra.start(
-                    record.namespaces.paths(), new.id_maps.to_dict() if new.id_maps is not None else None,
-                    sandbox_id=sandbox_id)
+                record.infra = self.infra.start(record.namespaces.paths(), new.id_maps, sandbox_id)
             if "network" in pinned:
                 record.ips = self.network.setup(record, pinned["network"], new.port_mappings)
             directory = self.root / sandbox_id
@@ -133,8 +138,8 @@ class SandboxService:
         if record.state == READY:
             netns = record.namespaces.network
             self.network.teardown(record, Path(netns) if netns else None)
-            _stop_infra(record)
-            namespaces.unpin(self.ns_root / record.id)
+            self._stop_infra(record)
+            self.pins.unpin(self.ns_root / record.id)
             record.state = NOTREADY
             with self.db.transaction() as tx:
                 self.table.update(tx, record)
@@ -180,7 +185,7 @@ class SandboxService:
             if record.state == CREATING:
                 log.warning("removing a pod sandbox a crash left half-made", pod_sandbox_id=record.id)
                 self._destroy(record)
-            elif record.state == READY and not _pins_intact(record):
+            elif record.state == READY and not self._pins_intact(record):
                 record.state = NOTREADY  # after a reboot: the namespaces are gone
                 with self.db.transaction() as tx:
                     self.table.update(tx, record)
@@ -195,13 +200,22 @@ class SandboxService:
                 self.network.teardown(record, Path(netns) if netns else None)
             except Exception as exc:  # keep tearing down the rest
                 log.warning("network teardown failed", pod_sandbox_id=record.id, error=str(exc))
-        _stop_infra(record)
-        namespaces.unpin(self.ns_root / record.id)
+        self._stop_infra(record)
+        self.pins.unpin(self.ns_root / record.id)
         if record.own_cgroup:
-            cgroups.new_manager(record.cgroup_parent, record.id).destroy()
+            self.cgroups.destroy(record.cgroup_parent, record.id)
         remove_tree(self.root / record.id)
         with self.db.transaction() as tx:
             self.table.delete(tx, record.id)
+
+    def _stop_infra(self, record: SandboxRecord) -> None:
+        if record.infra is not None:
+            self.infra.stop(record.infra)
+        elif record.state == CREATING:
+            self.infra.stop_strays(record.id)  # started, then pycri died before the row named it
+
+    def _pins_intact(self, record: SandboxRecord) -> bool:
+        return all(self.pins.is_pinned(Path(p)) for p in record.namespaces.paths().values())
 
 
 def _give_to_pod_root(paths: list[str], id_maps: namespaces.IdMaps) -> None:
@@ -214,17 +228,6 @@ def _give_to_pod_root(paths: list[str], id_maps: namespaces.IdMaps) -> None:
     for directory in {os.path.dirname(path) for path in paths}:  # only the pod's root may pass
         os.chown(directory, 0, gid)
         os.chmod(directory, 0o710)
-
-
-def _stop_infra(record: SandboxRecord) -> None:
-    if record.infra is not None:
-        infra.stop(record.infra)
-    elif record.state == CREATING:
-        infra.stop_strays(record.id)  # started, then pycri died before the row named it
-
-
-def _pins_intact(record: SandboxRecord) -> bool:
-    return all(namespaces.is_pinned(Path(p)) for p in record.namespaces.paths().values())
 
 
 def _host_hostname() -> str:

@@ -1,0 +1,122 @@
+"""Fakes of what SandboxService asks of the outside world, for unit tests without root: the pod
+network (service.Network), pinned namespaces, the infra process and the pod cgroup
+(sandbox/host.py). Each records its calls and changes nothing outside its own directories; a
+test makes any call fail (`failures`: name of a call -> the exception it raises before it
+changes anything)."""
+from __future__ import annotations
+
+import contextlib
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pycri.kernel.syscall import NAMESPACE_FILES
+from pycri.sandbox.infra import Infra
+from pycri.sandbox.namespaces import IdMaps
+from pycri.sandbox.store import PortMapping, SandboxRecord
+
+@dataclass
+class _Recorder:
+    calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    failures: dict[str, BaseException] = field(default_factory=dict)
+
+    def _record(self, name: str, *args: Any) -> None:
+        self.calls.append((name, args))
+        if name in self.failures:
+            raise self.failures[name]
+
+    def called(self, name: str) -> list[tuple[Any, ...]]:
+        """The arguments of each call to `name`, in order."""
+        return [args for call, args in self.calls if call == name]
+
+
+@dataclass
+class FakeNetwork(_Recorder):
+    """The pod network: each pod attached gets the next address of 10.88.0.0/16."""
+
+    attached: dict[str, list[str]] = field(default_factory=dict)  # pod id -> its IPs
+    _hosts: itertools.count[int] = field(default_factory=lambda: itertools.count(2))
+
+    def setup(self, sandbox: SandboxRecord, netns: Path, port_mappings: list[PortMapping]) -> list[str]:
+        self._record("setup", sandbox.id, netns, list(port_mappings))
+        host = next(self._hosts)
+        self.attached[sandbox.id] = [f"10.88.{host // 256}.{host % 256}"]
+        return list(self.attached[sandbox.id])
+
+    def teardown(self, sandbox: SandboxRecord, netns: Path | None) -> None:
+        self._record("teardown", sandbox.id, netns)
+        self.attached.pop(sandbox.id, None)
+
+
+@dataclass
+class FakePins(_Recorder):
+    """Pinned namespaces as empty files in the pod's directory (no namespace is made)."""
+
+    pinned: set[Path] = field(default_factory=set)  # the files that pin a namespace now
+
+    def pin(self, kinds: list[str], directory: Path, hostname: str | None,
+            id_maps: IdMaps | None) -> dict[str, Path]:
+        self._record("pin", list(kinds), directory, hostname, id_maps)
+        if not kinds:
+            return {}
+        directory.mkdir(parents=True)
+        files = {kind: directory / NAMESPACE_FILES[kind] for kind in kinds}
+        for path in files.values():
+            path.touch()
+            self.pinned.add(path)
+        return files
+
+    def unpin(self, directory: Path) -> None:
+        self._record("unpin", directory)
+        for path in [p for p in self.pinned if p.parent == directory]:
+            self.pinned.discard(path)
+            path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            directory.rmdir()
+
+    def is_pinned(self, path: Path) -> bool:
+        self._record("is_pinned", path)
+        return path in self.pinned
+
+    def forget(self) -> None:
+        """What a reboot does: every pin is gone (the files stay, as the mount points do)."""
+        self.pinned.clear()
+
+
+@dataclass
+class FakeInfra(_Recorder):
+    """Infra processes that are never started: records named by pids no process has."""
+
+    running: dict[str, Infra] = field(default_factory=dict)  # pod id -> its infra process
+    _pids: itertools.count[int] = field(default_factory=lambda: itertools.count(1 << 22))  # above pid_max
+
+    def start(self, pod_namespaces: dict[str, str], id_maps: IdMaps | None, sandbox_id: str) -> Infra:
+        self._record("start", dict(pod_namespaces), id_maps, sandbox_id)
+        self.running[sandbox_id] = Infra(next(self._pids), 1)
+        return self.running[sandbox_id]
+
+    def stop(self, process: Infra) -> None:
+        self._record("stop", process)
+        for pod, running in list(self.running.items()):
+            if running == process:
+                del self.running[pod]
+
+    def stop_strays(self, sandbox_id: str) -> None:
+        self._record("stop_strays", sandbox_id)
+        self.running.pop(sandbox_id, None)
+
+
+@dataclass
+class FakeCgroups(_Recorder):
+    """Pod cgroups as a set of (cgroup parent, pod id)."""
+
+    existing: set[tuple[str, str]] = field(default_factory=set)
+
+    def create(self, cgroup_parent: str, sandbox_id: str) -> None:
+        self._record("create", cgroup_parent, sandbox_id)
+        self.existing.add((cgroup_parent, sandbox_id))
+
+    def destroy(self, cgroup_parent: str, sandbox_id: str) -> None:
+        self._record("destroy", cgroup_parent, sandbox_id)
+        self.existing.discard((cgroup_parent, sandbox_id))
