@@ -21,6 +21,7 @@ from pycri.containers import users
 from pycri.containers.oci_config import (OCI_VERSION, Capabilities, Cpu, Device, DeviceRule, HugepageLimit, IdMapping,
                                          Linux, Memory, Mount, Namespace, Process, Resources, Root, Spec, User)
 from pycri.runtime.process.capabilities import NAMES as CAPABILITY_NAMES
+from pycri.sandbox.namespaces import IdMaps
 from pycri.criserver import seccomp, userns
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -63,8 +64,8 @@ class PodContext:
     min_oom_score_adj: int = -1000
     # the pod's runtime handler makes mounts recursively read-only ("rro")
     recursive_read_only: bool = False
-    # the pod's user namespace mappings (sandbox IdMaps.to_dict), None for the host's
-    userns: dict[str, Any] | None = None
+    # the pod's user namespace mappings, None for the host's
+    userns: IdMaps | None = None
 
 
 def lowest_oom_score_adj() -> int:
@@ -200,11 +201,9 @@ def _rootfs_propagation(config: cri.ContainerConfig) -> str | None:
 
 def _id_mappings(pod: PodContext) -> tuple[list[IdMapping] | None, list[IdMapping] | None]:
     """linux.uidMappings and gidMappings: the pod's, when its containers join its user namespace."""
-    if not (pod.userns and "user" in pod.namespaces):
+    if pod.userns is None or "user" not in pod.namespaces:
         return None, None
-    mappings = userns.oci_mappings(pod.userns)
-    return ([IdMapping.from_dict(m) for m in mappings["uidMappings"]],
-            [IdMapping.from_dict(m) for m in mappings["gidMappings"]])
+    return userns.oci_mappings(pod.userns)
 
 
 def _user(security: cri.LinuxContainerSecurityContext, image_config: dict[str, Any], layers: list[Path]) -> users.User:

@@ -100,7 +100,7 @@ class PodCalls:
                 "hostname": record.hostname, "cgroupParent": record.cgroup_parent,
                 "files": record.files, "portMappings": [vars(p) for p in record.port_mappings],
                 "infra": record.infra.to_dict() if record.infra is not None else None,
-                "userns": _userns_dict(record),
+                "userns": record.userns.to_dict() if record.userns is not None else None,
             })
         return cri.PodSandboxStatusResponse(status=status, info=info)
 
@@ -142,7 +142,7 @@ class PodCalls:
                                   hostname=sandbox.hostname, namespaces=pod_namespaces(sandbox),
                                   cgroup_parent=sandbox.cgroup_parent, files=dict(sandbox.files),
                                   sysctls=dict(sandbox.sysctls), host_pid=sandbox.host_pid,
-                                  userns=_userns_dict(sandbox))
+                                  userns=sandbox.userns)
         annotations = {
             **dict(config.annotations),
             "io.kubernetes.cri.container-type": "container",
@@ -331,7 +331,7 @@ def _sandbox_status(record: SandboxRecord) -> cri.PodSandboxStatus:
         network=node if record.host_network else pod,
         ipc=node if record.host_ipc else pod,
         pid=node if record.host_pid else pod if record.infra is not None else cri.NamespaceMode.CONTAINER,
-        userns_options=userns.to_cri(_userns_dict(record)),
+        userns_options=userns.to_cri(record.userns),
     )
     network = cri.PodSandboxNetworkStatus(
         ip=record.ips[0] if record.ips else "",
@@ -342,8 +342,3 @@ def _sandbox_status(record: SandboxRecord) -> cri.PodSandboxStatus:
         network=network, linux=cri.LinuxPodSandboxStatus(namespaces=cri.Namespace(options=options)),
         labels=record.labels, annotations=record.annotations, runtime_handler=record.handler,
     )
-
-
-def _userns_dict(record: SandboxRecord) -> dict[str, Any] | None:
-    """The pod's user namespace mappings as userns and oci_spec take them (IdMaps.to_dict)."""
-    return record.userns.to_dict() if record.userns is not None else None

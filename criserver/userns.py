@@ -12,6 +12,7 @@ from typing import Any
 
 from pycri.api.cri import api_pb2 as cri
 from pycri.common.errors import InvalidArgument
+from pycri.containers import oci_config
 from pycri.sandbox.namespaces import IdMapping, IdMaps
 
 MAX_ID = 1 << 32  # ids are 32 bits; (uid_t)-1 is never a valid one
@@ -48,22 +49,18 @@ def _mapping(mappings: Any, kind: str) -> tuple[IdMapping, ...]:
     return (IdMapping(m.container_id, m.host_id, m.length),)
 
 
-def to_cri(maps: dict[str, Any] | None) -> cri.UserNamespace:
-    """A pod's stored mappings (IdMaps.to_dict, or None) as the CRI UserNamespace."""
-    if not maps:
+def to_cri(maps: IdMaps | None) -> cri.UserNamespace:
+    """A pod's mappings (None: the host's user namespace) as the CRI UserNamespace."""
+    if maps is None:
         return cri.UserNamespace(mode=cri.NamespaceMode.NODE)
-    parsed = IdMaps.from_dict(maps)
     return cri.UserNamespace(
         mode=cri.NamespaceMode.POD,
-        uids=[cri.IDMapping(container_id=m.container_id, host_id=m.host_id, length=m.length) for m in parsed.uids],
-        gids=[cri.IDMapping(container_id=m.container_id, host_id=m.host_id, length=m.length) for m in parsed.gids],
+        uids=[cri.IDMapping(container_id=m.container_id, host_id=m.host_id, length=m.length) for m in maps.uids],
+        gids=[cri.IDMapping(container_id=m.container_id, host_id=m.host_id, length=m.length) for m in maps.gids],
     )
 
 
-def oci_mappings(maps: dict[str, Any]) -> dict[str, list[dict[str, int]]]:
+def oci_mappings(maps: IdMaps) -> tuple[list[oci_config.IdMapping], list[oci_config.IdMapping]]:
     """linux.uidMappings and linux.gidMappings of a container in the pod."""
-    parsed = IdMaps.from_dict(maps)
-    return {
-        "uidMappings": [{"containerID": m.container_id, "hostID": m.host_id, "size": m.length} for m in parsed.uids],
-        "gidMappings": [{"containerID": m.container_id, "hostID": m.host_id, "size": m.length} for m in parsed.gids],
-    }
+    return ([oci_config.IdMapping(m.container_id, m.host_id, m.length) for m in maps.uids],
+            [oci_config.IdMapping(m.container_id, m.host_id, m.length) for m in maps.gids])

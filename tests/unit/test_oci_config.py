@@ -44,7 +44,7 @@ def sh(**fields: Any) -> cri.ContainerConfig:
 
 
 def userns_pod() -> Any:
-    maps = IdMaps((IdMapping(0, 100000, 65536),), (IdMapping(0, 200000, 65536),)).to_dict()
+    maps = IdMaps((IdMapping(0, 100000, 65536),), (IdMapping(0, 200000, 65536),))
     return pod(userns=maps, namespaces={"user": "/run/ns/user", **POD_NAMESPACES})
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from pycri.api.cri import api_pb2 as cri
 from pycri.common.errors import InvalidArgument
-from pycri.containers import rootfs
+from pycri.containers import oci_config, rootfs
 from pycri.criserver import oci_spec, userns
 from pycri.kernel.fake import RecordingSyscall
 from pycri.kernel.syscall import AT_RECURSIVE, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE
@@ -40,11 +40,11 @@ def test_node_mode_is_no_user_namespace() -> None:
 def test_pod_mode_gives_the_mappings_and_reports_them_back() -> None:
     maps = userns.id_maps(options(POD, [mapping()], [mapping(host=2000)]))
     assert maps == IdMaps((IdMapping(0, 1000, 100000),), (IdMapping(0, 2000, 100000),))
-    assert userns.to_cri(maps.to_dict()) == cri.UserNamespace(mode=POD, uids=[mapping()], gids=[mapping(host=2000)])
-    assert userns.oci_mappings(maps.to_dict()) == {
-        "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 100000}],
-        "gidMappings": [{"containerID": 0, "hostID": 2000, "size": 100000}],
-    }
+    assert userns.to_cri(maps) == cri.UserNamespace(mode=POD, uids=[mapping()], gids=[mapping(host=2000)])
+    assert maps is not None and userns.oci_mappings(maps) == (
+        [oci_config.IdMapping(container_id=0, host_id=1000, size=100000)],
+        [oci_config.IdMapping(container_id=0, host_id=2000, size=100000)],
+    )
 
 
 @pytest.mark.parametrize(("option", "message"), [
@@ -65,7 +65,7 @@ def test_bad_user_namespace_options_are_refused(option: cri.NamespaceOption, mes
 
 
 def test_the_spec_joins_the_pods_user_namespace_first_with_its_mappings() -> None:
-    maps = IdMaps((IdMapping(0, 1000, 65536),), (IdMapping(0, 1000, 65536),)).to_dict()
+    maps = IdMaps((IdMapping(0, 1000, 65536),), (IdMapping(0, 1000, 65536),))
     pod = oci_spec.PodContext(id="p", hostname="h", cgroup_parent="/pycri/p", userns=maps,
                               namespaces={"user": "/run/ns/p/user", "network": "/run/ns/p/net"})
     config = cri.ContainerConfig(metadata=cri.ContainerMetadata(name="c"), command=["true"])
