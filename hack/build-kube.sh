@@ -22,12 +22,12 @@
 # modules at v0.0.0 with `replace => ./staging/src/k8s.io/...`, and those directories are not
 # in the module zip. So a scratch module in $PYCRI_KUBE_CACHE/src/kubernetes-vX requires
 # k8s.io/kubernetes vX and replaces every staging module (read from kubernetes' own go.mod)
-# by its published twin: v1.N.M -> v0.N.M. etcd builds in a scratch module of its own, so its
-# dependency versions are etcd's, as in an etcd release. All binaries are CGO_ENABLED=0
-# (kubelet included: upstream links it with cgo, but nothing it needs requires cgo here, and
-# one cgo setting for all lets the five share the build cache). Flags follow upstream's
-# hack/lib/golang.sh for non-debug builds: -trimpath, -s -w, tags selinux,notest,grpcnotrace,
-# and the version variables that `--version` prints.
+# by its published twin: v1.N.M -> v0.N.M (hack/lib/kube-module.sh, shared with build-e2e.sh).
+# etcd builds in a scratch module of its own, so its dependency versions are etcd's, as in an
+# etcd release. All binaries are CGO_ENABLED=0 (kubelet included: upstream links it with cgo,
+# but nothing it needs requires cgo here, and one cgo setting for all lets the five share the
+# build cache). Flags follow upstream's hack/lib/golang.sh for non-debug builds: -trimpath,
+# -s -w, tags selinux,notest,grpcnotrace, and the version variables that `--version` prints.
 set -euo pipefail
 
 KUBE_VERSIONS=${KUBE_VERSIONS:-v1.37.2 v1.36.3 v1.35.4 v1.34.4}
@@ -45,6 +45,8 @@ export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod"
 export CGO_ENABLED=0
 
 log() { printf '%s build-kube: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# mod_dir, kube_module (the scratch module), kube_ldflags
+. "$(dirname "${BASH_SOURCE[0]}")/lib/kube-module.sh"
 
 # What a run is asked for; a stamp with the same request and all binaries present = done.
 request="kube=[$KUBE_VERSIONS] etcd=[${ETCD_VERSIONS:-auto}/$ETCD_FALLBACK] $(go env GOOS)/$(go env GOARCH)"
@@ -63,50 +65,10 @@ log "GOPROXY=$(go env GOPROXY) $(go version | cut -d' ' -f3); cache $CACHE; $(df
 mkdir -p "$CACHE/src" "$CACHE/out" "$BIN_DIR"
 start=$SECONDS
 
-# Module directory of MODULE@VERSION in the module cache (downloads it); the proxy's error if not.
-mod_dir() {
-  local j
-  j=$(go mod download -json "$1@$2") || { printf '%s\n' "$j" | sed -n 's/^\t"Error": /  /p' >&2; return 1; }
-  printf '%s\n' "$j" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p'
-}
-
-# Write the scratch module for kubernetes $1 into $2.
-kube_module() {
-  local v=$1 dir=$2 kdir staging m line
-  kdir=$(mod_dir k8s.io/kubernetes "$v")
-  [ -n "$kdir" ] || return 1
-  mkdir -p "$dir"
-  # keep go.sum from an earlier try of the same version: it only grows
-  {
-    echo "module pycri.local/kube-build"
-    echo
-    # same language version and GODEBUG defaults as kubernetes' own main module
-    grep -E '^(go|godebug) ' "$kdir/go.mod"
-    echo
-    echo "require k8s.io/kubernetes $v"
-  } >"$dir/go.mod"
-  # staging modules: the `k8s.io/X => ./staging/src/k8s.io/X` lines of kubernetes' go.mod
-  staging=$(sed -n 's#^[[:space:]]*\(k8s.io/[^ ]*\) => ./staging/src/.*#\1#p' "$kdir/go.mod")
-  [ -n "$staging" ] || { log "no staging replaces found in $kdir/go.mod"; return 1; }
-  (cd "$dir" && go mod edit $(for m in $staging; do echo "-replace=$m=$m@v0.${v#v1.}"; done))
-  log "kubernetes $v: $(echo "$staging" | wc -l) staging modules replaced by v0.${v#v1.}"
-  # etcd version this release is tested with (build/dependencies.yaml: name "etcd", version)
-  line=$(sed -n '/name: "etcd"$/,/version:/s/^[[:space:]]*version: *//p' "$kdir/build/dependencies.yaml" 2>/dev/null | head -1)
-  echo "${line:+v$line}" >"$dir/etcd-version"
-}
-
 build_kube() {
-  local v=$1 dir=$CACHE/src/kubernetes-$1 out=$CACHE/out/kubernetes-$1 minor date ld kv key val b
+  local v=$1 dir=$CACHE/src/kubernetes-$1 out=$CACHE/out/kubernetes-$1 ld b
   kube_module "$v" "$dir" || return 1
-  minor=${v#v1.}; minor=${minor%%.*}
-  # build date: the release's time from the proxy's .info, so rebuilds are reproducible
-  date=$(go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/^\t"Info": "\(.*\)",$/\1/p' |
-    xargs sed -n 's/.*"Time":"\([^"]*\)".*/\1/p')
-  ld="-s -w"
-  for kv in "gitVersion=$v" gitMajor=1 "gitMinor=$minor" gitTreeState=clean "buildDate=$date"; do
-    key=${kv%%=*} val=${kv#*=}
-    ld+=" -X k8s.io/component-base/version.$key=$val -X k8s.io/client-go/pkg/version.$key=$val"
-  done
+  ld=$(kube_ldflags "$v")
   rm -rf "$out"; mkdir -p "$out"
   log "building kubernetes $v: ${KUBE_BINS[*]} (log: $CACHE/kubernetes-$v.log)"
   if ! (cd "$dir" && go build -trimpath -tags selinux,notest,grpcnotrace -ldflags "$ld" -o "$out/" \
