@@ -3,6 +3,7 @@
 
 Usage:
     .venv/bin/python hack/testimages.py --registry 127.0.0.1:5000 [--only NAME ...] [--list]
+    .venv/bin/python hack/testimages.py --e2e    # the e2e.test images (hack/conformance.sh)
 
 Every image is described by an ImageSpec in IMAGES.  Each spec carries full
 upstream references (e.g. ``docker.io/library/busybox:latest``); they are pushed
@@ -719,6 +720,89 @@ CRITEST_IMAGES: list[ImageSpec] = [
 IMAGES += CRITEST_IMAGES
 
 
+# --------------------------------------------------------------------------- e2e.test images
+#
+# Images Kubernetes' e2e suite v1.37.2 pulls (test/utils/image/manifest.go; hack/conformance.sh
+# runs the suite), under the upstream names. Not built by default (agnhost needs the binary
+# hack/build-e2e.sh builds): `hack/testimages.py --e2e`, or --only with their keys or names.
+# What the specs need of each image is noted at its entry; the manifest's other images
+# (nginx, nonewprivs:1.4, nonroot, kitten, nautilus, glibc-dns-testing, ...) are not built yet.
+
+E2E_BIN = Path(os.environ.get("PYCRI_E2E_BIN", "/usr/local/lib/pycri/kube/e2e"))
+
+
+class E2eBinaryError(SystemExit):
+    def __init__(self, message: str) -> None:
+        super().__init__(f"hack/testimages.py: e2e images: {message} (run hack/build-e2e.sh; "
+                         f"PYCRI_E2E_BIN names its output directory, default {E2E_BIN})")
+
+
+def e2e_file(name: str) -> str:
+    """A file hack/build-e2e.sh installs in $PYCRI_E2E_BIN."""
+    path = E2E_BIN / name
+    if not path.is_file():
+        raise E2eBinaryError(f"{path} is missing")
+    return str(path)
+
+
+def host_program(path: str, source: str) -> list[Entry]:
+    """A dynamically linked program of this host at ``path`` in the image, with the shared
+    libraries it loads at the paths ldd names (the ELF interpreter's included) and their
+    parent directories."""
+    ldd = subprocess.run(["ldd", source], check=True, capture_output=True, text=True)
+    files = [(path, source)]
+    for line in ldd.stdout.splitlines():
+        lib = line.split("=>")[-1].split("(")[0].strip()
+        if lib.startswith("/"):
+            files.append((lib.lstrip("/"), os.path.realpath(lib)))
+        elif "vdso" not in line:
+            raise SystemExit(f"hack/testimages.py: ldd {source}: cannot place {line.strip()!r}")
+    dirs = sorted({str(p) for image_path, _ in files for p in Path(image_path).parents[:-1]})
+    return [d(p) for p in dirs] + [host_file(p, src) for p, src in sorted(set(files))]
+
+
+# agnhost's upstream image is alpine with curl, nc, ip, bash and more (test/images/agnhost/
+# Dockerfile). Here: the critest busybox (sh, nc, ip and the other applets), agnhost built from
+# the kubernetes module, statically (the image has no libc for it), and beside them:
+# - /agnhost-2, a link to agnhost: the entrypoint-override specs (common/node/containers.go)
+#   run it as the container's command and check which binary ran;
+# - curl with its libraries (this host's): the exec lifecycle hooks run `sh -c "curl ..."`;
+# - /localhost.crt and /localhost.key of agnhost's porter/: `netexec --https` serves them;
+# - /uploads (netexec), user-defined-in-image (uid 1000) in group-defined-in-image
+#   (gid 50000): the SupplementalGroups spec of a group defined in the image.
+# Missing against upstream: dig, socat, iperf, util-linux's ipcs (a stand-in is there), the
+# coredns binary and the fake registry's /var/registry; the specs that use them fail.
+AGNHOST_PASSWD = BUSYBOX_PASSWD + ("user-defined-in-image:x:1000:1000:Linux User,,,:"
+                                   "/home/user-defined-in-image:/bin/sh\n")
+AGNHOST_GROUP = BUSYBOX_GROUP + ("user-defined-in-image:x:1000:\n"
+                                 "group-defined-in-image:x:50000:user-defined-in-image\n")
+AGNHOST = Layer("e2e-agnhost", lambda: [
+    host_file("agnhost", e2e_file("agnhost")), symlink("agnhost-2", "agnhost"),
+    host_file("localhost.crt", e2e_file("agnhost-porter/localhost.crt"), 0o644),
+    host_file("localhost.key", e2e_file("agnhost-porter/localhost.key"), 0o644),
+    d("uploads"), d("etc"), d("home"), d("home/user-defined-in-image"),
+    f("etc/passwd", AGNHOST_PASSWD), f("etc/group", AGNHOST_GROUP)])
+CURL = Layer("e2e-curl", lambda: host_program("usr/bin/curl", "/usr/bin/curl"))
+
+E2E_IMAGES: list[ImageSpec] = [
+    # agnhost 2.66.1 (Agnhost) and 2.55 (AgnhostPrev): one image under both tags; its
+    # --version says 2.66.1.
+    busybox_based("e2e-agnhost", [E2E + "agnhost:2.66.1", E2E + "agnhost:2.55"], CURL, AGNHOST,
+                  entrypoint=["/agnhost"], cmd=["pause"],
+                  exposed_ports=["80/tcp", "8080/tcp", "8081/tcp", "9376/tcp", "5000/tcp"]),
+    # busybox, the default image of most [sig-node] specs (upstream: docker.io's busybox
+    # 1.37.0, CMD sh): the critest busybox. Known difference: its sh (Debian's busybox 1.35
+    # ash) drops environment variables whose names hold '-' (`data-1=value-1`), so the
+    # ConfigMap/Secret "consumable via the environment" specs fail; upstream's 1.37 keeps them.
+    busybox_based("e2e-busybox", [E2E + "busybox:1.37.0-2"]),
+    # the pause image of every pod the specs create with no command of their own
+    # (GetPauseImageName); critest's pause, under v1.37.2's tag
+    listed("e2e-pause", ["registry.k8s.io/pause:3.10.2"], [PAUSE], entrypoint=["/pause"],
+           user="65535:65535"),
+]
+ALL_IMAGES = IMAGES + E2E_IMAGES
+
+
 # --------------------------------------------------------------------------- build
 
 @dataclass(frozen=True)
@@ -956,11 +1040,12 @@ def split_reference(name: str) -> tuple[str, str]:
 
 # --------------------------------------------------------------------------- main
 
-def select(only: list[str]) -> list[ImageSpec]:
+def select(only: list[str], e2e: bool = False) -> list[ImageSpec]:
+    """IMAGES, or E2E_IMAGES with ``e2e``; with ``only``, those of either list it names."""
     if not only:
-        return IMAGES
-    chosen = [s for s in IMAGES if s.key in only or set(s.names) & set(only)]
-    known = {s.key for s in IMAGES} | {n for s in IMAGES for n in s.names}
+        return E2E_IMAGES if e2e else IMAGES
+    chosen = [s for s in ALL_IMAGES if s.key in only or set(s.names) & set(only)]
+    known = {s.key for s in ALL_IMAGES} | {n for s in ALL_IMAGES for n in s.names}
     if unknown := sorted(set(only) - known):
         sys.exit(f"unknown image(s): {', '.join(unknown)} (see --list)")
     return chosen
@@ -979,8 +1064,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", action="extend", default=[], metavar="NAME",
                         help="build only these images (key or full upstream name)")
     parser.add_argument("--list", action="store_true", help="list the images and exit")
+    parser.add_argument("--e2e", action="store_true",
+                        help="the e2e.test images instead (agnhost needs hack/build-e2e.sh)")
     args = parser.parse_args(argv)
-    specs = select(args.only)
+    specs = select(args.only, args.e2e)
     if args.list:
         for spec in specs:
             print(f"{spec.key:<16} {spec.media:<6} {' '.join(spec.names)}")
