@@ -31,7 +31,7 @@ from pycri.containers import image_volumes, rootfs
 from pycri.containers.handler import ContainerPaths, ExecResult, ExitStatus, RuntimeHandler, StreamIO
 from pycri.containers.image_volumes import ImageVolume
 from pycri.containers.oci_config import IdMapping, Resources, Spec, User
-from pycri.containers.store import CREATED, CREATING, EXITED, RUNNING, ContainerMount, ContainerRecord, ContainerTable
+from pycri.containers.records import CREATED, CREATING, EXITED, RUNNING, ContainerMount, ContainerRecord, ContainerTable
 from pycri.kernel.syscall import Syscall
 from pycri.store.db import Database
 

@@ -10,9 +10,9 @@ from typing import Any
 from pycri.api.cri import api_pb2 as cri
 from pycri.common.errors import FailedPrecondition, InvalidArgument
 from pycri.containers.service import ContainerService
-from pycri.containers.store import RUNNING
+from pycri.containers.records import RUNNING
 from pycri.sandbox.service import SandboxService
-from pycri.sandbox.store import READY
+from pycri.sandbox.records import READY
 from pycri.streaming import AttachRequest, ExecRequest, PortForwardRequest, Server
 
 

@@ -14,7 +14,7 @@ from pycri.api.cri import api_pb2_grpc
 from pycri.common.errors import InvalidArgument
 from pycri.images.registry import Credentials
 from pycri.images.service import ImageService, image_user
-from pycri.images.store import ImageRecord
+from pycri.images.records import ImageRecord
 
 
 def credentials_of(auth: cri.AuthConfig) -> Credentials:

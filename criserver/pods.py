@@ -13,13 +13,13 @@ from pycri.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from pycri.containers.image_volumes import ImageVolume, ImageVolumeError
 from pycri.containers.service import ContainerService, NewContainer
 from pycri.containers.oci_config import User
-from pycri.containers.store import CREATED, EXITED, RUNNING, ContainerMount, ContainerRecord
+from pycri.containers.records import CREATED, EXITED, RUNNING, ContainerMount, ContainerRecord
 from pycri.criserver import oci_spec, userns, validation
 from pycri.images.service import ImageService
-from pycri.images.store import ImageRecord
+from pycri.images.records import ImageRecord
 from pycri.sandbox import files
 from pycri.sandbox.service import NewSandbox, PortMapping, SandboxService, pod_namespaces
-from pycri.sandbox.store import READY, SandboxRecord
+from pycri.sandbox.records import READY, SandboxRecord
 
 PROTOCOLS = {cri.Protocol.TCP: "tcp", cri.Protocol.UDP: "udp", cri.Protocol.SCTP: "sctp"}
 CONTAINER_STATES = {

@@ -12,12 +12,12 @@ from pycri import cgroups
 
 from pycri.api.cri import api_pb2 as cri
 from pycri.containers.service import ContainerService, ContainerStats
-from pycri.containers.store import ContainerRecord
+from pycri.containers.records import ContainerRecord
 from pycri.criserver import metrics, oci_spec
 from pycri.criserver.pods import _required, matches_labels
 from pycri.sandbox import netstats
 from pycri.sandbox.service import SandboxService
-from pycri.sandbox.store import READY, SandboxRecord
+from pycri.sandbox.records import READY, SandboxRecord
 
 DEFAULT_INTERFACE = "eth0"  # the pod interface kubelet reports first, as CNI plugins name it
 

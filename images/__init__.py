@@ -1,1 +1,1 @@
-"""Images: references, the registry client, the content store, layer unpacking and the image store."""
+"""Images: references, the registry client, the content store (blobs), the layer store (unpacked layers) and the image records."""

@@ -23,7 +23,7 @@ from pycri.images.content import ContentStore
 from pycri.images.layers import LayerStore
 from pycri.images.pull import Puller
 from pycri.images.registry import Credentials
-from pycri.images.store import ImageRecord, ImageTable
+from pycri.images.records import ImageRecord, ImageTable
 from pycri.store.db import Database
 
 log = structlog.get_logger("images")

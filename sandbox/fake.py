@@ -14,7 +14,7 @@ from typing import Any
 from pycri.kernel.syscall import NAMESPACE_FILES
 from pycri.sandbox.infra import Infra
 from pycri.sandbox.namespaces import IdMaps
-from pycri.sandbox.store import PortMapping, SandboxRecord
+from pycri.sandbox.records import PortMapping, SandboxRecord
 
 @dataclass
 class _Recorder:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pycri.sandbox.namespaces import enter_netns
-from pycri.sandbox.store import SandboxRecord
+from pycri.sandbox.records import SandboxRecord
 
 LOOPBACK = "lo"  # left out, as cadvisor does: traffic inside the pod is not the pod's network use
 

@@ -24,7 +24,7 @@ from pycri.sandbox import files, namespaces, portforward
 from pycri.sandbox.host import (
     HostInfraProcesses, HostNamespacePins, HostPodCgroups, InfraProcesses, NamespacePins, PodCgroups,
 )
-from pycri.sandbox.store import CREATING, NOTREADY, READY, PodNamespaces, PortMapping, SandboxRecord, SandboxTable
+from pycri.sandbox.records import CREATING, NOTREADY, READY, PodNamespaces, PortMapping, SandboxRecord, SandboxTable
 from pycri.store.db import Database
 
 log = structlog.get_logger("sandbox")

@@ -16,7 +16,7 @@ from pycri.containers.fake import FakeHandler
 from pycri.containers.handler import ExecResult, StreamIO
 from pycri.containers.oci_config import Capabilities, Cpu, Linux, Memory, Process, Resources, Root, Spec, User
 from pycri.containers.service import ContainerService, NewContainer
-from pycri.containers.store import CREATED, CREATING, EXITED, RUNNING, ContainerRecord
+from pycri.containers.records import CREATED, CREATING, EXITED, RUNNING, ContainerRecord
 from pycri.kernel.fake import RecordingSyscall
 from pycri.store.db import Database
 

@@ -20,7 +20,7 @@ from pycri.containers.service import ContainerService
 from pycri.criserver.pods import PodCalls
 from pycri.kernel.fake import RecordingSyscall
 from pycri.store.db import Database
-from tests.unit.test_container_store import OLD_EXTRA, VOLUME_ID, old_database
+from tests.unit.test_container_records import OLD_EXTRA, VOLUME_ID, old_database
 
 
 def old_mount_status(m: Mapping[str, Any]) -> cri.Mount:

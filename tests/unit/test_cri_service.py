@@ -29,7 +29,7 @@ from pycri.criserver.runtime_servicer import RuntimeServicer
 from pycri.criserver.streaming_adapter import RuntimeStreams
 from pycri.images.config import RegistryConfig
 from pycri.images.service import ImageService
-from pycri.images.store import ImageRecord
+from pycri.images.records import ImageRecord
 from pycri.kernel.fake import RecordingSyscall
 from pycri.sandbox.fake import FakeCgroups, FakeInfra, FakeNetwork, FakePins
 from pycri.sandbox.service import SandboxService

@@ -15,7 +15,7 @@ from pycri.containers.oci_config import Mount
 from pycri.criserver import oci_spec
 from pycri.images.config import RegistryConfig
 from pycri.images.service import ImageService
-from pycri.images.store import ImageRecord
+from pycri.images.records import ImageRecord
 from pycri.kernel.fake import RecordingSyscall
 from pycri.kernel.syscall import MS_NODEV, MS_NOSUID, MS_RDONLY
 from pycri.store.db import Database

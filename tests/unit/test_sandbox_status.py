@@ -10,7 +10,7 @@ from pycri.api.cri import api_pb2 as cri
 from pycri.criserver.pods import PodCalls
 from pycri.sandbox.service import SandboxService
 from pycri.store.db import Database
-from tests.unit.test_sandbox_store import OLD_EXTRA, old_database
+from tests.unit.test_sandbox_records import OLD_EXTRA, old_database
 
 
 class NoNetwork:

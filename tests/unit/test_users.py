@@ -14,7 +14,7 @@ from pycri.common.ids import MAX_ID, parse_id
 from pycri.containers import image_files, users
 from pycri.containers.image_files import MAX_LOOKUPS, ImageFileInvalid, read_file
 from pycri.images.service import image_user
-from pycri.images.store import ImageRecord
+from pycri.images.records import ImageRecord
 from pycri.kernel.fake import RecordingSyscall
 from pycri.kernel.syscall import RESOLVE_BENEATH, RESOLVE_NO_SYMLINKS
 

@@ -13,7 +13,7 @@ from typing import Any
 from pycri.sandbox.infra import Infra
 from pycri.sandbox.namespaces import IdMaps
 from pycri.store.db import Database
-from pycri.store.records import Codec, RecordTable
+from pycri.store.table import Codec, RecordTable, json_member
 
 # the columns of step 2, in the order of SandboxRecord's fields
 _COLUMNS = """
@@ -45,11 +45,6 @@ _COLUMNS = """
 """
 
 
-def _from_extra(key: str, default: str) -> str:
-    """SQL for the value of `key` in a step-1 row's extra JSON, `default` (SQL) when missing or null."""
-    return f"COALESCE(json_extract(extra, '$.{key}'), {default})"
-
-
 _MOVED = {  # column -> its value in a step-1 row (json_extract gives objects and lists as JSON text)
     "labels": "'{}'", "annotations": "'{}'", "hostname": "''", "log_directory": "''", "cgroup_parent": "''",
     "own_cgroup": "0", "host_network": "0", "host_ipc": "0", "host_pid": "0", "sysctls": "'{}'",
@@ -77,7 +72,7 @@ SCHEMA = [
     f"""
     CREATE TABLE sandboxes_typed ({_COLUMNS});
     INSERT INTO sandboxes_typed({', '.join([*_KEPT, *_MOVED])})
-        SELECT {', '.join([*_KEPT, *(_from_extra(c, d) for c, d in _MOVED.items())])} FROM sandboxes;
+        SELECT {', '.join([*_KEPT, *(json_member("extra", c, d) for c, d in _MOVED.items())])} FROM sandboxes;
     DROP TABLE sandboxes;
     ALTER TABLE sandboxes_typed RENAME TO sandboxes
     """,

@@ -9,7 +9,7 @@ import pytest
 
 from pycri.sandbox.infra import Infra
 from pycri.sandbox.namespaces import IdMapping, IdMaps
-from pycri.sandbox.store import READY, PodNamespaces, PortMapping, SandboxRecord, SandboxTable
+from pycri.sandbox.records import READY, PodNamespaces, PortMapping, SandboxRecord, SandboxTable
 from pycri.store.db import Database
 
 # step 1 of the sandboxes schema, as pycri wrote it before the typed columns

@@ -10,7 +10,7 @@ from typing import Any
 
 from pycri.containers.oci_config import User
 from pycri.store.db import Database
-from pycri.store.records import Codec, RecordTable
+from pycri.store.table import Codec, RecordTable, json_member
 
 # the columns of step 2, in the order of ContainerRecord's fields
 _COLUMNS = """
@@ -44,11 +44,6 @@ _COLUMNS = """
 """
 
 
-def _from_extra(key: str, default: str) -> str:
-    """SQL for the value of `key` in a step-1 row's extra JSON, `default` (SQL) when missing or null."""
-    return f"COALESCE(json_extract(extra, '$.{key}'), {default})"
-
-
 # what the old read, `str(extra.get("stop_signal") or "")`, gave: "" for a missing, null,
 # false, zero or empty value, else the value as text (objects and lists as JSON)
 _SIGNAL = "json_extract(extra, '$.stop_signal')"
@@ -62,10 +57,10 @@ _STOP_SIGNAL = f"""CASE json_type(extra, '$.stop_signal')
         ELSE '' END"""
 
 _MOVED = {  # column -> its value in a step-1 row (json_extract gives objects and lists as JSON text)
-    "labels": _from_extra("labels", "'{}'"), "annotations": _from_extra("annotations", "'{}'"),
-    "mounts": _from_extra("mounts", "'[]'"), "stdin": _from_extra("stdin", "0"),
-    "stdin_once": _from_extra("stdin_once", "0"), "tty": _from_extra("tty", "0"), "stop_signal": _STOP_SIGNAL,
-    "user": _from_extra("user", "'null'"), "image_volumes": _from_extra("image_volumes", "'[]'"),
+    **{column: json_member("extra", column, default) for column, default in (
+        ("labels", "'{}'"), ("annotations", "'{}'"), ("mounts", "'[]'"), ("stdin", "0"), ("stdin_once", "0"),
+        ("tty", "0"), ("user", "'null'"), ("image_volumes", "'[]'"))},
+    "stop_signal": _STOP_SIGNAL,
 }
 _KEPT = ["id", "pod_id", "name", "attempt", "state", "handler", "image", "image_id", "image_ref", "log_path",
          "created_at", "pid", "started_at", "finished_at", "exit_code", "reason", "message"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pycri.containers.oci_config import User
-from pycri.containers.store import CREATED, EXITED, RUNNING, ContainerMount, ContainerRecord, ContainerTable
+from pycri.containers.records import CREATED, EXITED, RUNNING, ContainerMount, ContainerRecord, ContainerTable
 from pycri.store.db import Database
 
 # step 1 of the containers schema, as pycri wrote it before the typed columns

@@ -84,3 +84,9 @@ class RecordTable(Generic[T]):
     def one(self, condition: str, params: tuple[Any, ...]) -> T | None:
         found = self.where(condition, params)
         return found[0] if found else None
+
+
+def json_member(column: str, key: str, default: str) -> str:
+    """SQL for the value of `key` in a JSON object column, `default` (SQL) when it is missing or
+    null: schema steps that move a JSON column's members into columns of their own use it."""
+    return f"COALESCE(json_extract({column}, '$.{key}'), {default})"
