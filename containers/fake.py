@@ -7,17 +7,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pycri.common.recorder import Recorder
 from pycri.containers.handler import ContainerPaths, ExecResult, ExitStatus, HandlerFeatures, StreamIO
 
 CREATED, RUNNING = "created", "running"
 
 
 @dataclass
-class FakeHandler:
+class FakeHandler(Recorder):
     name: str = "fake"
-    calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
-    # name of a call -> the exception it raises (before it changes anything)
-    failures: dict[str, BaseException] = field(default_factory=dict)
     # container id -> "created" or "running", while it has not exited
     states: dict[str, str] = field(default_factory=dict)
     exits: dict[str, ExitStatus] = field(default_factory=dict)
@@ -26,15 +24,6 @@ class FakeHandler:
     attach_output: bytes = b""
     handler_features: HandlerFeatures = HandlerFeatures()
     next_pid: int = 1000
-
-    def _record(self, name: str, *args: Any) -> None:
-        self.calls.append((name, args))
-        if name in self.failures:
-            raise self.failures[name]
-
-    def called(self, name: str) -> list[tuple[Any, ...]]:
-        """The arguments of each call to `name`, in order."""
-        return [args for call, args in self.calls if call == name]
 
     # -- what a test does to the containers ------------------------------------
 

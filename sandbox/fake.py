@@ -11,28 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pycri.common.recorder import Recorder
 from pycri.kernel.syscall import NAMESPACE_FILES
 from pycri.sandbox.infra import Infra
 from pycri.sandbox.namespaces import IdMaps
 from pycri.sandbox.records import PortMapping, SandboxRecord
 
 @dataclass
-class _Recorder:
-    calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
-    failures: dict[str, BaseException] = field(default_factory=dict)
-
-    def _record(self, name: str, *args: Any) -> None:
-        self.calls.append((name, args))
-        if name in self.failures:
-            raise self.failures[name]
-
-    def called(self, name: str) -> list[tuple[Any, ...]]:
-        """The arguments of each call to `name`, in order."""
-        return [args for call, args in self.calls if call == name]
-
-
-@dataclass
-class FakeNetwork(_Recorder):
+class FakeNetwork(Recorder):
     """The pod network: each pod attached gets the next address of 10.88.0.0/16."""
 
     attached: dict[str, list[str]] = field(default_factory=dict)  # pod id -> its IPs
@@ -50,7 +36,7 @@ class FakeNetwork(_Recorder):
 
 
 @dataclass
-class FakePins(_Recorder):
+class FakePins(Recorder):
     """Pinned namespaces as empty files in the pod's directory (no namespace is made)."""
 
     pinned: set[Path] = field(default_factory=set)  # the files that pin a namespace now
@@ -85,7 +71,7 @@ class FakePins(_Recorder):
 
 
 @dataclass
-class FakeInfra(_Recorder):
+class FakeInfra(Recorder):
     """Infra processes that are never started: records named by pids no process has."""
 
     running: dict[str, Infra] = field(default_factory=dict)  # pod id -> its infra process
@@ -108,7 +94,7 @@ class FakeInfra(_Recorder):
 
 
 @dataclass
-class FakeCgroups(_Recorder):
+class FakeCgroups(Recorder):
     """Pod cgroups as a set of (cgroup parent, pod id)."""
 
     existing: set[tuple[str, str]] = field(default_factory=set)
