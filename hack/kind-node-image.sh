@@ -19,20 +19,29 @@
 #     from trixie; crictl (kind runs `crictl inspecti` in nodes) from this host's build;
 #   - pycri.service (hack/kind/pycri.service), listening on /run/containerd/containerd.sock
 #     (hack/kind/pycri-node.toml). No containerd.
-# Not yet: the control-plane images in pycri's store (pycri has no `images import`), a ctr front
-# end for `kind load`, a CNI image; see issue 13.
+#   - the control-plane images kubeadm asks for that are built here (kube-apiserver,
+#     kube-controller-manager, kube-scheduler from build-kube.sh; etcd at the version kubeadm
+#     names, built through the Go module proxy), assembled by hack/kind/binary-images.py, pushed
+#     to a registry on 127.0.0.1 that lives for the build only, and pulled into the node's pycri
+#     store by a pycri started in the root filesystem (as kind's own build pulls into containerd).
+#     pycri has no pause image (catatonit), so registry.k8s.io/pause is not needed.
+# Not yet: kube-proxy and coredns images, a ctr front end for `kind load`, a CNI image; see
+# issue 13.
 #
 # Environment (all optional):
 #   IMAGE               the tag (default pycri.local/node:v1.37.2)
 #   KIND_VERSION        sigs.k8s.io/kind whose base-image files are used (default v0.33.0)
 #   DEBIAN_MIRROR       default http://deb.debian.org/debian (security: ...-security)
-#   PYCRI_NODE_CACHE    wheels and the root filesystem tarball (default /var/cache/pycri/kind-node)
+#   PYCRI_NODE_CACHE    wheels, etcd, the build registry's storage and the root filesystem tarball
+#                       (default /var/cache/pycri/kind-node)
+#   PYCRI_NODE_REGISTRY 127.0.0.1:PORT of the build's registry (default 127.0.0.1:5100)
 set -euo pipefail
 
 IMAGE=${IMAGE:-pycri.local/node:v1.37.2}
 KIND_VERSION=${KIND_VERSION:-v0.33.0}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CACHE=${PYCRI_NODE_CACHE:-/var/cache/pycri/kind-node}
+REGISTRY=${PYCRI_NODE_REGISTRY:-127.0.0.1:5100}
 SUITE=trixie
 PYTHON_TAG=313  # trixie's python3
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -100,6 +109,7 @@ customize() {
   install -m 0644 "$CHECKOUT/README.md" "$root/opt/pycri/README.md"
   printf '%s\n' "$PYCRI_COMMIT" >"$root/opt/pycri/COMMIT"
   install -D -m 0644 "$HERE/kind/pycri-node.toml" "$root/etc/pycri/pycri.toml"
+  preload_images "$root"
   install -m 0644 "$HERE/kind/pycri.service" "$root/etc/systemd/system/pycri.service"
 
   # kind's Dockerfile: enable / mask, with pycri in containerd's place
@@ -109,6 +119,41 @@ customize() {
   # what clean-install removes after apt, and apt's lists
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/log/* \
     "$root"/var/cache/debconf/*-old "$root"/usr/share/doc/* "$root"/usr/share/man/*
+}
+
+# A pycri inside the root filesystem (chroot: the host's network, so the build registry on
+# 127.0.0.1) pulls $PRELOAD into the store the node's pycri opens: /var/lib/pycri.
+preload_images() {
+  local root=$1 pid img deadline
+  cat >"$root/tmp/pycri-build.toml" <<END
+listen = "unix:///tmp/pycri-build.sock"
+root = "/var/lib/pycri"
+state = "/run/pycri-build"
+[registry]
+plain_http = ["$REGISTRY"]
+fall_back_to_upstream = false
+[registry.mirrors]
+"registry.k8s.io" = ["http://$REGISTRY/registry.k8s.io"]
+[network]
+write_default = false
+END
+  chroot "$root" /opt/pycri/venv/bin/pycri --config /tmp/pycri-build.toml serve \
+    >"$CACHE/preload-pycri.log" 2>&1 &
+  pid=$!
+  deadline=$((SECONDS + 60))
+  until [ -S "$root/tmp/pycri-build.sock" ]; do
+    kill -0 $pid 2>/dev/null || { tail -20 "$CACHE/preload-pycri.log" >&2; return 1; }
+    [ $SECONDS -lt $deadline ] || { log "the build's pycri did not listen in 60s"; return 1; }
+    sleep 0.5
+  done
+  for img in $PRELOAD; do
+    chroot "$root" crictl -r unix:///tmp/pycri-build.sock -i unix:///tmp/pycri-build.sock \
+      --timeout 600s pull "$img" >&2
+  done
+  chroot "$root" crictl -r unix:///tmp/pycri-build.sock -i unix:///tmp/pycri-build.sock images >&2
+  kill -TERM $pid
+  wait $pid || true
+  rm -rf "$root/tmp/pycri-build.toml" "$root/run/pycri-build"
 }
 
 if [ "${1:-}" = customize ]; then
@@ -145,12 +190,67 @@ PYCRI_COMMIT=$(git -C "$CHECKOUT" rev-parse HEAD)
 src=$(mktemp -d /tmp/pycri-node-src.XXXXXX)
 trap 'rm -rf "$src"' EXIT
 git -C "$CHECKOUT" archive HEAD | tar -x -C "$src/"
+# fixes proposed for pycri (issue 13) that HEAD may not have yet, for the image's copy only
+PYCRI_FIXES=$HERE/kind/pycri-node-fixes.patch
+if [ -f "$PYCRI_FIXES" ] && patch -d "$src" -p1 -f -s --dry-run <"$PYCRI_FIXES" >/dev/null 2>&1; then
+  patch -d "$src" -p1 -f -s <"$PYCRI_FIXES" >&2
+  PYCRI_COMMIT="$PYCRI_COMMIT + hack/kind/pycri-node-fixes.patch"
+  log "applied ${PYCRI_FIXES#$CHECKOUT/} to the image's pycri"
+elif [ -f "$PYCRI_FIXES" ]; then
+  log "${PYCRI_FIXES#$CHECKOUT/} does not apply to HEAD (landed?): not applied"
+fi
 mkdir -p "$src/.dist"
 "$CHECKOUT/.venv/bin/pip" wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
   -w "$src/.dist" "$src" >&2
 PYCRI_WHEEL=$(ls "$src"/.dist/pycri-*.whl)
 log "pycri ${PYCRI_COMMIT:0:12}: ${PYCRI_WHEEL##*/}; kubernetes $KUBE_VERSION; kind files from $KIND_SRC"
-export KIND_SRC KUBE_BIN KUBE_VERSION CRICTL WHEELS PYCRI_WHEEL PYCRI_COMMIT
+
+# control-plane images: the ones of kubeadm's list that are built here
+mapfile -t kubeadm_images < <("$KUBE_BIN/kubeadm" config images list --kubernetes-version "$KUBE_VERSION")
+etcd_image=$(printf '%s\n' "${kubeadm_images[@]}" | grep '/etcd:')
+etcd_version=v${etcd_image##*:}; etcd_version=${etcd_version%-*}  # 3.7.0-0 -> v3.7.0
+ETCD=$CACHE/bin/etcd-$etcd_version/etcd  # the image's file is /usr/local/bin/<its name>
+if [ ! -x "$ETCD" ]; then
+  log "building etcd $etcd_version for $etcd_image (log: $CACHE/etcd-$etcd_version.log)"
+  mkdir -p "$CACHE/src/etcd-$etcd_version" "${ETCD%/*}"
+  printf 'module pycri.local/etcd-build\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$etcd_version" \
+    >"$CACHE/src/etcd-$etcd_version/go.mod"
+  (cd "$CACHE/src/etcd-$etcd_version" && CGO_ENABLED=0 GOFLAGS=-mod=mod nice -n 10 go build -trimpath \
+    -ldflags "-s -w" -o "$ETCD.new" go.etcd.io/etcd/server/v3) >"$CACHE/etcd-$etcd_version.log" 2>&1 ||
+    { tail -20 "$CACHE/etcd-$etcd_version.log" >&2; exit 1; }
+  mv -f "$ETCD.new" "$ETCD"
+fi
+images=()
+for img in "${kubeadm_images[@]}"; do
+  b=${img##*/}; b=${b%%:*}
+  case $b in
+    kube-apiserver | kube-controller-manager | kube-scheduler) images+=("$img=$KUBE_BIN/$b") ;;
+    etcd) images+=("$img=$ETCD") ;;
+    *) log "not built here yet: $img" ;;
+  esac
+done
+PRELOAD=$(printf '%s\n' "${images[@]%%=*}")
+
+# the build's registry (Debian's docker-registry), on 127.0.0.1 for this build only
+command -v docker-registry >/dev/null ||
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-registry >&2
+mkdir -p "$CACHE/registry"
+printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
+  "$CACHE/registry" "$REGISTRY" >"$CACHE/registry.yml"
+docker-registry serve "$CACHE/registry.yml" >"$CACHE/registry.log" 2>&1 &
+registry_pid=$!
+trap 'kill $registry_pid 2>/dev/null; rm -rf "$src"' EXIT
+deadline=$((SECONDS + 30))
+until curl -fsS "http://$REGISTRY/v2/" >/dev/null 2>&1; do
+  kill -0 $registry_pid 2>/dev/null || { tail -20 "$CACHE/registry.log" >&2; exit 1; }
+  [ $SECONDS -lt $deadline ] || { log "registry on $REGISTRY did not answer in 30s"; exit 1; }
+  sleep 0.5
+done
+t=$SECONDS
+"$CHECKOUT/.venv/bin/python" "$HERE/kind/binary-images.py" --registry "$REGISTRY" "${images[@]}"
+log "control-plane images pushed in $((SECONDS - t))s"
+
+export KIND_SRC KUBE_BIN KUBE_VERSION CRICTL WHEELS PYCRI_WHEEL PYCRI_COMMIT PRELOAD REGISTRY CACHE
 
 # the root filesystem
 rootfs=$CACHE/rootfs.tar
@@ -171,6 +271,7 @@ log "root filesystem in $((SECONDS - t))s: $(du -h "$rootfs" | cut -f1)"
 # the image: one layer, kind's metadata (images/base/Dockerfile's last stage, and the
 # ENTRYPOINT/ENV that kind's node-image build commits)
 ctx=$(mktemp -d "$CACHE/ctx.XXXXXX")
+kill $registry_pid; wait $registry_pid 2>/dev/null || true
 trap 'rm -rf "$src" "$ctx"' EXIT
 ln "$rootfs" "$ctx/rootfs.tar"
 cat >"$ctx/Dockerfile" <<'EOF'
@@ -183,7 +284,7 @@ ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]
 EOF
 t=$SECONDS
 docker build -q -t "$IMAGE" \
-  --label "io.pycri.commit=$PYCRI_COMMIT" --label "io.pycri.kind-version=$KIND_VERSION" \
+  --label "io.pycri.commit=${PYCRI_COMMIT%% *}" --label "io.pycri.kind-version=$KIND_VERSION" \
   --label "io.pycri.kubernetes-version=$KUBE_VERSION" "$ctx" >&2
 log "docker build in $((SECONDS - t))s"
 log "built $IMAGE in $((SECONDS - start))s: $(docker images --format '{{.Size}}' "$IMAGE")"
