@@ -283,6 +283,28 @@ def build_resources(res: cri.LinuxContainerResources, privileged: bool = False) 
     )
 
 
+def cri_resources(spec: Spec) -> cri.ContainerResources | None:
+    """What ContainerStatus reports of a container's resources: its config.json's
+    linux.resources (with any UpdateContainerResources merged in) in CRI's terms, as
+    containerd reports the resources it applied. kubelet's in-place resize reads them; when a
+    runtime reports none, kubelet fills in the resources it actuated and shows a memory request
+    of "0" for a container that asked for none."""
+    resources = spec.linux.resources if spec.linux else None
+    if resources is None and spec.process.oom_score_adj is None:
+        return None
+    resources = resources or Resources()
+    cpu, memory = resources.cpu or Cpu(), resources.memory or Memory()
+    return cri.ContainerResources(linux=cri.LinuxContainerResources(
+        cpu_period=cpu.period or 0, cpu_quota=cpu.quota or 0, cpu_shares=cpu.shares or 0,
+        cpuset_cpus=cpu.cpus or "", cpuset_mems=cpu.mems or "",
+        memory_limit_in_bytes=memory.limit or 0, memory_swap_limit_in_bytes=memory.swap or 0,
+        oom_score_adj=spec.process.oom_score_adj or 0,
+        hugepage_limits=[cri.HugepageLimit(page_size=h.page_size, limit=h.limit)
+                         for h in resources.hugepage_limits or []],
+        unified=resources.unified or {},
+    ))
+
+
 @functools.cache
 def _hugetlb_available() -> bool:
     """kubelet asks for a hugetlb limit for every page size the kernel has; like CRI-O, pass

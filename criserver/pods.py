@@ -12,7 +12,7 @@ from pycri.api.cri import api_pb2 as cri
 from pycri.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from pycri.containers.image_volumes import ImageVolume, ImageVolumeError
 from pycri.containers.service import ContainerService, NewContainer
-from pycri.containers.oci_config import User
+from pycri.containers.oci_config import Spec, User
 from pycri.containers.records import CREATED, EXITED, RUNNING, ContainerMount, ContainerRecord
 from pycri.criserver import oci_spec, userns, validation
 from pycri.images.service import ImageService
@@ -243,9 +243,13 @@ class PodCalls:
                 "runtimeSpec": self._runtime_spec(record),
             })
         status = container_status(record)
-        user = record.user or self._spec_user(record)
+        spec = self._spec(record)
+        user = record.user or (spec.process.user if spec else None)
         if user is not None:
             status.user.CopyFrom(container_user(user))
+        resources = oci_spec.cri_resources(spec) if spec else None
+        if resources is not None:
+            status.resources.CopyFrom(resources)
         return cri.ContainerStatusResponse(status=status, info=info)
 
     def _runtime_spec(self, record: ContainerRecord) -> dict[str, Any] | None:
@@ -256,10 +260,11 @@ class PodCalls:
         except (OSError, ValueError):
             return None
 
-    def _spec_user(self, record: ContainerRecord) -> User | None:
-        """process.user of the container's config.json (containers made before pycri kept it)."""
+    def _spec(self, record: ContainerRecord) -> Spec | None:
+        """The container's config.json: the user of containers made before pycri kept it in the
+        record, and the resources it runs with."""
         try:
-            return self.containers.spec(record).process.user
+            return self.containers.spec(record)
         except (OSError, ValueError):
             return None
 
