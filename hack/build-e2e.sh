@@ -2,8 +2,8 @@
 # Build Kubernetes' end-to-end suite for hack/conformance.sh, from source through the Go module
 # proxy: e2e.test (`go test -c k8s.io/kubernetes/test/e2e`), the ginkgo CLI at the version
 # kubernetes' go.mod pins, and agnhost (k8s.io/kubernetes/test/images/agnhost, the e2e test
-# images' Swiss army knife, statically linked: hack/testimages.py puts it in its image, with
-# the TLS pair of agnhost's porter/ copied to agnhost-porter/ beside it).
+# images' Swiss army knife, statically linked), and copies to images/ the files of
+# test/images that hack/testimages.py --e2e puts in the suite's images.
 # Nothing is written to the repository.
 #
 #   hack/build-e2e.sh             build what is missing or of another version
@@ -35,8 +35,10 @@ CACHE=${PYCRI_KUBE_CACHE:-/var/cache/pycri/kube}
 BIN_DIR=${PYCRI_E2E_BIN:-/usr/local/lib/pycri/kube/e2e}
 FORCE=${FORCE:-0}
 BINS=(e2e.test ginkgo agnhost)
-# the agnhost image's TLS pair (/localhost.crt, /localhost.key: `netexec --https` serves it)
-PORTER_FILES=(localhost.crt localhost.key)
+# files of test/images that hack/testimages.py --e2e puts in its images, copied to images/:
+# agnhost's TLS pair (`netexec --https` serves it), kitten's and nautilus' web pages
+IMAGE_FILES=(agnhost/porter/localhost.crt agnhost/porter/localhost.key kitten/html/kitten.jpg
+  kitten/html/data.json nautilus/html/nautilus.jpg nautilus/html/data.json)
 STAMP=$BIN_DIR/.build-e2e.stamp
 TAGS=selinux,notest,grpcnotrace
 
@@ -54,7 +56,7 @@ request="kubernetes=$VERSION $(go env GOOS)/$(go env GOARCH)"
 all_present() {
   local b
   for b in "${BINS[@]}"; do [ -x "$BIN_DIR/$b" ] || return 1; done
-  for b in "${PORTER_FILES[@]}"; do [ -f "$BIN_DIR/agnhost-porter/$b" ] || return 1; done
+  for b in "${IMAGE_FILES[@]}"; do [ -f "$BIN_DIR/images/$b" ] || return 1; done
 }
 if [ "$FORCE" != 1 ] && all_present && [ -f "$STAMP" ] &&
   [ "$(sed -n 's/^request: //p' "$STAMP")" = "$request" ]; then
@@ -117,9 +119,8 @@ fi
 for b in "${BINS[@]}"; do
   cp -f "$out/$b" "$BIN_DIR/.$b.new" && mv -f "$BIN_DIR/.$b.new" "$BIN_DIR/$b"
 done
-mkdir -p "$BIN_DIR/agnhost-porter"
-for b in "${PORTER_FILES[@]}"; do
-  install -m 0644 "$kdir/test/images/agnhost/porter/$b" "$BIN_DIR/agnhost-porter/$b"
+for b in "${IMAGE_FILES[@]}"; do
+  install -D -m 0644 "$kdir/test/images/$b" "$BIN_DIR/images/$b"
 done
 printf 'request: %s\nbuilt: e2e.test %s, ginkgo %s, agnhost %s, %s\n' "$request" "$VERSION" \
   "$ginkgo_pin" "$agnhost_version" "$(go version | cut -d' ' -f3)" >"$STAMP"

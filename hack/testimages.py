@@ -726,7 +726,8 @@ IMAGES += CRITEST_IMAGES
 # runs the suite), under the upstream names. Not built by default (agnhost needs the binary
 # hack/build-e2e.sh builds): `hack/testimages.py --e2e`, or --only with their keys or names.
 # What the specs need of each image is noted at its entry; the manifest's other images
-# (nginx, nonewprivs:1.4, nonroot, kitten, nautilus, glibc-dns-testing, ...) are not built yet.
+# (glibc-dns-testing, perl, ipc-utils, resource-consumer, sample-apiserver, volume/nfs, ...) are
+# not built yet.
 
 E2E_BIN = Path(os.environ.get("PYCRI_E2E_BIN", "/usr/local/lib/pycri/kube/e2e"))
 
@@ -778,18 +779,59 @@ AGNHOST_GROUP = BUSYBOX_GROUP + ("user-defined-in-image:x:1000:\n"
                                  "group-defined-in-image:x:50000:user-defined-in-image\n")
 AGNHOST = Layer("e2e-agnhost", lambda: [
     host_file("agnhost", e2e_file("agnhost")), symlink("agnhost-2", "agnhost"),
-    host_file("localhost.crt", e2e_file("agnhost-porter/localhost.crt"), 0o644),
-    host_file("localhost.key", e2e_file("agnhost-porter/localhost.key"), 0o644),
+    host_file("localhost.crt", e2e_file("images/agnhost/porter/localhost.crt"), 0o644),
+    host_file("localhost.key", e2e_file("images/agnhost/porter/localhost.key"), 0o644),
     d("uploads"), d("etc"), d("home"), d("home/user-defined-in-image"),
     f("etc/passwd", AGNHOST_PASSWD), f("etc/group", AGNHOST_GROUP)])
 CURL = Layer("e2e-curl", lambda: host_program("usr/bin/curl", "/usr/bin/curl"))
+AGNHOST_CONFIG: dict[str, Any] = {
+    "entrypoint": ["/agnhost"], "cmd": ["pause"],
+    "exposed_ports": ["80/tcp", "8080/tcp", "8081/tcp", "9376/tcp", "5000/tcp"]}
+
+# kitten and nautilus: agnhost's image with a picture and /data.json naming it, CMD
+# test-webserver (test/images/kitten, nautilus; the module holds their html/ of 1.9, the
+# manifest names 1.8). The Image Volume specs mount kitten and read its /data.json
+# ("kitten.jpg") and /etc/os-release ("Alpine Linux": upstream's base is alpine, so the file
+# is alpine's, though the image is not).
+ALPINE_OS_RELEASE = """\
+NAME="Alpine Linux"
+ID=alpine
+VERSION_ID=3.22.0
+PRETTY_NAME="Alpine Linux v3.22"
+HOME_URL="https://alpinelinux.org/"
+BUG_REPORT_URL="https://gitlab.alpinelinux.org/alpine/aports/-/issues"
+"""
+
+
+def web_pictures(name: str) -> Layer:
+    return Layer(f"e2e-{name}", lambda: [
+        d("etc"), f("etc/os-release", ALPINE_OS_RELEASE),
+        host_file(f"{name}.jpg", e2e_file(f"images/{name}/html/{name}.jpg"), 0o644),
+        host_file("data.json", e2e_file(f"images/{name}/html/data.json"), 0o644)])
+
+
+# nginx stand-in of the critest images; 1.28 differs from 1.27 by a marker file, so the two
+# are two images as upstream (specs update a pod from one to the other)
+NGINX_CONFIG: dict[str, Any] = {"cmd": ["nginx", "-g", "daemon off;"], "exposed_ports": ["80/tcp"]}
 
 E2E_IMAGES: list[ImageSpec] = [
     # agnhost 2.66.1 (Agnhost) and 2.55 (AgnhostPrev): one image under both tags; its
     # --version says 2.66.1.
     busybox_based("e2e-agnhost", [E2E + "agnhost:2.66.1", E2E + "agnhost:2.55"], CURL, AGNHOST,
-                  entrypoint=["/agnhost"], cmd=["pause"],
-                  exposed_ports=["80/tcp", "8080/tcp", "8081/tcp", "9376/tcp", "5000/tcp"]),
+                  **AGNHOST_CONFIG),
+    busybox_based("e2e-kitten", [E2E + "kitten:1.8"], CURL, AGNHOST, web_pictures("kitten"),
+                  **(AGNHOST_CONFIG | {"cmd": ["test-webserver"]})),
+    busybox_based("e2e-nautilus", [E2E + "nautilus:1.8"], CURL, AGNHOST,
+                  web_pictures("nautilus"), **(AGNHOST_CONFIG | {"cmd": ["test-webserver"]})),
+    # nginx:1.27.0-2 (Nginx) and 1.28.0-2 (NginxNew): GET / answers 200 on :80
+    busybox_based("e2e-nginx", [E2E + "nginx:1.27.0-2"], NGINX, **NGINX_CONFIG),
+    busybox_based("e2e-nginx-new", [E2E + "nginx:1.28.0-2"], NGINX, marker("nginx-1.28"),
+                  **NGINX_CONFIG),
+    # nonewprivs: CMD nnp, a setuid-root program printing "Effective uid: <euid>" (critest's
+    # nonewprivs:1.3 has it as its entrypoint)
+    busybox_based("e2e-nonewprivs", [E2E + "nonewprivs:1.4"], NNP, cmd=["nnp"]),
+    # nonroot: USER 1234 (runAsNonRoot specs)
+    busybox_based("e2e-nonroot", [E2E + "nonroot:1.5"], user="1234"),
     # busybox, the default image of most [sig-node] specs (upstream: docker.io's busybox
     # 1.37.0, CMD sh): the critest busybox. Known difference: its sh (Debian's busybox 1.35
     # ash) drops environment variables whose names hold '-' (`data-1=value-1`), so the
