@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Run Kubernetes' e2e suite (e2e.test of hack/build-e2e.sh, through its ginkgo CLI) against the
+# cluster in $KUBECONFIG; without KUBECONFIG, against the local cluster on pycri, started if it
+# is not running (hack/local-cluster.sh), with the suite's images pushed to the test registry
+# (hack/registry.sh, hack/testimages.py --e2e) and pycri running (hack/pycri.sh).
+#
+#   hack/conformance.sh                         every [Conformance] spec but [Serial]/[Disruptive]
+#   hack/conformance.sh --focus='\[sig-node\].*Pods should get a host IP'
+#   hack/conformance.sh --skip='\[Slow\]' -- --node-os-distro=debian   (after --: e2e.test flags)
+#
+# Arguments are ginkgo CLI flags (`--ginkgo.X` is taken as `--X`, e2e.test's spelling); a
+# --focus replaces the default focus \[Conformance\], a --skip the default skip
+# \[Serial\]|\[Disruptive\], and --procs the default of one ginkgo process per core.
+#
+# Environment (all optional):
+#   KUBECONFIG         the cluster (default: the local cluster's admin.kubeconfig)
+#   CONFORMANCE_OUT    reports (default /var/tmp/pycri-conformance): junit.xml, ginkgo.log
+#   CONFORMANCE_TIMEOUT  ginkgo's --timeout for the whole run (default 3h)
+#   CONFORMANCE_KEEP_CLUSTER=1  leave the local cluster running if this run started it (by
+#                      default it is stopped again: hack/local-cluster.sh stop)
+#
+# Output: ginkgo's own, then its counts, then each failed spec with its error (read from the
+# JUnit report). The exit status is ginkgo's.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+OUT=${CONFORMANCE_OUT:-/var/tmp/pycri-conformance}
+TIMEOUT=${CONFORMANCE_TIMEOUT:-3h}
+FOCUS='\[Conformance\]'
+SKIP='\[Serial\]|\[Disruptive\]'
+PY=$ROOT/.venv/bin/python
+[ -x "$PY" ] || PY=python3
+
+log() { printf '%s conformance: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# ginkgo flags (ours, then the caller's) and e2e.test flags (after --)
+ginkgo_args=() e2e_args=() user_focus= user_skip= user_procs=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --) shift; e2e_args+=("$@"); break ;;
+    --ginkgo.*) arg=--${1#--ginkgo.} ;;
+    *) arg=$1 ;;
+  esac
+  case $arg in
+    --focus | --focus=*) user_focus=1 ;;
+    --skip | --skip=*) user_skip=1 ;;
+    --procs | --procs=* | -p | --nodes | --nodes=*) user_procs=1 ;;
+  esac
+  ginkgo_args+=("$arg")
+  shift
+done
+[ -n "$user_focus" ] || ginkgo_args=("--focus=$FOCUS" "${ginkgo_args[@]}")
+[ -n "$user_skip" ] || ginkgo_args=("--skip=$SKIP" "${ginkgo_args[@]}")
+[ -n "$user_procs" ] || ginkgo_args=("--procs=$(nproc)" "${ginkgo_args[@]}")
+
+E2E=$("$ROOT/hack/build-e2e.sh")
+KUBE_BIN=$("$ROOT/hack/build-kube.sh")
+
+if [ -z "${KUBECONFIG:-}" ]; then
+  # the local cluster on this host's pycri, which pulls the suite's images through its mirrors
+  "$ROOT/hack/registry.sh" start >/dev/null
+  log "pushing the e2e images to 127.0.0.1:5000 (hack/testimages.py --e2e)"
+  "$PY" "$ROOT/hack/testimages.py" --registry 127.0.0.1:5000 --e2e | tail -n 1 >&2
+  "$ROOT/hack/pycri.sh" start >&2
+  if ! "$ROOT/hack/local-cluster.sh" status >/dev/null && [ "${CONFORMANCE_KEEP_CLUSTER:-0}" != 1 ]; then
+    # started here, so stopped here (its state stays for the next start)
+    trap '"$ROOT/hack/local-cluster.sh" stop' EXIT
+  fi
+  KUBECONFIG=$("$ROOT/hack/local-cluster.sh" start)
+fi
+export KUBECONFIG
+log "cluster: $KUBECONFIG ($("$KUBE_BIN/kubectl" get nodes --no-headers 2>/dev/null | wc -l) nodes)"
+
+mkdir -p "$OUT"
+rm -f "$OUT"/junit*.xml "$OUT/ginkgo.log"
+log "e2e.test $(sed -n 's/^built: //p' "$E2E/.build-e2e.stamp"); reports in $OUT"
+log "ginkgo ${ginkgo_args[*]}"
+start=$SECONDS
+# --provider=skeleton: no cloud; kubectl for the kubectl specs; the report is ginkgo's own
+set +o errexit
+(cd "$OUT" && "$E2E/ginkgo" --timeout="$TIMEOUT" --junit-report=junit.xml --output-dir="$OUT" \
+  --no-color "${ginkgo_args[@]}" "$E2E/e2e.test" -- \
+  --kubeconfig="$KUBECONFIG" --provider=skeleton --kubectl-path="$KUBE_BIN/kubectl" \
+  "${e2e_args[@]}") 2>&1 | tee "$OUT/ginkgo.log"
+rc=${PIPESTATUS[0]}
+set -o errexit
+elapsed=$((SECONDS - start))
+
+echo
+echo "=== counts (ginkgo, $((elapsed / 60))m$((elapsed % 60))s)"
+grep -E '^Ran [0-9]+ of [0-9]+ Specs|^(SUCCESS|FAIL)! .*Passed' "$OUT/ginkgo.log" || echo "(ginkgo printed no counts)"
+if [ -f "$OUT/junit.xml" ]; then
+  echo
+  "$PY" - "$OUT/junit.xml" <<'EOF'
+"""Each failed spec of a ginkgo JUnit report, with its error."""
+import sys
+import xml.etree.ElementTree as ET
+
+failed = []
+for case in ET.parse(sys.argv[1]).getroot().iter("testcase"):
+    for problem in case.findall("failure") + case.findall("error"):
+        text = (problem.get("message") or "").strip() or (problem.text or "").strip()
+        failed.append((case.get("name", "?"), problem.get("type", problem.tag), text))
+print(f"=== {len(failed)} failed spec(s)")
+for name, kind, text in failed:
+    lines = text.splitlines()
+    print(f"\n- {name}\n  [{kind}]")
+    print("\n".join("    " + line for line in lines[:25]))
+    if len(lines) > 25:
+        print(f"    ... ({len(lines) - 25} more lines in the JUnit report)")
+EOF
+  echo
+  echo "JUnit report: $OUT/junit.xml; ginkgo's output: $OUT/ginkgo.log"
+fi
+exit "$rc"
