@@ -234,16 +234,16 @@ class PodCalls:
 
     def ContainerStatus(self, request: cri.ContainerStatusRequest, context: Any) -> cri.ContainerStatusResponse:
         record = self.containers.get(_required(request.container_id, "container_id"))
+        spec = self._spec(record)
         info = {}
-        if request.verbose:
+        if request.verbose:  # the container's config.json, as containerd's verbose status has it
             info["info"] = json.dumps({
                 "pid": record.pid if record.state == RUNNING else 0, "sandboxID": record.pod_id,
                 "runtimeHandler": record.handler, "state": record.state,
                 "bundle": str(self.containers.paths(record).bundle),
-                "runtimeSpec": self._runtime_spec(record),
+                "runtimeSpec": spec.to_dict() if spec else None,
             })
         status = container_status(record)
-        spec = self._spec(record)
         user = record.user or (spec.process.user if spec else None)
         if user is not None:
             status.user.CopyFrom(container_user(user))
@@ -251,14 +251,6 @@ class PodCalls:
         if resources is not None:
             status.resources.CopyFrom(resources)
         return cri.ContainerStatusResponse(status=status, info=info)
-
-    def _runtime_spec(self, record: ContainerRecord) -> dict[str, Any] | None:
-        """The container's config.json, as containerd's verbose status has it (its user
-        namespace and mappings among the rest)."""
-        try:
-            return self.containers.spec(record).to_dict()
-        except (OSError, ValueError):
-            return None
 
     def _spec(self, record: ContainerRecord) -> Spec | None:
         """The container's config.json: the user of containers made before pycri kept it in the
