@@ -19,8 +19,9 @@
 #   CONFORMANCE_KEEP_CLUSTER=1  leave the local cluster running if this run started it (by
 #                      default it is stopped again: hack/local-cluster.sh stop)
 #
-# Output: ginkgo's own, then its counts, then each failed spec with its error (read from the
-# JUnit report). The exit status is ginkgo's.
+# Output: ginkgo's own (without the specs not selected), then its counts, each spec that
+# skipped itself while running with its reason, and each failed spec with its error (read from
+# the JUnit report). The exit status is ginkgo's.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=${CONFORMANCE_OUT:-/var/tmp/pycri-conformance}
@@ -78,7 +79,7 @@ start=$SECONDS
 # --provider=skeleton: no cloud; kubectl for the kubectl specs; the report is ginkgo's own
 set +o errexit
 (cd "$OUT" && "$E2E/ginkgo" --timeout="$TIMEOUT" --junit-report=junit.xml --output-dir="$OUT" \
-  --no-color "${ginkgo_args[@]}" "$E2E/e2e.test" -- \
+  --no-color --silence-skips "${ginkgo_args[@]}" "$E2E/e2e.test" -- \
   --kubeconfig="$KUBECONFIG" --provider=skeleton --kubectl-path="$KUBE_BIN/kubectl" \
   "${e2e_args[@]}") 2>&1 | tee "$OUT/ginkgo.log"
 rc=${PIPESTATUS[0]}
@@ -91,16 +92,26 @@ grep -E '^Ran [0-9]+ of [0-9]+ Specs|^(SUCCESS|FAIL)! .*Passed' "$OUT/ginkgo.log
 if [ -f "$OUT/junit.xml" ]; then
   echo
   "$PY" - "$OUT/junit.xml" <<'EOF'
-"""Each failed spec of a ginkgo JUnit report, with its error."""
+"""Each failed spec of a ginkgo JUnit report, with its error; each spec that skipped itself
+while running (e2eskipper: a provider, feature or node count it needs), with its reason."""
 import sys
 import xml.etree.ElementTree as ET
 
-failed = []
+failed, skipped, unselected = [], [], 0
 for case in ET.parse(sys.argv[1]).getroot().iter("testcase"):
     for problem in case.findall("failure") + case.findall("error"):
         text = (problem.get("message") or "").strip() or (problem.text or "").strip()
         failed.append((case.get("name", "?"), problem.get("type", problem.tag), text))
-print(f"=== {len(failed)} failed spec(s)")
+    for skip in case.findall("skipped"):
+        reason = (skip.get("message") or "").strip()
+        if reason == "skipped":  # not selected by --focus/--skip
+            unselected += 1
+        else:
+            skipped.append((case.get("name", "?"), reason.removeprefix("skipped - ")))
+print(f"=== {len(skipped)} spec(s) skipped while running ({unselected} not selected)")
+for name, reason in skipped:
+    print(f"- {name}\n    {reason.splitlines()[0] if reason else '(no reason given)'}")
+print(f"\n=== {len(failed)} failed spec(s)")
 for name, kind, text in failed:
     lines = text.splitlines()
     print(f"\n- {name}\n  [{kind}]")
