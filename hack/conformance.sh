@@ -73,7 +73,7 @@ log "cluster: $KUBECONFIG ($("$KUBE_BIN/kubectl" get nodes --no-headers 2>/dev/n
 
 mkdir -p "$OUT"
 rm -f "$OUT"/junit*.xml "$OUT/ginkgo.log"
-log "e2e.test $(sed -n 's/^built: //p' "$E2E/.build-e2e.stamp"); reports in $OUT"
+log "suite: $(sed -n 's/^built: //p' "$E2E/.build-e2e.stamp"); reports in $OUT"
 log "ginkgo ${ginkgo_args[*]}"
 start=$SECONDS
 # --provider=skeleton: no cloud; kubectl for the kubectl specs; the report is ginkgo's own
