@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from pycri import cgroups
 
 from pycri.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pycri.common.fs import remove_tree, usage
+from pycri.common.lifecycle import CREATED as CREATED_EVENT, DELETED, STARTED, STOPPED, LifecycleEvent, Publisher
 from pycri.containers import image_volumes, rootfs
 from pycri.containers.handler import ContainerPaths, ExecResult, ExitStatus, RuntimeHandler, StreamIO
 from pycri.containers.image_volumes import ImageVolume
@@ -85,6 +87,12 @@ class ContainerService:
         self.kill_wait = KILL_WAIT_SECONDS  # how long stop waits for a container to die of SIGKILL
         self.table = ContainerTable(db)
         self.db = db
+        # created, started, stopped (also when noticed on its own exit) and deleted, in order per container
+        self.events = Publisher()
+        # held across a state change and its event, so a container's events go out in order
+        self._transition = threading.RLock()
+        self._starting: set[str] = set()  # ids whose start is under way: their exit is start's to notice
+        self._exits_seen: set[str] = set()  # names in the exit directory at the last look (notice_exits)
         root.mkdir(parents=True, exist_ok=True)
         exits.mkdir(parents=True, exist_ok=True)
 
@@ -145,9 +153,11 @@ class ContainerService:
                 Path(record.log_path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             record.pid = runtime.create(record.id, paths, stdin=record.stdin, stdin_once=record.stdin_once,
                                         tty=spec.process.terminal)
-            record.state = CREATED
-            with self.db.transaction() as tx:
-                self.table.update(tx, record)
+            with self._transition:
+                record.state = CREATED
+                with self.db.transaction() as tx:
+                    self.table.update(tx, record)
+                self._publish(CREATED_EVENT, record)
         except BaseException:
             self._destroy(record)
             if record.log_path and not log_existed:  # kubelet counts restarts by the log files it finds
@@ -161,10 +171,18 @@ class ContainerService:
         record = self.get(container_id)
         if record.state != CREATED:
             raise FailedPrecondition(f"container {record.id} is {record.state}, not created")
-        self.handler(record.handler).start(record.id)
-        record.state, record.started_at = RUNNING, time.time_ns()
-        with self.db.transaction() as tx:
-            self.table.update(tx, record)
+        with self._transition:
+            self._starting.add(record.id)
+        try:
+            self.handler(record.handler).start(record.id)
+            with self._transition:
+                record.state, record.started_at = RUNNING, time.time_ns()
+                with self.db.transaction() as tx:
+                    self.table.update(tx, record)
+                self._publish(STARTED, record)
+        finally:
+            with self._transition:
+                self._starting.discard(record.id)
         return self.refresh(record)
 
     def stop(self, container_id: str, timeout: float) -> ContainerRecord:
@@ -189,7 +207,9 @@ class ContainerService:
             return
         if self.refresh(record).state in (CREATED, RUNNING):
             self.stop(record.id, 0)
-        self._destroy(record)
+        with self._transition:
+            self._destroy(record)
+            self._publish(DELETED, record)
         log.info("container removed", container_id=record.id, pod_sandbox_id=record.pod_id)
 
     def _exec_process(self, container_id: str, command: list[str], terminal: bool) -> tuple[ContainerRecord, dict[str, Any]]:
@@ -296,14 +316,39 @@ class ContainerService:
         status = self._watcher(record).exit_status(record.id, self.paths(record))
         if status is None:
             return record
-        reason, message = exit_reason(status)
-        record.state, record.exit_code, record.reason, record.message = EXITED, status.code, reason, message
-        record.finished_at = status.finished_at
-        if not record.started_at and status.code != 0:
-            record.started_at = 0
-        with self.db.transaction() as tx:
-            self.table.update(tx, record)
+        with self._transition:
+            if record.id in self._starting:  # start notices it once the container counts as started
+                return record
+            reason, message = exit_reason(status)
+            record.state, record.exit_code, record.reason, record.message = EXITED, status.code, reason, message
+            record.finished_at = status.finished_at
+            if not record.started_at and status.code != 0:
+                record.started_at = 0
+            current = self.table.get(record.id)  # another thread may have noticed the exit first
+            with self.db.transaction() as tx:
+                self.table.update(tx, record)
+            if current is not None and current.state in (CREATED, RUNNING):
+                self._publish(STOPPED, record)
         return record
+
+    def notice_exits(self) -> list[str]:
+        """Bring the containers whose monitor has written an exit file since the last look up
+        to date (publishing their stopped events); the ids found. One listdir when none has."""
+        try:
+            names = set(os.listdir(self.exits))
+        except FileNotFoundError:
+            names = set()
+        new, self._exits_seen = names - self._exits_seen, names
+        noticed = []
+        for name in sorted(new):  # names of other files (a monitor's temporary one) find no container
+            record = self.table.get(name)
+            if record is None or record.state not in (CREATED, RUNNING):
+                continue
+            if self.refresh(record).state == EXITED:
+                noticed.append(name)
+            else:  # the file is not complete yet, or its start is under way: look again next time
+                self._exits_seen.discard(name)
+        return noticed
 
     # -- start-up -----------------------------------------------------------
 
@@ -317,6 +362,9 @@ class ContainerService:
                 self.refresh(record)
 
     # -- helpers ------------------------------------------------------------
+
+    def _publish(self, kind: str, record: ContainerRecord) -> None:
+        self.events.publish(LifecycleEvent(kind, record.id, record.pod_id, time.time_ns()))
 
     def _destroy(self, record: ContainerRecord) -> None:
         runtime = self.handlers.get(record.handler)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pycri.api.cri import api_pb2 as cri
@@ -14,7 +14,7 @@ from pycri.containers.image_volumes import ImageVolume, ImageVolumeError
 from pycri.containers.service import ContainerService, NewContainer
 from pycri.containers.oci_config import Spec, User
 from pycri.containers.records import CREATED, EXITED, RUNNING, ContainerMount, ContainerRecord
-from pycri.criserver import oci_spec, userns, validation
+from pycri.criserver import list_streams, oci_spec, userns, validation
 from pycri.images.service import ImageService
 from pycri.images.records import ImageRecord
 from pycri.sandbox import files
@@ -39,6 +39,7 @@ class PodCalls:
     containers: ContainerService
     images: ImageService
     min_oom_score_adj: int
+    stream_chunk: tuple[int, int] = (list_streams.MAX_ITEMS, list_streams.MAX_BYTES)  # of a Stream* reply
 
     # -- pod sandboxes -----------------------------------------------------
 
@@ -92,7 +93,7 @@ class PodCalls:
 
     def PodSandboxStatus(self, request: cri.PodSandboxStatusRequest, context: Any) -> cri.PodSandboxStatusResponse:
         record = self.sandboxes.get(_required(request.pod_sandbox_id, "pod_sandbox_id"))
-        status = _sandbox_status(record)
+        status = self.sandbox_status(record)
         info = {}
         if request.verbose:
             info["info"] = json.dumps({
@@ -103,6 +104,10 @@ class PodCalls:
                 "userns": record.userns.to_dict() if record.userns is not None else None,
             })
         return cri.PodSandboxStatusResponse(status=status, info=info)
+
+    def sandbox_status(self, record: SandboxRecord) -> cri.PodSandboxStatus:
+        """The pod's status as PodSandboxStatus reports it (without verbose info)."""
+        return _sandbox_status(record)
 
     def ListPodSandbox(self, request: cri.ListPodSandboxRequest, context: Any) -> cri.ListPodSandboxResponse:
         f = request.filter
@@ -120,6 +125,11 @@ class PodCalls:
                 runtime_handler=record.handler,
             ))
         return cri.ListPodSandboxResponse(items=items)
+
+    def StreamPodSandboxes(self, request: cri.StreamPodSandboxesRequest, context: Any) -> Iterator[cri.StreamPodSandboxesResponse]:
+        return list_streams.stream(
+            context, lambda: self.ListPodSandbox(cri.ListPodSandboxRequest(filter=request.filter), context).items,
+            lambda batch: cri.StreamPodSandboxesResponse(pod_sandboxes=batch), *self.stream_chunk)
 
     # -- containers --------------------------------------------------------
 
@@ -232,6 +242,11 @@ class PodCalls:
             ) for r in records
         ])
 
+    def StreamContainers(self, request: cri.StreamContainersRequest, context: Any) -> Iterator[cri.StreamContainersResponse]:
+        return list_streams.stream(
+            context, lambda: self.ListContainers(cri.ListContainersRequest(filter=request.filter), context).containers,
+            lambda batch: cri.StreamContainersResponse(containers=batch), *self.stream_chunk)
+
     def ContainerStatus(self, request: cri.ContainerStatusRequest, context: Any) -> cri.ContainerStatusResponse:
         record = self.containers.get(_required(request.container_id, "container_id"))
         spec = self._spec(record)
@@ -243,6 +258,12 @@ class PodCalls:
                 "bundle": str(self.containers.paths(record).bundle),
                 "runtimeSpec": spec.to_dict() if spec else None,
             })
+        return cri.ContainerStatusResponse(status=self.full_container_status(record, spec), info=info)
+
+    def full_container_status(self, record: ContainerRecord, spec: Spec | None = None) -> cri.ContainerStatus:
+        """The container's status as ContainerStatus reports it (without verbose info); `spec`
+        is its config.json when the caller has read it already."""
+        spec = spec or self._spec(record)
         status = container_status(record)
         user = record.user or (spec.process.user if spec else None)
         if user is not None:
@@ -250,7 +271,7 @@ class PodCalls:
         resources = oci_spec.cri_resources(spec) if spec else None
         if resources is not None:
             status.resources.CopyFrom(resources)
-        return cri.ContainerStatusResponse(status=status, info=info)
+        return status
 
     def _spec(self, record: ContainerRecord) -> Spec | None:
         """The container's config.json: the user of containers made before pycri kept it in the

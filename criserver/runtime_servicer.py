@@ -12,6 +12,7 @@ from pycri.api.cri import api_pb2 as cri
 from pycri.api.cri import api_pb2_grpc
 from pycri.containers.service import ContainerService
 from pycri.criserver import oci_spec
+from pycri.criserver.events import ContainerEventCalls
 from pycri.criserver.exec_urls import ExecUrlCalls
 from pycri.criserver.pods import PodCalls
 from pycri.criserver.stats import CpuRates, StatsCalls
@@ -33,7 +34,7 @@ class Condition:
     message: str = ""
 
 
-class RuntimeServicer(PodCalls, StatsCalls, ExecUrlCalls, api_pb2_grpc.RuntimeServiceServicer):
+class RuntimeServicer(PodCalls, StatsCalls, ExecUrlCalls, ContainerEventCalls, api_pb2_grpc.RuntimeServiceServicer):
     def __init__(self, cgroup_driver: str, effective_config: str, conditions: Callable[[], list[Condition]],
                  sandboxes: SandboxService, containers: ContainerService, images: ImageService,
                  streams: StreamingServer) -> None:
@@ -46,6 +47,7 @@ class RuntimeServicer(PodCalls, StatsCalls, ExecUrlCalls, api_pb2_grpc.RuntimeSe
         self.streams = streams
         self.min_oom_score_adj = oci_spec.lowest_oom_score_adj()
         self.cpu_rates = CpuRates()
+        self.watch_lifecycle()  # GetContainerEvents
 
     def Version(self, request: cri.VersionRequest, context: Any) -> cri.VersionResponse:
         return cri.VersionResponse(

@@ -15,6 +15,7 @@ import structlog
 
 from pycri.api.cri import api_pb2_grpc
 from pycri.containers.conmon import ConmonHandler
+from pycri.containers.exit_watcher import ExitWatcher
 from pycri.containers.service import ContainerService
 from pycri.criserver.config import Config, to_toml
 from pycri.criserver.errors import CallInterceptor
@@ -56,6 +57,8 @@ class Daemon:
                                        idle_timeout=streaming.idle_timeout_seconds)
         self._stopped = threading.Event()
         self.reaper = OrphanReaper()
+        self.exit_watcher = ExitWatcher(self.containers)  # stopped events for containers that exit on their own
+        self.runtime: RuntimeServicer | None = None
         self.server: grpc.Server | None = None
 
     def conditions(self) -> list[Condition]:
@@ -87,21 +90,25 @@ class Daemon:
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
         )
-        api_pb2_grpc.add_RuntimeServiceServicer_to_server(
-            RuntimeServicer(self.config.cgroup_driver, to_toml(self.config), self.conditions,
-                            self.sandboxes, self.containers, self.images, self.streams), server)
+        self.runtime = RuntimeServicer(self.config.cgroup_driver, to_toml(self.config), self.conditions,
+                                       self.sandboxes, self.containers, self.images, self.streams)
+        api_pb2_grpc.add_RuntimeServiceServicer_to_server(self.runtime, server)
         api_pb2_grpc.add_ImageServiceServicer_to_server(
             ImageServicer(self.images, self.containers.image_users), server)
         server.add_insecure_port(f"unix:{socket_path}")
         server.start()
+        self.exit_watcher.start()
         os.chown(socket_path, 0, 0)
         os.chmod(socket_path, SOCKET_MODE)
         self.server = server
         log.info("pycri serving", socket=str(socket_path), root=str(self.config.root), pid=os.getpid())
 
     def stop(self, grace: float = 5.0) -> None:
+        if self.runtime is not None:
+            self.runtime.container_events.close()  # event streams end at once, not after the grace period
         if self.server is not None:
             self.server.stop(grace).wait()
+        self.exit_watcher.stop()
         self.streams.stop()
         self.reaper.stop()
         self.config.socket_path.unlink(missing_ok=True)

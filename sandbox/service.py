@@ -20,6 +20,7 @@ import structlog
 
 from pycri.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pycri.common.fs import remove_tree
+from pycri.common.lifecycle import CREATED, DELETED, STARTED, STOPPED, LifecycleEvent, Publisher
 from pycri.sandbox import files, namespaces, portforward
 from pycri.sandbox.host import (
     HostInfraProcesses, HostNamespacePins, HostPodCgroups, InfraProcesses, NamespacePins, PodCgroups,
@@ -78,6 +79,9 @@ class SandboxService:
         self.cgroups: PodCgroups = cgroups or HostPodCgroups()
         self.table = SandboxTable(db)
         self.db = db
+        # the pod's own created, started (both on run), stopped and deleted events, as containerd
+        # sends them with the pod's id as the container id
+        self.events = Publisher()
         root.mkdir(parents=True, exist_ok=True)
         self.ns_root.mkdir(parents=True, exist_ok=True)
 
@@ -128,6 +132,8 @@ class SandboxService:
             self._destroy(record)
             raise
         log.info("pod sandbox ready", pod_sandbox_id=sandbox_id, name=new.name, namespace=new.namespace, ips=record.ips)
+        self._publish(CREATED, record)
+        self._publish(STARTED, record)
         return record
 
     def stop(self, sandbox_id: str) -> SandboxRecord:
@@ -143,6 +149,7 @@ class SandboxService:
             record.state = NOTREADY
             with self.db.transaction() as tx:
                 self.table.update(tx, record)
+            self._publish(STOPPED, record)
         return record
 
     def remove(self, sandbox_id: str) -> None:
@@ -152,6 +159,7 @@ class SandboxService:
         if record.state == READY:
             self.stop(record.id)
         self._destroy(record)
+        self._publish(DELETED, record)
         log.info("pod sandbox removed", pod_sandbox_id=record.id)
 
     def get(self, sandbox_id: str) -> SandboxRecord:
@@ -207,6 +215,9 @@ class SandboxService:
         remove_tree(self.root / record.id)
         with self.db.transaction() as tx:
             self.table.delete(tx, record.id)
+
+    def _publish(self, kind: str, record: SandboxRecord) -> None:
+        self.events.publish(LifecycleEvent(kind, record.id, record.id, time.time_ns()))
 
     def _stop_infra(self, record: SandboxRecord) -> None:
         if record.infra is not None:
