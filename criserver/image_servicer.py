@@ -6,12 +6,13 @@ import binascii
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pycri.api.cri import api_pb2 as cri
 from pycri.api.cri import api_pb2_grpc
 from pycri.common.errors import InvalidArgument
+from pycri.criserver import list_streams
 from pycri.images.registry import Credentials
 from pycri.images.service import ImageService, image_user
 from pycri.images.records import ImageRecord
@@ -53,10 +54,16 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):
     def __init__(self, images: ImageService, in_use: Callable[[str], list[str]] = lambda image_id: []) -> None:
         self.images = images
         self.in_use = in_use  # image id -> the containers made of it or mounting it as a volume
+        self.stream_chunk = (list_streams.MAX_ITEMS, list_streams.MAX_BYTES)  # items and bytes per StreamImages message
 
     def ListImages(self, request: cri.ListImagesRequest, context: Any) -> cri.ListImagesResponse:
         records = self.images.list(request.filter.image.image if request.HasField("filter") else "")
         return cri.ListImagesResponse(images=[image_message(r) for r in records])
+
+    def StreamImages(self, request: cri.StreamImagesRequest, context: Any) -> Iterator[cri.StreamImagesResponse]:
+        listed = cri.ListImagesRequest(filter=request.filter) if request.HasField("filter") else cri.ListImagesRequest()
+        return list_streams.stream(context, lambda: self.ListImages(listed, context).images,
+                                   lambda batch: cri.StreamImagesResponse(images=batch), *self.stream_chunk)
 
     def ImageStatus(self, request: cri.ImageStatusRequest, context: Any) -> cri.ImageStatusResponse:
         record = self.images.resolve(_image_name(request.image, "ImageStatus"))

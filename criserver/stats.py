@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from pycri import cgroups
@@ -13,7 +14,7 @@ from pycri import cgroups
 from pycri.api.cri import api_pb2 as cri
 from pycri.containers.service import ContainerService, ContainerStats
 from pycri.containers.records import ContainerRecord
-from pycri.criserver import metrics, oci_spec
+from pycri.criserver import list_streams, metrics, oci_spec
 from pycri.criserver.pods import _required, matches_labels
 from pycri.sandbox import netstats
 from pycri.sandbox.service import SandboxService
@@ -91,6 +92,7 @@ class StatsCalls:
     sandboxes: SandboxService
     containers: ContainerService
     cpu_rates: CpuRates
+    stream_chunk: tuple[int, int]  # items and bytes per Stream* message (PodCalls has the default)
 
     def _container_stats(self, record: ContainerRecord) -> cri.ContainerStats:
         sample: ContainerStats = self.containers.stats(record)
@@ -118,6 +120,12 @@ class StatsCalls:
             and (not f.pod_sandbox_id or r.pod_id.startswith(f.pod_sandbox_id))
             and matches_labels(r.labels, f.label_selector)))
         return cri.ListContainerStatsResponse(stats=[self._container_stats(r) for r in records])
+
+    def StreamContainerStats(self, request: cri.StreamContainerStatsRequest,
+                             context: Any) -> Iterator[cri.StreamContainerStatsResponse]:
+        return list_streams.stream(
+            context, lambda: self.ListContainerStats(cri.ListContainerStatsRequest(filter=request.filter), context).stats,
+            lambda batch: cri.StreamContainerStatsResponse(container_stats=batch), *self.stream_chunk)
 
     def _sandbox_stats(self, record: SandboxRecord) -> cri.PodSandboxStats:
         out = cri.PodSandboxStats(attributes=cri.PodSandboxAttributes(
@@ -151,6 +159,12 @@ class StatsCalls:
                    if (not f.id or r.id.startswith(f.id)) and matches_labels(r.labels, f.label_selector)]
         return cri.ListPodSandboxStatsResponse(stats=[self._sandbox_stats(r) for r in records])
 
+    def StreamPodSandboxStats(self, request: cri.StreamPodSandboxStatsRequest,
+                              context: Any) -> Iterator[cri.StreamPodSandboxStatsResponse]:
+        return list_streams.stream(
+            context, lambda: self.ListPodSandboxStats(cri.ListPodSandboxStatsRequest(filter=request.filter), context).stats,
+            lambda batch: cri.StreamPodSandboxStatsResponse(pod_sandbox_stats=batch), *self.stream_chunk)
+
     def ListMetricDescriptors(self, request: cri.ListMetricDescriptorsRequest,
                               context: Any) -> cri.ListMetricDescriptorsResponse:
         return cri.ListMetricDescriptorsResponse(descriptors=metrics.descriptors())
@@ -159,6 +173,12 @@ class StatsCalls:
                               context: Any) -> cri.ListPodSandboxMetricsResponse:
         return cri.ListPodSandboxMetricsResponse(pod_metrics=[
             self._pod_sandbox_metrics(r) for r in self.sandboxes.list() if r.state == READY])
+
+    def StreamPodSandboxMetrics(self, request: cri.StreamPodSandboxMetricsRequest,
+                                context: Any) -> Iterator[cri.StreamPodSandboxMetricsResponse]:
+        return list_streams.stream(
+            context, lambda: self.ListPodSandboxMetrics(cri.ListPodSandboxMetricsRequest(), context).pod_metrics,
+            lambda batch: cri.StreamPodSandboxMetricsResponse(pod_sandbox_metrics=batch), *self.stream_chunk)
 
     def _pod_sandbox_metrics(self, record: SandboxRecord) -> cri.PodSandboxMetrics:
         """The pod's own metrics (its cgroup, its network) and those of its containers that have
