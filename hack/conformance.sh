@@ -56,6 +56,40 @@ done
 E2E=$("$ROOT/hack/build-e2e.sh")
 KUBE_BIN=$("$ROOT/hack/build-kube.sh")
 
+# Wait (up to $CONFORMANCE_DRAIN_TIMEOUT s, default 300, each) until no namespace the suite
+# made (label e2e-run) is left, so their pods are gone from the node, and then until pycri holds
+# no pod sandbox that kubelet made for a namespace that is gone.
+drain_e2e_namespaces() {
+  local deadline=$((SECONDS + ${CONFORMANCE_DRAIN_TIMEOUT:-300})) left
+  log "waiting for the suite's namespaces and their pods to be gone before stopping the cluster"
+  while left=$("$KUBE_BIN/kubectl" get namespaces -l e2e-run --no-headers 2>/dev/null | wc -l) &&
+    [ "$left" -gt 0 ]; do
+    if ((SECONDS > deadline)); then
+      log "$left e2e namespace(s) still there; stopping the cluster anyway"
+      return 0
+    fi
+    sleep 2
+  done
+  # then kubelet's garbage collection (once a minute) removes their sandboxes from pycri
+  command -v crictl >/dev/null || return 0
+  local stale live endpoint=${PYCRI_ENDPOINT:-unix:///run/pycri/pycri.sock}
+  deadline=$((SECONDS + ${CONFORMANCE_DRAIN_TIMEOUT:-300}))
+  while live=$("$KUBE_BIN/kubectl" get namespaces -o name 2>/dev/null) &&
+    stale=$(crictl --runtime-endpoint "$endpoint" pods -o json 2>/dev/null |
+      "$PY" -c 'import json, sys
+live = {name.removeprefix("namespace/") for name in sys.argv[1].split()}
+pods = json.load(sys.stdin)["items"]
+print(sum(1 for p in pods if "io.kubernetes.pod.uid" in p.get("labels", {})
+          and p["metadata"]["namespace"] not in live))' "$live") &&
+    [ "$stale" -gt 0 ]; do
+    if ((SECONDS > deadline)); then
+      log "$stale pod sandbox(es) of deleted namespaces still in pycri; stopping the cluster anyway"
+      return 0
+    fi
+    sleep 5
+  done
+}
+
 if [ -z "${KUBECONFIG:-}" ]; then
   # the local cluster on this host's pycri, which pulls the suite's images through its mirrors
   "$ROOT/hack/registry.sh" start >/dev/null
@@ -63,8 +97,10 @@ if [ -z "${KUBECONFIG:-}" ]; then
   "$PY" "$ROOT/hack/testimages.py" --registry 127.0.0.1:5000 --e2e | tail -n 1 >&2
   "$ROOT/hack/pycri.sh" start >&2
   if ! "$ROOT/hack/local-cluster.sh" status >/dev/null && [ "${CONFORMANCE_KEEP_CLUSTER:-0}" != 1 ]; then
-    # started here, so stopped here (its state stays for the next start)
-    trap '"$ROOT/hack/local-cluster.sh" stop' EXIT
+    # started here, so stopped here (its state stays for the next start), once the suite's
+    # namespaces are gone: the suite only asks for their deletion, and a kubelet stopped
+    # before it has removed their pods would leave them running in pycri
+    trap 'drain_e2e_namespaces; "$ROOT/hack/local-cluster.sh" stop' EXIT
   fi
   KUBECONFIG=$("$ROOT/hack/local-cluster.sh" start)
 fi
