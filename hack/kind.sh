@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# A kind cluster named `pycri` whose nodes run pycri (issue 13).
+#
+#   hack/kind.sh up      dockerd (hack/docker.sh), kind (hack/build-kind.sh), the node image if
+#                        docker does not have it (hack/kind-node-image.sh), then
+#                        `kind create cluster` from hack/kind/cluster.yaml; a running cluster of
+#                        that name is reused
+#   hack/kind.sh down    delete the cluster, and kind's docker network when no other kind
+#                        cluster uses it
+#   hack/kind.sh status  the cluster's nodes (exit 1 if there is no cluster)
+#
+# Environment: KIND_CLUSTER (default pycri), KIND_CONFIG (default hack/kind/cluster.yaml),
+# PYCRI_KIND_IMAGE (default pycri.local/node:v1.37.2), PYCRI_KIND_REBUILD=1 to rebuild the image.
+# The kubeconfig is kind's default (~/.kube/config, context kind-<cluster>), as `kind` does.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CLUSTER=${KIND_CLUSTER:-pycri}
+CONFIG=${KIND_CONFIG:-$HERE/kind/cluster.yaml}
+IMAGE=${PYCRI_KIND_IMAGE:-pycri.local/node:v1.37.2}
+KUBE_BIN=${PYCRI_KUBE_BIN:-/usr/local/lib/pycri/kube/bin}
+
+log() { printf '%s kind.sh: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+running() {
+  "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER" &&
+    [ -n "$(docker ps -q --filter "label=io.x-k8s.kind.cluster=$CLUSTER")" ]
+}
+
+usage() {
+  cat >&2 <<END
+cluster $CLUSTER is up:
+  $KIND get kubeconfig --name $CLUSTER > kubeconfig
+  $KUBE_BIN/kubectl --context kind-$CLUSTER get nodes
+  hack/kind.sh down
+END
+}
+
+up() {
+  local start=$SECONDS
+  "$HERE/docker.sh" >/dev/null
+  KIND=$(nice -n 10 "$HERE/build-kind.sh")
+  if running; then
+    log "cluster $CLUSTER is already running: reused"
+    usage
+    return
+  fi
+  if [ "${PYCRI_KIND_REBUILD:-0}" = 1 ] || ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    IMAGE=$IMAGE "$HERE/kind-node-image.sh" >/dev/null
+  fi
+  # a cluster of that name whose containers are gone (e.g. dockerd was restarted): start over
+  if "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+    "$KIND" delete cluster --name "$CLUSTER" >&2
+  fi
+  "$KIND" create cluster --name "$CLUSTER" --image "$IMAGE" --config "$CONFIG" >&2
+  log "up in $((SECONDS - start))s"
+  usage
+}
+
+down() {
+  "$HERE/docker.sh" status || { log "dockerd is not running: nothing to delete"; return; }
+  KIND=$("$HERE/build-kind.sh")
+  "$KIND" delete cluster --name "$CLUSTER" >&2
+  # kind leaves its `kind` network for the next cluster; remove it when nothing is attached
+  if docker network inspect kind >/dev/null 2>&1 &&
+    [ "$(docker network inspect kind -f '{{len .Containers}}')" = 0 ]; then
+    docker network rm kind >/dev/null
+  fi
+  local left
+  left=$(docker ps -aq --filter "label=io.x-k8s.kind.cluster=$CLUSTER")
+  [ -z "$left" ] || { log "containers of $CLUSTER left: $left"; exit 1; }
+}
+
+status() {
+  KIND=$("$HERE/build-kind.sh")
+  running || { log "no cluster $CLUSTER"; exit 1; }
+  "$KUBE_BIN/kubectl" --context "kind-$CLUSTER" get nodes -o wide
+}
+
+case ${1:-} in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
