@@ -8,20 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import reachable_tmp_path  # noqa: F401  (fixture)
 from tests.e2e.harness import Pycri
 
 MAPPING = [{"container_id": 0, "host_id": 1000, "length": 100000}]
 USERNS = {"security_context": {"namespace_options": {"userns_options": {"mode": 0, "uids": MAPPING, "gids": MAPPING}}}}
 
 
-@pytest.fixture(autouse=True)
-def _traversable(tmp_path: Path) -> None:
-    """The pod's root (a mapped id) must reach the rootfs and the bundle, as under /var/lib/pycri
-    (0755): pytest's own directories are 0700, so others get search (x) permission on them."""
-    for directory in [tmp_path, *tmp_path.parents]:
-        if directory == Path("/tmp"):
-            break
-        directory.chmod(directory.stat().st_mode | 0o001)
+@pytest.fixture
+def tmp_path(reachable_tmp_path: Path) -> Path:
+    """The pod's root (a mapped id) must reach the rootfs, the bundle and the pinned
+    namespaces, as under /var/lib/pycri (tests.e2e.conftest.reachable_tmp_path)."""
+    return reachable_tmp_path
 
 
 def host_processes_of(uid_low: int, uid_high: int) -> list[int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import Registries, pycri, registries  # noqa: F401  (fixtures)
+from tests.e2e.conftest import Registries, pycri, reachable_tmp_path, registries  # noqa: F401  (fixtures)
 from tests.security.hostile import attacker_user
 
 pytestmark = pytest.mark.e2e

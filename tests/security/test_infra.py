@@ -84,14 +84,17 @@ def test_ptrace_container_sees_nothing_of_the_host_through_pid_1(pycri: Pycri, h
     pycri.crictl("rmp", pod)
 
 
+@pytest.fixture
+def tmp_path(reachable_tmp_path: Path) -> Path:
+    """A user-namespace pod's root (a mapped id) must reach its rootfs and pinned namespaces, as
+    under /var/lib/pycri (tests.e2e.conftest.reachable_tmp_path)."""
+    return reachable_tmp_path
+
+
 def test_infra_survives_a_restart_and_keeps_the_pod_user_namespace(pycri: Pycri) -> None:
     mapping = [{"container_id": 0, "host_id": 1000, "length": 100000}]
     userns = {"security_context": {"namespace_options": {
         "pid": 0, "userns_options": {"mode": 0, "uids": mapping, "gids": mapping}}}}
-    for directory in [pycri.base, *pycri.base.parents]:  # the pod's root must reach the rootfs
-        if directory == Path("/tmp"):
-            break
-        directory.chmod(directory.stat().st_mode | 0o001)
     pod = pycri.run_pod("infrauserns", linux=userns)
     first = pycri.run(pod, "infrauserns", "first", ["sleep", "1001"], linux=SHARED)
     infra = pycri.crictl_json("inspectp", pod)["info"]["infra"]["pid"]

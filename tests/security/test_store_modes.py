@@ -21,14 +21,11 @@ from tests.security.hostile import as_attacker, f, layer, push_image
 SECRET = "pycri-secret-3b1f"
 
 
-@pytest.fixture(autouse=True)
-def _reachable(tmp_path: Path) -> None:
-    """pytest's directories are 0700, which alone would keep the attacker out: give others
-    search (x) permission on tmp_path and its parents, as /var/lib is for a real pycri."""
-    for directory in [tmp_path, *tmp_path.parents]:
-        if directory == Path("/tmp"):
-            break
-        directory.chmod(directory.stat().st_mode | 0o001)
+@pytest.fixture
+def tmp_path(reachable_tmp_path: Path) -> Path:
+    """pytest's directories are 0700, which alone would keep the attacker out: the test runs
+    where others may search, as /var/lib is for a real pycri (tests.e2e.conftest.reachable_tmp_path)."""
+    return reachable_tmp_path
 
 
 def _denied(result: subprocess.CompletedProcess[str]) -> bool:
