@@ -1,7 +1,7 @@
 """Noticing containers that exit on their own, without waiting for a client to ask.
 
-A container's monitor writes its exit code to `<exits>/<id>` when it ends (conmon writes it
-under a temporary name and renames it). `ExitWatcher` looks at that directory every
+A container's monitor writes its exit code to `<exits>/<id>` when it ends (under a temporary
+name first, then renamed). `ExitWatcher` looks at that directory every
 `interval` seconds (one listdir while nothing exits) and has the container service bring the
 containers with a new exit file up to date, which publishes their stopped events: a
 container's exit is noticed within `interval` (0.5 s by default) when no List or Status call

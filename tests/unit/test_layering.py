@@ -93,6 +93,13 @@ def test_every_top_level_package_has_a_layer() -> None:
     assert packages == set().union(*LAYERS)
 
 
+def test_conmon_lives_in_one_module_of_containers() -> None:
+    """Everything about conmon is ConmonHandler's (containers/conmon.py), behind the runtime
+    handler interface; criserver/server.py, which builds the handlers, names it too."""
+    naming = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "containers").rglob("*.py") if "conmon" in p.read_text())
+    assert naming == ["containers/conmon.py"]
+
+
 def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         path = tmp_path / name
