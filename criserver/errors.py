@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -65,39 +65,75 @@ def clip(text: str, limit: int) -> str:
 
 
 class CallInterceptor(grpc.ServerInterceptor):
-    """Logs each call (method, ids, duration, status) and maps exceptions to status codes."""
+    """Logs each call (method, ids, duration, status; for a streaming reply also the messages
+    sent) and maps exceptions to status codes, for unary and server-streaming calls alike."""
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
         method = details.method.rsplit("/", 1)[-1]
-        inner = handler.unary_unary
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
 
+    @staticmethod
+    def _unary(method: str, inner: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:
-            start = time.monotonic()
-            ids = ids_of(request)
+            start, ids = time.monotonic(), ids_of(request)
             try:
                 response = inner(request, context)
-            except Exception as exc:  # mapped to a status below, never lost
-                code, message = status_of(exc)
-                message = clip(message, _MAX_MESSAGE)
-                if isinstance(exc, NotImplementedError):
-                    message = f"{method} is not implemented by pycri yet"
-                fields = dict(method=method, duration_ms=_ms(start), code=code.name, error=message, **ids)
-                if code == grpc.StatusCode.INTERNAL:
-                    log.exception("cri call failed", **fields)
-                else:
-                    log.info("cri call", **fields)
-                context.abort(code, message)
+            except Exception as exc:  # mapped to a status, never lost
+                _fail(context, method, start, ids, exc)
             log.info("cri call", method=method, duration_ms=_ms(start), code="OK", **ids)
             return response
+        return call
 
-        return grpc.unary_unary_rpc_method_handler(
-            call,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+    @staticmethod
+    def _streaming(method: str, inner: Callable[[Any, Any], Iterator[Any]]) -> Callable[[Any, Any], Iterator[Any]]:
+        def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            start, ids, sent = time.monotonic(), ids_of(request), 0
+            try:
+                for response in inner(request, context):
+                    sent += 1
+                    yield response
+            except Exception as exc:  # mapped to a status, never lost
+                _fail(context, method, start, ids, exc, messages=sent)
+            log.info("cri call", method=method, duration_ms=_ms(start), code="OK", messages=sent, **ids)
+        return call
+
+
+def _fail(context: grpc.ServicerContext, method: str, start: float, ids: dict[str, str], exc: Exception,
+          **extra: Any) -> None:
+    """Log a failed call and end it with the status its exception maps to (context.abort raises)."""
+    if _aborted(context):
+        raise exc  # the servicer ended the call itself (context.abort): its status stands
+    code, message = status_of(exc)
+    message = clip(message, _MAX_MESSAGE)
+    if isinstance(exc, NotImplementedError):
+        message = f"{method} is not implemented by pycri yet"
+    fields = dict(method=method, duration_ms=_ms(start), code=code.name, error=message, **extra, **ids)
+    if code == grpc.StatusCode.INTERNAL:
+        log.exception("cri call failed", **fields)
+    else:
+        log.info("cri call", **fields)
+    context.abort(code, message)
+
+
+def _aborted(context: Any) -> bool:
+    code = getattr(context, "code", None)  # grpc's context.code(); an attribute on test fakes
+    code = code() if callable(code) else code
+    return code not in (None, grpc.StatusCode.OK)
 
 
 def _ms(start: float) -> float:

@@ -2,9 +2,8 @@
 their List counterpart, cut into messages of at least one item each, none larger than
 MAX_BYTES nor holding more than MAX_ITEMS, sent in order and then EOF. An empty result sends
 no message: the proto asks for lists of at least one item, and the client collects until EOF.
-
-Stream calls pass the interceptor by (it maps unary calls only): a domain error here ends the
-stream with the status code the List call would have answered."""
+A domain error ends the stream with the status code the List call would have answered (the
+call interceptor maps it, as for unary calls)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -12,8 +11,6 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
-from pycri.common.errors import PycriError
-from pycri.criserver.errors import status_of
 
 MAX_ITEMS = 1000  # items per message
 MAX_BYTES = 4 * 1024 * 1024  # per message, well under gRPC's 16 MiB default
@@ -41,10 +38,5 @@ def chunks(items: Iterable[Message], max_items: int = MAX_ITEMS, max_bytes: int 
 def stream(context: Any, listed: Callable[[], Sequence[Message]], reply: Callable[[list[Message]], R],
            max_items: int = MAX_ITEMS, max_bytes: int = MAX_BYTES) -> Iterator[R]:
     """The messages of a Stream* call whose items `listed` returns (the List call's)."""
-    try:
-        items = listed()
-    except PycriError as exc:
-        context.abort(*status_of(exc))
-        return
-    for batch in chunks(items, max_items, max_bytes):
+    for batch in chunks(listed(), max_items, max_bytes):
         yield reply(batch)

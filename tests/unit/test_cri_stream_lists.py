@@ -5,6 +5,7 @@ for an empty list."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -13,6 +14,7 @@ import pytest
 from pycri.api.cri import api_pb2 as cri
 from pycri.common.errors import NotFound
 from pycri.criserver import list_streams
+from pycri.criserver.errors import CallInterceptor
 from pycri.criserver.image_servicer import ImageServicer
 from tests.unit.test_cri_service import (  # noqa: F401 (t is a fixture)
     IMAGE, RUNNING, Aborted, CriUnderTest, FakeContext, t,
@@ -135,6 +137,29 @@ def test_a_domain_error_ends_the_stream_with_its_code() -> None:
     def listed() -> list[Any]:
         raise NotFound("gone")
 
-    with pytest.raises(Aborted) as aborted:
-        list(list_streams.stream(FakeContext(), listed, lambda batch: batch))
+    def servicer_call(request: Any, context: Any) -> Any:
+        return list_streams.stream(context, listed, lambda batch: batch)
+
+    inner = grpc.unary_stream_rpc_method_handler(servicer_call)
+    details = SimpleNamespace(method="/runtime.v1.RuntimeService/StreamContainers")
+    handler = CallInterceptor().intercept_service(lambda _: inner, details)
+    with pytest.raises(Aborted) as aborted:  # the interceptor maps it, as for a unary call
+        list(handler.unary_stream(cri.StreamContainersRequest(), FakeContext()))
     assert aborted.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_stream_that_ends_itself_keeps_its_status() -> None:
+    """The events stream aborts with RESOURCE_EXHAUSTED when its subscriber falls behind: the
+    interceptor leaves that status as it is instead of mapping the abort's exception."""
+    def servicer_call(request: Any, context: Any) -> Any:
+        yield cri.ContainerEventResponse(container_id="a")
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "fell behind")
+
+    inner = grpc.unary_stream_rpc_method_handler(servicer_call)
+    details = SimpleNamespace(method="/runtime.v1.RuntimeService/GetContainerEvents")
+    handler = CallInterceptor().intercept_service(lambda _: inner, details)
+    replies = handler.unary_stream(cri.GetEventsRequest(), FakeContext())
+    assert next(replies).container_id == "a"
+    with pytest.raises(Aborted) as aborted:
+        next(replies)
+    assert (aborted.value.code, aborted.value.details) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "fell behind")
