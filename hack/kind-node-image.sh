@@ -19,14 +19,14 @@
 #     from trixie; crictl (kind runs `crictl inspecti` in nodes) from this host's build;
 #   - pycri.service (hack/kind/pycri.service), listening on /run/containerd/containerd.sock
 #     (hack/kind/pycri-node.toml). No containerd.
-#   - the control-plane images kubeadm asks for that are built here (kube-apiserver,
-#     kube-controller-manager, kube-scheduler from build-kube.sh; etcd at the version kubeadm
-#     names, built through the Go module proxy), assembled by hack/kind/binary-images.py, pushed
-#     to a registry on 127.0.0.1 that lives for the build only, and pulled into the node's pycri
-#     store by a pycri started in the root filesystem (as kind's own build pulls into containerd).
-#     pycri has no pause image (catatonit), so registry.k8s.io/pause is not needed.
-# Not yet: kube-proxy and coredns images, a ctr front end for `kind load`, a CNI image; see
-# issue 13.
+#   - the images kubeadm asks for, built here: kube-apiserver, kube-controller-manager,
+#     kube-scheduler from build-kube.sh; kube-proxy (on a Debian rootfs with iptables), etcd and
+#     CoreDNS at the versions kubeadm names, built through the Go module proxy. They are
+#     assembled by hack/kind/binary-images.py, pushed to a registry on 127.0.0.1 that lives for
+#     the build only, and pulled into the node's pycri store by a pycri started in the root
+#     filesystem (as kind's own build pulls into containerd). pycri has no pause container
+#     (catatonit), so registry.k8s.io/pause is not needed.
+# Not yet: a ctr front end for `kind load`, a CNI image (flannel); see issue 13.
 #
 # Environment (all optional):
 #   IMAGE               the tag (default pycri.local/node:v1.37.2)
@@ -220,13 +220,61 @@ if [ ! -x "$ETCD" ]; then
     { tail -20 "$CACHE/etcd-$etcd_version.log" >&2; exit 1; }
   mv -f "$ETCD.new" "$ETCD"
 fi
+
+# go build PACKAGE into $CACHE/bin/NAME-VERSION/NAME, in the scratch module DIR (made by the caller)
+go_build_once() {
+  local name=$1 version=$2 dir=$3 pkg=$4 ldflags=$5 out=$CACHE/bin/$1-$2/$1
+  if [ ! -x "$out" ]; then
+    log "building $name $version (log: $CACHE/$name-$version.log)"
+    mkdir -p "${out%/*}"
+    (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod nice -n 10 go build -trimpath ${6:-} -ldflags "$ldflags" \
+      -o "$out.new" "$pkg") >"$CACHE/$name-$version.log" 2>&1 || { tail -20 "$CACHE/$name-$version.log" >&2; exit 1; }
+    mv -f "$out.new" "$out"
+  fi
+  echo "$out"
+}
+# kube-proxy: not among build-kube.sh's binaries; built in a copy of its scratch module (the
+# k8s.io/kubernetes module with the staging replaces), with its flags and version variables
+kube_src=${PYCRI_KUBE_CACHE:-/var/cache/pycri/kube}/src/kubernetes-$KUBE_VERSION
+mkdir -p "$CACHE/src/kube-proxy-$KUBE_VERSION"
+cp "$kube_src/go.mod" "$kube_src/go.sum" "$CACHE/src/kube-proxy-$KUBE_VERSION/"
+kube_ld="-s -w"
+minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
+for kv in "gitVersion=$KUBE_VERSION" gitMajor=1 "gitMinor=$minor" gitTreeState=clean; do
+  kube_ld+=" -X k8s.io/component-base/version.${kv%%=*}=${kv#*=} -X k8s.io/client-go/pkg/version.${kv%%=*}=${kv#*=}"
+done
+KUBE_PROXY=$(go_build_once kube-proxy "$KUBE_VERSION" "$CACHE/src/kube-proxy-$KUBE_VERSION" \
+  k8s.io/kubernetes/cmd/kube-proxy "$kube_ld" "-tags selinux,notest,grpcnotrace")
+# kube-proxy runs iptables: its image has a Debian root filesystem below the binary, iptables set
+# to the legacy backend as kind's entrypoint sets the node's here (select_iptables)
+PROXY_BASE=$CACHE/kube-proxy-base.tar
+if [ ! -f "$PROXY_BASE" ]; then
+  log "mmdebstrap $SUITE: kube-proxy's base (iptables, nftables, conntrack)"
+  nice -n 10 mmdebstrap --variant=minbase --include=iptables,nftables,conntrack,kmod \
+    --aptopt='APT::Install-Recommends "false"' \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+    --customize-hook='chroot "$1" update-alternatives --set iptables /usr/sbin/iptables-legacy' \
+    --customize-hook='chroot "$1" update-alternatives --set ip6tables /usr/sbin/ip6tables-legacy' \
+    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/var/log/*' \
+    "$SUITE" "$CACHE/kube-proxy-base.new.tar" "deb $DEBIAN_MIRROR $SUITE main" >&2
+  mv -f "$CACHE/kube-proxy-base.new.tar" "$PROXY_BASE"
+fi
 images=()
 for img in "${kubeadm_images[@]}"; do
   b=${img##*/}; b=${b%%:*}
   case $b in
     kube-apiserver | kube-controller-manager | kube-scheduler) images+=("$img=$KUBE_BIN/$b") ;;
     etcd) images+=("$img=$ETCD") ;;
-    *) log "not built here yet: $img" ;;
+    kube-proxy) images+=("$img=$KUBE_PROXY,base=$PROXY_BASE") ;;
+    coredns)
+      # the CoreDNS release kubeadm names, from the Go module proxy; upstream's image runs /coredns
+      v=${img##*:}
+      mkdir -p "$CACHE/src/coredns-$v"
+      printf 'module pycri.local/coredns-build\n\nrequire github.com/coredns/coredns %s\n' "$v" \
+        >"$CACHE/src/coredns-$v/go.mod"
+      images+=("$img=$(go_build_once coredns "$v" "$CACHE/src/coredns-$v" github.com/coredns/coredns "-s -w"),entrypoint")
+      ;;
+    *) log "not needed with pycri (no pause container): $img" ;;
   esac
 done
 PRELOAD=$(printf '%s\n' "${images[@]%%=*}")

@@ -5,8 +5,11 @@ control-plane images of a kind node, built here from source).
     binary-images.py --registry 127.0.0.1:5100 \\
         registry.k8s.io/kube-apiserver:v1.37.2=/usr/local/lib/pycri/kube/bin/kube-apiserver ...
 
-Each NAME=BINARY becomes a one-layer linux/amd64 image holding BINARY as /usr/local/bin/<its
-name>, with PATH set (kubeadm's static pod manifests call the binary by name), pushed to
+Each NAME=BINARY[,entrypoint][,base=TAR] becomes a linux/amd64 image holding BINARY as
+/usr/local/bin/<its name>, with PATH set (kubeadm's static pod manifests call the binary by name);
+`entrypoint` makes the binary the image's Entrypoint (coredns' Deployment passes only args);
+`base=TAR` puts an uncompressed root filesystem tarball below it as a first layer (kube-proxy
+needs iptables). It is pushed to
 <registry>/<NAME's repository, registry host included> (the path-prefixed mirror layout of
 hack/pycri.toml: `"registry.k8s.io" = ["http://<registry>/registry.k8s.io"]`). The layer is
 deterministic (mtime 0, uid/gid 0, gzip without name or time), so a rebuild gives the same
@@ -75,6 +78,22 @@ def binary_layer(binary: Path, workdir: Path) -> tuple[Blob, str]:
     return Blob(digest, out.stat().st_size, path=out), diff_id
 
 
+def base_layer(tarball: Path, workdir: Path) -> tuple[Blob, str]:
+    """An uncompressed root filesystem tarball as a gzip layer, and its diff_id."""
+    plain = hashlib.sha256()
+    out = workdir / (tarball.name + ".gz")
+    with tarball.open("rb") as src, out.open("wb") as f:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0, compresslevel=1) as gz:
+            while chunk := src.read(1 << 20):
+                plain.update(chunk)
+                gz.write(chunk)
+    digest = hashlib.sha256()
+    with out.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return Blob("sha256:" + digest.hexdigest(), out.stat().st_size, path=out), "sha256:" + plain.hexdigest()
+
+
 def json_blob(document: dict) -> Blob:
     data = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
     return Blob("sha256:" + hashlib.sha256(data).hexdigest(), len(data), data=data)
@@ -124,42 +143,55 @@ class Registry:
             raise RuntimeError(f"manifest {ref.repository}:{ref.tag}: HTTP {done.status}")
 
 
-def push_binary_image(registry: Registry, ref: Reference, binary: Path, workdir: Path) -> str:
-    layer, diff_id = binary_layer(binary, workdir)
+def push_binary_image(registry: Registry, ref: Reference, binary: Path, workdir: Path, *,
+                      entrypoint: bool = False, base: Path | None = None) -> str:
+    layers = [base_layer(base, workdir)] if base is not None else []
+    layers.append(binary_layer(binary, workdir))
+    image_config: dict = {"Env": [PATH_ENV]}
+    if entrypoint:
+        image_config["Entrypoint"] = [f"/usr/local/bin/{binary.name}"]
     config = json_blob({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Env": [PATH_ENV]},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created_by": f"pycri hack/kind/binary-images.py: /usr/local/bin/{binary.name}"}],
+        "config": image_config,
+        "rootfs": {"type": "layers", "diff_ids": [diff_id for _, diff_id in layers]},
+        "history": ([{"created_by": f"pycri hack/kind/binary-images.py: {base.name}"}] if base else []) +
+                   [{"created_by": f"pycri hack/kind/binary-images.py: /usr/local/bin/{binary.name}"}],
     })
     manifest = json_blob({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {"mediaType": OCI_CONFIG, "digest": config.digest, "size": config.size},
-        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": layer.digest, "size": layer.size}],
+        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": layer.digest, "size": layer.size}
+                   for layer, _ in layers],
     })
-    uploaded = registry.push_blob(ref.repository, layer)
+    uploaded = [registry.push_blob(ref.repository, layer) for layer, _ in layers]
     registry.push_blob(ref.repository, config)
     registry.push_manifest(ref, manifest)
-    layer.path.unlink()
-    print(f"{ref.repository}:{ref.tag} {manifest.digest} ({layer.size} bytes, "
-          f"{'uploaded' if uploaded else 'already there'})", file=sys.stderr)
+    for layer, _ in layers:
+        layer.path.unlink()
+    size = sum(layer.size for layer, _ in layers)
+    print(f"{ref.repository}:{ref.tag} {manifest.digest} ({size} bytes, "
+          f"{'uploaded' if any(uploaded) else 'already there'})", file=sys.stderr)
     return manifest.digest
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", required=True, help="HOST:PORT of a plain-HTTP v2 registry")
-    parser.add_argument("images", nargs="+", metavar="NAME=BINARY")
+    parser.add_argument("images", nargs="+", metavar="NAME=BINARY[,entrypoint][,base=TAR]")
     args = parser.parse_args(argv)
     registry = Registry(args.registry)
     with tempfile.TemporaryDirectory(prefix="binary-images.") as tmp:
         for item in args.images:
-            name, sep, binary = item.partition("=")
-            if not sep or not os.access(binary, os.X_OK):
-                parser.error(f"not NAME=EXECUTABLE: {item}")
-            push_binary_image(registry, Reference.parse(name), Path(binary), Path(tmp))
+            name, sep, rest = item.partition("=")
+            binary, *options = rest.split(",")
+            base = next((Path(o[5:]) for o in options if o.startswith("base=")), None)
+            unknown = [o for o in options if o != "entrypoint" and not o.startswith("base=")]
+            if not sep or not os.access(binary, os.X_OK) or unknown or (base and not base.is_file()):
+                parser.error(f"not NAME=EXECUTABLE[,entrypoint][,base=TAR]: {item}")
+            push_binary_image(registry, Reference.parse(name), Path(binary), Path(tmp),
+                              entrypoint="entrypoint" in options, base=base)
     return 0
 
 
