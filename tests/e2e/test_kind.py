@@ -207,3 +207,25 @@ def test_kind_pod_logs_exec_and_pycri_restart(cluster: tuple[str, Path]) -> None
     # the kubelet redials the socket with gRPC's backoff: exec works again once it has
     poll("exec after the restart", lambda: "etcd Version:" in kubectl(
         kubeconfig, "exec", "etcd-probe", "--", "etcd", "--version", check=False).stdout, deadline_s=120)
+
+
+def test_kind_service_by_dns_name_from_a_pod(cluster: tuple[str, Path]) -> None:
+    """kube-proxy and CoreDNS (images built with the node image) run on pycri: a pod resolves
+    the kubernetes Service by name and connects to its ClusterIP."""
+    _, kubeconfig = cluster
+    node = f"{CLUSTER}-control-plane"
+    version = in_node(node, "cat", "/kind/version").stdout.strip()
+    listed = in_node(node, "kubeadm", "config", "images", "list", "--kubernetes-version", version).stdout
+    image = next(line for line in listed.split() if "/kube-proxy:" in line)  # Debian: bash, getent
+    poll("CoreDNS Ready", lambda: kubectl(kubeconfig, "-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns", "-o",
+                                          "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}",
+                                          check=False).stdout.split() == ["True", "True"], deadline_s=240)
+    kubectl(kubeconfig, "run", "dns-probe", f"--image={image}", "--image-pull-policy=Never", "--restart=Never",
+            '--overrides={"spec":{"tolerations":[{"operator":"Exists"}]}}', "--command", "--", "sleep", "600")
+    kubectl(kubeconfig, "wait", "--for=condition=Ready", "pod/dns-probe", "--timeout=120s")
+    resolved = poll("kubernetes.default resolved", lambda: kubectl(
+        kubeconfig, "exec", "dns-probe", "--", "getent", "hosts", "kubernetes.default.svc.cluster.local",
+        check=False).stdout.split())
+    assert resolved[0] == kubectl(kubeconfig, "get", "service", "kubernetes", "-o", "jsonpath={.spec.clusterIP}").stdout
+    connect = f"exec 3<>/dev/tcp/{resolved[0]}/443 && echo connected"
+    assert "connected" in kubectl(kubeconfig, "exec", "dns-probe", "--", "timeout", "10", "bash", "-c", connect).stdout
