@@ -335,5 +335,7 @@ docker build -q -t "$IMAGE" \
   --label "io.pycri.commit=${PYCRI_COMMIT%% *}" --label "io.pycri.kind-version=$KIND_VERSION" \
   --label "io.pycri.kubernetes-version=$KUBE_VERSION" "$ctx" >&2
 log "docker build in $((SECONDS - t))s"
+# the image this tag named before is dangling now: remove it (and only images of this script)
+docker image prune -f --filter "label=io.pycri.kind-version" >/dev/null
 log "built $IMAGE in $((SECONDS - start))s: $(docker images --format '{{.Size}}' "$IMAGE")"
 echo "$IMAGE"

@@ -155,6 +155,10 @@ def cluster(node_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         run(kind, "delete", "cluster", "--name", CLUSTER, "--kubeconfig", str(kubeconfig), check=False)
         left = run("docker", "ps", "-a", "--filter", f"label=io.x-k8s.kind.cluster={CLUSTER}", "-q").stdout
         assert not left.strip(), f"kind left containers: {left}"
+        # kind keeps its `kind` network for the next cluster; as hack/kind.sh down, remove it if unused
+        attached = run("docker", "network", "inspect", "kind", "-f", "{{len .Containers}}", check=False)
+        if attached.returncode == 0 and attached.stdout.strip() == "0":
+            run("docker", "network", "rm", "kind", check=False)
 
 
 def kubectl(kubeconfig: Path, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
