@@ -26,10 +26,13 @@ NS_PER_TICK = 10_000_000  # cpuacct.stat counts USER_HZ (100 a second) ticks
 
 
 def list_hierarchies(root: str) -> list[str]:
+    """The v1 hierarchies mounted under `root`: directories that hold a cgroup.procs. Inside a
+    container (a kind node), docker's runc leaves empty, unmounted directories for hierarchies
+    the host has not mounted ("cpu,cpuacct", "hugetlb", ...): they are not hierarchies."""
     names = []
     for name in sorted(os.listdir(root)):
         path = os.path.join(root, name)
-        if name == UNIFIED or os.path.islink(path) or not os.path.isdir(path):
+        if name == UNIFIED or os.path.islink(path) or not os.path.isfile(os.path.join(path, "cgroup.procs")):
             continue
         names.append(name)
     return names

@@ -190,15 +190,6 @@ PYCRI_COMMIT=$(git -C "$CHECKOUT" rev-parse HEAD)
 src=$(mktemp -d /tmp/pycri-node-src.XXXXXX)
 trap 'rm -rf "$src"' EXIT
 git -C "$CHECKOUT" archive HEAD | tar -x -C "$src/"
-# fixes proposed for pycri (issue 13) that HEAD may not have yet, for the image's copy only
-PYCRI_FIXES=$HERE/kind/pycri-node-fixes.patch
-if [ -f "$PYCRI_FIXES" ] && patch -d "$src" -p1 -f -s --dry-run <"$PYCRI_FIXES" >/dev/null 2>&1; then
-  patch -d "$src" -p1 -f -s <"$PYCRI_FIXES" >&2
-  PYCRI_COMMIT="$PYCRI_COMMIT + hack/kind/pycri-node-fixes.patch"
-  log "applied ${PYCRI_FIXES#$CHECKOUT/} to the image's pycri"
-elif [ -f "$PYCRI_FIXES" ]; then
-  log "${PYCRI_FIXES#$CHECKOUT/} does not apply to HEAD (landed?): not applied"
-fi
 mkdir -p "$src/.dist"
 "$CHECKOUT/.venv/bin/pip" wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
   -w "$src/.dist" "$src" >&2

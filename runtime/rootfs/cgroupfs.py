@@ -12,7 +12,7 @@ import errno
 import os
 
 from pycri.kernel.syscall import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, Syscall
-from pycri.kernel.mountinfo import MountInfo, read_mountinfo
+from pycri.kernel.mountinfo import MOUNTINFO, MountInfo, read_mountinfo
 from pycri.runtime.rootfs.mountopts import MountOptions
 
 
@@ -34,15 +34,18 @@ def _hierarchy_key(entry: MountInfo) -> str:
     return ",".join(names)
 
 
-def mount_cgroups(kernel: Syscall, dest: str, opts: MountOptions, *, cgroup_root: str = "/sys/fs/cgroup") -> None:
+def mount_cgroups(kernel: Syscall, dest: str, opts: MountOptions, *, cgroup_root: str = "/sys/fs/cgroup",
+                  mountinfo: str = MOUNTINFO, proc_cgroup: str = "/proc/self/cgroup") -> None:
     flags = opts.flags & ~(MS_BIND | MS_REC | MS_REMOUNT)
     if os.path.exists(os.path.join(cgroup_root, "cgroup.controllers")):
         _mount_v2(kernel, dest, flags, cgroup_root)
         return
-    mine = own_cgroups()
+    mine = own_cgroups(proc_cgroup)
     kernel.mount("tmpfs", dest, "tmpfs", flags & ~MS_RDONLY, "mode=755")
-    for entry in read_mountinfo():
-        if entry.fstype != "cgroup" or not entry.mountpoint.startswith(cgroup_root.rstrip("/") + "/"):
+    for entry in read_mountinfo(mountinfo):
+        # the hierarchies themselves, not cgroup mounts below them (kind's entrypoint bind-mounts
+        # /sys/fs/cgroup/<hierarchy>/kubelet onto itself in a node)
+        if entry.fstype != "cgroup" or os.path.dirname(entry.mountpoint) != cgroup_root.rstrip("/"):
             continue
         key = _hierarchy_key(entry)
         if key not in mine:

@@ -10,6 +10,7 @@ from pycri import cgroups
 
 from pycri.cgroups import CgroupError, detect, manager_from_state, new_manager
 from pycri.cgroups.resources import DeviceRule, Resources
+from pycri.cgroups import v1
 from pycri.cgroups.v1 import V1Manager
 
 HIERARCHIES = ("cpu,cpuacct", "cpuset", "memory", "pids", "devices", "hugetlb", "blkio", "freezer", "systemd")
@@ -270,3 +271,14 @@ def test_device_rule_lines() -> None:
     assert DeviceRule(False).v1_line() == "a"
     assert DeviceRule(True, "c", None, None, "m").v1_line() == "c *:* m"
     assert DeviceRule(True, "c", 136, -1, "rwm").v1_line() == "c 136:* rwm"
+
+
+def test_empty_unmounted_hierarchy_directories_are_not_hierarchies(tmp_path: Path) -> None:
+    """In a kind node (a docker container), runc leaves empty directories for hierarchies the
+    host has not mounted; making a cgroup there failed ("Read-only file system")."""
+    for mounted in ("memory", "pids", "unified"):
+        (tmp_path / mounted).mkdir()
+        (tmp_path / mounted / "cgroup.procs").write_text("")
+    for empty in ("cpu,cpuacct", "hugetlb"):
+        (tmp_path / empty).mkdir()
+    assert v1.list_hierarchies(str(tmp_path)) == ["memory", "pids"]

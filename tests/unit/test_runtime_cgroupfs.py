@@ -1,0 +1,35 @@
+"""The container's /sys/fs/cgroup on a v1 host (runtime/rootfs/cgroupfs.py), from a given
+mount table and /proc/self/cgroup, through the recording fake kernel."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pycri.kernel.fake import RecordingSyscall
+from pycri.kernel.syscall import MS_BIND, MS_REC
+from pycri.runtime.rootfs.cgroupfs import mount_cgroups
+from pycri.runtime.rootfs.mountopts import MountOptions
+
+# a kind node's: the hierarchies, and kind's entrypoint's bind mount of <hierarchy>/kubelet onto itself
+MOUNTINFO = """\
+30 25 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec - tmpfs tmpfs rw,mode=755
+31 30 0:27 /docker/abc /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec - cgroup cgroup rw,cpu,cpuacct
+32 30 0:28 /docker/abc /sys/fs/cgroup/memory rw,nosuid,nodev,noexec - cgroup cgroup rw,memory
+33 31 0:27 /docker/abc/kubelet /sys/fs/cgroup/cpu,cpuacct/kubelet rw,nosuid,nodev,noexec - cgroup cgroup rw,cpu,cpuacct
+"""
+PROC_CGROUP = "4:cpu,cpuacct:/docker/abc/kubelet/pod1/ctr\n3:memory:/docker/abc/kubelet/pod1/ctr\n0::/\n"
+
+
+def test_only_the_hierarchies_are_bound_not_cgroup_mounts_below_them(tmp_path: Path) -> None:
+    (tmp_path / "mountinfo").write_text(MOUNTINFO)
+    (tmp_path / "cgroup").write_text(PROC_CGROUP)
+    (tmp_path / "root").mkdir()
+    dest = tmp_path / "dest"
+    kernel = RecordingSyscall()
+    mount_cgroups(kernel, str(dest), MountOptions(), cgroup_root="/sys/fs/cgroup",
+                  mountinfo=str(tmp_path / "mountinfo"), proc_cgroup=str(tmp_path / "cgroup"))
+    binds = [(args[0], args[1]) for name, args in kernel.calls if name == "mount" and args[3] == MS_BIND | MS_REC]
+    assert binds == [
+        ("/sys/fs/cgroup/cpu,cpuacct/kubelet/pod1/ctr", f"{dest}/cpu,cpuacct"),
+        ("/sys/fs/cgroup/memory/kubelet/pod1/ctr", f"{dest}/memory"),
+    ]
+    assert (dest / "cpu").is_symlink() and (dest / "cpuacct").is_symlink()
