@@ -1,6 +1,8 @@
 """The one place where domain errors become gRPC status codes, and every CRI call is logged."""
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -66,7 +68,29 @@ def clip(text: str, limit: int) -> str:
 
 class CallInterceptor(grpc.ServerInterceptor):
     """Logs each call (method, ids, duration, status; for a streaming reply also the messages
-    sent) and maps exceptions to status codes, for unary and server-streaming calls alike."""
+    sent) and maps exceptions to status codes, for unary and server-streaming calls alike. It
+    also counts the calls under way, so that stopping pycri waits for their handlers: gRPC's
+    server.stop() cancels the calls but returns while their threads still run (a pull, say)."""
+
+    def __init__(self) -> None:
+        self._active = 0
+        self._idle = threading.Condition()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no call's handler runs; False if some still did after `timeout` seconds."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._active == 0, timeout)
+
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
+        with self._idle:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
@@ -87,26 +111,27 @@ class CallInterceptor(grpc.ServerInterceptor):
             )
         return handler
 
-    @staticmethod
-    def _unary(method: str, inner: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def _unary(self, method: str, inner: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             start, ids = time.monotonic(), ids_of(request)
             try:
-                response = inner(request, context)
+                with self._counted():
+                    response = inner(request, context)
             except Exception as exc:  # mapped to a status, never lost
                 _fail(context, method, start, ids, exc)
             log.info("cri call", method=method, duration_ms=_ms(start), code="OK", **ids)
             return response
         return call
 
-    @staticmethod
-    def _streaming(method: str, inner: Callable[[Any, Any], Iterator[Any]]) -> Callable[[Any, Any], Iterator[Any]]:
+    def _streaming(self, method: str,
+                   inner: Callable[[Any, Any], Iterator[Any]]) -> Callable[[Any, Any], Iterator[Any]]:
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             start, ids, sent = time.monotonic(), ids_of(request), 0
             try:
-                for response in inner(request, context):
-                    sent += 1
-                    yield response
+                with self._counted():
+                    for response in inner(request, context):
+                        sent += 1
+                        yield response
             except Exception as exc:  # mapped to a status, never lost
                 _fail(context, method, start, ids, exc, messages=sent)
             log.info("cri call", method=method, duration_ms=_ms(start), code="OK", messages=sent, **ids)

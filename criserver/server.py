@@ -35,6 +35,7 @@ log = structlog.get_logger("pycri")
 SOCKET_MODE = 0o660
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 WORKERS = 32
+CALLS_DONE_SECONDS = 30.0  # at stop, how long cancelled calls' handlers get to finish (a pull ends at its next read)
 
 
 class Daemon:
@@ -56,6 +57,7 @@ class Daemon:
                                        streaming.port, token_ttl=streaming.token_ttl_seconds,
                                        idle_timeout=streaming.idle_timeout_seconds)
         self._stopped = threading.Event()
+        self.calls = CallInterceptor()  # logs and maps every call, and counts those under way
         self.reaper = OrphanReaper()
         self.exit_watcher = ExitWatcher(self.containers)  # stopped events for containers that exit on their own
         self.runtime: RuntimeServicer | None = None
@@ -86,7 +88,7 @@ class Daemon:
         socket_path.unlink(missing_ok=True)
         server = grpc.server(
             ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="cri"),
-            interceptors=[CallInterceptor()],
+            interceptors=[self.calls],
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
         )
@@ -107,12 +109,16 @@ class Daemon:
         if self.runtime is not None:
             self.runtime.container_events.close()  # event streams end at once, not after the grace period
         if self.server is not None:
-            self.server.stop(grace).wait()
+            self.server.stop(grace).wait()  # calls still running now are cancelled; their handlers may not be done
+        idle = self.calls.wait_idle(CALLS_DONE_SECONDS)
         self.exit_watcher.stop()
         self.streams.stop()
         self.reaper.stop()
         self.config.socket_path.unlink(missing_ok=True)
-        self.db.close()
+        if idle:
+            self.db.close()
+        else:  # a handler still writes: leave the database to the process's exit (SQLite's WAL keeps it whole)
+            log.warning("calls still running at stop; the database is left open", seconds=CALLS_DONE_SECONDS)
         log.info("pycri stopped")
         self._stopped.set()
 

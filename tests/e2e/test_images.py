@@ -367,3 +367,35 @@ def _after_a_killed_pull(pycri: Pycri) -> None:
     status = image_status(pycri, "pycri/big")["status"]
     assert int(status["size"]) > 100 * 1024 * 1024
     assert (unpacked_layers(pycri, "pycri/big")[-1] / "data/blob").stat().st_size == 100 * 1024 * 1024
+
+
+def test_sigterm_during_a_pull_stops_cleanly(tmp_path: Path, registries: Registries) -> None:
+    """Stopping pycri (systemctl restart in a kind node) while a pull runs: gRPC cancels the
+    call, but its handler thread ran on and met a closed database (ProgrammingError). Stop now
+    waits for the cancelled handlers, so the pull ends as cancelled, pycri exits 0, and the
+    next start finds nothing half-made."""
+    mirror = HeldMirror(trickle=True)
+    pycri = behind(mirror, tmp_path)
+    try:
+        puller = subprocess.Popen(
+            ["crictl", "--config", str(pycri.crictl_config), "pull", "pycri/big"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not pycri.leftovers():  # a download is under way, and trickling
+            assert time.monotonic() < deadline, "the pull never started writing"
+            time.sleep(0.01)
+        pycri.stop()
+        assert pycri.process is not None and pycri.process.returncode == 0
+        puller.communicate(timeout=60)
+        log = pycri.log.read_text()
+        assert "closed database" not in log and "ProgrammingError" not in log, log[-4000:]
+        assert "cancelled" in log
+        mirror.release.set()
+        pycri.start()
+        assert image_status_absent(pycri, "pycri/big") and pycri.leftovers() == []
+    finally:
+        mirror.close()
+        if pycri.process is not None and pycri.process.poll() is None:
+            pycri.remove_everything()
+        pycri.stop()
+        pycri.unmount_pin_root()
