@@ -47,7 +47,11 @@ def test_pod_sandbox_metrics_report_real_usage(pycri: Pycri) -> None:
         [found] = [c for c in sample.container_metrics if c.container_id == busy]
         return values(found.metrics)
 
-    wait_for(lambda: container(pod_metrics(stub, pod)).get(("container_processes",), 0) >= 2)  # sh and nc
+    def started(values: Values) -> bool:
+        """dd has written its file and nc listens: until then sh and dd alone also make two processes."""
+        return values.get(("container_processes",), 0) >= 2 and values.get(("container_sockets",), 0) >= 1
+
+    wait_for(lambda: started(container(pod_metrics(stub, pod))))
     first = pod_metrics(stub, pod)
     assert first is not None
     for metric in [*first.metrics, *(m for c in first.container_metrics for m in c.metrics)]:
