@@ -309,6 +309,17 @@ def behind(mirror: HeldMirror, base: Path) -> Pycri:
     return pycri
 
 
+def pull_under_way(pycri: Pycri) -> subprocess.Popen[str]:
+    """`crictl pull pycri/big`, once its download is under way (written to the ingest)."""
+    puller = subprocess.Popen(["crictl", "--config", str(pycri.crictl_config), "pull", "pycri/big"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not pycri.leftovers():
+        assert time.monotonic() < deadline, "the pull never started writing"
+        time.sleep(0.01)
+    return puller
+
+
 def test_a_pull_the_client_gave_up_on_stops(tmp_path: Path, registries: Registries) -> None:
     """The client's deadline passes while the big layer trickles in: the pull stops and cleans
     up at once (it held the image's pull lock, so the client's retry queued behind it)."""
@@ -338,13 +349,7 @@ def test_sigkill_during_pull_then_restart(tmp_path: Path, registries: Registries
     mirror = HeldMirror()
     pycri = behind(mirror, tmp_path)
     try:
-        puller = subprocess.Popen(
-            ["crictl", "--config", str(pycri.crictl_config), "pull", "pycri/big"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while not pycri.leftovers():  # a download is under way, and held half-way by the mirror
-            assert time.monotonic() < deadline, "the pull never started writing"
-            time.sleep(0.01)
+        puller = pull_under_way(pycri)  # held half-way by the mirror
         pycri.kill()
         puller.communicate(timeout=60)
         assert puller.returncode != 0
@@ -377,13 +382,7 @@ def test_sigterm_during_a_pull_stops_cleanly(tmp_path: Path, registries: Registr
     mirror = HeldMirror(trickle=True)
     pycri = behind(mirror, tmp_path)
     try:
-        puller = subprocess.Popen(
-            ["crictl", "--config", str(pycri.crictl_config), "pull", "pycri/big"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while not pycri.leftovers():  # a download is under way, and trickling
-            assert time.monotonic() < deadline, "the pull never started writing"
-            time.sleep(0.01)
+        puller = pull_under_way(pycri)  # trickling
         pycri.stop()
         assert pycri.process is not None and pycri.process.returncode == 0
         puller.communicate(timeout=60)
