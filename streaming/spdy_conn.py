@@ -432,7 +432,10 @@ class SpdyConnection:
             while True:
                 try:
                     data = self._transport.recv(RECV_SIZE)
-                except OSError:
+                except OSError as exc:  # not the peer's close: say so, the streams end short
+                    if not self._closing:
+                        log.info("SPDY connection lost", connection=self.name, error=str(exc),
+                                 streams=len(self._streams))
                     break
                 if not data:
                     if self._decoder.pending and not self._closing:
