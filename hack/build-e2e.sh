@@ -42,14 +42,8 @@ IMAGE_FILES=(agnhost/porter/localhost.crt agnhost/porter/localhost.key kitten/ht
 STAMP=$BIN_DIR/.build-e2e.stamp
 TAGS=selinux,notest,grpcnotrace
 
-export PATH=$PATH:/usr/local/go/bin
-# GOPROXY and GOTOOLCHAIN are taken from the environment as they are. -mod=mod lets the
-# scratch module's go.mod/go.sum be completed by the go command itself.
-export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod"
-export CGO_ENABLED=0
-
 log() { printf '%s build-e2e: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-# mod_dir, kube_module (the scratch module), kube_ldflags
+# the Go environment, mod_dir, kube_module (the scratch module), kube_ldflags
 . "$(dirname "${BASH_SOURCE[0]}")/lib/kube-module.sh"
 
 request="kubernetes=$VERSION $(go env GOOS)/$(go env GOARCH)"

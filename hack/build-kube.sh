@@ -38,14 +38,8 @@ FORCE=${FORCE:-0}
 KUBE_BINS=(kubelet kube-apiserver kube-controller-manager kube-scheduler kubectl kubeadm)
 STAMP=$BIN_DIR/.build-kube.stamp
 
-export PATH=$PATH:/usr/local/go/bin
-# GOPROXY and GOTOOLCHAIN are taken from the environment as they are. -mod=mod lets the
-# scratch modules' go.mod/go.sum be completed by `go build` itself.
-export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod"
-export CGO_ENABLED=0
-
 log() { printf '%s build-kube: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-# mod_dir, kube_module (the scratch module), kube_ldflags
+# the Go environment, mod_dir, kube_module (the scratch module), kube_ldflags
 . "$(dirname "${BASH_SOURCE[0]}")/lib/kube-module.sh"
 
 # What a run is asked for; a stamp with the same request and all binaries present = done.

@@ -8,6 +8,13 @@
 # module zip. So a scratch module requires k8s.io/kubernetes vX and replaces every staging
 # module (read from kubernetes' own go.mod) by its published twin: v1.N.M -> v0.N.M.
 
+export PATH=$PATH:/usr/local/go/bin
+# GOPROXY and GOTOOLCHAIN are taken from the environment as they are. -mod=mod lets the
+# scratch modules' go.mod/go.sum be completed by the go command itself. Everything is built
+# with CGO_ENABLED=0 (static binaries; one setting, so the builds share the cache).
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod"
+export CGO_ENABLED=0
+
 # Module directory of MODULE@VERSION in the module cache (downloads it); the proxy's error if not.
 mod_dir() {
   local j
