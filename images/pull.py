@@ -270,16 +270,19 @@ class Puller:
                 compression = mf.COMPRESSION_BY_MEDIA_TYPE[desc.media_type]
                 if have_blob:
                     with open(self.content.path(desc.digest), "rb") as blob:
-                        self._unpack(_Abortable(blob, abort), None, desc, compression, diff_id)
+                        self.unpack_blob(_Abortable(blob, abort), None, desc, compression, diff_id)
                 else:
                     with repository.open_blob(desc.digest, desc.size) as response, \
                             self.content.ingest(desc.digest, desc.size) as ingest:
-                        self._unpack(_Abortable(response, abort), ingest, desc, compression, diff_id)
+                        self.unpack_blob(_Abortable(response, abort), ingest, desc, compression, diff_id)
         # outside the locks: the layer is leased, so it stays; the walk is disk I/O that other
         # pulls of this layer need not wait for (it is done once, then read from the layer's record)
         return PulledLayer(desc.digest, desc.size, diff_id, self.layers.usage(diff_id))
 
-    def _unpack(self, source: Any, ingest: Ingest | None, desc: mf.Descriptor, compression: str, diff_id: str) -> None:
+    def unpack_blob(self, source: Any, ingest: Ingest | None, desc: mf.Descriptor, compression: str,
+                    diff_id: str) -> None:
+        """Unpack the layer blob `desc` read from `source` (copied to `ingest` if given) into the
+        layer store as `diff_id`, verifying the blob's size and digest and the layer's diff_id."""
         compressed = HashingReader(source, ingest)
         with self.layers.create(diff_id) as target:
             guarded = GuardedStream(_decompressor(compressed, compression), lambda: compressed.size,

@@ -85,6 +85,10 @@ class ImageTable:
         for name in record.repo_digests:
             tx.execute("INSERT OR REPLACE INTO image_digests(name, image_id) VALUES(?,?)", (name, record.id))
 
+    def add_tag(self, tx: Transaction, name: str, image_id: str) -> None:
+        """Name the image `name` (domain/path:tag); a name on another image moves to this one."""
+        tx.execute("INSERT OR REPLACE INTO image_tags(name, image_id) VALUES(?,?)", (name, image_id))
+
     def get(self, image_id: str) -> ImageRecord | None:
         row = self.db.query_one("SELECT * FROM images WHERE id=?", (image_id,))
         return self._record(row) if row else None

@@ -8,25 +8,33 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from pycri.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from pycri.common.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
 from pycri.common.ids import numeric, parse_id
-from pycri.images import reference
+from pycri.images import archive, reference
 from pycri.images.config import RegistryConfig
 from pycri.images.content import ContentStore
 from pycri.images.layers import LayerStore
-from pycri.images.pull import Puller
+from pycri.images.pull import HashingReader, Puller
 from pycri.images.registry import Credentials
 from pycri.images.records import ImageRecord, ImageTable
 from pycri.store.db import Database
 
 log = structlog.get_logger("images")
+
+
+@dataclass(frozen=True)
+class ImportedImage:
+    id: str
+    repo_tags: list[str]
+    repo_digest: str  # what the names point at: the archive's index entry or the image's manifest
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,85 @@ class ImageService:
                 self.table.add(tx, record, usage, pulled.blobs)
         log.info("image pulled", image=str(ref), image_id=pulled.image_id, size=pulled.size)
         return pulled.image_id
+
+    def import_archive(self, chunks: Iterable[bytes]) -> list[ImportedImage]:
+        """Import the image archive (a docker save or OCI layout tar) whose bytes `chunks`
+        yields: every image in it, for this node's platform, with every name it gives. The
+        archive is spooled to disk and checked whole before any image is recorded; a bad one
+        is InvalidArgument and leaves nothing behind."""
+        spool = self.content.ingest_dir / f"import-{uuid.uuid4().hex}.tar"
+        try:
+            with open(spool, "xb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+            try:
+                return self._import(spool)
+            except BaseException:
+                self.collect_garbage()  # what the failed import stored is referenced by nothing
+                raise
+        except DataLoss as exc:  # a blob or layer that does not match its digest: the archive is bad
+            raise InvalidArgument(f"bad image archive: {exc}") from exc
+        finally:
+            spool.unlink(missing_ok=True)
+
+    def _import(self, spool: Path) -> list[ImportedImage]:
+        with archive.Archive(spool) as source:
+            images = archive.plan(source, self.puller.platform)
+            layers = {layer.diff_id: layer for image in images for layer in image.layers}
+            leased = [d for image in images for d in image.blobs] + \
+                [key for layer in layers.values() for key in (layer.desc.digest, layer.diff_id)]
+            with self.puller.leases.hold(leased):
+                for image in images:
+                    for digest, data in image.blobs.items():
+                        with self.puller.locks.hold(digest):
+                            if not self.content.has(digest):
+                                self.content.write(digest, data)
+                for layer in layers.values():
+                    self._import_layer(source, layer)
+                now = time.time_ns()
+                with self.db.transaction() as tx:
+                    for image in images:
+                        record = ImageRecord(
+                            id=image.config_digest, manifest_digest=image.manifest_digest, size=image.size,
+                            config=image.config, pulled_at=now, repo_tags=list(image.names),
+                            repo_digests=[reference.parse(n).with_digest(image.repo_digest) for n in image.names],
+                            diff_ids=[layer.diff_id for layer in image.layers],
+                        )
+                        usage = {}
+                        for layer in image.layers:
+                            measured = self.layers.usage(layer.diff_id)
+                            usage[layer.diff_id] = (measured.bytes, measured.inodes)
+                        self.table.add(tx, record, usage, list(image.blobs))
+        for image in images:
+            log.info("image imported", image_id=image.config_digest, tags=image.names, size=image.size)
+        return [ImportedImage(i.config_digest, list(i.names), i.repo_digest) for i in images]
+
+    def _import_layer(self, source: archive.Archive, layer: archive.LayerSource) -> None:
+        """Unpack a layer of the archive into the layer store, or, if the store has it (pulled
+        or imported before), verify the archive's blob without unpacking it again."""
+        with self.puller.locks.hold_all(layer.desc.digest, layer.diff_id), self.puller.in_flight, \
+                source.open(layer.member) as stream:
+            if not self.layers.has(layer.diff_id):
+                self.puller.unpack_blob(stream, None, layer.desc, layer.compression, layer.diff_id)
+                return
+            hashed = HashingReader(stream)
+            hashed.drain()
+            if hashed.digest != layer.desc.digest or hashed.size != layer.desc.size:
+                raise InvalidArgument(f"layer {layer.desc.digest} in the image archive does not match its "
+                                      f"descriptor (got {hashed.digest}, {hashed.size} bytes)")
+
+    def tag(self, source: str, target: str) -> str:
+        """Give the image `source` denotes (an id or a name) the name `target` (name:tag), moving
+        the name from any image that has it; return the image id."""
+        ref = reference.parse(target)
+        if ref.digest or not ref.tagged:
+            raise InvalidArgument(f"{target!r} is not a name with a tag")
+        with self._use_lock:  # as remove: the image cannot go between resolving and tagging it
+            record = self.get(source)
+            with self.db.transaction() as tx:
+                self.table.add_tag(tx, ref.tagged, record.id)
+        log.info("image tagged", image_id=record.id, tag=ref.tagged)
+        return record.id
 
     def resolve(self, name: str) -> ImageRecord | None:
         """The image that `name` (an id, a name:tag or a name@digest) denotes, if any."""
