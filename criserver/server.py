@@ -17,6 +17,7 @@ from pycri.api.cri import api_pb2_grpc
 from pycri.containers.conmon import ConmonHandler
 from pycri.containers.exit_watcher import ExitWatcher
 from pycri.containers.service import ContainerService
+from pycri.criserver import admin_servicer
 from pycri.criserver.config import Config, to_toml
 from pycri.criserver.errors import CallInterceptor
 from pycri.criserver.image_servicer import ImageServicer
@@ -97,6 +98,7 @@ class Daemon:
         api_pb2_grpc.add_RuntimeServiceServicer_to_server(self.runtime, server)
         api_pb2_grpc.add_ImageServiceServicer_to_server(
             ImageServicer(self.images, self.containers.image_users), server)
+        server.add_generic_rpc_handlers((admin_servicer.handler(self.images),))  # pycri images import|tag
         server.add_insecure_port(f"unix:{socket_path}")
         server.start()
         self.exit_watcher.start()
