@@ -1,4 +1,6 @@
-"""Linux control groups for containers, cgroupfs style (no systemd): v1, hybrid and v2.
+"""Linux control groups for containers, cgroupfs style: v1, hybrid and v2 (with the systemd
+driver, cgroups.systemd names the unit and cgroups.systemd_dbus asks systemd for it; the
+limits are still written here).
 
     manager = cgroups.new_manager("/kubepods/besteffort/pod1/ctr", "ctr")
     manager.create(); manager.add(pid); manager.apply(Resources.from_spec(spec_resources))
@@ -62,6 +64,14 @@ def new_manager(cgroups_path: str, container_id: str, *, root: str = DEFAULT_ROO
 
 
 def manager_from_state(state: dict[str, object], *, root: str | None = None) -> CgroupManager:
+    manager = _manager_from_state(state, root)
+    systemd = state.get("systemd")
+    if isinstance(systemd, dict):  # a systemd unit's cgroup (cgroups.systemd)
+        manager.systemd = {str(k): str(v) for k, v in systemd.items()}
+    return manager
+
+
+def _manager_from_state(state: dict[str, object], root: str | None) -> CgroupManager:
     version = state.get("version")
     base = str(state.get("root", DEFAULT_ROOT)) if root is None else root
     if version == V2:

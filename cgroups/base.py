@@ -79,6 +79,9 @@ class CgroupManager:
     """One container's cgroup, in every hierarchy it lives in."""
 
     version = 0
+    # the systemd unit holding this cgroup (cgroups.systemd: slice, prefix, name, unit); None
+    # for a cgroupfs cgroup. Saved in to_state, restored by manager_from_state.
+    systemd: dict[str, str] | None = None
 
     def paths(self) -> dict[str, str]:
         """hierarchy/controller name -> directory."""
@@ -141,6 +144,11 @@ class CgroupManager:
 
     def to_state(self) -> dict[str, object]:
         raise NotImplementedError
+
+    def _unit_state(self, state: dict[str, object]) -> dict[str, object]:
+        if self.systemd:
+            state["systemd"] = dict(self.systemd)
+        return state
 
 
 def write_file(directory: str, name: str, value: str | int) -> None:

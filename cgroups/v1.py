@@ -83,8 +83,8 @@ class V1Manager(CgroupManager):
         return None
 
     def to_state(self) -> dict[str, object]:
-        return {"version": 1, "root": self.root, "path": self.path, "hierarchies": dict(self.hierarchies),
-                "unified": self.unified}
+        return self._unit_state({"version": 1, "root": self.root, "path": self.path,
+                                 "hierarchies": dict(self.hierarchies), "unified": self.unified})
 
     def create(self) -> None:
         for hierarchy, path in self.paths().items():

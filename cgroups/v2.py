@@ -57,7 +57,7 @@ class V2Manager(CgroupManager):
         return {"": self.dir}
 
     def to_state(self) -> dict[str, object]:
-        return {"version": 2, "root": self.root, "path": self.path}
+        return self._unit_state({"version": 2, "root": self.root, "path": self.path})
 
     def create(self) -> None:
         try:
