@@ -445,7 +445,8 @@ def _config(data: bytes, digest: str, layers: int, platform: mf.Platform) -> dic
     os_name, arch = config.get("os"), config.get("architecture")
     if isinstance(os_name, str) and isinstance(arch, str) and os_name and arch and \
             (os_name, arch) != (platform.os, platform.architecture):
-        raise InvalidArgument(f"image {digest} is for {os_name}/{arch}; this node runs {platform.os}/{platform.architecture}")
+        raise InvalidArgument(
+            f"image {digest} is for {os_name}/{arch}; this node runs {platform.os}/{platform.architecture}")
     try:
         mf.diff_ids_of(config, layers)
     except DataLoss as exc:
