@@ -26,7 +26,11 @@
 #     the build only, and pulled into the node's pycri store by a pycri started in the root
 #     filesystem (as kind's own build pulls into containerd). pycri has no pause container
 #     (catatonit), so registry.k8s.io/pause is not needed.
-# Not yet: a ctr front end for `kind load`, a CNI image (flannel); see issue 13.
+#   - the pod network's image, pycri.local/flannel:v0.28.10 (flanneld through the Go module proxy
+#     on kube-proxy's Debian base, which has iptables), preloaded the same way; hack/kind.sh up
+#     applies hack/kind/flannel.yaml, which runs it with imagePullPolicy Never;
+#   - hack/kind/ctr and hack/kind/containerd, the front ends kind calls (`kind load`, version
+#     checks), as /usr/local/bin/ctr and /usr/local/bin/containerd when HEAD has them.
 #
 # Environment (all optional):
 #   IMAGE               the tag (default pycri.local/node:v1.37.2)
@@ -96,6 +100,10 @@ customize() {
   for f in kubeadm kubelet kubectl; do install -m 0755 "$KUBE_BIN/$f" "$root/usr/bin/$f"; done
   printf '%s' "$KUBE_VERSION" >"$root/kind/version"
   install -m 0755 "$CRICTL" "$root/usr/local/bin/crictl"
+  # kind's ctr and containerd calls, answered by pycri's front ends (from HEAD, when it has them)
+  for f in ctr containerd; do
+    if [ -f "$SRC/hack/kind/$f" ]; then install -m 0755 "$SRC/hack/kind/$f" "$root/usr/local/bin/$f"; fi
+  done
 
   # pycri: a venv on the node's python3, wheels only, no index
   mkdir -p "$root/tmp/wheels" "$root/opt/pycri"
@@ -134,6 +142,7 @@ plain_http = ["$REGISTRY"]
 fall_back_to_upstream = false
 [registry.mirrors]
 "registry.k8s.io" = ["http://$REGISTRY/registry.k8s.io"]
+"pycri.local" = ["http://$REGISTRY/pycri.local"]
 [network]
 write_default = false
 END
@@ -173,12 +182,12 @@ CRICTL=$(command -v crictl) || { log "crictl missing: run hack/install-crictl.sh
 command -v mmdebstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends mmdebstrap >&2
 "$HERE/docker.sh" >/dev/null
 
-# pycri's dependencies as cp313 wheels (pyproject's dependencies, read from it)
+# pycri's dependencies as cp313 wheels (the dependencies of HEAD's pyproject.toml, the wheel's)
 WHEELS=$CACHE/wheels/cp$PYTHON_TAG
 mkdir -p "$WHEELS"
-mapfile -t deps < <("$CHECKOUT/.venv/bin/python" -c '
+mapfile -t deps < <(git -C "$CHECKOUT" show HEAD:pyproject.toml | "$CHECKOUT/.venv/bin/python" -c '
 import tomllib, sys
-print(*tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"], sep="\n")' "$CHECKOUT/pyproject.toml")
+print(*tomllib.loads(sys.stdin.read())["project"]["dependencies"], sep="\n")')
 log "wheels for cp$PYTHON_TAG: ${deps[*]}"
 "$CHECKOUT/.venv/bin/pip" download -q --disable-pip-version-check -d "$WHEELS" --only-binary=:all: \
   --python-version "3.${PYTHON_TAG#3}" --implementation cp --abi "cp$PYTHON_TAG" \
@@ -268,6 +277,25 @@ for img in "${kubeadm_images[@]}"; do
     *) log "not needed with pycri (no pause container): $img" ;;
   esac
 done
+# the pod network (hack/kind/flannel.yaml): flanneld, which runs iptables for --ip-masq, on the
+# same Debian base as kube-proxy. flannel's CNI plugin is not on the Go module proxy (the
+# DaemonSet writes a bridge network list instead) nor in containernetworking/plugins v1.0.1.
+# Through the proxy, flanneld builds from a copy of flannel's main.go without two backends: the
+# tencentvpc one (its SDK is not on the proxy) and udp (cgo); go.etcd.io/etcd/cache/v3, which
+# only flannel's tests reach (through etcd/tests/v3), is not on it either and is stubbed.
+FLANNEL_VERSION=${FLANNEL_VERSION:-v0.28.10}
+fdir=$CACHE/src/flanneld-$FLANNEL_VERSION
+if [ ! -x "$CACHE/bin/flanneld-$FLANNEL_VERSION/flanneld" ]; then
+  flannel_src=$(go mod download -json "github.com/flannel-io/flannel@$FLANNEL_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  mkdir -p "$fdir/stub/etcd-cache"
+  printf 'module go.etcd.io/etcd/cache/v3\n\ngo 1.24\n' >"$fdir/stub/etcd-cache/go.mod"
+  printf 'module pycri.local/flanneld-build\n\nrequire github.com/flannel-io/flannel %s\n\nreplace go.etcd.io/etcd/cache/v3 => ./stub/etcd-cache\n' \
+    "$FLANNEL_VERSION" >"$fdir/go.mod"
+  sed -e '/pkg\/backend\/tencentvpc"/d' -e '/pkg\/backend\/udp"/d' "$flannel_src/main.go" >"$fdir/main.go"
+fi
+FLANNELD=$(go_build_once flanneld "$FLANNEL_VERSION" "$fdir" . \
+  "-s -w -X github.com/flannel-io/flannel/pkg/version.Version=$FLANNEL_VERSION")
+images+=("pycri.local/flannel:$FLANNEL_VERSION=$FLANNELD,base=$PROXY_BASE")
 PRELOAD=$(printf '%s\n' "${images[@]%%=*}")
 
 # the build's registry (Debian's docker-registry), on 127.0.0.1 for this build only
@@ -290,6 +318,7 @@ t=$SECONDS
 log "control-plane images pushed in $((SECONDS - t))s"
 
 export KIND_SRC KUBE_BIN KUBE_VERSION CRICTL WHEELS PYCRI_WHEEL PYCRI_COMMIT PRELOAD REGISTRY CACHE
+export SRC=$src  # HEAD's files
 
 # the root filesystem
 rootfs=$CACHE/rootfs.tar

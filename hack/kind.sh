@@ -3,8 +3,10 @@
 #
 #   hack/kind.sh up      dockerd (hack/docker.sh), kind (hack/build-kind.sh), the node image if
 #                        docker does not have it (hack/kind-node-image.sh), then
-#                        `kind create cluster` from hack/kind/cluster.yaml; a running cluster of
-#                        that name is reused
+#                        `kind create cluster` from hack/kind/cluster.yaml (a control-plane node
+#                        and two workers), then the pod network hack/kind/flannel.yaml; waits
+#                        until every node is Ready and CoreDNS runs. A running cluster of that
+#                        name is reused (the network is applied again, which changes nothing)
 #   hack/kind.sh down    delete the cluster, and kind's docker network when no other kind
 #                        cluster uses it
 #   hack/kind.sh status  the cluster's nodes (exit 1 if there is no cluster)
@@ -19,6 +21,7 @@ CLUSTER=${KIND_CLUSTER:-pycri}
 CONFIG=${KIND_CONFIG:-$HERE/kind/cluster.yaml}
 IMAGE=${PYCRI_KIND_IMAGE:-pycri.local/node:v1.37.2}
 KUBE_BIN=${PYCRI_KUBE_BIN:-/usr/local/lib/pycri/kube/bin}
+NETWORK=${KIND_NETWORK_MANIFEST:-$HERE/kind/flannel.yaml}
 
 log() { printf '%s kind.sh: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -27,11 +30,28 @@ running() {
     [ -n "$(docker ps -q --filter "label=io.x-k8s.kind.cluster=$CLUSTER")" ]
 }
 
+kubectl() { "$KUBE_BIN/kubectl" --context "kind-$CLUSTER" "$@"; }
+
+# the pod network, then every node Ready and CoreDNS's pods Running
+network() {
+  local start=$SECONDS
+  kubectl apply -f "$NETWORK" >&2
+  kubectl wait --for=condition=Ready nodes --all --timeout=300s >&2
+  # the Deployment's pods are made some seconds after the nodes: poll until there are some
+  until [ -n "$(kubectl -n kube-system get pods -l k8s-app=kube-dns -o name 2>/dev/null)" ]; do
+    [ $((SECONDS - start)) -lt 300 ] || { log "no CoreDNS pods after 300s"; exit 1; }
+    sleep 1
+  done
+  kubectl -n kube-system wait --for=condition=Ready pods -l k8s-app=kube-dns --timeout=300s >&2
+  log "pod network and CoreDNS ready in $((SECONDS - start))s"
+}
+
 usage() {
   cat >&2 <<END
 cluster $CLUSTER is up:
   $KIND get kubeconfig --name $CLUSTER > kubeconfig
-  $KUBE_BIN/kubectl --context kind-$CLUSTER get nodes
+  $KUBE_BIN/kubectl --context kind-$CLUSTER get nodes -o wide
+  pod network: flannel (host-gw), pods in 10.244.0.0/16, services in 10.96.0.0/16
   hack/kind.sh down
 END
 }
@@ -42,6 +62,7 @@ up() {
   KIND=$(nice -n 10 "$HERE/build-kind.sh")
   if running; then
     log "cluster $CLUSTER is already running: reused"
+    network
     usage
     return
   fi
@@ -53,6 +74,7 @@ up() {
     "$KIND" delete cluster --name "$CLUSTER" >&2
   fi
   "$KIND" create cluster --name "$CLUSTER" --image "$IMAGE" --config "$CONFIG" >&2
+  network
   log "up in $((SECONDS - start))s"
   usage
 }

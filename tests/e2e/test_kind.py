@@ -132,6 +132,7 @@ kind: Pod
 metadata: {name: etcd-probe}
 spec:
   tolerations: [{key: node-role.kubernetes.io/control-plane, effect: NoSchedule}]
+  nodeSelector: {node-role.kubernetes.io/control-plane: ""}
   containers:
   - name: etcd
     image: %s
@@ -143,13 +144,15 @@ spec:
 
 @pytest.fixture(scope="module")
 def cluster(node_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """`kind create cluster` with hack/kind/cluster.yaml; its kubeconfig in a temporary file."""
+    """`kind create cluster` with hack/kind/cluster.yaml and the pod network hack/kind/flannel.yaml
+    (as hack/kind.sh up); its kubeconfig in a temporary file."""
     kind = run(str(REPO / "hack/build-kind.sh")).stdout.strip()
     kubeconfig = tmp_path_factory.mktemp("kind") / "kubeconfig"
     run(kind, "delete", "cluster", "--name", CLUSTER, "--kubeconfig", str(kubeconfig), check=False)
     try:
         run(kind, "create", "cluster", "--name", CLUSTER, "--image", node_image, "--kubeconfig", str(kubeconfig),
             "--config", str(REPO / "hack/kind/cluster.yaml"), timeout=900)
+        run(str(KUBECTL), "--kubeconfig", str(kubeconfig), "apply", "-f", str(REPO / "hack/kind/flannel.yaml"))
         yield kind, kubeconfig
     finally:
         run(kind, "delete", "cluster", "--name", CLUSTER, "--kubeconfig", str(kubeconfig), check=False)
