@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = REPO / ".venv" / "bin"
+# the venv the tests run in (.venv from hack/setup.sh, or another Python's venv with pycri
+# installed, e.g. to run the suite on Python 3.13): its pycri, python and pycri-runtime
+VENV_BIN = Path(sys.prefix) / "bin" if (Path(sys.prefix) / "bin" / "pycri").exists() else REPO / ".venv" / "bin"
 CRICTL = os.environ.get("CRICTL", "crictl")
 
 

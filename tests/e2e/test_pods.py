@@ -17,7 +17,7 @@ import pytest
 
 from pycri.api.cri import api_pb2 as cri
 
-from tests.e2e.harness import Pycri
+from tests.e2e.harness import VENV_BIN, Pycri
 
 HANDLERS = ["runc", "pycri"]
 DEFAULT_CAPS = 0x00000000A80425FB  # containerd's and CRI-O's default capability set
@@ -26,7 +26,7 @@ IPAM_DIR = Path("/var/lib/pycri/cni/networks/pycri")
 
 @pytest.fixture(params=HANDLERS)
 def handler(request: pytest.FixtureRequest) -> str:
-    if request.param == "pycri" and not (Path(__file__).resolve().parents[2] / ".venv/bin/pycri-runtime").exists():
+    if request.param == "pycri" and not (VENV_BIN / "pycri-runtime").exists():
         pytest.skip("pycri-runtime is not installed (hack/setup.sh writes it)")
     return request.param
 

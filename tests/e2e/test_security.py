@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Pycri
+from tests.e2e.harness import VENV_BIN, Pycri
 
 HANDLERS = ["runc", "pycri"]
 PREDEFINED_GROUP = "gcr.io/k8s-staging-cri-tools/test-image-predefined-group:latest"  # uid 1000, in group 50000
@@ -18,7 +18,7 @@ PREDEFINED_GROUP = "gcr.io/k8s-staging-cri-tools/test-image-predefined-group:lat
 
 @pytest.fixture(params=HANDLERS)
 def handler(request: pytest.FixtureRequest) -> str:
-    if request.param == "pycri" and not (Path(__file__).resolve().parents[2] / ".venv/bin/pycri-runtime").exists():
+    if request.param == "pycri" and not (VENV_BIN / "pycri-runtime").exists():
         pytest.skip("pycri-runtime is not installed (hack/setup.sh writes it)")
     return request.param
 
