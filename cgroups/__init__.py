@@ -50,9 +50,17 @@ def has_controller(name: str, root: str = DEFAULT_ROOT) -> bool:
 
 
 def new_manager(cgroups_path: str, container_id: str, *, root: str = DEFAULT_ROOT,
-                own: dict[str, str] | None = None) -> CgroupManager:
+                own: dict[str, str] | None = None, driver: str | None = None) -> CgroupManager:
     """The manager for linux.cgroupsPath (absolute, relative to the caller's own cgroup, or
-    empty for <own cgroup>/<container id>), picking v1 or v2 from the host."""
+    empty for <own cgroup>/<container id>), picking v1 or v2 from the host. `driver` None tells
+    the systemd driver's paths by their form (cgroups.systemd.is_systemd_path: `slice:prefix:name`,
+    or a bare slice name such as a pod's kubepods-besteffort-pod<uid>.slice); "cgroupfs" never
+    takes a path for systemd's, "systemd" always."""
+    if driver != "cgroupfs":
+        from pycri.cgroups import systemd
+
+        if driver == "systemd" or systemd.is_systemd_path(cgroups_path):
+            return systemd.new_manager(systemd.path_of(cgroups_path, container_id), root=root)
     own = own_cgroups() if own is None else own
     if detect(root) == V2:
         from pycri.cgroups.v2 import V2Manager

@@ -96,7 +96,10 @@ class SystemdPath:
 
     @property
     def cgroup(self) -> str:
-        """The unit's cgroup below systemd's root: the expanded slice, then the unit."""
+        """The unit's cgroup below systemd's root: the expanded slice, then the unit (a slice
+        unit's own name says where it is)."""
+        if self.unit.endswith(SLICE_SUFFIX):
+            return expand_slice(self.unit)
         return posixpath.join(expand_slice(self.slice), self.unit)
 
     def __str__(self) -> str:
@@ -119,6 +122,28 @@ def parse_path(cgroups_path: str, container_id: str, default_prefix: str = "pycr
     if not name.endswith(SLICE_SUFFIX) and not prefix:
         raise CgroupError(f"no scope prefix in {cgroups_path!r}")
     return SystemdPath(slice_name, prefix, name)
+
+
+def slice_path(slice_name: str) -> SystemdPath:
+    """A slice itself (a pod's slice, whose cgroup holds its containers' for the pod's stats)."""
+    expand_slice(slice_name)
+    return SystemdPath(slice_name, "", slice_name)
+
+
+def is_systemd_path(cgroups_path: str) -> bool:
+    """Whether a cgroups path has the systemd driver's form: `slice:prefix:name` with a valid
+    slice, or a bare slice name (no `/`: cgroupfs paths from kubelet are absolute)."""
+    parts = cgroups_path.split(":")
+    if len(parts) == 3:
+        return not parts[0] or is_valid_slice(parts[0])
+    return len(parts) == 1 and is_valid_slice(cgroups_path)
+
+
+def path_of(cgroups_path: str, container_id: str, default_prefix: str = "pycri") -> SystemdPath:
+    """A systemd driver's path (`slice:prefix:name`, or a bare slice: the slice itself)."""
+    if ":" not in cgroups_path and cgroups_path:
+        return slice_path(cgroups_path)
+    return parse_path(cgroups_path, container_id, default_prefix)
 
 
 def init_cgroups(path: str = "/proc/1/cgroup") -> dict[str, str]:

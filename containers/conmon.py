@@ -52,12 +52,13 @@ class ConmonHandler:
     finds a live conmon from its pid file and the container's id (tests give their own)."""
 
     def __init__(self, name: str, runtime_path: str, runtime_root: Path, conmon: str = CONMON,
-                 monitor_pid: Callable[[Path, str], int | None] | None = None) -> None:
+                 monitor_pid: Callable[[Path, str], int | None] | None = None, *,
+                 systemd_cgroup: bool = False) -> None:
         self.name = name
         self.runtime_path = runtime_path
         self.runtime_root = runtime_root
         self.conmon = conmon
-        self.cli = OciCli(name, runtime_path, runtime_root)
+        self.cli = OciCli(name, runtime_path, runtime_root, systemd_cgroup=systemd_cgroup)
         self.monitor_pid = monitor_pid or conmon_pid
 
     # -- the runtime's command line -------------------------------------------
@@ -107,6 +108,7 @@ class ConmonHandler:
             "--runtime", self.runtime_path, "--runtime-arg", "--root", "--runtime-arg", str(self.runtime_root),
             # the runtime's own messages go to a file, not into the container's stderr
             "--runtime-arg", "--log", "--runtime-arg", str(paths.bundle / "runtime.log"),
+            *[arg for flag in self.cli.global_flags() for arg in ("--runtime-arg", flag)],
             "--bundle", str(paths.bundle),
             "--container-pidfile", str(container_pidfile(paths)),
             "--conmon-pidfile", str(conmon_pidfile(paths)),

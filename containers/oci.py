@@ -64,10 +64,12 @@ def query_features(runtime_path: str) -> HandlerFeatures:
 class OciCli:
     """An OCI runtime with runc's command line, its containers' state under `root`."""
 
-    def __init__(self, name: str, path: str, root: Path) -> None:
+    def __init__(self, name: str, path: str, root: Path, *, systemd_cgroup: bool = False) -> None:
         self.name = name
         self.path = path
         self.root = root
+        # the systemd cgroup driver: runc's global --systemd-cgroup (cgroupsPath is slice:prefix:name)
+        self.systemd_cgroup = systemd_cgroup
         self._features: HandlerFeatures | None = None
         self._features_lock = threading.Lock()
         root.mkdir(parents=True, exist_ok=True)
@@ -81,7 +83,11 @@ class OciCli:
 
     def command(self) -> list[str]:
         """The runtime's command line prefix (binary and global flags)."""
-        return [self.path, "--root", str(self.root)]
+        return [self.path, "--root", str(self.root), *self.global_flags()]
+
+    def global_flags(self) -> list[str]:
+        """Global flags besides --root and --log: --systemd-cgroup with the systemd driver."""
+        return ["--systemd-cgroup"] if self.systemd_cgroup else []
 
     def _runtime(self, *args: str) -> list[str]:
         return [*self.command(), *args]

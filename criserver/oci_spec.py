@@ -6,6 +6,7 @@ the device nodes and seccomp profile files a config names).
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import posixpath
 import stat
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pycri import cgroups
+from pycri.cgroups import systemd as systemd_cgroups
 
 from pycri.api.cri import api_pb2 as cri
 from pycri.common.errors import InvalidArgument, Unimplemented
@@ -66,6 +68,8 @@ class PodContext:
     recursive_read_only: bool = False
     # the pod's user namespace mappings, None for the host's
     userns: IdMaps | None = None
+    # the systemd cgroup driver (cgroup_parent is a slice); None: told by the parent's form
+    systemd_cgroup: bool | None = None
 
 
 def lowest_oom_score_adj() -> int:
@@ -176,7 +180,7 @@ def build_spec(config: cri.ContainerConfig, image: dict[str, Any], layers: list[
         linux=Linux(
             namespaces=namespaces,
             resources=resources,
-            cgroups_path=f"{pod.cgroup_parent.rstrip('/')}/{container_id_hint}",
+            cgroups_path=cgroups_path(pod, container_id_hint),
             masked_paths=[] if security.privileged else list(security.masked_paths or DEFAULT_MASKED_PATHS),
             readonly_paths=[] if security.privileged else list(security.readonly_paths or DEFAULT_READONLY_PATHS),
             sysctl=dict(pod.sysctls),
@@ -197,6 +201,29 @@ def _rootfs_propagation(config: cri.ContainerConfig) -> str | None:
     if cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER in propagations:
         return "rslave"
     return None
+
+
+def cgroups_path(pod: PodContext, name: str) -> str:
+    """linux.cgroupsPath: cgroupfs <parent>/<name>; systemd `<pod slice>:pycri:<name>` (runc's
+    slice:prefix:name; the runtime asks systemd for the scope pycri-<name>.scope in the slice, as
+    containerd does with its prefix cri-containerd). A name systemd would refuse in a unit name
+    (characters beyond [A-Za-z0-9_.-], or too long) is replaced by a digest of it."""
+    systemd = pod.systemd_cgroup
+    if systemd is None:
+        systemd = "/" not in pod.cgroup_parent and systemd_cgroups.is_valid_slice(pod.cgroup_parent)
+    if not systemd:
+        return f"{pod.cgroup_parent.rstrip('/')}/{name}"
+    return f"{pod.cgroup_parent}:{SCOPE_PREFIX}:{_unit_safe(name)}"
+
+
+SCOPE_PREFIX = "pycri"
+_UNIT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+def _unit_safe(name: str) -> str:
+    if name and len(name) <= 200 and set(name) <= _UNIT_CHARS and not name.endswith(".slice"):
+        return name
+    return hashlib.sha256(name.encode()).hexdigest()
 
 
 def _id_mappings(pod: PodContext) -> tuple[list[IdMapping] | None, list[IdMapping] | None]:

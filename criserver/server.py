@@ -7,6 +7,7 @@ import signal
 import stat
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,6 +43,7 @@ CALLS_DONE_SECONDS = 30.0  # at stop, how long cancelled calls' handlers get to 
 class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
+        check_cgroup_driver(config.cgroup_driver)
         harden_store(config.root, config.state)
         self.db = Database(config.root / "pycri.db")
         self.images = ImageService(self.db, config.root / "images", config.registry)
@@ -52,7 +54,8 @@ class Daemon:
                                            dict(self.handlers), config.runtime.default_handler, LinuxSyscall())
         self.network = CniNetwork(config.network.cni_conf_dir, list(config.network.cni_bin_dirs),
                                   config.root / "cni", write_default=config.network.write_default)
-        self.sandboxes = SandboxService(self.db, config.root / "sandboxes", config.state, self.network)
+        self.sandboxes = SandboxService(self.db, config.root / "sandboxes", config.state, self.network,
+                                        cgroup_driver=config.cgroup_driver)
         streaming = config.streaming
         self.streams = StreamingServer(RuntimeStreams(self.containers, self.sandboxes), streaming.address,
                                        streaming.port, token_ttl=streaming.token_ttl_seconds,
@@ -189,11 +192,28 @@ def _private_to(directory: Path, owned: Path) -> None:
     os.chmod(directory, 0o710 if gid else ROOT_ONLY)
 
 
+def check_cgroup_driver(driver: str, reachable: Callable[[], str] | None = None) -> None:
+    """With the systemd driver, systemd must be the init and answer on D-Bus: otherwise pycri does
+    not start (SystemExit with the reason), rather than fail the first pod."""
+    if driver != "systemd":
+        return
+    from pycri.cgroups import systemd_dbus
+
+    try:
+        version = (reachable or systemd_dbus.check_reachable)()
+    except systemd_dbus.SystemdError as e:
+        log.error("the systemd cgroup driver needs systemd", error=str(e))
+        raise SystemExit(f'pycri: [cgroup] driver = "systemd" but systemd cannot be used: {e}. '
+                         'Use driver = "cgroupfs" on a host without systemd.') from None
+    log.info("cgroup driver systemd", systemd=version)
+
+
 def runtime_handlers(config: Config) -> dict[str, ConmonHandler]:
     """One conmon-monitored handler per configured runtime (path "" is pycri's own runtime)."""
     launcher = str(Path(sys.executable).parent / "pycri-runtime")
     return {
-        name: ConmonHandler(name, path or launcher, config.state / "runtime" / name, config.runtime.conmon)
+        name: ConmonHandler(name, path or launcher, config.state / "runtime" / name, config.runtime.conmon,
+                            systemd_cgroup=config.cgroup_driver == "systemd")
         for name, path in config.runtime.handlers.items()
     }
 

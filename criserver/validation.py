@@ -33,6 +33,7 @@ import posixpath
 from collections.abc import Mapping
 
 from pycri.api.cri import api_pb2 as cri
+from pycri.cgroups import systemd as systemd_cgroups
 from pycri.common.errors import InvalidArgument
 
 MAX_NAME_BYTES = 253
@@ -106,10 +107,17 @@ def log_path(value: str, field: str = "config.log_path") -> None:
         raise InvalidArgument(f"{field} {value!r} must not contain the control character {bad!r}")
 
 
-def cgroup_parent(value: str, field: str = "config.linux.cgroup_parent") -> None:
+def cgroup_parent(value: str, field: str = "config.linux.cgroup_parent", driver: str = "cgroupfs") -> None:
+    """cgroupfs: a path without a ".." component; systemd: a slice name as systemd and runc take it
+    (kubepods-besteffort-pod<uid>.slice: ends in .slice, no "/", no empty part between dashes)."""
     if not value:
         return
     _path_chars(value, field)
+    if driver == "systemd":
+        if not systemd_cgroups.is_valid_slice(value):
+            raise InvalidArgument(f"{field} {value!r} is not a systemd slice name (the systemd cgroup driver "
+                                  "takes one such as kubepods-besteffort-pod<uid>.slice)")
+        return
     if ".." in value.split("/"):
         raise InvalidArgument(f"{field} {value!r} must not contain a '..' component")
 
@@ -145,7 +153,7 @@ def string_maps(labels: Mapping[str, str], annotations: Mapping[str, str], field
                 raise InvalidArgument(f"{field}.{what} are larger than {limit // 1024} KiB (keys and values)")
 
 
-def pod_sandbox_config(config: cri.PodSandboxConfig) -> None:
+def pod_sandbox_config(config: cri.PodSandboxConfig, cgroup_driver: str = "cgroupfs") -> None:
     """Everything of RunPodSandbox's config pycri stores or derives host names and paths from."""
     metadata = config.metadata
     name(metadata.name, "config.metadata.name")
@@ -153,7 +161,7 @@ def pod_sandbox_config(config: cri.PodSandboxConfig) -> None:
     name(metadata.uid, "config.metadata.uid")
     hostname(config.hostname, own_uts=config.linux.security_context.namespace_options.network != cri.NamespaceMode.NODE)
     log_directory(config.log_directory)
-    cgroup_parent(config.linux.cgroup_parent)
+    cgroup_parent(config.linux.cgroup_parent, driver=cgroup_driver)
     string_maps(config.labels, config.annotations)
 
 

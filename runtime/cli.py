@@ -1,6 +1,10 @@
 """The runc-compatible command line of pycri-runtime.
 
-    pycri-runtime [--root DIR] [--log FILE] [--log-format text|json] [--debug] COMMAND ...
+    pycri-runtime [--root DIR] [--log FILE] [--log-format text|json] [--systemd-cgroup] [--debug] COMMAND ...
+
+--systemd-cgroup (runc's): `create` takes linux.cgroupsPath as `slice:prefix:name` and asks
+systemd for the scope <prefix>-<name>.scope in that slice (cgroups.systemd); the container's
+state remembers the unit, so `delete` stops it and `update` sets its properties without the flag.
 
 Commands: create, start, state, kill, delete, exec, update, list, features, events --stats.
 Each command module is imported only when it runs (see runtime/__init__.py on start-up).
@@ -45,7 +49,8 @@ COMMAND_FLAGS = {
 }
 USAGE = f"""usage: {PROG} [global options] command [command options] [arguments...]
 
-global options: --root DIR (default /run/pycri-runtime), --log FILE, --log-format text|json, --debug
+global options: --root DIR (default /run/pycri-runtime), --log FILE, --log-format text|json,
+  --systemd-cgroup (cgroupsPath is slice:prefix:name, the container gets a systemd scope), --debug
 
 commands:
   create [-b BUNDLE] [--pid-file F] [--console-socket S] [--no-pivot] [--preserve-fds N] ID
@@ -74,7 +79,7 @@ def _one_id(command: str, positional: list[str], extra: int = 0) -> str:
     return positional[0]
 
 
-def run_command(command: str, root: str, argv: list[str]) -> int:
+def run_command(command: str, root: str, argv: list[str], systemd_cgroup: bool = False) -> int:
     from pycri.runtime.state import StateStore
 
     flags, positional = parse(COMMAND_FLAGS[command], argv)
@@ -106,7 +111,8 @@ def run_command(command: str, root: str, argv: list[str]) -> int:
             create(store, container_id, CreateOptions(
                 bundle=flags.string("bundle", "."), pid_file=flags.string("pid-file"),
                 console_socket=flags.string("console-socket"), no_pivot=flags.flag("no-pivot"),
-                no_new_keyring=flags.flag("no-new-keyring"), preserve_fds=flags.integer("preserve-fds")))
+                no_new_keyring=flags.flag("no-new-keyring"), preserve_fds=flags.integer("preserve-fds"),
+                systemd_cgroup=systemd_cgroup))
         except RuntimeFailure as e:
             raise RuntimeFailure(f"{PROG} create failed: {e}") from None
     elif command == "exec":
@@ -161,10 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     if flags.flag("help") or not rest:
         sys.stdout.write(USAGE)
         return 0 if flags.flag("help") else 1
-    if flags.flag("systemd-cgroup"):
-        logger.error("--systemd-cgroup is not supported: pycri-runtime manages cgroups with cgroupfs only "
-                     "(use cgroupfs paths like /kubepods/burstable/pod<uid>/<id>)")
-        return 1
     command, args = rest[0], rest[1:]
     if command in ("help", "--help", "-h"):
         sys.stdout.write(USAGE)
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     root = flags.string("root", "/run/pycri-runtime")
     try:
-        return run_command(command, root, args)
+        return run_command(command, root, args, systemd_cgroup=flags.flag("systemd-cgroup"))
     except RuntimeFailure as e:
         logger.error(str(e))
         return 1

@@ -130,10 +130,30 @@ def delete(store: StateStore, container_id: str, force: bool = False) -> None:
         from pycri import cgroups
 
         try:
+            if manager.systemd:
+                _stop_unit(manager)
             manager.destroy()
         except cgroups.CgroupError as e:
             raise RuntimeFailure(f"delete container {container_id}: {e}") from None
     store.remove(container_id)
+
+
+def _stop_unit(manager) -> None:  # manager: cgroups.CgroupManager
+    """Stop the container's systemd unit (--systemd-cgroup at create). Its processes are gone, so
+    systemd has usually dropped the scope already; a bus that does not answer is logged, and the
+    directories are removed all the same (as runc's Destroy does)."""
+    from pycri.cgroups import systemd_dbus
+    from pycri.runtime import log
+
+    unit = (manager.systemd or {}).get("unit", "")
+    try:
+        bus = systemd_dbus.connect()
+        try:
+            bus.stop_unit(unit)
+        finally:
+            bus.close()
+    except systemd_dbus.SystemdError as e:
+        log.current.warning(f"stop systemd unit {unit}: {e}")
 
 
 def list_containers(store: StateStore, fmt: str = "table", quiet: bool = False) -> None:
@@ -170,7 +190,7 @@ def features() -> None:
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": list(NAMES),
-            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False, "rdma": False},
+            "cgroup": {"v1": True, "v2": True, "systemd": True, "systemdUser": False, "rdma": False},
             "seccomp": {
                 "enabled": True,
                 "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
@@ -233,13 +253,34 @@ def update(store: StateStore, container_id: str, resources_file: str, flags: Fla
     if manager is None:
         raise RuntimeFailure(f"container {container_id} has no cgroup")
     try:
-        warnings = manager.apply(Resources.from_spec(raw))
+        resources = Resources.from_spec(raw)
+        if manager.systemd:
+            _set_unit_properties(manager, resources)
+        warnings = manager.apply(resources)
     except CgroupError as e:
         raise RuntimeFailure(f"update container {container_id}: {e}") from None
     from pycri.runtime import log
 
     for warning in warnings:
         log.current.warning(warning)
+
+
+def _set_unit_properties(manager, resources) -> None:  # cgroups.CgroupManager, cgroups.resources.Resources
+    """The new limits as the unit's properties too (as runc's Set), so that systemd keeps them."""
+    from pycri.cgroups import systemd, systemd_dbus
+
+    props = systemd.resource_properties(resources, manager.version)
+    unit = (manager.systemd or {}).get("unit", "")
+    if not props or not unit:
+        return
+    try:
+        bus = systemd_dbus.connect()
+        try:
+            bus.set_unit_properties(unit, props)
+        finally:
+            bus.close()
+    except systemd_dbus.SystemdError as e:
+        raise RuntimeFailure(f"set the properties of systemd unit {unit}: {e}") from None
 
 
 def _size(text: str) -> int:

@@ -31,13 +31,14 @@ INIT_TIMEOUT = 120.0
 
 class CreateOptions:
     def __init__(self, *, bundle: str = ".", pid_file: str = "", console_socket: str = "", no_pivot: bool = False,
-                 no_new_keyring: bool = False, preserve_fds: int = 0) -> None:
+                 no_new_keyring: bool = False, preserve_fds: int = 0, systemd_cgroup: bool = False) -> None:
         self.bundle = bundle
         self.pid_file = pid_file
         self.console_socket = console_socket
         self.no_pivot = no_pivot
         self.no_new_keyring = no_new_keyring
         self.preserve_fds = preserve_fds
+        self.systemd_cgroup = systemd_cgroup  # --systemd-cgroup: cgroupsPath is slice:prefix:name
 
 
 def container_resources(spec: Spec) -> Resources:
@@ -68,6 +69,28 @@ def _host_id(mappings: list[IdMapping]) -> int:
     return next((m.host_id for m in mappings if m.container_id == 0), 0)
 
 
+def _systemd_cgroup(spec: Spec, container_id: str, resources: Resources):
+    """--systemd-cgroup: the manager of the unit's cgroup and the join of create's first stage,
+    which starts the scope with that pid in it (cgroups.systemd.start_scope). The bus is
+    connected here, before any process exists, so an unreachable systemd fails early."""
+    from pycri.cgroups import systemd, systemd_dbus
+
+    try:
+        path = systemd.parse_path(spec.linux.cgroups_path, container_id, "pycri-runtime")
+        manager = systemd.new_manager(path)
+        bus = systemd_dbus.connect()
+    except (cgroups.CgroupError, systemd_dbus.SystemdError) as e:
+        raise RuntimeFailure(str(e)) from None
+
+    def join(pid: int) -> None:
+        try:
+            systemd.start_scope(bus, manager, [pid], resources, f"pycri-runtime container {container_id}")
+        finally:
+            bus.close()
+
+    return manager, join
+
+
 def create(store: StateStore, container_id: str, options: CreateOptions, kernel: Syscall | None = None) -> int:
     kernel = kernel or LinuxSyscall()
     spec = load_spec(options.bundle)
@@ -84,8 +107,12 @@ def create(store: StateStore, container_id: str, options: CreateOptions, kernel:
         fifo = store.make_fifo(container_id)
         if spec.linux.namespace("user") is not None:  # the container's root opens it (as runc)
             os.chown(fifo, _host_id(spec.linux.uid_mappings), _host_id(spec.linux.gid_mappings))
-        manager = cgroups.new_manager(spec.linux.cgroups_path, container_id)
-        manager.create()
+        if options.systemd_cgroup:
+            manager, join_cgroups = _systemd_cgroup(spec, container_id, resources)
+        else:
+            manager = cgroups.new_manager(spec.linux.cgroups_path, container_id, driver="cgroupfs")
+            manager.create()
+            join_cgroups = manager.add
         if options.console_socket:
             console_fd = console.connect(options.console_socket)
         # the init stages pass through the container's namespaces as this (host) program: none of
@@ -93,7 +120,7 @@ def create(store: StateStore, container_id: str, options: CreateOptions, kernel:
         kernel.prctl(PR_SET_DUMPABLE, 0)
         init_options = InitOptions(fifo_path=fifo, console_fd=console_fd, no_pivot=options.no_pivot,
                                    preserve_fds=options.preserve_fds, seccomp=program)
-        init_pid = launch(stage_namespaces, (kernel, spec, init_options), join_cgroups=manager.add,
+        init_pid = launch(stage_namespaces, (kernel, spec, init_options), join_cgroups=join_cgroups,
                           timeout=INIT_TIMEOUT, id_maps=_id_maps(spec))
         for warning in manager.apply(resources):
             log.current.warning(warning)
@@ -116,6 +143,10 @@ def create(store: StateStore, container_id: str, options: CreateOptions, kernel:
             for pid in manager.pids():
                 kill_and_wait(pid)
             try:
+                if manager.systemd:
+                    from pycri.runtime.commands import _stop_unit
+
+                    _stop_unit(manager)
                 manager.destroy()
             except cgroups.CgroupError as e:
                 log.current.warning(f"cleaning up after the failed create: {e}")

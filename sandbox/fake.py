@@ -95,9 +95,23 @@ class FakeInfra(Recorder):
 
 @dataclass
 class FakeCgroups(Recorder):
-    """Pod cgroups as a set of (cgroup parent, pod id)."""
+    """Pod cgroups as a set of (cgroup parent, pod id), and infra processes put in a pod cgroup
+    (pod id -> pid). `parent_format` names a pod's own cgroup ("pycri-{}.slice" for systemd's)."""
 
     existing: set[tuple[str, str]] = field(default_factory=set)
+    infra: dict[str, int] = field(default_factory=dict)
+    parent_format: str = "/pycri/{}"
+
+    def default_parent(self, sandbox_id: str) -> str:
+        return self.parent_format.format(sandbox_id)
+
+    def join_infra(self, cgroup_parent: str, sandbox_id: str, pid: int) -> None:
+        self._record("join_infra", cgroup_parent, sandbox_id, pid)
+        self.infra[sandbox_id] = pid
+
+    def leave_infra(self, cgroup_parent: str, sandbox_id: str) -> None:
+        self._record("leave_infra", cgroup_parent, sandbox_id)
+        self.infra.pop(sandbox_id, None)
 
     def create(self, cgroup_parent: str, sandbox_id: str) -> None:
         self._record("create", cgroup_parent, sandbox_id)

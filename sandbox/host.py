@@ -5,10 +5,13 @@ the service the fakes of sandbox/fake.py instead, and need no root.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from pycri import cgroups
+from pycri.cgroups import systemd
+from pycri.cgroups.systemd_dbus import SystemdBus, SystemdError
 
 from pycri.sandbox import infra, namespaces
 from pycri.sandbox.infra import Infra
@@ -45,11 +48,24 @@ class InfraProcesses(Protocol):
 
 
 class PodCgroups(Protocol):
-    """Makes and removes the pod cgroup pycri owns (when kubelet gave no parent)."""
+    """The pod cgroup as the cgroup driver has it: the one pycri owns when kubelet gave no parent
+    (made and removed here), and the cgroup of a shared PID namespace's infra process."""
+
+    def default_parent(self, sandbox_id: str) -> str:
+        """The pod cgroup pycri makes for a pod whose config names none."""
+        ...
 
     def create(self, cgroup_parent: str, sandbox_id: str) -> None: ...
 
     def destroy(self, cgroup_parent: str, sandbox_id: str) -> None: ...
+
+    def join_infra(self, cgroup_parent: str, sandbox_id: str, pid: int) -> None:
+        """Put the pod's infra process in the pod cgroup, where the driver wants one."""
+        ...
+
+    def leave_infra(self, cgroup_parent: str, sandbox_id: str) -> None:
+        """Undo join_infra once the infra process is gone; idempotent."""
+        ...
 
 
 class HostNamespacePins:
@@ -80,10 +96,65 @@ class HostInfraProcesses:
 
 
 class HostPodCgroups:
-    """The host's cgroup hierarchy (v1 or v2, as cgroups.new_manager picks)."""
+    """The cgroupfs driver: the host's cgroup hierarchy (v1 or v2, as cgroups.new_manager picks).
+    The infra process stays in pycri's own cgroup, as it always has."""
+
+    def default_parent(self, sandbox_id: str) -> str:
+        return f"/pycri/{sandbox_id}"
 
     def create(self, cgroup_parent: str, sandbox_id: str) -> None:
-        cgroups.new_manager(cgroup_parent, sandbox_id).create()
+        cgroups.new_manager(cgroup_parent, sandbox_id, driver="cgroupfs").create()
 
     def destroy(self, cgroup_parent: str, sandbox_id: str) -> None:
-        cgroups.new_manager(cgroup_parent, sandbox_id).destroy()
+        cgroups.new_manager(cgroup_parent, sandbox_id, driver="cgroupfs").destroy()
+
+    def join_infra(self, cgroup_parent: str, sandbox_id: str, pid: int) -> None:
+        pass
+
+    def leave_infra(self, cgroup_parent: str, sandbox_id: str) -> None:
+        pass
+
+
+class SystemdPodCgroups:
+    """The systemd driver: the pod cgroup is a slice. kubelet makes its pod slices itself
+    (kubepods-<qos>-pod<uid>.slice); pycri never mkdirs in systemd's tree, and asks systemd for
+    what it owns: the slice pycri-<sandbox id>.slice of a pod without a parent (below
+    pycri.slice), and the delegated scope pycri-<sandbox id>.scope in the pod slice that holds
+    the infra process of a shared PID namespace (outside pycri.service, which a restart of pycri
+    would otherwise kill with it). `bus` connects to systemd (cgroups.systemd_dbus), once a call."""
+
+    def __init__(self, bus: Callable[[], SystemdBus]) -> None:
+        self.bus = bus
+
+    def default_parent(self, sandbox_id: str) -> str:
+        return f"pycri-{sandbox_id}.slice"
+
+    def create(self, cgroup_parent: str, sandbox_id: str) -> None:
+        self._call(lambda bus: bus.start_transient_unit(
+            cgroup_parent, [("Description", "s", f"pycri pod {sandbox_id}")]))
+
+    def destroy(self, cgroup_parent: str, sandbox_id: str) -> None:
+        self._call(lambda bus: bus.stop_unit(cgroup_parent))
+
+    def _infra_manager(self, cgroup_parent: str, sandbox_id: str) -> cgroups.CgroupManager:
+        return systemd.new_manager(systemd.SystemdPath(cgroup_parent, "pycri", sandbox_id))
+
+    def join_infra(self, cgroup_parent: str, sandbox_id: str, pid: int) -> None:
+        manager = self._infra_manager(cgroup_parent, sandbox_id)
+        self._call(lambda bus: systemd.start_scope(bus, manager, [pid], description=f"pycri pod {sandbox_id} infra"))
+
+    def leave_infra(self, cgroup_parent: str, sandbox_id: str) -> None:
+        manager = self._infra_manager(cgroup_parent, sandbox_id)
+        self._call(lambda bus: systemd.stop_scope(bus, manager))
+
+    def _call(self, action: Callable[[SystemdBus], None]) -> None:
+        try:
+            bus = self.bus()
+        except SystemdError as e:
+            raise cgroups.CgroupError(f"connect to systemd: {e}") from None
+        try:
+            action(bus)
+        except SystemdError as e:
+            raise cgroups.CgroupError(str(e)) from None
+        finally:
+            bus.close()

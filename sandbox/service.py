@@ -22,8 +22,10 @@ from pycri.common.errors import AlreadyExists, FailedPrecondition, InvalidArgume
 from pycri.common.fs import remove_tree
 from pycri.common.lifecycle import CREATED, DELETED, STARTED, STOPPED, LifecycleEvent, Publisher
 from pycri.sandbox import files, namespaces, portforward
+from pycri.cgroups import systemd as systemd_cgroups
 from pycri.sandbox.host import (
     HostInfraProcesses, HostNamespacePins, HostPodCgroups, InfraProcesses, NamespacePins, PodCgroups,
+    SystemdPodCgroups,
 )
 from pycri.sandbox.records import CREATING, NOTREADY, READY, PodNamespaces, PortMapping, SandboxRecord, SandboxTable
 from pycri.store.db import Database
@@ -69,13 +71,19 @@ class Network(Protocol):
 class SandboxService:
     def __init__(self, db: Database, root: Path, state: Path, network: Network, *,
                  pins: NamespacePins | None = None, infra: InfraProcesses | None = None,
-                 cgroups: PodCgroups | None = None) -> None:
-        """`pins`, `infra` and `cgroups` are the host's (sandbox/host.py) unless a test gives fakes."""
+                 cgroups: PodCgroups | None = None, cgroup_driver: str = "cgroupfs") -> None:
+        """`pins`, `infra` and `cgroups` are the host's (sandbox/host.py) unless a test gives fakes;
+        `cgroup_driver` "systemd" makes pod cgroups slices (SystemdPodCgroups over D-Bus)."""
         self.root = root
         self.ns_root = state / "ns"
         self.network = network
         self.pins: NamespacePins = pins or HostNamespacePins()
         self.infra: InfraProcesses = infra or HostInfraProcesses()
+        self.cgroup_driver = cgroup_driver
+        if cgroups is None and cgroup_driver == "systemd":
+            from pycri.cgroups import systemd_dbus
+
+            cgroups = SystemdPodCgroups(systemd_dbus.connect)
         self.cgroups: PodCgroups = cgroups or HostPodCgroups()
         self.table = SandboxTable(db)
         self.db = db
@@ -91,13 +99,17 @@ class SandboxService:
         if self.table.by_name(new.name, new.namespace, new.uid, new.attempt):
             raise AlreadyExists(
                 f"pod sandbox {new.namespace}/{new.name} (uid {new.uid}, attempt {new.attempt}) already exists")
+        if self.cgroup_driver == "systemd" and new.cgroup_parent and not systemd_cgroups.is_valid_slice(
+                new.cgroup_parent):
+            raise InvalidArgument(f"config.linux.cgroup_parent {new.cgroup_parent!r} is not a systemd slice name "
+                                  "(the systemd cgroup driver: kubepods-besteffort-pod<uid>.slice)")
         sandbox_id = uuid.uuid4().hex + uuid.uuid4().hex
         hostname = new.hostname or _host_hostname()  # as containerd and CRI-O: the node's name
         record = SandboxRecord(
             id=sandbox_id, name=new.name, namespace=new.namespace, uid=new.uid, attempt=new.attempt,
             state=CREATING, handler=new.handler, created_at=time.time_ns(),
             labels=new.labels, annotations=new.annotations, hostname=hostname, log_directory=new.log_directory,
-            cgroup_parent=new.cgroup_parent or f"/pycri/{sandbox_id}",
+            cgroup_parent=new.cgroup_parent or self.cgroups.default_parent(sandbox_id),
             # without a parent from kubelet, the pod cgroup is ours to make and remove
             own_cgroup=not new.cgroup_parent,
             host_network=new.host_network, host_ipc=new.host_ipc, host_pid=new.host_pid,
@@ -115,6 +127,7 @@ class SandboxService:
             record.namespaces = PodNamespaces.from_paths(pinned)
             if new.shared_pid and not new.host_pid:
                 record.infra = self.infra.start(record.namespaces.paths(), new.id_maps, sandbox_id)
+                self.cgroups.join_infra(record.cgroup_parent, sandbox_id, record.infra.pid)
             if "network" in pinned:
                 record.ips = self.network.setup(record, pinned["network"], new.port_mappings)
             directory = self.root / sandbox_id
@@ -224,6 +237,12 @@ class SandboxService:
             self.infra.stop(record.infra)
         elif record.state == CREATING:
             self.infra.stop_strays(record.id)  # started, then pycri died before the row named it
+        else:
+            return
+        try:
+            self.cgroups.leave_infra(record.cgroup_parent, record.id)
+        except Exception as exc:  # the pod goes all the same; systemd drops an empty scope itself
+            log.warning("removing the infra process's cgroup failed", pod_sandbox_id=record.id, error=str(exc))
 
     def _pins_intact(self, record: SandboxRecord) -> bool:
         return all(self.pins.is_pinned(Path(p)) for p in record.namespaces.paths().values())
