@@ -1,0 +1,397 @@
+"""The two runtimes under test, each a daemon of its own: own root, state, socket, CNI network.
+
+`PycriDaemon` runs `pycri serve` with hack/pycri.toml's registry settings (the test registry
+on 127.0.0.1:5000 mirrors docker.io, registry.k8s.io, gcr.io, k8s.gcr.io, public.ecr.aws).
+`ContainerdDaemon` runs containerd v2 (config version 3) with the runc shim and runc from
+hack/bench/build-containerd.sh, hosts.toml mirrors to the same registry, a bridge network on
+a subnet of its own, `restrict_oom_score_adj` (this VM refuses a negative oom_score_adj),
+network namespaces under its state directory. Neither touches the default pycri
+(/run/pycri) or /etc/cni/net.d.
+
+Each knows the processes that are the runtime's own (daemon, monitors, infra/pause, not the
+workloads) for the memory figures, and what it may leave behind (mounts, cgroups, processes).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("bench")
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH_ROOT = Path(os.environ.get("PYCRI_BENCH_ROOT", "/var/lib/pycri-bench"))
+BENCH_STATE = Path(os.environ.get("PYCRI_BENCH_STATE", "/run/pycri-bench"))
+CNI_BIN_DIR = "/usr/lib/cni"
+# the mirrored registries and where the test registry serves each (as hack/pycri.toml)
+MIRRORED = ("docker.io", "registry.k8s.io", "k8s.gcr.io", "gcr.io", "public.ecr.aws")
+LOCAL_REGISTRY = "127.0.0.1:5000"
+CGROUP_V1_ROOT = Path("/sys/fs/cgroup")
+# what every benchmark container runs: how its processes are told from the runtime's own
+WORKLOAD = ["sleep", "86400"]
+
+
+def bridge_conflist(name: str, bridge: str, subnet: str, data_dir: Path) -> str:
+    """A bridge + portmap CNI network like pycri's default, on its own bridge and subnet."""
+    return json.dumps({
+        "cniVersion": "1.0.0", "name": name,
+        "plugins": [
+            {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": True, "hairpinMode": True,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
+                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(data_dir)}},
+            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+        ],
+    }, indent=1)
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size of a process (smaps_rollup), 0 if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return 0
+    match = re.search(r"^Pss:\s+(\d+) kB", text, re.M)
+    return int(match.group(1)) if match else 0
+
+
+@dataclass
+class Proc:
+    pid: int
+    ppid: int
+    comm: str
+    cmdline: list[str]
+
+
+def processes() -> list[Proc]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            raw = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        out.append(Proc(int(entry), ppid, comm, [a.decode(errors="replace") for a in raw.split(b"\0") if a]))
+    return out
+
+
+def descendants(procs: list[Proc], roots: set[int]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for p in procs:
+        children.setdefault(p.ppid, []).append(p.pid)
+    seen, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo.extend(children.get(pid, []))
+    return seen
+
+
+@dataclass
+class Daemon:
+    """What both runtimes share: a process, a socket, a crictl config, a log."""
+
+    name: str
+    root: Path
+    state: Path
+    socket: Path
+    subnet: str
+    bridge: str
+    process: subprocess.Popen[bytes] | None = None
+    work: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.work = BENCH_ROOT / "work" / self.name
+        self.cni_conf_dir = BENCH_ROOT / "cni" / self.name
+        self.log_file = BENCH_ROOT / f"{self.name}.log"
+        self.crictl_config = self.work / "crictl.yaml"
+        # the cgroup every pod of this runtime goes under (cgroupfs driver): checked and removed at the end
+        self.cgroup_parent = f"/pycri-bench-{self.name}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"unix://{self.socket}"
+
+    def prepare(self) -> None:
+        """Fresh root, state and work directories; the CNI network; the crictl config."""
+        for d in (self.root, self.state, self.work):
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True)
+        self.cni_conf_dir.mkdir(parents=True, exist_ok=True)
+        (self.cni_conf_dir / f"10-{self.name}-bench.conflist").write_text(
+            bridge_conflist(f"{self.name}-bench", self.bridge, self.subnet, self.root / "cni-networks"))
+        self.crictl_config.write_text(
+            f"runtime-endpoint: {self.endpoint}\nimage-endpoint: {self.endpoint}\ntimeout: 120\n")
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self.cgroups_before = self.shared_cgroups()
+        self.prepare()
+        self.write_config()
+        with open(self.log_file, "ab") as out:
+            self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True, env=self.env())
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; log {self.log_file}:\n"
+                                   + self.log_file.read_text()[-3000:])
+            if self.socket.exists() and self.crictl("version", check=False).returncode == 0:
+                log.info("started", runtime=self.name, pid=self.process.pid, endpoint=self.endpoint)
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer on {self.endpoint} in 90 s; log {self.log_file}")
+
+    def write_config(self) -> None:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def crictl(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(["crictl", "--config", str(self.crictl_config), *args],
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{self.name}: crictl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+        return result
+
+    def remove_all(self) -> None:
+        """Stop and remove every pod (and so every container) of this runtime."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        for _ in range(3):
+            pods = self.crictl("pods", "-q", check=False).stdout.split()
+            ctrs = self.crictl("ps", "-a", "-q", check=False).stdout.split()
+            if not pods and not ctrs:
+                return
+            if ctrs:
+                self.crictl("rm", "-f", *ctrs, check=False)
+            if pods:
+                self.crictl("stopp", *pods, check=False)
+                self.crictl("rmp", "-f", *pods, check=False)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.after_stop()
+
+    def after_stop(self) -> None:
+        """Take down what outlives the daemon by design (pin mounts, idle shims)."""
+
+    def daemon_pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def own_pids(self) -> set[int]:
+        """The runtime's own processes: daemon, monitors, infra/pause; not the containers' workloads."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ what may be left behind
+    def leftover_mounts(self) -> list[str]:
+        paths = (str(self.root), str(self.state))
+        return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                if line.split()[4].startswith(paths)]
+
+    # pods with no cgroup parent (critest's) go under a parent the runtime picks: containerd's
+    # /k8s.io/<id>, pycri's /pycri/<id> (shared with the default pycri, so only new entries count)
+    default_cgroup_parent = ""
+
+    def shared_cgroups(self) -> set[str]:
+        """Every cgroup directory under the default parent, in every hierarchy (and the parent)."""
+        if not self.default_cgroup_parent:
+            return set()
+        out = set()
+        for top in CGROUP_V1_ROOT.glob(f"*{self.default_cgroup_parent}"):
+            out.add(str(top))
+            out.update(str(p) for p in top.rglob("*") if p.is_dir())
+        return out
+
+    def leftover_cgroups(self) -> list[str]:
+        ours = [str(p) for p in CGROUP_V1_ROOT.glob(f"*{self.cgroup_parent}") if p.is_dir()]
+        return ours + sorted(self.shared_cgroups() - getattr(self, "cgroups_before", self.shared_cgroups()))
+
+    def remove_cgroups(self) -> None:
+        """rmdir this runtime's (empty) cgroups: its pods' parent in every hierarchy, and what
+        appeared under the default parent while it ran; deepest first."""
+        dirs = [p for top in CGROUP_V1_ROOT.glob(f"*{self.cgroup_parent}") for p in [top, *top.rglob("*")] if p.is_dir()]
+        if hasattr(self, "cgroups_before"):
+            dirs += [Path(d) for d in self.shared_cgroups() - self.cgroups_before]
+        for d in sorted(set(dirs), key=lambda p: -len(p.parts)):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+    def leftover_processes(self) -> list[str]:
+        marks = (str(self.root), str(self.state), str(self.socket))
+        return [f"{p.pid} {' '.join(p.cmdline)[:120]}" for p in processes()
+                if p.pid != os.getpid() and any(m in a for a in p.cmdline for m in marks)]
+
+    def leftover_netns(self) -> list[str]:
+        """Bridge network state: host-local IPAM leases not released."""
+        nets = self.root / "cni-networks"
+        if not nets.is_dir():
+            return []
+        return [str(p) for p in nets.rglob("*") if p.is_file() and re.match(r"^[0-9a-f.:]+$", p.name)]
+
+    def leftovers(self) -> list[str]:
+        return ([f"mount {m}" for m in self.leftover_mounts()] + [f"cgroup {c}" for c in self.leftover_cgroups()]
+                + [f"process {p}" for p in self.leftover_processes()] + [f"ip lease {n}" for n in self.leftover_netns()])
+
+    def remove_bridge(self) -> None:
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
+
+
+class PycriDaemon(Daemon):
+    """`pycri serve` with hack/pycri.toml's registry settings and its own root/state/network."""
+
+    def __init__(self, handler: str = "", runc: Path | None = None) -> None:
+        super().__init__("pycri", BENCH_ROOT / "pycri", BENCH_STATE / "pycri",
+                         BENCH_STATE / "pycri" / "pycri.sock", subnet="10.89.0.0/16", bridge="pycribench0")
+        self.handler = handler
+        self.runc = runc
+        self.config = BENCH_ROOT / "pycri.toml"
+        self.default_cgroup_parent = "/pycri"
+
+    def write_config(self) -> None:
+        base = (REPO / "hack" / "pycri.toml").read_text()
+        # hack/pycri.toml's own listen/root/state lines give way to ours; its other tables stay
+        base = re.sub(r'^(listen|root|state) = .*\n', "", base, flags=re.M)
+        base = re.sub(r'^level = .*$', 'level = "info"', base, flags=re.M)
+        head = f'listen = "{self.endpoint}"\nroot = "{self.root}"\nstate = "{self.state}"\n'
+        extra = f'\n[network]\ncni_conf_dir = "{self.cni_conf_dir}"\ncni_bin_dirs = ["{CNI_BIN_DIR}"]\nwrite_default = false\n'
+        if self.handler:
+            extra += f'\n[runtime]\ndefault_handler = "{self.handler}"\n'
+        if self.runc is not None:
+            extra += f'\n[runtime.handlers."runc"]\npath = "{self.runc}"\n'
+        self.config.write_text(head + base + extra)
+
+    def command(self) -> list[str]:
+        return [str(REPO / ".venv" / "bin" / "pycri"), "--config", str(self.config), "serve"]
+
+    def after_stop(self) -> None:
+        ns_root = self.state / "ns"
+        if str(ns_root) in Path("/proc/self/mountinfo").read_text():
+            subprocess.run(["umount", "-l", str(ns_root)], check=False)
+
+    def own_pids(self) -> set[int]:
+        procs = processes()
+        marks = (str(self.root), str(self.state))
+        # the daemon and its children; conmons (double-forked away) and infra processes name
+        # this runtime's root or state on their command line
+        roots = {self.daemon_pid()} | {p.pid for p in procs if any(m in a for a in p.cmdline for m in marks)}
+        return descendants(procs, roots) - workloads(procs)
+
+
+class ContainerdDaemon(Daemon):
+    """containerd v2 (config version 3) + containerd-shim-runc-v2 + runc, from the build cache."""
+
+    def __init__(self, bin_dir: Path, sandbox_image: str = "registry.k8s.io/pause:3.10.2") -> None:
+        super().__init__("containerd", BENCH_ROOT / "containerd", BENCH_STATE / "containerd" / "state",
+                         BENCH_STATE / "containerd" / "containerd.sock", subnet="10.90.0.0/16", bridge="ctrdbench0")
+        self.bin_dir = bin_dir
+        self.sandbox_image = sandbox_image
+        self.config = BENCH_ROOT / "containerd.toml"
+        self.default_cgroup_parent = "/k8s.io"
+        self.hosts_dir = BENCH_ROOT / "certs.d"
+
+    def write_config(self) -> None:
+        for registry in MIRRORED:
+            d = self.hosts_dir / registry
+            d.mkdir(parents=True, exist_ok=True)
+            # override_path: the path is the registry API root, so /v2/docker.io/library/busybox/...
+            (d / "hosts.toml").write_text(
+                f'server = "https://{registry}"\n\n[host."http://{LOCAL_REGISTRY}/v2/{registry}"]\n'
+                '  capabilities = ["pull", "resolve"]\n  override_path = true\n')
+        runtime = "plugins.'io.containerd.cri.v1.runtime'"
+        self.config.write_text(f"""version = 3
+root = "{self.root}"
+state = "{self.state}"
+
+[grpc]
+  address = "{self.socket}"
+
+[ttrpc]
+  address = "{self.socket}.ttrpc"
+
+[debug]
+  level = "info"
+
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "{self.sandbox_image}"
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "{self.hosts_dir}"
+
+[plugins.'io.containerd.transfer.v1.local']
+  config_path = "{self.hosts_dir}"
+
+[{runtime}]
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  [{runtime}.containerd]
+    default_runtime_name = "runc"
+    [{runtime}.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [{runtime}.containerd.runtimes.runc.options]
+        BinaryName = "{self.bin_dir / 'runc'}"
+        SystemdCgroup = false
+  [{runtime}.cni]
+    bin_dirs = ["{CNI_BIN_DIR}"]
+    conf_dir = "{self.cni_conf_dir}"
+
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+""")
+
+    def command(self) -> list[str]:
+        return [str(self.bin_dir / "containerd"), "--config", str(self.config)]
+
+    def env(self) -> dict[str, str]:
+        # containerd finds its shim on PATH; the shim finds runc by BinaryName
+        return {**os.environ, "PATH": f"{self.bin_dir}:{os.environ['PATH']}"}
+
+    def shims(self, procs: list[Proc]) -> set[int]:
+        return {p.pid for p in procs if p.comm.startswith("containerd-shim")
+                and any(str(self.socket) in a for a in p.cmdline)}
+
+    def own_pids(self) -> set[int]:
+        procs = processes()
+        # the daemon, the shims (re-parented away from it) and what they run, minus the workloads
+        roots = {self.daemon_pid()} | self.shims(procs)
+        return descendants(procs, roots) - workloads(procs)
+
+    def after_stop(self) -> None:
+        """Shims outlive containerd: kill the ones serving this containerd (all its pods are gone)."""
+        for pid in self.shims(processes()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def workloads(procs: list[Proc]) -> set[int]:
+    """Every container's workload (WORKLOAD) and what it runs."""
+    return descendants(procs, {p.pid for p in procs if p.cmdline == WORKLOAD})
