@@ -123,8 +123,11 @@ class SystemdPodCgroups:
     the infra process of a shared PID namespace (outside pycri.service, which a restart of pycri
     would otherwise kill with it). `bus` connects to systemd (cgroups.systemd_dbus), once a call."""
 
-    def __init__(self, bus: Callable[[], SystemdBus]) -> None:
+    def __init__(self, bus: Callable[[], SystemdBus], *, root: str = cgroups.DEFAULT_ROOT,
+                 init: dict[str, str] | None = None) -> None:
         self.bus = bus
+        self.root = root  # the cgroup mounts and PID 1's cgroups: a tmp tree in tests
+        self.init = init
 
     def default_parent(self, sandbox_id: str) -> str:
         return f"pycri-{sandbox_id}.slice"
@@ -137,7 +140,8 @@ class SystemdPodCgroups:
         self._call(lambda bus: bus.stop_unit(cgroup_parent))
 
     def _infra_manager(self, cgroup_parent: str, sandbox_id: str) -> cgroups.CgroupManager:
-        return systemd.new_manager(systemd.SystemdPath(cgroup_parent, "pycri", sandbox_id))
+        return systemd.new_manager(systemd.SystemdPath(cgroup_parent, "pycri", sandbox_id), root=self.root,
+                                   init=self.init)
 
     def join_infra(self, cgroup_parent: str, sandbox_id: str, pid: int) -> None:
         manager = self._infra_manager(cgroup_parent, sandbox_id)
