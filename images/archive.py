@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import tarfile
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -35,7 +37,9 @@ MAX_MEMBER_NAME = 4096
 MAX_IMAGES = mf.MAX_INDEX_ENTRIES  # images in one manifest.json or index.json
 MAX_JSON_BYTES = mf.MAX_MANIFEST_BYTES  # manifest.json, index.json, oci-layout, a manifest or index
 MAX_LINK_HOPS = 8
+MAX_HEADER_BYTES = 1 << 20  # a pax extended header or GNU long name, which tarfile reads whole
 CHUNK = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
 
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
@@ -72,12 +76,55 @@ class ArchivedImage:
         return len(self.manifest_bytes) + len(self.config_bytes) + sum(layer.desc.size for layer in self.layers)
 
 
+def spool(chunks: Iterable[bytes], out: IO[bytes]) -> None:
+    """Write the archive `chunks` hold to `out`, decompressing it on the way if it is gzip'd
+    (`docker save | gzip`): the tar is then read with random access, which gzip has not."""
+    source = iter(chunks)
+    head = b""
+    for chunk in source:
+        head += chunk
+        if len(head) >= len(GZIP_MAGIC):
+            break
+    if not head.startswith(GZIP_MAGIC):
+        out.write(head)
+        for chunk in source:
+            out.write(chunk)
+        return
+    inflate, fed = zlib.decompressobj(16 + zlib.MAX_WBITS), False
+    try:
+        for chunk in itertools.chain([head], source):
+            data = chunk
+            while data:
+                fed = True
+                out.write(inflate.decompress(data, CHUNK))  # at most CHUNK bytes held at once
+                data = inflate.unconsumed_tail
+                if inflate.eof:  # one gzip member ends; another may follow (as gzip -c a b writes)
+                    data, inflate, fed = inflate.unused_data, zlib.decompressobj(16 + zlib.MAX_WBITS), False
+            while fed and not inflate.eof and (rest := inflate.decompress(b"", CHUNK)):
+                out.write(rest)
+    except zlib.error as exc:
+        raise InvalidArgument(f"the image archive is not valid gzip ({exc})") from exc
+    if fed and not inflate.eof:
+        raise InvalidArgument("the image archive's gzip stream is truncated")
+
+
+class _GuardedTarInfo(tarfile.TarInfo):
+    """tarfile reads a pax header or a GNU long name whole into memory: refuse a huge one first."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                         tarfile.GNUTYPE_LONGLINK) and self.size > MAX_HEADER_BYTES:
+            raise ResourceExhausted(f"the image archive has a {self.size}-byte extended tar header; "
+                                    f"pycri reads at most {MAX_HEADER_BYTES}")
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
+
+
 class Archive:
     """A tar on disk, its members by clean name, opened for reading one at a time."""
 
     def __init__(self, path: Path) -> None:
         try:
-            self._tar = tarfile.open(path, "r:*")  # a plain tar, or gzip/bzip2/xz of one
+            self._tar = tarfile.open(path, "r:", tarinfo=_GuardedTarInfo)  # spool() decompressed a gzip'd one
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise InvalidArgument(f"the image archive is not a tar file ({exc})") from exc
         self.members: dict[str, tarfile.TarInfo] = {}

@@ -92,8 +92,7 @@ class ImageService:
         spool = self.content.ingest_dir / f"import-{uuid.uuid4().hex}.tar"
         try:
             with open(spool, "xb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
+                archive.spool(chunks, out)
             try:
                 return self._import(spool)
             except BaseException:

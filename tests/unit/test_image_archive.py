@@ -455,3 +455,26 @@ def test_clean_name() -> None:
     for bad in ("/x", "..", "a/../b", "", "./", "a\0b", "x" * 5000):
         with pytest.raises(InvalidArgument):
             archive.clean_name(bad)
+
+
+def test_a_gzipped_archive_in_tiny_chunks_and_several_gzip_members(service: ImageService) -> None:
+    data = docker_save(Tar(), [([LAYER_A, LAYER_B], ["gz:2"])]).bytes()
+    middle = len(data) // 2
+    two_members = gzip.compress(data[:middle]) + gzip.compress(data[middle:])  # what `gzip -c a b` writes
+    [imported] = load(service, two_members, chunk=1)
+    assert imported.repo_tags == ["docker.io/library/gz:2"]
+
+
+@pytest.mark.parametrize("data", [
+    gzip.compress(docker_save(Tar(), [([LAYER_A], ["gz:1"])]).bytes())[:-30],  # truncated
+    gzip.compress(b"x")[:10] + b"\xff" * 100,  # corrupt
+])
+def test_bad_gzip_is_refused(service: ImageService, data: bytes) -> None:
+    hostile(service, data, InvalidArgument, "gzip")
+
+
+def test_a_huge_tar_header_is_refused_before_it_is_read(service: ImageService,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(archive, "MAX_HEADER_BYTES", 2000)
+    hostile(service, valid_then(lambda tar: tar.file("long/" + "n" * 3000, b"x")), ResourceExhausted,
+            "extended tar header")
