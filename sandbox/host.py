@@ -137,7 +137,10 @@ class SystemdPodCgroups:
             cgroup_parent, [("Description", "s", f"pycri pod {sandbox_id}")]))
 
     def destroy(self, cgroup_parent: str, sandbox_id: str) -> None:
-        self._call(lambda bus: bus.stop_unit(cgroup_parent))
+        # systemd removes the slice where it manages the hierarchy; the slice's directory in the
+        # others (made as the parent of a scope's) is removed here
+        manager = systemd.new_manager(systemd.slice_path(cgroup_parent), root=self.root, init=self.init)
+        self._call(lambda bus: systemd.stop_scope(bus, manager))
 
     def _infra_manager(self, cgroup_parent: str, sandbox_id: str) -> cgroups.CgroupManager:
         return systemd.new_manager(systemd.SystemdPath(cgroup_parent, "pycri", sandbox_id), root=self.root,
