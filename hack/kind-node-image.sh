@@ -82,6 +82,17 @@ customize() {
       *) install -m 0644 "$f" "$root/etc/systemd/system/" ;;
     esac
   done
+  # cgroup v1: kind's entrypoint makes /kubelet in the hierarchies mounted when it runs; systemd
+  # may mount more afterwards (hugetlb, net_cls,net_prio, perf_event: runc leaves their mount
+  # points empty when the host has them unmounted, and systemd mounts there once some container's
+  # systemd has attached them to a hierarchy), and the kubelet then fails on the missing
+  # /sys/fs/cgroup/hugetlb/kubelet. As 11-kind.conf does for name=systemd, for every v1 hierarchy:
+  cat >"$root/etc/systemd/system/kubelet.service.d/12-pycri-cgroup-v1.conf" <<'END'
+# pycri (hack/kind-node-image.sh): /kubelet in every cgroup v1 hierarchy, also those mounted after
+# the entrypoint (by systemd)
+[Service]
+ExecStartPre=/bin/sh -euc "[ -f /sys/fs/cgroup/cgroup.controllers ] || for d in /sys/fs/cgroup/*/; do if [ -f \"$${d}cgroup.procs\" ] && [ ! -f \"$${d}cgroup.controllers\" ]; then mkdir -p \"$${d}kubelet\"; fi; done"
+END
   # kind names containerd's cgroup for the kubelet's --runtime-cgroups; here it is pycri's
   sed -i 's#/system.slice/containerd.service#/system.slice/pycri.service#' "$root/etc/default/kubelet"
   # kind's Dockerfile, RUN after clean-install: prune systemd for a container
