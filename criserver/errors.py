@@ -109,7 +109,20 @@ class CallInterceptor(grpc.ServerInterceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
+        if handler.stream_unary is not None:  # pycri.admin.v1 Import: logs and maps its own errors
+            return grpc.stream_unary_rpc_method_handler(
+                self._counted_only(handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         return handler
+
+    def _counted_only(self, inner: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        """A call the daemon's stop waits for (before it closes the database), nothing more."""
+        def call(requests: Any, context: grpc.ServicerContext) -> Any:
+            with self._counted():
+                return inner(requests, context)
+        return call
 
     def _unary(self, method: str, inner: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:

@@ -114,3 +114,39 @@ def test_the_cli_prints_the_images_and_fails_with_the_daemons_message(
     assert "failed (NOT_FOUND)" in capsys.readouterr().err
     assert cli.main(["--config", str(config), "images", "import", str(tmp_path / "absent.tar")]) == 1
     assert "absent.tar" in capsys.readouterr().err
+
+
+def test_an_import_under_way_is_a_call_the_daemons_stop_waits_for(tmp_path: Path) -> None:
+    """Daemon.stop waits (CallInterceptor.wait_idle) before it closes the database: a
+    client-streaming Import must count, or a stop during `kind load` closes the store under it."""
+    db = Database(tmp_path / "db.sqlite")
+    service = ImageService(db, tmp_path / "images", RegistryConfig())
+    calls = CallInterceptor()
+    server = grpc.server(ThreadPoolExecutor(max_workers=4), interceptors=[calls])
+    server.add_generic_rpc_handlers((admin_servicer.handler(service),))
+    socket = tmp_path / "admin.sock"
+    server.add_insecure_port(f"unix:{socket}")
+    server.start()
+    release = threading.Event()
+    data = docker_save(Tar(), [([LAYER_A], ["hello:1"])]).bytes()
+
+    def chunks() -> Iterator[bytes]:
+        yield data[:4096]
+        release.wait(60)  # the call stays under way until the test lets it finish
+        yield data[4096:]
+
+    try:
+        with grpc.insecure_channel(f"unix:{socket}") as channel:
+            future = channel.stream_unary(admin_servicer.IMPORT_METHOD).future(chunks())
+            deadline = time.monotonic() + 30
+            while calls.wait_idle(0):  # until the server is inside the call
+                assert time.monotonic() < deadline, "the Import was never counted as under way"
+                time.sleep(0.05)
+            release.set()
+            future.result(timeout=60)
+        assert calls.wait_idle(30)
+        assert service.get("hello:1")
+    finally:
+        release.set()
+        server.stop(0).wait()
+        db.close()
