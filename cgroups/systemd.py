@@ -242,6 +242,65 @@ def resource_properties(resources: Resources, version: int) -> list[tuple[str, s
     return props
 
 
+def device_group(kind: str, major: int, proc_devices: str = "/proc/devices") -> str | None:
+    """The name /proc/devices gives a major (136 -> "pts"): systemd names all minors of a major
+    as char-<name> or block-<name>."""
+    section = "Character devices:" if kind == "c" else "Block devices:"
+    current = False
+    try:
+        with open(proc_devices) as f:
+            for line in f:
+                line = line.strip()
+                if line.endswith("devices:"):
+                    current = line == section
+                    continue
+                number, _, name = line.partition(" ")
+                if current and number == str(major) and name:
+                    return name
+    except OSError:
+        pass
+    return None
+
+
+def device_properties(rules: list, proc_devices: str = "/proc/devices") -> list[tuple[str, str, object]]:
+    """DevicePolicy and DeviceAllow for the OCI device rules (rules in order, the last match
+    wins, as runc's emulator reads them), so that systemd keeps the unit's devices cgroup:
+    without them systemd sees no use for that controller in the unit and, when it realises the
+    slice again (a sibling unit starting, a property set on the slice), moves the container's
+    processes up out of their devices cgroup. A deny-all list becomes DevicePolicy=strict with an
+    entry per allowed device (/dev/char/M:m, char-<group> for all minors of a major, char-* for
+    all); allowing every device becomes DevicePolicy=auto with no list. Deny rules after an
+    allow-all cannot be said in systemd's terms: none are sent then (cgroupfs still writes them)."""
+    allow_all = False
+    entries: list[tuple[str, str]] = []
+    for rule in rules:
+        if rule.type not in ("c", "b"):  # "a": every device
+            allow_all = bool(rule.allow)
+            entries = []
+            continue
+        kind = "char" if rule.type == "c" else "block"
+        major = None if rule.major is None or rule.major < 0 else rule.major
+        minor = None if rule.minor is None or rule.minor < 0 else rule.minor
+        if major is None:
+            if minor is not None:
+                continue  # "c *:5" has no systemd spelling
+            name = f"{kind}-*"
+        elif minor is None:
+            group = device_group(rule.type, major, proc_devices)
+            if group is None:
+                continue
+            name = f"{kind}-{group}"
+        else:
+            name = f"/dev/{kind}/{major}:{minor}"
+        access = "".join(c for c in "rwm" if c in (rule.access or "rwm"))
+        entries = [(path, mode) for path, mode in entries if path != name]
+        if rule.allow and not allow_all:
+            entries.append((name, access))
+    if allow_all:
+        return [("DevicePolicy", "s", "auto"), ("DeviceAllow", "a(ss)", [])]
+    return [("DevicePolicy", "s", "strict"), ("DeviceAllow", "a(ss)", entries)]
+
+
 def scope_properties(description: str, slice_name: str, pids: list[int],
                      resources: Resources | None = None, version: int = 1) -> list[tuple[str, str, object]]:
     """StartTransientUnit's properties for a delegated scope holding `pids` in `slice_name`."""
@@ -257,6 +316,8 @@ def scope_properties(description: str, slice_name: str, pids: list[int],
     ]
     if resources is not None:
         props.extend(resource_properties(resources, version))
+        if resources.devices:
+            props.extend(device_properties(resources.devices))
     return props
 
 

@@ -166,3 +166,27 @@ def test_start_scope_failure_is_a_cgroup_error(tmp_path) -> None:
     with pytest.raises(CgroupError, match="start systemd unit pycri-c4.scope: Access denied"):
         systemd.start_scope(bus, manager, [1])
     assert not any((tmp_path / p).exists() for p in manager.paths().values())
+
+
+def test_device_properties(tmp_path) -> None:
+    from pycri.cgroups.resources import DEFAULT_ALLOWED_DEVICES, DeviceRule
+
+    devices = tmp_path / "devices"
+    devices.write_text("Character devices:\n  1 mem\n136 pts\n\nBlock devices:\n  8 sd\n")
+    rules = [DeviceRule(False), DeviceRule(True, "c", 10, 200, "rw"), DeviceRule(True, "b", 8, None, "r"),
+             DeviceRule(True, "c", 99, None), DeviceRule(True, "c", None, 5)] + list(DEFAULT_ALLOWED_DEVICES)
+    props = dict((name, value) for name, _, value in systemd.device_properties(rules, str(devices)))
+    assert props["DevicePolicy"] == "strict"
+    allowed = props["DeviceAllow"]
+    assert allowed[:2] == [("/dev/char/10:200", "rw"), ("block-sd", "r")]  # major 99: no name; c *:5: no spelling
+    assert ("char-*", "m") in allowed and ("block-*", "m") in allowed and ("char-pts", "rwm") in allowed
+    assert ("/dev/char/1:3", "rwm") in allowed
+    # a later deny takes an earlier allow back; allowing all is systemd's default policy
+    assert systemd.device_properties([DeviceRule(False), DeviceRule(True, "c", 1, 3), DeviceRule(False, "c", 1, 3)],
+                                     str(devices)) == [("DevicePolicy", "s", "strict"), ("DeviceAllow", "a(ss)", [])]
+    assert systemd.device_properties([DeviceRule(True)], str(devices)) == [
+        ("DevicePolicy", "s", "auto"), ("DeviceAllow", "a(ss)", [])]
+    # the scope of a container with device rules carries them
+    resources = Resources(devices=[DeviceRule(False), DeviceRule(True, "c", 1, 3)])
+    names = [name for name, _, _ in systemd.scope_properties("d", "x.slice", [1], resources)]
+    assert "DevicePolicy" in names and "DeviceAllow" in names
