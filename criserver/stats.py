@@ -73,7 +73,9 @@ def _network(interfaces: list[netstats.InterfaceStats], timestamp: int) -> cri.N
 
 
 def _pod_cgroup(record: SandboxRecord) -> cgroups.CgroupManager | None:
-    """The pod's cgroup (kubelet's pod cgroup, or pycri's own without a parent); None if absent."""
+    """The pod's cgroup (kubelet's pod cgroup, or pycri's own without a parent); None if absent.
+    Under the systemd driver the parent is a slice name, whose cgroup cgroups.new_manager finds
+    below systemd's root (cgroups.systemd)."""
     try:
         manager = cgroups.new_manager(record.cgroup_parent, record.id)
         return manager if manager.exists() else None
