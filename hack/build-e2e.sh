@@ -3,7 +3,8 @@
 # proxy: e2e.test (`go test -c k8s.io/kubernetes/test/e2e`), the ginkgo CLI at the version
 # kubernetes' go.mod pins, and agnhost (k8s.io/kubernetes/test/images/agnhost, the e2e test
 # images' Swiss army knife, statically linked), and copies to images/ the files of
-# test/images that hack/testimages.py --e2e puts in the suite's images.
+# test/images that hack/testimages.py --e2e puts in the suite's images; and copies there the
+# static upstream busybox of hack/images/busybox.sh, the e2e images' base.
 # Nothing is written to the repository.
 #
 #   hack/build-e2e.sh             build what is missing or of another version
@@ -17,7 +18,7 @@
 # Progress goes to stderr (go's own output to $PYCRI_KUBE_CACHE/e2e-vX.log); stdout is only
 # the binaries' directory: E2E=$(hack/build-e2e.sh). Cold (the module cache and build cache of
 # hack/build-kube.sh warm): ~11 min on 2 cores (e2e.test 7, agnhost 4.5), +~1 GB build cache;
-# with the build cache warm ~11 s; a second run returns at once (stamp).
+# with the build cache warm ~11 s; a second run returns at once (stamp). busybox cold: ~2-4 min.
 #
 # How: the scratch module of hack/lib/kube-module.sh (the one build-kube.sh uses: it requires
 # k8s.io/kubernetes vX and replaces the staging modules by their published twins), in a
@@ -45,6 +46,13 @@ TAGS=selinux,notest,grpcnotrace
 log() { printf '%s build-e2e: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # the Go environment, mod_dir, kube_module (the scratch module), kube_ldflags
 . "$(dirname "${BASH_SOURCE[0]}")/lib/kube-module.sh"
+
+# the busybox of the e2e images (hack/images/busybox.sh, upstream's from Debian trixie's source
+# package; cached there, so this returns at once once built), beside agnhost
+busybox=$("$(dirname "${BASH_SOURCE[0]}")/images/busybox.sh")
+mkdir -p "$BIN_DIR"
+cmp -s "$busybox" "$BIN_DIR/busybox" ||
+  { cp -f "$busybox" "$BIN_DIR/.busybox.new" && mv -f "$BIN_DIR/.busybox.new" "$BIN_DIR/busybox"; }
 
 request="kubernetes=$VERSION $(go env GOOS)/$(go env GOARCH)"
 all_present() {

@@ -723,11 +723,11 @@ IMAGES += CRITEST_IMAGES
 # --------------------------------------------------------------------------- e2e.test images
 #
 # Images Kubernetes' e2e suite v1.37.2 pulls (test/utils/image/manifest.go; hack/conformance.sh
-# runs the suite), under the upstream names. Not built by default (agnhost needs the binary
-# hack/build-e2e.sh builds): `hack/testimages.py --e2e`, or --only with their keys or names.
+# runs the suite), under the upstream names. Not built by default (agnhost and busybox are
+# binaries hack/build-e2e.sh builds; glibc-dns-testing is unpacked from Debian packages apt
+# downloads): `hack/testimages.py --e2e`, or --only with their keys or names.
 # What the specs need of each image is noted at its entry; the manifest's other images
-# (glibc-dns-testing, perl, ipc-utils, resource-consumer, sample-apiserver, volume/nfs, ...) are
-# not built yet.
+# (perl, ipc-utils, resource-consumer, sample-apiserver, volume/nfs, ...) are not built yet.
 
 E2E_BIN = Path(os.environ.get("PYCRI_E2E_BIN", "/usr/local/lib/pycri/kube/e2e"))
 
@@ -746,6 +746,35 @@ def e2e_file(name: str) -> str:
     return str(path)
 
 
+def upstream_busybox_entries() -> list[Entry]:
+    """Docker's busybox image (the base of registry.k8s.io's busybox:1.37.0-2): /bin/busybox
+    (upstream busybox 1.37, static, of hack/images/busybox.sh, which hack/build-e2e.sh copies
+    to $PYCRI_E2E_BIN) and a hard link to it per applet in /bin, /usr/bin/env, and the users
+    and groups of its /etc.  Its sh is upstream's ash: it keeps environment variables whose
+    names are not shell names (``data-1=value-1``), execs every external command from PATH,
+    and words a failed redirection ``/bin/sh: can't create /file: Read-only file system``."""
+    binary = e2e_file("busybox")
+    applets = subprocess.run([binary, "--list"], check=True, capture_output=True,
+                             text=True).stdout.split()
+    dirs = ["bin", "dev", "etc", "home", "proc", "sys", "usr", "usr/bin", "usr/sbin", "var",
+            "var/spool", "var/spool/mail", "var/www"]
+    entries = [d(p) for p in dirs] + [d("root", 0o700), d("tmp", 0o1777)]
+    entries += [host_file("bin/busybox", binary), f("etc/passwd", BUSYBOX_PASSWD),
+                f("etc/group", BUSYBOX_GROUP), f("etc/nsswitch.conf", NSSWITCH),
+                symlink("usr/bin/env", "../../bin/env")]
+    return entries + [Entry(f"bin/{name}", tarfile.LNKTYPE, 0o755, linkname="bin/busybox")
+                      for name in sorted(set(applets) - {"busybox"}) if "/" not in name]
+
+
+NSSWITCH = "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\n"
+E2E_BUSYBOX = Layer("e2e-busybox", upstream_busybox_entries)
+
+
+def e2e_busybox_based(key: str, names: list[str], *layers: Layer, **config: Any) -> ImageSpec:
+    """An e2e image on Docker's busybox (E2E_BUSYBOX), CMD sh unless ``config`` says."""
+    return listed(key, names, [E2E_BUSYBOX, *layers], **({"cmd": ["sh"]} | config))
+
+
 def host_program(path: str, source: str) -> list[Entry]:
     """A dynamically linked program of this host at ``path`` in the image, with the shared
     libraries it loads at the paths ldd names (the ELF interpreter's included) and their
@@ -762,9 +791,82 @@ def host_program(path: str, source: str) -> list[Entry]:
     return [d(p) for p in dirs] + [host_file(p, src) for p, src in sorted(set(files))]
 
 
+DEBS_CACHE = Path(os.environ.get("PYCRI_DEBS_CACHE", "/var/cache/pycri/debs"))
+# what Debian's slim images leave out (dpkg's path-exclude in debian:*-slim)
+SLIM_EXCLUDE = ("usr/share/doc/", "usr/share/man/", "usr/share/info/", "usr/share/locale/",
+                "usr/share/lintian/")
+
+
+@lru_cache(maxsize=None)
+def debian_root(name: str, packages: tuple[str, ...]) -> Path:
+    """``packages`` and every package they depend on (Depends and Pre-Depends, recursively), as
+    this host's apt resolves them (so: Debian's archive of this host's release), downloaded
+    with `apt-get download` (nothing is installed) and unpacked into DEBS_CACHE/<name>, with
+    /etc/ld.so.cache made by ldconfig; the root is reused while its stamp names the same
+    packages, with no network."""
+    root, stamp = DEBS_CACHE / name, DEBS_CACHE / f"{name}.stamp"
+    if root.is_dir() and stamp.is_file() and stamp.read_text().split("\n")[0] == " ".join(packages):
+        return root
+    for tool in ("apt-cache", "apt-get", "dpkg-deb", "ldconfig"):
+        if not shutil.which(tool):
+            raise SystemExit(f"hack/testimages.py: {name}: {tool} not found (needs a Debian)")
+    deps = subprocess.run(
+        ["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
+         "--no-breaks", "--no-replaces", "--no-enhances", *packages],
+        check=True, capture_output=True, text=True).stdout.splitlines()
+    closure = sorted({line for line in deps if line and not line[0].isspace() and line[0] != "<"})
+    archives = DEBS_CACHE / "archives"
+    archives.mkdir(parents=True, exist_ok=True)
+    run = subprocess.run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", *closure],
+                         cwd=archives, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"hack/testimages.py: {name}: apt-get download: {run.stderr.strip()} "
+                         "(run `apt-get update` first)")
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    unpacked = []
+    for package in closure:
+        debs = sorted(archives.glob(f"{package}_*.deb"), key=os.path.getmtime)
+        if not debs:
+            raise SystemExit(f"hack/testimages.py: {name}: no .deb of {package} in {archives}")
+        subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(root)], check=True)
+        unpacked.append(debs[-1].name)
+    subprocess.run(["ldconfig", "-r", str(root)], check=True)
+    stamp.write_text(" ".join(packages) + "\n" + "\n".join(unpacked) + "\n")
+    return root
+
+
+def tree_entries(root: Path, exclude: tuple[str, ...] = SLIM_EXCLUDE) -> list[Entry]:
+    """The directories, files and symbolic links under ``root``, with their modes (hard links
+    become copies); paths starting with one of ``exclude`` are left out."""
+    entries = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if any((rel + "/").startswith(prefix) for prefix in exclude):
+            continue
+        st = path.lstat()
+        if path.is_symlink():
+            entries.append(symlink(rel, os.readlink(path)))
+        elif path.is_dir():
+            entries.append(d(rel, st.st_mode & 0o7777))
+        elif path.is_file():
+            entries.append(host_file(rel, str(path), st.st_mode & 0o7777))
+    return entries
+
+
+# glibc-dns-testing: upstream is debian:bookworm-slim with dnsutils (and coredns 1.5, which no
+# spec runs); the DNS specs (network/dns.go, createProbeCommand) loop in sh over `dig +notcp
+# +noall +answer +search NAME A`, `dig +tcp ...` and `getent hosts NAME` (glibc's resolver),
+# writing OK files. Here: E2E_BUSYBOX (sh, seq, test) under Debian's bind9-dnsutils and
+# libc-bin (getent) with every package they depend on, unpacked from this host's Debian archive.
+# (gzip -1: ~70 MB, most of it libicu, which gzip -9 takes half a minute over)
+GLIBC_DNS = Layer("e2e-glibc-dns-testing", lambda: tree_entries(
+    debian_root("glibc-dns-testing", ("bind9-dnsutils", "libc-bin"))), level=1)
+
+
 # agnhost's upstream image is alpine with curl, nc, ip, bash and more (test/images/agnhost/
-# Dockerfile). Here: the critest busybox (sh, nc, ip and the other applets), agnhost built from
-# the kubernetes module, statically (the image has no libc for it), and beside them:
+# Dockerfile). Here: Docker's busybox (E2E_BUSYBOX: sh, nc, ip and the other applets), agnhost
+# built from the kubernetes module, statically (the image has no libc for it), and beside them:
 # - /agnhost-2, a link to agnhost: the entrypoint-override specs (common/node/containers.go)
 #   run it as the container's command and check which binary ran;
 # - curl with its libraries (this host's): the exec lifecycle hooks run `sh -c "curl ..."`;
@@ -782,7 +884,7 @@ AGNHOST = Layer("e2e-agnhost", lambda: [
     host_file("localhost.crt", e2e_file("images/agnhost/porter/localhost.crt"), 0o644),
     host_file("localhost.key", e2e_file("images/agnhost/porter/localhost.key"), 0o644),
     d("uploads"), d("etc"), d("home"), d("home/user-defined-in-image"),
-    f("etc/passwd", AGNHOST_PASSWD), f("etc/group", AGNHOST_GROUP)])
+    f("etc/passwd", AGNHOST_PASSWD), f("etc/group", AGNHOST_GROUP)], level=1)  # 64 MB: gzip -1
 CURL = Layer("e2e-curl", lambda: host_program("usr/bin/curl", "/usr/bin/curl"))
 AGNHOST_CONFIG: dict[str, Any] = {
     "entrypoint": ["/agnhost"], "cmd": ["pause"],
@@ -817,26 +919,29 @@ NGINX_CONFIG: dict[str, Any] = {"cmd": ["nginx", "-g", "daemon off;"], "exposed_
 E2E_IMAGES: list[ImageSpec] = [
     # agnhost 2.66.1 (Agnhost) and 2.55 (AgnhostPrev): one image under both tags; its
     # --version says 2.66.1.
-    busybox_based("e2e-agnhost", [E2E + "agnhost:2.66.1", E2E + "agnhost:2.55"], CURL, AGNHOST,
-                  **AGNHOST_CONFIG),
-    busybox_based("e2e-kitten", [E2E + "kitten:1.8"], CURL, AGNHOST, web_pictures("kitten"),
-                  **(AGNHOST_CONFIG | {"cmd": ["test-webserver"]})),
-    busybox_based("e2e-nautilus", [E2E + "nautilus:1.8"], CURL, AGNHOST,
-                  web_pictures("nautilus"), **(AGNHOST_CONFIG | {"cmd": ["test-webserver"]})),
+    e2e_busybox_based("e2e-agnhost", [E2E + "agnhost:2.66.1", E2E + "agnhost:2.55"], CURL,
+                      AGNHOST, **AGNHOST_CONFIG),
+    e2e_busybox_based("e2e-kitten", [E2E + "kitten:1.8"], CURL, AGNHOST, web_pictures("kitten"),
+                      **(AGNHOST_CONFIG | {"cmd": ["test-webserver"]})),
+    e2e_busybox_based("e2e-nautilus", [E2E + "nautilus:1.8"], CURL, AGNHOST,
+                      web_pictures("nautilus"),
+                      **(AGNHOST_CONFIG | {"cmd": ["test-webserver"]})),
     # nginx:1.27.0-2 (Nginx) and 1.28.0-2 (NginxNew): GET / answers 200 on :80
-    busybox_based("e2e-nginx", [E2E + "nginx:1.27.0-2"], NGINX, **NGINX_CONFIG),
-    busybox_based("e2e-nginx-new", [E2E + "nginx:1.28.0-2"], NGINX, marker("nginx-1.28"),
-                  **NGINX_CONFIG),
+    e2e_busybox_based("e2e-nginx", [E2E + "nginx:1.27.0-2"], NGINX, **NGINX_CONFIG),
+    e2e_busybox_based("e2e-nginx-new", [E2E + "nginx:1.28.0-2"], NGINX, marker("nginx-1.28"),
+                      **NGINX_CONFIG),
     # nonewprivs: CMD nnp, a setuid-root program printing "Effective uid: <euid>" (critest's
     # nonewprivs:1.3 has it as its entrypoint)
-    busybox_based("e2e-nonewprivs", [E2E + "nonewprivs:1.4"], NNP, cmd=["nnp"]),
+    e2e_busybox_based("e2e-nonewprivs", [E2E + "nonewprivs:1.4"], NNP, cmd=["nnp"]),
     # nonroot: USER 1234 (runAsNonRoot specs)
-    busybox_based("e2e-nonroot", [E2E + "nonroot:1.5"], user="1234"),
+    e2e_busybox_based("e2e-nonroot", [E2E + "nonroot:1.5"], user="1234"),
     # busybox, the default image of most [sig-node] specs (upstream: docker.io's busybox
-    # 1.37.0, CMD sh): the critest busybox. Known difference: its sh (Debian's busybox 1.35
-    # ash) drops environment variables whose names hold '-' (`data-1=value-1`), so the
-    # ConfigMap/Secret "consumable via the environment" specs fail; upstream's 1.37 keeps them.
-    busybox_based("e2e-busybox", [E2E + "busybox:1.37.0-2"]),
+    # 1.37.0, CMD sh): E2E_BUSYBOX alone. The specs need of it: `sh -c env` prints
+    # `data-1=value-1` (ConfigMap/Secret env), /bin/sysctl, hexdump (ConfigMap binary data),
+    # sh's "/bin/sh: can't create /file: Read-only file system" (readOnlyRootFilesystem).
+    e2e_busybox_based("e2e-busybox", [E2E + "busybox:1.37.0-2"]),
+    # glibc-dns-testing:2.1.1 (GlibcDnsTesting): dig and getent, see GLIBC_DNS
+    e2e_busybox_based("e2e-glibc-dns-testing", [E2E + "glibc-dns-testing:2.1.1"], GLIBC_DNS),
     # the pause image of every pod the specs create with no command of their own
     # (GetPauseImageName); critest's pause, under v1.37.2's tag
     listed("e2e-pause", ["registry.k8s.io/pause:3.10.2"], [PAUSE], entrypoint=["/pause"],
