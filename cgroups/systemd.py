@@ -61,6 +61,19 @@ def is_valid_slice(slice_name: str) -> bool:
     return "\0" not in slice_name
 
 
+def pod_slice(parent: str) -> str | None:
+    """The slice a cgroup parent names under the systemd driver: a slice name as it is, or
+    kubelet's form, the slice's expanded path (kubelet sends ToSystemd() of the pod's cgroup:
+    /kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice), whose last
+    part it is (as containerd takes path.Base of it). None: neither."""
+    if "/" not in parent:
+        return parent if is_valid_slice(parent) else None
+    base = posixpath.basename(parent)
+    if is_valid_slice(base) and expand_slice(base) == parent:
+        return base
+    return None
+
+
 def unit_name(prefix: str, name: str) -> str:
     """The unit a container gets: the scope `<prefix>-<name>.scope`, or `name` if it is a slice."""
     if name.endswith(SLICE_SUFFIX):
@@ -132,17 +145,21 @@ def slice_path(slice_name: str) -> SystemdPath:
 
 def is_systemd_path(cgroups_path: str) -> bool:
     """Whether a cgroups path has the systemd driver's form: `slice:prefix:name` with a valid
-    slice, or a bare slice name (no `/`: cgroupfs paths from kubelet are absolute)."""
+    slice, or a pod slice (pod_slice: a slice name, or kubelet's expanded path of one; cgroupfs
+    parents from kubelet, /kubepods/<qos>/pod<uid>, are neither)."""
     parts = cgroups_path.split(":")
     if len(parts) == 3:
         return not parts[0] or is_valid_slice(parts[0])
-    return len(parts) == 1 and is_valid_slice(cgroups_path)
+    return len(parts) == 1 and pod_slice(cgroups_path) is not None
 
 
 def path_of(cgroups_path: str, container_id: str, default_prefix: str = "pycri") -> SystemdPath:
-    """A systemd driver's path (`slice:prefix:name`, or a bare slice: the slice itself)."""
+    """A systemd driver's path (`slice:prefix:name`, or a pod slice: the slice itself)."""
     if ":" not in cgroups_path and cgroups_path:
-        return slice_path(cgroups_path)
+        slice_name = pod_slice(cgroups_path)
+        if slice_name is None:
+            raise CgroupError(f"invalid slice name: {cgroups_path}")
+        return slice_path(slice_name)
     return parse_path(cgroups_path, container_id, default_prefix)
 
 

@@ -206,14 +206,16 @@ def _rootfs_propagation(config: cri.ContainerConfig) -> str | None:
 def cgroups_path(pod: PodContext, name: str) -> str:
     """linux.cgroupsPath: cgroupfs <parent>/<name>; systemd `<pod slice>:pycri:<name>` (runc's
     slice:prefix:name; the runtime asks systemd for the scope pycri-<name>.scope in the slice, as
-    containerd does with its prefix cri-containerd). A name systemd would refuse in a unit name
+    containerd does with its prefix cri-containerd). kubelet sends a systemd parent as the slice's
+    expanded path (/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice):
+    its last part is the slice. Without `systemd_cgroup` the parent's form tells. A name systemd would refuse in a unit name
     (characters beyond [A-Za-z0-9_.-], or too long) is replaced by a digest of it."""
-    systemd = pod.systemd_cgroup
-    if systemd is None:
-        systemd = "/" not in pod.cgroup_parent and systemd_cgroups.is_valid_slice(pod.cgroup_parent)
-    if not systemd:
+    pod_slice = systemd_cgroups.pod_slice(pod.cgroup_parent) if pod.systemd_cgroup is not False else None
+    if pod.systemd_cgroup and pod_slice is None:
+        raise InvalidArgument(f"cgroup parent {pod.cgroup_parent!r} is not a systemd slice")
+    if pod_slice is None:
         return f"{pod.cgroup_parent.rstrip('/')}/{name}"
-    return f"{pod.cgroup_parent}:{SCOPE_PREFIX}:{_unit_safe(name)}"
+    return f"{pod_slice}:{SCOPE_PREFIX}:{_unit_safe(name)}"
 
 
 SCOPE_PREFIX = "pycri"

@@ -109,14 +109,16 @@ def log_path(value: str, field: str = "config.log_path") -> None:
 
 def cgroup_parent(value: str, field: str = "config.linux.cgroup_parent", driver: str = "cgroupfs") -> None:
     """cgroupfs: a path without a ".." component; systemd: a slice name as systemd and runc take it
-    (kubepods-besteffort-pod<uid>.slice: ends in .slice, no "/", no empty part between dashes)."""
+    (kubepods-besteffort-pod<uid>.slice: ends in .slice, no "/", no empty part between dashes) or
+    the expanded path of one, which is what kubelet sends."""
     if not value:
         return
     _path_chars(value, field)
     if driver == "systemd":
-        if not systemd_cgroups.is_valid_slice(value):
-            raise InvalidArgument(f"{field} {value!r} is not a systemd slice name (the systemd cgroup driver "
-                                  "takes one such as kubepods-besteffort-pod<uid>.slice)")
+        if systemd_cgroups.pod_slice(value) is None:
+            raise InvalidArgument(f"{field} {value!r} is not a systemd slice (the systemd cgroup driver takes "
+                                  "one such as kubepods-besteffort-pod<uid>.slice, or kubelet's path of it, "
+                                  "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice)")
         return
     if ".." in value.split("/"):
         raise InvalidArgument(f"{field} {value!r} must not contain a '..' component")

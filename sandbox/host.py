@@ -134,16 +134,16 @@ class SystemdPodCgroups:
 
     def create(self, cgroup_parent: str, sandbox_id: str) -> None:
         self._call(lambda bus: bus.start_transient_unit(
-            cgroup_parent, [("Description", "s", f"pycri pod {sandbox_id}")]))
+            _slice(cgroup_parent), [("Description", "s", f"pycri pod {sandbox_id}")]))
 
     def destroy(self, cgroup_parent: str, sandbox_id: str) -> None:
         # systemd removes the slice where it manages the hierarchy; the slice's directory in the
         # others (made as the parent of a scope's) is removed here
-        manager = systemd.new_manager(systemd.slice_path(cgroup_parent), root=self.root, init=self.init)
+        manager = systemd.new_manager(systemd.slice_path(_slice(cgroup_parent)), root=self.root, init=self.init)
         self._call(lambda bus: systemd.stop_scope(bus, manager))
 
     def _infra_manager(self, cgroup_parent: str, sandbox_id: str) -> cgroups.CgroupManager:
-        return systemd.new_manager(systemd.SystemdPath(cgroup_parent, "pycri", sandbox_id), root=self.root,
+        return systemd.new_manager(systemd.SystemdPath(_slice(cgroup_parent), "pycri", sandbox_id), root=self.root,
                                    init=self.init)
 
     def join_infra(self, cgroup_parent: str, sandbox_id: str, pid: int) -> None:
@@ -165,3 +165,11 @@ class SystemdPodCgroups:
             raise cgroups.CgroupError(str(e)) from None
         finally:
             bus.close()
+
+
+def _slice(cgroup_parent: str) -> str:
+    """The pod slice of a parent (a slice name, or kubelet's expanded path of one)."""
+    slice_name = systemd.pod_slice(cgroup_parent)
+    if slice_name is None:
+        raise cgroups.CgroupError(f"{cgroup_parent!r} is not a systemd slice")
+    return slice_name

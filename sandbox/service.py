@@ -99,10 +99,11 @@ class SandboxService:
         if self.table.by_name(new.name, new.namespace, new.uid, new.attempt):
             raise AlreadyExists(
                 f"pod sandbox {new.namespace}/{new.name} (uid {new.uid}, attempt {new.attempt}) already exists")
-        if self.cgroup_driver == "systemd" and new.cgroup_parent and not systemd_cgroups.is_valid_slice(
-                new.cgroup_parent):
-            raise InvalidArgument(f"config.linux.cgroup_parent {new.cgroup_parent!r} is not a systemd slice name "
-                                  "(the systemd cgroup driver: kubepods-besteffort-pod<uid>.slice)")
+        if self.cgroup_driver == "systemd" and new.cgroup_parent and systemd_cgroups.pod_slice(
+                new.cgroup_parent) is None:
+            raise InvalidArgument(f"config.linux.cgroup_parent {new.cgroup_parent!r} is not a systemd slice "
+                                  "(the systemd cgroup driver: kubepods-besteffort-pod<uid>.slice, or kubelet's "
+                                  "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice)")
         sandbox_id = uuid.uuid4().hex + uuid.uuid4().hex
         hostname = new.hostname or _host_hostname()  # as containerd and CRI-O: the node's name
         record = SandboxRecord(

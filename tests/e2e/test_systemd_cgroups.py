@@ -130,7 +130,10 @@ def test_container_in_a_systemd_scope(node: str, handler: str) -> None:
     sh(node, f"systemctl start {pod_slice}")  # kubelet makes the pod slice through systemd
     pod = {"metadata": {"name": f"sd-{handler}", "namespace": "default", "uid": uid, "attempt": 0},
            "log_directory": f"/tmp/sd-{uid}",
-           "linux": {"cgroup_parent": pod_slice,
+           # kubelet sends the slice's expanded path (its cgroup name's ToSystemd()); a bare slice
+           # name is taken too
+           "linux": {"cgroup_parent": (f"/kubepods.slice/kubepods-besteffort.slice/{pod_slice}" if handler == "pycri"
+                                       else pod_slice),
                      "security_context": {"namespace_options": {"pid": 0, "network": 2}}}}
     container = {"metadata": {"name": "sleeper"}, "image": {"image": CONTAINER_IMAGE},
                  "command": ["/bin/sh", "-c", "sleep 3600"], "log_path": "sleeper.log",

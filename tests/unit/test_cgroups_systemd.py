@@ -190,3 +190,15 @@ def test_device_properties(tmp_path) -> None:
     resources = Resources(devices=[DeviceRule(False), DeviceRule(True, "c", 1, 3)])
     names = [name for name, _, _ in systemd.scope_properties("d", "x.slice", [1], resources)]
     assert "DevicePolicy" in names and "DeviceAllow" in names
+
+
+def test_pod_slice_takes_kubelets_expanded_form() -> None:
+    assert systemd.pod_slice("kubepods-burstable-pod1.slice") == "kubepods-burstable-pod1.slice"
+    assert systemd.pod_slice("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice") == \
+        "kubepods-burstable-pod1.slice"
+    for bad in ("/kubepods/burstable/pod1", "/a.slice/kubepods-pod1.slice", "kubepods", "/kubepods.slice/",
+                "kubepods.slice/kubepods-pod1.slice", ""):
+        assert systemd.pod_slice(bad) is None, bad
+    assert systemd.is_systemd_path("/kubepods.slice/kubepods-pod1.slice")
+    assert not systemd.is_systemd_path("/kubepods/pod1") and not systemd.is_systemd_path("/kubepods/pod1/c1")
+    assert systemd.path_of("/kubepods.slice/kubepods-pod1.slice", "x").cgroup == "/kubepods.slice/kubepods-pod1.slice"

@@ -39,18 +39,27 @@ def test_cgroups_path_by_driver() -> None:
     assert oci_spec.cgroups_path(pod(slice_name), "c1") == f"{slice_name}:pycri:c1"
     assert oci_spec.cgroups_path(pod(slice_name, True), "c1") == f"{slice_name}:pycri:c1"
     assert oci_spec.cgroups_path(pod("kubepods.slice", False), "c1") == "kubepods.slice/c1"
+    assert oci_spec.cgroups_path(pod(KUBELET_PARENT), "c1") == f"{slice_name}:pycri:c1"
+    with pytest.raises(InvalidArgument):
+        oci_spec.cgroups_path(pod("/kubepods/pod1", True), "c1")
     # what a unit name may not hold becomes a digest
     odd = oci_spec.cgroups_path(pod(slice_name), "p-my name-0-1")
     assert odd.startswith(f"{slice_name}:pycri:") and len(odd.rsplit(":", 1)[1]) == 64
     assert len(oci_spec.cgroups_path(pod(slice_name), "x" * 300).rsplit(":", 1)[1]) == 64
 
 
+KUBELET_PARENT = "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0b6c.slice"  # ToSystemd()
+
+
 def test_cgroup_parent_validation() -> None:
     validation.cgroup_parent("kubepods-besteffort-pod1.slice", driver="systemd")
     validation.cgroup_parent("kubepods.slice", driver="systemd")
+    validation.cgroup_parent(KUBELET_PARENT, driver="systemd")  # what kubelet really sends
+    validation.cgroup_parent("/kubepods.slice", driver="systemd")
     validation.cgroup_parent("", driver="systemd")
-    for bad in ("/kubepods/besteffort/pod1", "kubepods", "kubepods--pod1.slice", "a.slice/b.slice", "-x.slice"):
-        with pytest.raises(InvalidArgument, match="not a systemd slice name"):
+    for bad in ("/kubepods/besteffort/pod1", "kubepods", "kubepods--pod1.slice", "a.slice/b.slice", "-x.slice",
+                "/kubepods.slice/kubepods-pod1.slice/", "/x.slice/kubepods-pod1.slice", "kubepods.slice/kubepods-a.slice"):
+        with pytest.raises(InvalidArgument, match="not a systemd slice"):
             validation.cgroup_parent(bad, driver="systemd")
     validation.cgroup_parent("/kubepods/besteffort/pod1")  # cgroupfs: unchanged
     with pytest.raises(InvalidArgument, match=r"'\.\.' component"):
@@ -78,7 +87,7 @@ def service(tmp_path: Path, cgroups: FakeCgroups, driver: str) -> tuple[SandboxS
 def test_sandbox_under_systemd(tmp_path: Path) -> None:
     cgroups = FakeCgroups(parent_format="pycri-{}.slice")
     sandboxes, infra = service(tmp_path, cgroups, "systemd")
-    with pytest.raises(InvalidArgument, match="not a systemd slice name"):
+    with pytest.raises(InvalidArgument, match="not a systemd slice"):
         sandboxes.run(new_sandbox("/kubepods/pod1"))
     assert cgroups.calls == []
     # kubelet's pod slice: not pycri's to make; the infra process goes in a scope in it
@@ -89,10 +98,14 @@ def test_sandbox_under_systemd(tmp_path: Path) -> None:
     # at stop, and again (idempotent, as the infra's stop) at remove
     assert set(cgroups.called("leave_infra")) == {("kubepods-besteffort-pod1.slice", record.id)}
     assert cgroups.called("destroy") == [] and infra.running == {}
+    # kubelet's form of the parent: the slice's expanded path
+    kubelet = sandboxes.run(new_sandbox(KUBELET_PARENT, shared_pid=True))
+    assert kubelet.cgroup_parent == KUBELET_PARENT and cgroups.called("join_infra")[-1][0] == KUBELET_PARENT
+    sandboxes.remove(kubelet.id)
     # no parent: a slice of pycri's own, made and removed
     own = sandboxes.run(new_sandbox(""))
     assert own.cgroup_parent == f"pycri-{own.id}.slice" and own.own_cgroup
-    assert cgroups.called("create") == [(own.cgroup_parent, own.id)] and cgroups.called("join_infra")[1:] == []
+    assert cgroups.called("create") == [(own.cgroup_parent, own.id)] and len(cgroups.called("join_infra")) == 2
     sandboxes.remove(own.id)
     assert cgroups.called("destroy") == [(own.cgroup_parent, own.id)] and cgroups.existing == set()
 
@@ -127,6 +140,10 @@ def test_systemd_pod_cgroups(tmp_path: Path) -> None:
     assert (tmp_path / "cpuset/kubepods.slice/kubepods-pod1.slice/pycri-s1.scope").is_dir()
     cgroups.leave_infra("kubepods-pod1.slice", "s1")
     assert "pycri-s1.scope" not in bus.units
+    with pytest.raises(Exception, match="cgroup.procs"):  # kubelet's form names the same slice
+        cgroups.join_infra("/kubepods.slice/kubepods-pod1.slice", "s2", 4322)
+    assert bus.units["pycri-s2.scope"]["Slice"] == "kubepods-pod1.slice"
+    cgroups.leave_infra("/kubepods.slice/kubepods-pod1.slice", "s2")
     assert not (tmp_path / "cpuset/kubepods.slice/kubepods-pod1.slice/pycri-s1.scope").exists()
     cgroups.destroy("pycri-s1.slice", "s1")
     assert bus.units == {}
