@@ -96,6 +96,16 @@ if [ -z "${KUBECONFIG:-}" ]; then
   log "pushing the e2e images to 127.0.0.1:5000 (hack/testimages.py --e2e)"
   "$PY" "$ROOT/hack/testimages.py" --registry 127.0.0.1:5000 --e2e | tail -n 1 >&2
   "$ROOT/hack/pycri.sh" start >&2
+  # kubelet pulls an image only if the node lacks it (IfNotPresent), so an image pycri pulled
+  # before, of an older build, would be used: pull each anew, which moves the tag to this build
+  if command -v crictl >/dev/null; then
+    endpoint=${PYCRI_ENDPOINT:-unix:///run/pycri/pycri.sock}
+    log "pulling the e2e images into pycri again (crictl pull), so that none is of an older build"
+    for name in $("$PY" "$ROOT/hack/testimages.py" --e2e --list | awk '{for (i = 3; i <= NF; i++) print $i}'); do
+      crictl --runtime-endpoint "$endpoint" --image-endpoint "$endpoint" pull "$name" >/dev/null ||
+        { log "crictl pull $name failed"; exit 1; }
+    done
+  fi
   if ! "$ROOT/hack/local-cluster.sh" status >/dev/null && [ "${CONFORMANCE_KEEP_CLUSTER:-0}" != 1 ]; then
     # started here, so stopped here (its state stays for the next start), once the suite's
     # namespaces are gone: the suite only asks for their deletion, and a kubelet stopped

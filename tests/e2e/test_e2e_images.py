@@ -37,8 +37,10 @@ def e2e_images(registries: Registries) -> None:
     if missing:
         pytest.skip(f"the e2e images are built from hack/build-e2e.sh's output, and {E2E_BIN} lacks "
                     f"{', '.join(missing)}: run hack/build-e2e.sh (minutes; not done in CI)")
-    subprocess.run([str(VENV_BIN / "python"), str(REPO / "hack/testimages.py"), "--registry",
-                    registries.plain, "--only", *KEYS], check=True, capture_output=True)
+    push = subprocess.run([str(VENV_BIN / "python"), str(REPO / "hack/testimages.py"), "--registry",
+                           registries.plain, "--only", *KEYS], capture_output=True, text=True)
+    if push.returncode != 0:
+        pytest.fail(f"hack/testimages.py --only {' '.join(KEYS)} failed:\n{push.stderr[-3000:]}")
 
 
 def run_to_exit(pycri: Pycri, name: str, image: str, command: list[str],
