@@ -6,7 +6,7 @@
 #   hack/images/busybox.sh            build if the cache has no build of this recipe
 #   FORCE=1 hack/images/busybox.sh    rebuild (fetching the source again)
 #
-# stdout is only the path of the binary: BUSYBOX=$(hack/images/busybox.sh). Cold: ~1.5 min on
+# stdout is only the path of the binary: BUSYBOX=$(hack/images/busybox.sh). Cold: 1.5-3.5 min on
 # 2 cores (+ ~3 MB of source); a second run returns at once (stamp), without the network.
 #
 # Why not Debian's own busybox: Debian's packages drop environment variables whose names are
@@ -116,8 +116,10 @@ for a in "${NEEDED[@]}"; do
 done
 
 cp -f "$bb" "$OUT.new" && mv -f "$OUT.new" "$OUT"
-printf 'recipe: %s\nbuilt: busybox %s of Debian %s (upstream tarball, patches %s), %s\n' "$recipe" \
-  "$("$OUT" | head -1 | cut -d' ' -f2)" "$version" "${PATCHES[*]}" "$(gcc -dumpversion)" >"$STAMP"
+banner=$("$OUT" 2>&1 || true)  # "BusyBox v1.37.0 (date) multi-call binary." and its help
+banner=${banner%%$'\n'*}
+printf 'recipe: %s\nbuilt: %s of Debian %s (upstream tarball, patches %s), gcc %s\n' "$recipe" \
+  "${banner% multi-call binary.}" "$version" "${PATCHES[*]}" "$(gcc -dumpversion)" >"$STAMP"
 rm -rf "$build" "$dl"  # the source stays for reference; the binary is the result
 log "built in $((SECONDS - start))s: $(sed -n 's/^built: //p' "$STAMP")"
 echo "$OUT"
