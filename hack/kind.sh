@@ -7,13 +7,20 @@
 #                        and two workers), then the pod network hack/kind/flannel.yaml; waits
 #                        until every node is Ready and CoreDNS runs. A running cluster of that
 #                        name is reused (the network is applied again, which changes nothing)
-#   hack/kind.sh down    delete the cluster, and kind's docker network when no other kind
-#                        cluster uses it
+#   hack/kind.sh down    delete the cluster, and kind's docker network (and the NAT rule below)
+#                        when no other kind cluster uses it
 #   hack/kind.sh status  the cluster's nodes (exit 1 if there is no cluster)
 #
 # Environment: KIND_CLUSTER (default pycri), KIND_CONFIG (default hack/kind/cluster.yaml),
 # PYCRI_KIND_IMAGE (default pycri.local/node:v1.37.2), PYCRI_KIND_REBUILD=1 to rebuild the image.
 # The kubeconfig is kind's default (~/.kube/config, context kind-<cluster>), as `kind` does.
+#
+# Outbound NAT: hack/docker.sh runs dockerd with --iptables=false, so nothing masquerades the kind
+# network's traffic to the outside, and docker's embedded DNS in the nodes (which CoreDNS forwards
+# to, through the node's /etc/resolv.conf) sends its queries to this machine's resolver from the
+# node's address and never gets an answer. `up` adds one rule, nat POSTROUTING MASQUERADE from the
+# kind network's IPv4 subnet to elsewhere (FORWARD and its policy are left as they are); `down`
+# removes it with the network.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,6 +35,23 @@ log() { printf '%s kind.sh: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 running() {
   "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER" &&
     [ -n "$(docker ps -q --filter "label=io.x-k8s.kind.cluster=$CLUSTER")" ]
+}
+
+NAT_COMMENT="pycri hack/kind.sh: outbound NAT of docker network kind"
+
+kind_subnet() {
+  docker network inspect kind -f '{{range .IPAM.Config}}{{.Subnet}} {{end}}' 2>/dev/null |
+    tr ' ' '\n' | grep -m1 '^[0-9.]*/[0-9]*$'
+}
+
+nat_rule() {  # nat_rule -A|-C|-D SUBNET
+  iptables -t nat "$1" POSTROUTING -s "$2" ! -d "$2" -m comment --comment "$NAT_COMMENT" -j MASQUERADE
+}
+
+outbound_nat() {
+  local subnet
+  subnet=$(kind_subnet) || { log "no IPv4 subnet on docker network kind: no outbound NAT"; return; }
+  nat_rule -C "$subnet" 2>/dev/null || nat_rule -A "$subnet"
 }
 
 kubectl() { "$KUBE_BIN/kubectl" --context "kind-$CLUSTER" "$@"; }
@@ -62,6 +86,7 @@ up() {
   KIND=$(nice -n 10 "$HERE/build-kind.sh")
   if running; then
     log "cluster $CLUSTER is already running: reused"
+    outbound_nat
     network
     usage
     return
@@ -74,6 +99,7 @@ up() {
     "$KIND" delete cluster --name "$CLUSTER" >&2
   fi
   "$KIND" create cluster --name "$CLUSTER" --image "$IMAGE" --config "$CONFIG" >&2
+  outbound_nat
   network
   log "up in $((SECONDS - start))s"
   usage
@@ -86,6 +112,10 @@ down() {
   # kind leaves its `kind` network for the next cluster; remove it when nothing is attached
   if docker network inspect kind >/dev/null 2>&1 &&
     [ "$(docker network inspect kind -f '{{len .Containers}}')" = 0 ]; then
+    local subnet
+    if subnet=$(kind_subnet); then
+      while nat_rule -C "$subnet" 2>/dev/null; do nat_rule -D "$subnet"; done
+    fi
     docker network rm kind >/dev/null
   fi
   local left
