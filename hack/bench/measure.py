@@ -8,7 +8,8 @@
   timed from outside (crictl's own start-up, ~15 ms a call, included), then `stopp`+`rmp`.
 - `memory_per_pod`: `pods` running pods of one busybox container each; the PSS of the
   runtime's own processes (daemon, monitors, infra or pause; not the workloads) minus the
-  daemon's PSS before the pods, per pod, in MB. Once with a PID namespace per container
+  daemon's PSS before the pods, per pod, in MB (and the part of it that is not the daemon's:
+  conmon and catatonit, or shim and pause). Once with a PID namespace per container
   (kubelet's default) and once with a pod-wide one (shareProcessNamespace).
 - `list_latency`: `containers` running containers (10 a pod), then ListContainers and
   ListPodSandbox over gRPC, each called `calls` times, in ms.
@@ -211,9 +212,11 @@ def crictl_start(daemon: Daemon, results: Results, samples: int, round_no: int) 
 
 
 # ------------------------------------------------------------------------------ memory
-def own_pss_kib(daemon: Daemon) -> tuple[int, int]:
+def own_pss_kib(daemon: Daemon) -> tuple[int, int, int]:
+    """PSS of the runtime's own processes, of those but the daemon, and how many there are."""
     pids = daemon.own_pids()
-    return sum(pss_kib(p) for p in pids), len(pids)
+    pss = {p: pss_kib(p) for p in pids}
+    return sum(pss.values()), sum(v for p, v in pss.items() if p != daemon.daemon_pid()), len(pids)
 
 
 def settle(seconds: float = 2.0) -> None:
@@ -223,13 +226,13 @@ def settle(seconds: float = 2.0) -> None:
 
 def memory_per_pod(daemon: Daemon, results: Results, pods: int, shared_pid: bool, round_no: int) -> None:
     settle()
-    idle, idle_n = own_pss_kib(daemon)
+    idle, _, idle_n = own_pss_kib(daemon)
     client = Client(daemon)
     try:
         for i in range(pods):
             client.run_pod(f"mem-{'shared' if shared_pid else 'own'}-r{round_no}-{i}", shared_pid, containers=1)
         settle()
-        busy, busy_n = own_pss_kib(daemon)
+        busy, monitors, busy_n = own_pss_kib(daemon)
     finally:
         client.close()
         daemon.remove_all()
@@ -238,7 +241,9 @@ def memory_per_pod(daemon: Daemon, results: Results, pods: int, shared_pid: bool
     log.info("memory", runtime=daemon.name, mode=mode, idle_mib=round(idle / MIB, 1), busy_mib=round(busy / MIB, 1),
              processes=f"{idle_n}->{busy_n}", per_pod_mib=round(per_pod, 2))
     results.add(f"memory per pod, {mode} (MB PSS, {pods} pods)", daemon.name, per_pod)
-    results.add("runtime daemon idle (MB PSS)", daemon.name, idle / MIB)
+    results.add(f"memory per pod, {mode}: monitors + infra/pause only (MB PSS)", daemon.name, monitors / pods / MIB)
+    if shared_pid:  # (after the other rows: the table's rows come in the order first added)
+        results.add("runtime daemon idle (MB PSS)", daemon.name, idle / MIB)
 
 
 # ------------------------------------------------------------------------------ list

@@ -176,14 +176,14 @@ class Daemon:
             return
         for _ in range(3):
             pods = self.crictl("pods", "-q", check=False).stdout.split()
-            ctrs = self.crictl("ps", "-a", "-q", check=False).stdout.split()
-            if not pods and not ctrs:
-                return
-            if ctrs:
-                self.crictl("rm", "-f", *ctrs, check=False)
             if pods:
                 self.crictl("stopp", *pods, check=False)
                 self.crictl("rmp", "-f", *pods, check=False)
+            ctrs = self.crictl("ps", "-a", "-q", check=False).stdout.split()
+            if ctrs:
+                self.crictl("rm", "-f", *ctrs, check=False)
+            if not pods and not ctrs:
+                return
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
