@@ -256,19 +256,23 @@ for kv in "gitVersion=$KUBE_VERSION" gitMajor=1 "gitMinor=$minor" gitTreeState=c
 done
 KUBE_PROXY=$(go_build_once kube-proxy "$KUBE_VERSION" "$CACHE/src/kube-proxy-$KUBE_VERSION" \
   k8s.io/kubernetes/cmd/kube-proxy "$kube_ld" "-tags selinux,notest,grpcnotrace")
-# kube-proxy runs iptables: its image has a Debian root filesystem below the binary, iptables set
-# to the legacy backend as kind's entrypoint sets the node's here (select_iptables)
-PROXY_BASE=$CACHE/kube-proxy-base.tar
+# kube-proxy runs iptables: its image has a Debian root filesystem below the binary, whose
+# iptables and ip6tables are hack/kind/iptables-wrapper until the first call, which picks the
+# node's backend (legacy or nft, as kind's entrypoint chose at boot: where the kubelet's chains
+# are). The tarball is cached per version of the wrapper.
+wrapper=$src/hack/kind/iptables-wrapper
+PROXY_BASE=$CACHE/iptables-base-$(sha256sum "$wrapper" | cut -c1-12).tar
 if [ ! -f "$PROXY_BASE" ]; then
-  log "mmdebstrap $SUITE: kube-proxy's base (iptables, nftables, conntrack)"
+  log "mmdebstrap $SUITE: the base of kube-proxy and flannel (iptables, nftables, conntrack)"
+  alternatives='for t in iptables ip6tables; do chroot "$1" update-alternatives --install /usr/sbin/$t $t /usr/sbin/iptables-wrapper 100 --slave /usr/sbin/$t-restore $t-restore /usr/sbin/iptables-wrapper --slave /usr/sbin/$t-save $t-save /usr/sbin/iptables-wrapper; chroot "$1" update-alternatives --auto $t; done'
   nice -n 10 mmdebstrap --variant=minbase --include=iptables,nftables,conntrack,kmod \
     --aptopt='APT::Install-Recommends "false"' \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
-    --customize-hook='chroot "$1" update-alternatives --set iptables /usr/sbin/iptables-legacy' \
-    --customize-hook='chroot "$1" update-alternatives --set ip6tables /usr/sbin/ip6tables-legacy' \
+    --customize-hook="install -m 0755 '$wrapper' \"\$1/usr/sbin/iptables-wrapper\"" \
+    --customize-hook="$alternatives" \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/var/log/*' \
-    "$SUITE" "$CACHE/kube-proxy-base.new.tar" "deb $DEBIAN_MIRROR $SUITE main" >&2
-  mv -f "$CACHE/kube-proxy-base.new.tar" "$PROXY_BASE"
+    "$SUITE" "${PROXY_BASE%.tar}.new.tar" "deb $DEBIAN_MIRROR $SUITE main" >&2
+  mv -f "${PROXY_BASE%.tar}.new.tar" "$PROXY_BASE"
 fi
 images=()
 for img in "${kubeadm_images[@]}"; do
