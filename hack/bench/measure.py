@@ -53,6 +53,7 @@ CRITEST_ORDER = ("RunPodSandbox", "CreateContainer", "StartContainer", "Containe
                  "RemoveContainer", "PodSandboxStatus", "StopPodSandbox", "RemovePodSandbox",
                  "PullImage", "ImageStatus", "RemoveImage", "ListImages")
 POD_NAMESPACE = "pycri-bench"
+CRITEST_TIMEOUT = 1800  # seconds: a hung benchmark must not hold the run (and its cleanup) forever
 MIB = 1024.0
 
 
@@ -105,7 +106,12 @@ def critest_benchmark(daemon: Daemon, results: Results, samples: int, out_dir: P
     started = time.monotonic()
     with open(out_dir / "critest.log", "wb") as out:
         # from its own directory: critest also reads a crictl.yaml in the parent directory
-        status = subprocess.run(args, cwd=out_dir, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+        try:
+            status = subprocess.run(args, cwd=out_dir, stdout=out, stderr=subprocess.STDOUT, check=False,
+                                    timeout=CRITEST_TIMEOUT).returncode
+        except subprocess.TimeoutExpired:  # (subprocess.run has killed it)
+            status = -1
+            results.notes.append(f"critest -benchmark against {daemon.name} killed after {CRITEST_TIMEOUT} s")
     parsed = parse_critest_results(out_dir / "results")
     log.info("critest -benchmark", runtime=daemon.name, status=status, seconds=round(ms_since(started) / 1000),
              operations=len(parsed), log=str(out_dir / "critest.log"))
