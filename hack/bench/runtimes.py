@@ -111,6 +111,8 @@ class Daemon:
     subnet: str
     bridge: str
     process: subprocess.Popen[bytes] | None = None
+    # the cgroups under the default parent when the daemon started (None: not started here)
+    cgroups_before: set[str] | None = None
     work: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -228,13 +230,14 @@ class Daemon:
 
     def leftover_cgroups(self) -> list[str]:
         ours = [str(p) for p in CGROUP_V1_ROOT.glob(f"*{self.cgroup_parent}") if p.is_dir()]
-        return ours + sorted(self.shared_cgroups() - getattr(self, "cgroups_before", self.shared_cgroups()))
+        new = self.shared_cgroups() - self.cgroups_before if self.cgroups_before is not None else set()
+        return ours + sorted(new)
 
     def remove_cgroups(self) -> None:
         """rmdir this runtime's (empty) cgroups: its pods' parent in every hierarchy, and what
         appeared under the default parent while it ran; deepest first."""
         dirs = [p for top in CGROUP_V1_ROOT.glob(f"*{self.cgroup_parent}") for p in [top, *top.rglob("*")] if p.is_dir()]
-        if hasattr(self, "cgroups_before"):
+        if self.cgroups_before is not None:
             dirs += [Path(d) for d in self.shared_cgroups() - self.cgroups_before]
         for d in sorted(set(dirs), key=lambda p: -len(p.parts)):
             try:
@@ -247,8 +250,9 @@ class Daemon:
         return [f"{p.pid} {' '.join(p.cmdline)[:120]}" for p in processes()
                 if p.pid != os.getpid() and any(m in a for a in p.cmdline for m in marks)]
 
-    def leftover_netns(self) -> list[str]:
-        """Bridge network state: host-local IPAM leases not released."""
+    def leftover_ip_leases(self) -> list[str]:
+        """host-local IPAM leases not released (a pod's network torn down without CNI DEL).
+        Network namespaces are pinned by mounts under the state directory: leftover_mounts."""
         nets = self.root / "cni-networks"
         if not nets.is_dir():
             return []
@@ -256,7 +260,7 @@ class Daemon:
 
     def leftovers(self) -> list[str]:
         return ([f"mount {m}" for m in self.leftover_mounts()] + [f"cgroup {c}" for c in self.leftover_cgroups()]
-                + [f"process {p}" for p in self.leftover_processes()] + [f"ip lease {n}" for n in self.leftover_netns()])
+                + [f"process {p}" for p in self.leftover_processes()] + [f"ip lease {n}" for n in self.leftover_ip_leases()])
 
     def remove_bridge(self) -> None:
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)

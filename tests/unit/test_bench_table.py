@@ -179,3 +179,21 @@ def test_pss_of_this_process_and_of_none() -> None:
     import os
     assert runtimes.pss_kib(os.getpid()) > 0
     assert runtimes.pss_kib(2 ** 30) == 0
+
+
+def test_cgroups_left_are_the_pods_parent_and_what_is_new_under_the_default_parent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtimes, "CGROUP_V1_ROOT", tmp_path)
+    daemon = runtimes.ContainerdDaemon(Path("/bin"))
+    (tmp_path / "memory" / "k8s.io" / "before").mkdir(parents=True)
+    daemon.cgroups_before = daemon.shared_cgroups()
+    assert daemon.leftover_cgroups() == []
+    (tmp_path / "memory" / "k8s.io" / "critest-pod").mkdir()
+    (tmp_path / "pids" / "k8s.io").mkdir(parents=True)
+    (tmp_path / "memory" / "pycri-bench-containerd" / "pod").mkdir(parents=True)
+    assert sorted(daemon.leftover_cgroups()) == sorted(
+        str(tmp_path / p) for p in ("memory/pycri-bench-containerd", "memory/k8s.io/critest-pod", "pids/k8s.io"))
+    daemon.remove_cgroups()
+    assert daemon.leftover_cgroups() == []
+    # what was there before the run stays
+    assert (tmp_path / "memory" / "k8s.io" / "before").is_dir()
