@@ -102,7 +102,20 @@ class ImageTable:
         return row["image_id"] if row else None
 
     def all(self) -> list[ImageRecord]:
-        return [self._record(row) for row in self.db.query("SELECT * FROM images ORDER BY pulled_at")]
+        """Every image, oldest pull first: four queries whatever their number (ListImages)."""
+        rows = self.db.query("SELECT * FROM images ORDER BY pulled_at")
+        tags = self._grouped("SELECT image_id, name FROM image_tags ORDER BY name")
+        digests = self._grouped("SELECT image_id, name FROM image_digests ORDER BY name")
+        layers = self._grouped("SELECT image_id, diff_id FROM image_layers ORDER BY image_id, position")
+        return [self._from_row(row, tags.get(row["id"], []), digests.get(row["id"], []), layers.get(row["id"], []))
+                for row in rows]
+
+    def _grouped(self, sql: str) -> dict[str, list[str]]:
+        """image id -> the second column of its rows, in the query's order."""
+        grouped: dict[str, list[str]] = {}
+        for image_id, value in self.db.query(sql):
+            grouped.setdefault(image_id, []).append(value)
+        return grouped
 
     def delete(self, tx: Transaction, image_id: str) -> None:
         tx.execute("DELETE FROM images WHERE id=?", (image_id,))
@@ -127,8 +140,12 @@ class ImageTable:
         digests = [r["name"] for r in self.db.query("SELECT name FROM image_digests WHERE image_id=? ORDER BY name", (image_id,))]
         diff_ids = [r["diff_id"] for r in self.db.query(
             "SELECT diff_id FROM image_layers WHERE image_id=? ORDER BY position", (image_id,))]
+        return self._from_row(row, tags, digests, diff_ids)
+
+    @staticmethod
+    def _from_row(row: Any, tags: list[str], digests: list[str], diff_ids: list[str]) -> ImageRecord:
         return ImageRecord(
-            id=image_id, manifest_digest=row["manifest_digest"], size=row["size"],
+            id=row["id"], manifest_digest=row["manifest_digest"], size=row["size"],
             config=json.loads(row["config"]), pulled_at=row["pulled_at"],
             repo_tags=tags, repo_digests=digests, diff_ids=diff_ids,
         )
