@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
+
+import structlog
 
 from pycri.api.cri import api_pb2 as cri
 from pycri.common.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -21,11 +23,31 @@ from pycri.sandbox import files
 from pycri.sandbox.service import NewSandbox, PortMapping, SandboxService, pod_namespaces
 from pycri.sandbox.records import READY, SandboxRecord
 
+log = structlog.get_logger("cri")
+
 PROTOCOLS = {cri.Protocol.TCP: "tcp", cri.Protocol.UDP: "udp", cri.Protocol.SCTP: "sctp"}
 CONTAINER_STATES = {
     CREATED: cri.ContainerState.CONTAINER_CREATED, RUNNING: cri.ContainerState.CONTAINER_RUNNING,
     EXITED: cri.ContainerState.CONTAINER_EXITED,
 }
+
+
+def make_missing_host_paths(mounts: Iterable[cri.Mount]) -> None:
+    """A bind mount's host path that does not exist is made, as a directory (0755), as containerd
+    and CRI-O do: kubelet's hostPath volumes of type "" and upstream manifests (kube-flannel's
+    /run/flannel) rely on it. It stays when the create fails later, as with them. A dangling
+    symlink is not followed (the mount is refused as before), nor is a relative path made."""
+    for m in mounts:
+        if oci_spec.is_image_mount(m) or not m.host_path or os.path.lexists(m.host_path):
+            continue
+        if not os.path.isabs(m.host_path) or "\0" in m.host_path:
+            raise InvalidArgument(f"mount host_path {m.host_path!r} is not absolute")
+        try:
+            os.makedirs(m.host_path, 0o755, exist_ok=True)
+        except OSError as exc:
+            raise InvalidArgument(f"mount host_path {m.host_path!r} does not exist and cannot be made: "
+                                  f"{exc.strerror}") from exc
+        log.info("made a missing mount host path", host_path=m.host_path)
 
 
 def matches_labels(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
@@ -146,6 +168,7 @@ class PodCalls:
         image = self.images.resolve(config.image.image)
         if image is None:
             raise NotFound(f"image {config.image.image!r} not found: pull it first")
+        make_missing_host_paths(config.mounts)
         layers = [self.images.layers.diff(d) for d in image.diff_ids]
         pod = oci_spec.PodContext(id=sandbox.id, min_oom_score_adj=self.min_oom_score_adj,
                                   recursive_read_only=self._handler_supports_rro(config, sandbox.handler),

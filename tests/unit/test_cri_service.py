@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -441,6 +442,45 @@ def test_a_failed_handler_create_leaves_nothing(t: CriUnderTest) -> None:
     assert not (t.root / "logs" / "web" / "main.log").exists()
     assert t.container_service.image_users(t.image.id) == []  # the image may go again
 
+
+
+def _create_with_mount(t: CriUnderTest, pod_id: str, host_path: str) -> str:
+    request = cri.CreateContainerRequest(
+        pod_sandbox_id=pod_id, sandbox_config=pod_config(t.root),
+        config=cri.ContainerConfig(metadata=cri.ContainerMetadata(name="main"), image=cri.ImageSpec(image=IMAGE),
+                                   command=["sleep", "1d"],
+                                   mounts=[cri.Mount(container_path="/data", host_path=host_path)]))
+    return t.call("CreateContainer", request).container_id
+
+
+def test_a_missing_mount_host_path_is_made_as_a_directory(t: CriUnderTest) -> None:
+    """As containerd and CRI-O: kubelet's hostPath of type "" (kube-flannel's /run/flannel) relies on it."""
+    pod_id = t.run_pod()
+    host_path = t.root / "host" / "run" / "flannel"
+    container_id = _create_with_mount(t, pod_id, str(host_path))
+    assert host_path.is_dir() and host_path.stat().st_mode & 0o777 == 0o755 & ~_umask()
+    ((_, paths, _, _, _),) = t.handler.called("create")
+    mounts = json.loads((paths.bundle / "config.json").read_text())["mounts"]
+    assert {"destination": "/data", "type": "bind", "source": str(host_path)}.items() <= \
+        next(m for m in mounts if m["destination"] == "/data").items()
+    assert t.status(container_id).state == CREATED
+
+
+def test_a_mount_host_path_that_is_a_dangling_symlink_or_relative_is_invalid(t: CriUnderTest) -> None:
+    pod_id = t.run_pod()
+    dangling = t.root / "dangling"
+    dangling.symlink_to(t.root / "nowhere")
+    for host_path in (str(dangling), "relative/path"):
+        with pytest.raises(Aborted) as failed:
+            _create_with_mount(t, pod_id, host_path)
+        assert failed.value.code == grpc.StatusCode.INVALID_ARGUMENT, host_path
+    assert not (t.root / "nowhere").exists() and t.handler.calls == []
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 # -- StartContainer ---------------------------------------------------------------
 
