@@ -870,6 +870,8 @@ GLIBC_DNS = Layer("e2e-glibc-dns-testing", lambda: tree_entries(
 # - /agnhost-2, a link to agnhost: the entrypoint-override specs (common/node/containers.go)
 #   run it as the container's command and check which binary ran;
 # - curl with its libraries (this host's): the exec lifecycle hooks run `sh -c "curl ..."`;
+# - bash with its libraries (this host's): Probing container "should mark readiness on pods to
+#   false ... while pod is in progress of terminating" runs `/bin/bash -c` (alpine's bash);
 # - /localhost.crt and /localhost.key of agnhost's porter/: `netexec --https` serves them;
 # - /uploads (netexec), user-defined-in-image (uid 1000) in group-defined-in-image
 #   (gid 50000): the SupplementalGroups spec of a group defined in the image.
@@ -886,6 +888,7 @@ AGNHOST = Layer("e2e-agnhost", lambda: [
     d("uploads"), d("etc"), d("home"), d("home/user-defined-in-image"),
     f("etc/passwd", AGNHOST_PASSWD), f("etc/group", AGNHOST_GROUP)], level=1)  # 64 MB: gzip -1
 CURL = Layer("e2e-curl", lambda: host_program("usr/bin/curl", "/usr/bin/curl"))
+BASH = Layer("e2e-bash", lambda: host_program("bin/bash", "/usr/bin/bash"))
 AGNHOST_CONFIG: dict[str, Any] = {
     "entrypoint": ["/agnhost"], "cmd": ["pause"],
     "exposed_ports": ["80/tcp", "8080/tcp", "8081/tcp", "9376/tcp", "5000/tcp"]}
@@ -919,11 +922,11 @@ NGINX_CONFIG: dict[str, Any] = {"cmd": ["nginx", "-g", "daemon off;"], "exposed_
 E2E_IMAGES: list[ImageSpec] = [
     # agnhost 2.66.1 (Agnhost) and 2.55 (AgnhostPrev): one image under both tags; its
     # --version says 2.66.1.
-    e2e_busybox_based("e2e-agnhost", [E2E + "agnhost:2.66.1", E2E + "agnhost:2.55"], CURL,
+    e2e_busybox_based("e2e-agnhost", [E2E + "agnhost:2.66.1", E2E + "agnhost:2.55"], CURL, BASH,
                       AGNHOST, **AGNHOST_CONFIG),
-    e2e_busybox_based("e2e-kitten", [E2E + "kitten:1.8"], CURL, AGNHOST, web_pictures("kitten"),
-                      **(AGNHOST_CONFIG | {"cmd": ["test-webserver"]})),
-    e2e_busybox_based("e2e-nautilus", [E2E + "nautilus:1.8"], CURL, AGNHOST,
+    e2e_busybox_based("e2e-kitten", [E2E + "kitten:1.8"], CURL, BASH, AGNHOST,
+                      web_pictures("kitten"), **(AGNHOST_CONFIG | {"cmd": ["test-webserver"]})),
+    e2e_busybox_based("e2e-nautilus", [E2E + "nautilus:1.8"], CURL, BASH, AGNHOST,
                       web_pictures("nautilus"),
                       **(AGNHOST_CONFIG | {"cmd": ["test-webserver"]})),
     # nginx:1.27.0-2 (Nginx) and 1.28.0-2 (NginxNew): GET / answers 200 on :80

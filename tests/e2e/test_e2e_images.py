@@ -102,7 +102,7 @@ def test_nonroot_runs_as_uid_1234(pycri: Pycri) -> None:
 def test_agnhost_serves_https_with_its_pair_and_has_curl(pycri: Pycri) -> None:
     """Lifecycle hooks "should execute poststart/prestop https hook properly" run `netexec` with
     the image's /localhost.crt and /localhost.key; exec hooks run curl; the entrypoint-override
-    specs run /agnhost-2."""
+    specs run /agnhost-2; a probe spec runs /bin/bash."""
     pod = pycri.run_pod("agnhost")
     ctr = pycri.run(pod, "agnhost", "agnhost", [
         "/agnhost", "netexec", "--http-port=8443", "--tls-cert-file", "/localhost.crt",
@@ -115,6 +115,10 @@ def test_agnhost_serves_https_with_its_pair_and_has_curl(pycri: Pycri) -> None:
         assert time.monotonic() < deadline, f"no answer over https: {got.stdout!r} {got.stderr!r}"
         time.sleep(0.2)
     assert "netexec" in pycri.crictl("exec", ctr, "/agnhost-2", "--help").stdout
+    # Probing container "... while pod is in progress of terminating" runs /bin/bash -c
+    bash = pycri.crictl("exec", ctr, "/bin/bash", "-c",
+                        "trap 'echo trapped' EXIT; echo ${BASH_VERSINFO[0]}")
+    assert bash.stdout.splitlines()[1:] == ["trapped"] and bash.stdout[0].isdigit(), bash.stdout
 
 
 @pytest.mark.usefixtures("e2e_images")
