@@ -88,10 +88,11 @@ customize() {
   # systemd has attached them to a hierarchy), and the kubelet then fails on the missing
   # /sys/fs/cgroup/hugetlb/kubelet. As 11-kind.conf does for name=systemd, for every v1 hierarchy:
   cat >"$root/etc/systemd/system/kubelet.service.d/12-pycri-cgroup-v1.conf" <<'END'
-# pycri (hack/kind-node-image.sh): /kubelet in every cgroup v1 hierarchy, also those mounted after
+# pycri (hack/kind-node-image.sh): /kubelet and /kubelet.slice (the cgroup root under the systemd
+# driver) in every cgroup v1 hierarchy, also those mounted after
 # the entrypoint (by systemd)
 [Service]
-ExecStartPre=/bin/sh -euc "[ -f /sys/fs/cgroup/cgroup.controllers ] || for d in /sys/fs/cgroup/*/; do if [ -f \"$${d}cgroup.procs\" ] && [ ! -f \"$${d}cgroup.controllers\" ]; then mkdir -p \"$${d}kubelet\"; fi; done"
+ExecStartPre=/bin/sh -euc "[ -f /sys/fs/cgroup/cgroup.controllers ] || for d in /sys/fs/cgroup/*/; do if [ -f \"$${d}cgroup.procs\" ] && [ ! -f \"$${d}cgroup.controllers\" ]; then mkdir -p \"$${d}kubelet\" \"$${d}kubelet.slice\"; fi; done"
 END
   # kind names containerd's cgroup for the kubelet's --runtime-cgroups; here it is pycri's
   sed -i 's#/system.slice/containerd.service#/system.slice/pycri.service#' "$root/etc/default/kubelet"
