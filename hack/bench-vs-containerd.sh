@@ -3,7 +3,8 @@
 # command, printing one table of medians and ratios (operation | pycri | containerd | ratio).
 #
 #   hack/bench-vs-containerd.sh [--rounds 3] [--samples 10] [--pods 20] [--list-containers 500]
-#                               [--skip critest|crictl|memory|list]... [--out FILE.md] [--keep]
+#                               [--steady-pods 110] [--steady-seconds 60]
+#                               [--skip critest|crictl|memory|list|steady]... [--out FILE.md] [--keep]
 #   hack/bench-vs-containerd.sh --help        every option
 #   hack/bench-vs-containerd.sh cleanup       take down what an interrupted run left behind
 #   hack/bench-vs-containerd.sh table FILE    print the table of an earlier results.json again
@@ -19,14 +20,15 @@
 #    touched), then in each round, each step for one runtime then the other (the first
 #    alternates by round): critest -benchmark, runp+create+start through crictl, memory per pod
 #    (PSS of the runtime's own processes) at 20 pods with a PID namespace per container and with
-#    a pod-wide one, ListContainers/ListPodSandbox latency at 500 containers. Then removes every
-#    pod, stops both daemons and checks that no process, mount, cgroup or IP lease is left.
+#    a pod-wide one, ListContainers/ListPodSandbox latency at 500 containers, the runtime's CPU
+#    at 110 pods polled as kubelet polls (no kubelet runs). Then removes every pod, stops both
+#    daemons and checks that no process, mount, cgroup or IP lease is left.
 #
 # The table goes to stdout and, as markdown with the run's notes, to --out (default
 # /var/tmp/pycri-bench/table.md); the raw samples to results.json next to it. Exit status 1 if
 # a step failed or something was left behind (the table is still written). Timings on a shared
 # machine vary by +-15% from run to run: compare the ratios of one run, not figures across runs.
-# A full run (3 rounds, defaults) takes about 15-25 minutes on 2 idle cores.
+# A full run (3 rounds, defaults) takes about 30-40 minutes on 2 cores.
 #
 # Environment (optional): CONTAINERD_VERSION, RUNC_VERSION, PYCRI_BENCH_CACHE (see
 # hack/bench/build-containerd.sh); PYCRI_BENCH_ROOT, PYCRI_BENCH_STATE (default

@@ -22,13 +22,13 @@ from pathlib import Path
 import structlog
 
 from .measure import (CRITEST_PULL_IMAGE, critest_benchmark, crictl_start, list_latency, memory_per_pod,
-                      pull_images)
+                      pull_images, steady_state)
 from .runtimes import BENCH_ROOT, BENCH_STATE, ContainerdDaemon, Daemon, PycriDaemon
 from .table import Results, format_markdown, format_text
 
 log = structlog.get_logger("bench")
 
-STEPS = ("critest", "crictl", "memory", "list")
+STEPS = ("critest", "crictl", "memory", "list", "steady")
 DEFAULT_OUT = Path("/var/tmp/pycri-bench/table.md")
 
 
@@ -38,7 +38,8 @@ DESCRIPTION = ("Measure pycri side by side with containerd v2 + runc on this mac
                     "for pycri). Steps: critest -benchmark (gRPC), runp+create+start through crictl, memory "
                     "per pod (PSS of the runtime's own processes) at --pods pods with a PID namespace per "
                     "container and with a pod-wide one, ListContainers/ListPodSandbox at --list-containers "
-                    "containers. Both runtimes run as daemons of their own (/var/lib/pycri-bench, "
+                    "containers, and the runtime's CPU at --steady-pods running pods polled as kubelet would "
+                    "(relist every second, stats every 10 s; no kubelet runs). Both runtimes run as daemons of their own (/var/lib/pycri-bench, "
                     "/run/pycri-bench) and are stopped, with every pod they ran, at the end.")
 EPILOG = ("Other commands: `table RESULTS.json [--out FILE.md]` prints an earlier run's table again; "
           "`cleanup` takes down what an interrupted run left behind (its daemons' processes, mounts, cgroups, "
@@ -59,6 +60,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--list-containers", type=int, default=500,
                      help="running containers (10 a pod) for the List latencies (default 500)")
     run.add_argument("--list-calls", type=int, default=30, help="List calls timed per round (default 30)")
+    run.add_argument("--steady-pods", type=int, default=110,
+                     help="running pods for the steady-state CPU figure (default 110, kubelet's max-pods)")
+    run.add_argument("--steady-seconds", type=float, default=60,
+                     help="how long the kubelet-like polling is measured per round (default 60)")
     run.add_argument("--skip", action="append", default=[], choices=STEPS, help="leave a step out (repeatable)")
     run.add_argument("--pycri-handler", default="",
                      help="pycri's default runtime handler (default: pycri's own default, `pycri`); `runc` "
@@ -92,7 +97,7 @@ def header_notes(args: argparse.Namespace, daemons: list[Daemon]) -> list[str]:
         f"pycri at {head or '?'} (handler: {args.pycri_handler or 'default'}); {version}; {runc[0] if runc else 'runc ?'}",
         f"{args.rounds} rounds alternating which runtime goes first; {args.samples} samples a round per "
         f"critest benchmark and crictl; memory at {args.pods} pods; List at {args.list_containers} containers, "
-        f"{args.list_calls} calls a round",
+        f"{args.list_calls} calls a round; steady state at {args.steady_pods} pods for {args.steady_seconds:.0f} s",
         "figures are medians over all samples of all rounds; ratio = pycri / containerd",
     ]
 
@@ -139,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
                             memory_per_pod(d, results, args.pods, shared_pid=True, round_no=r)
                         elif step == "list":
                             list_latency(d, results, args.list_containers, args.list_calls, r)
+                        elif step == "steady":
+                            steady_state(d, results, args.steady_pods, args.steady_seconds, r)
                     except Exception as e:  # one step failing must not lose the others' figures
                         log.error("step failed", step=step, runtime=d.name, round=r + 1, error=str(e)[:2000])
                         failed.append(f"{step} on {d.name} in round {r + 1}: {str(e).splitlines()[0][:200]}")

@@ -13,11 +13,14 @@
   (kubelet's default) and once with a pod-wide one (shareProcessNamespace).
 - `list_latency`: `containers` running containers (10 a pod), then ListContainers and
   ListPodSandbox over gRPC, each called `calls` times, in ms.
+- `steady_state`: `pods` running pods (110, kubelet's max-pods) polled as kubelet's generic
+  PLEG and stats would (no kubelet runs): the runtime's CPU, and the daemon's PSS growth.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import subprocess
 import time
@@ -277,6 +280,77 @@ def list_latency(daemon: Daemon, results: Results, containers: int, calls: int, 
     finally:
         client.close()
         daemon.remove_all()
+
+
+# ------------------------------------------------------------------------------ steady state
+def cpu_ticks(pids: set[int]) -> int:
+    """utime + stime of `pids` (clock ticks); a process gone counts 0."""
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total
+
+
+def kubelet_like_poll(client: Client, seconds: float) -> int:
+    """What kubelet asks of an idle node's runtime, without kubelet: the generic PLEG's relist
+    (ListPodSandbox and ListContainers every second) and CRI stats (ListContainerStats and
+    ListPodSandboxStats every 10 s). Returns the number of failed calls."""
+    failed = 0
+    started = time.monotonic()
+    tick = 0
+    while time.monotonic() - started < seconds:
+        calls = [(client.stub.ListPodSandbox, cri.ListPodSandboxRequest()),
+                 (client.stub.ListContainers, cri.ListContainersRequest())]
+        if tick % 10 == 0:
+            calls += [(client.stub.ListContainerStats, cri.ListContainerStatsRequest()),
+                      (client.stub.ListPodSandboxStats, cri.ListPodSandboxStatsRequest())]
+        for method, request in calls:
+            try:
+                method(request, timeout=30)
+            except grpc.RpcError:
+                failed += 1
+        tick += 1
+        time.sleep(max(0.0, started + tick - time.monotonic()))
+    return failed
+
+
+def steady_state(daemon: Daemon, results: Results, pods: int, seconds: float, round_no: int) -> None:
+    """`pods` running pods under a kubelet-like poll for `seconds`: the CPU of the runtime's
+    own processes (% of one core; and of those but the daemon) and how much the daemon's PSS
+    grew over the window."""
+    client = Client(daemon)
+    try:
+        for i in range(pods):
+            client.run_pod(f"steady-r{round_no}-{i}", shared_pid=False, containers=1)
+        settle()
+        kubelet_like_poll(client, 5)  # warm-up: the first calls of a kind may allocate
+        pids = daemon.own_pids()
+        monitors = pids - {daemon.daemon_pid()}
+        pss_before = pss_kib(daemon.daemon_pid())
+        ticks_before, monitor_ticks_before = cpu_ticks(pids), cpu_ticks(monitors)
+        t = time.monotonic()
+        failed = kubelet_like_poll(client, seconds)
+        elapsed = time.monotonic() - t
+        ticks, monitor_ticks = cpu_ticks(pids) - ticks_before, cpu_ticks(monitors) - monitor_ticks_before
+        pss_after = pss_kib(daemon.daemon_pid())
+    finally:
+        client.close()
+        daemon.remove_all()
+    hz = os.sysconf("SC_CLK_TCK")
+    label = f"at {pods} pods, kubelet-like polling, {seconds:.0f} s"
+    results.add(f"runtime CPU {label} (% of a core)", daemon.name, ticks / hz / elapsed * 100)
+    results.add(f"runtime CPU {label}: monitors only (% of a core)", daemon.name, monitor_ticks / hz / elapsed * 100)
+    results.add(f"daemon PSS growth over those {seconds:.0f} s (MB)", daemon.name, (pss_after - pss_before) / MIB)
+    log.info("steady state", runtime=daemon.name, cpu_pct=round(ticks / hz / elapsed * 100, 2),
+             monitors_cpu_pct=round(monitor_ticks / hz / elapsed * 100, 2),
+             daemon_pss_growth_mib=round((pss_after - pss_before) / MIB, 2), failed_calls=failed)
+    if failed:
+        results.notes.append(f"{daemon.name}: {failed} polling calls failed in round {round_no + 1}")
 
 
 # ------------------------------------------------------------------------------ images

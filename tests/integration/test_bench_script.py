@@ -21,7 +21,7 @@ SCRIPT = ROOT / "hack" / "bench-vs-containerd.sh"
 
 def test_help_names_every_option() -> None:
     out = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True, check=True).stdout
-    for option in ("--rounds", "--samples", "--pods", "--list-containers", "--skip", "--out", "--keep"):
+    for option in ("--rounds", "--samples", "--pods", "--list-containers", "--steady-pods", "--skip", "--out", "--keep"):
         assert option in out
     assert "containerd" in out and "ratio" in out
 
@@ -43,7 +43,8 @@ def test_smoke_run_measures_every_step_and_leaves_nothing(tmp_path: Path) -> Non
     out = tmp_path / "table.md"
     run = subprocess.run(
         ["nice", "-n", "10", str(SCRIPT), "--rounds", "1", "--samples", "2", "--pods", "2",
-         "--list-containers", "20", "--list-calls", "3", "--out", str(out)],
+         "--list-containers", "20", "--list-calls", "3", "--steady-pods", "2", "--steady-seconds", "3",
+         "--out", str(out)],
         capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     data = json.loads((tmp_path / "results.json").read_text())
@@ -51,7 +52,8 @@ def test_smoke_run_measures_every_step_and_leaves_nothing(tmp_path: Path) -> Non
     for expected in ("RunPodSandbox (critest, ms)", "runp + create + start (critest, sum of medians, ms)",
                      "runp + create + start (crictl, ms)", "ListContainers at 20 containers (gRPC, ms)",
                      "memory per pod, PID ns per container (MB PSS, 2 pods)",
-                     "memory per pod, pod-wide PID ns (MB PSS, 2 pods)"):
+                     "memory per pod, pod-wide PID ns (MB PSS, 2 pods)",
+                     "runtime CPU at 2 pods, kubelet-like polling, 3 s (% of a core)"):
         assert expected in operations
     for operation, per_runtime in data["samples"].items():
         assert per_runtime["pycri"] and per_runtime["containerd"], operation

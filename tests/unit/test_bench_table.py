@@ -197,3 +197,14 @@ def test_cgroups_left_are_the_pods_parent_and_what_is_new_under_the_default_pare
     assert daemon.leftover_cgroups() == []
     # what was there before the run stays
     assert (tmp_path / "memory" / "k8s.io" / "before").is_dir()
+
+
+def test_cpu_ticks_of_this_process_grow_and_a_gone_process_counts_nothing() -> None:
+    import os
+    import time
+    before = measure.cpu_ticks({os.getpid()})
+    deadline = time.process_time() + 0.2  # spin on CPU time, not wall time: no timing assert
+    while time.process_time() < deadline:
+        pass
+    assert measure.cpu_ticks({os.getpid()}) > before
+    assert measure.cpu_ticks({2 ** 30}) == 0
