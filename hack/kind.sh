@@ -6,9 +6,12 @@
 #                        `kind create cluster` from hack/kind/cluster.yaml (a control-plane node
 #                        and two workers), then the pod network hack/kind/flannel.yaml; waits
 #                        until every node is Ready and CoreDNS runs. A running cluster of that
-#                        name is reused (the network is applied again, which changes nothing)
-#   hack/kind.sh down    delete the cluster, and kind's docker network (and the NAT rule below)
-#                        when no other kind cluster uses it
+#                        name is reused (the network is applied again, which changes nothing).
+#                        Then the registry mirror the nodes pull through (hack/kind-registry.sh
+#                        start: the host's test registry storage, read-only, in the container
+#                        pycri-kind-registry on the kind network; PYCRI_KIND_REGISTRY=0: none)
+#   hack/kind.sh down    delete the cluster and the registry container, and kind's docker network
+#                        (and the NAT rule below) when no other kind cluster uses it
 #   hack/kind.sh status  the cluster's nodes (exit 1 if there is no cluster)
 #
 # Environment: KIND_CLUSTER (default pycri), KIND_CONFIG (default hack/kind/cluster.yaml),
@@ -70,6 +73,11 @@ network() {
   log "pod network and CoreDNS ready in $((SECONDS - start))s"
 }
 
+# the nodes' registry mirror (hack/kind/pycri-node.toml names it); kind made the network
+registry() {
+  [ "${PYCRI_KIND_REGISTRY:-1}" = 0 ] || "$HERE/kind-registry.sh" start
+}
+
 usage() {
   cat >&2 <<END
 cluster $CLUSTER is up:
@@ -87,6 +95,7 @@ up() {
   if running; then
     log "cluster $CLUSTER is already running: reused"
     outbound_nat
+    registry
     network
     usage
     return
@@ -100,6 +109,7 @@ up() {
   fi
   "$KIND" create cluster --name "$CLUSTER" --image "$IMAGE" --config "$CONFIG" >&2
   outbound_nat
+  registry
   network
   log "up in $((SECONDS - start))s"
   usage
@@ -109,6 +119,7 @@ down() {
   "$HERE/docker.sh" status || { log "dockerd is not running: nothing to delete"; return; }
   KIND=$("$HERE/build-kind.sh")
   "$KIND" delete cluster --name "$CLUSTER" >&2
+  "$HERE/kind-registry.sh" stop
   # kind leaves its `kind` network for the next cluster; remove it when nothing is attached
   if docker network inspect kind >/dev/null 2>&1 &&
     [ "$(docker network inspect kind -f '{{len .Containers}}')" = 0 ]; then
