@@ -73,7 +73,7 @@ END
 answers() {
   local ip
   ip=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$NETWORK\").IPAddress}}" "$NAME" 2>/dev/null) &&
-    [ -n "$ip" ] && curl -fsS -m 5 -o /dev/null "http://$ip:5000/v2/"
+    [ -n "$ip" ] && curl -fs -m 5 -o /dev/null "http://$ip:5000/v2/"
 }
 
 start() {
