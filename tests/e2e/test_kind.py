@@ -7,49 +7,26 @@ image (hack/kind-node-image.sh, ~2 min warm). Run them with
 
     PYCRI_KIND_E2E=1 .venv/bin/python -m pytest tests/e2e/test_kind.py -q -p no:cacheprovider
 
-PYCRI_KIND_REBUILD=1 rebuilds the image even if docker has it. A node is started the way kind
-starts one (kind v0.33.0, pkg/cluster/internal/providers/docker/provision.go: --privileged,
-private cgroup namespace, tmpfs /tmp and /run, a volume on /var), without kind itself.
+PYCRI_KIND_REBUILD=1 rebuilds the image even if docker has it. The node is started as kind starts
+one (tests/e2e/kind_support.py).
 """
 from __future__ import annotations
 
 import os
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-IMAGE = os.environ.get("PYCRI_KIND_IMAGE", "pycri.local/node:v1.37.2")
+from tests.e2e.kind_support import OPT_IN, REPO, node_image, poll, remove_node, run, start_node
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(os.environ.get("PYCRI_KIND_E2E") != "1", reason="kind tests are opt-in: PYCRI_KIND_E2E=1"),
-]
-
-
-def run(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, check=check, capture_output=True, text=True, timeout=timeout)
+pytestmark = OPT_IN
 
 
 def forward_policy() -> str:
     out = run("iptables", "-S", "FORWARD").stdout
     return next(line.split()[2] for line in out.splitlines() if line.startswith("-P FORWARD"))
-
-
-def poll(what: str, check, deadline_s: float = 120.0, every_s: float = 0.5):
-    """check() until it returns something true; its last value, or fail with `what`."""
-    end = time.monotonic() + deadline_s
-    last = None
-    while time.monotonic() < end:
-        last = check()
-        if last:
-            return last
-        time.sleep(every_s)
-    pytest.fail(f"{what}: not after {deadline_s}s (last: {last!r})")
 
 
 @pytest.fixture(scope="module")
@@ -63,25 +40,17 @@ def docker() -> str:
 
 
 @pytest.fixture(scope="module")
-def node_image(docker: str) -> str:
-    present = run("docker", "image", "inspect", IMAGE, check=False).returncode == 0
-    if not present or os.environ.get("PYCRI_KIND_REBUILD") == "1":
-        run(str(REPO / "hack/kind-node-image.sh"), timeout=3600)
-    return IMAGE
+def image(docker: str) -> str:
+    return node_image()
 
 
 @pytest.fixture(scope="module")
-def node(node_image: str) -> Iterator[str]:
-    name = f"pycri-kind-test-{uuid.uuid4().hex[:8]}"
-    run("docker", "run", "-d", "--name", name, "--hostname", name,
-        "--privileged", "--cgroupns=private",
-        "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-        "--tmpfs", "/tmp", "--tmpfs", "/run", "--volume", "/var",
-        "-e", "container=docker", node_image)
+def node(image: str) -> Iterator[str]:
+    name = start_node(f"pycri-kind-test-{uuid.uuid4().hex[:8]}", image)
     try:
         yield name
     finally:
-        run("docker", "rm", "-f", "-v", name, check=False)
+        remove_node(name)
 
 
 def in_node(node: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,37 +23,13 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-KUBECTL = Path(os.environ.get("PYCRI_KUBE_BIN", "/usr/local/lib/pycri/kube/bin")) / "kubectl"
+from tests.e2e.kind_support import KUBECTL, OPT_IN, REPO, poll, run
+
 CLUSTER = "pycri-accept"
 WORKERS = (f"{CLUSTER}-worker", f"{CLUSTER}-worker2")
 IMAGE = "pycri.local/kind-e2e-busybox:v1"
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(os.environ.get("PYCRI_KIND_E2E") != "1", reason="kind tests are opt-in: PYCRI_KIND_E2E=1"),
-]
-
-
-def run(*args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None,
-        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, input=stdin,
-                          env=None if env is None else {**os.environ, **env})
-    if check and done.returncode:
-        pytest.fail(f"{' '.join(args)}: exit {done.returncode}: {done.stderr.strip()[-2000:]}")
-    return done
-
-
-def poll(what: str, check, deadline_s: float = 180.0, every_s: float = 1.0):
-    """check() until it returns something true; its last value, or fail with `what`."""
-    end = time.monotonic() + deadline_s
-    last = None
-    while time.monotonic() < end:
-        last = check()
-        if last:
-            return last
-        time.sleep(every_s)
-    pytest.fail(f"{what}: not after {deadline_s}s (last: {last!r})")
+pytestmark = OPT_IN
 
 
 @dataclass(frozen=True)
@@ -64,7 +39,7 @@ class Cluster:
 
     def kubectl(self, *args: str, check: bool = True, stdin: str | None = None,
                 timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return run(str(KUBECTL), "--kubeconfig", str(self.kubeconfig), *args, check=check, stdin=stdin,
+        return run(str(KUBECTL), "--kubeconfig", str(self.kubeconfig), *args, check=check, input=stdin,
                    timeout=timeout)
 
     def jsonpath(self, *args: str, path: str) -> str:

@@ -18,58 +18,27 @@ scope pycri-<sandbox id>.scope; after stop and rm no pycri scope is left.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-IMAGE = os.environ.get("PYCRI_KIND_IMAGE", "pycri.local/node:v1.37.2")
+from tests.e2e.kind_support import OPT_IN, REPO, node_image, poll, remove_node, run, start_node
+
 SITE = "/opt/pycri/venv/lib/python3.13/site-packages"
 PACKAGES = ("api", "cgroups", "common", "containers", "criserver", "images", "kernel", "runtime", "sandbox",
             "store", "streaming")
 CONTAINER_IMAGE = "registry.k8s.io/kube-proxy:v1.37.2"  # preloaded in the node, with /bin/sh
 LIMIT = 64 << 20
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(os.environ.get("PYCRI_KIND_E2E") != "1", reason="kind tests are opt-in: PYCRI_KIND_E2E=1"),
-]
-
-
-def run(*args: str, check: bool = True, timeout: float = 600, input: str | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, check=check, capture_output=True, text=True, timeout=timeout, input=input)
-
-
-def poll(what: str, check, deadline_s: float = 120.0, every_s: float = 0.5):
-    end = time.monotonic() + deadline_s
-    last = None
-    while time.monotonic() < end:
-        last = check()
-        if last:
-            return last
-        time.sleep(every_s)
-    pytest.fail(f"{what}: not after {deadline_s}s (last: {last!r})")
+pytestmark = OPT_IN
 
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[str]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    run(str(REPO / "hack/docker.sh"))
-    if run("docker", "image", "inspect", IMAGE, check=False).returncode != 0:
-        run(str(REPO / "hack/kind-node-image.sh"), timeout=3600)
-    name = f"pycri-systemd-test-{uuid.uuid4().hex[:8]}"
-    run("docker", "run", "-d", "--name", name, "--hostname", name,
-        "--privileged", "--cgroupns=private",
-        "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-        "--tmpfs", "/tmp", "--tmpfs", "/run", "--volume", "/var",
-        "-e", "container=docker", IMAGE)
+    name = start_node(f"pycri-systemd-test-{uuid.uuid4().hex[:8]}", node_image())
     try:
         poll("pycri.service active", lambda: sh(name, "systemctl is-active pycri", check=False).stdout.strip() == "active")
         install_checkout(name)
@@ -81,7 +50,7 @@ def node() -> Iterator[str]:
         # and outlive the node (rmdir leaves any another node still uses)
         sh(name, "for d in $(find /sys/fs/cgroup -depth -type d \\( -name kubepods-besteffort.slice "
                  "-o -name kubepods.slice -o -name pycri.slice \\)); do rmdir $d 2>/dev/null; done", check=False)
-        run("docker", "rm", "-f", "-v", name, check=False)
+        remove_node(name)
 
 
 def sh(node: str, script: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -184,15 +153,8 @@ def test_container_in_a_systemd_scope(node: str, handler: str) -> None:
         assert show(node, scope, "MemoryMax") == {"MemoryMax": str(2 * LIMIT)}
 
     sh(node, f"crictl stop {ctr} && crictl rm {ctr} && crictl stopp {sandbox} && crictl rmp {sandbox}")
-    left: list[str] = []
-
-    def no_scope_left() -> bool:
-        left[:] = pycri_scopes(node)
-        return not left
-
-    if not no_scope_left():
-        time.sleep(5)  # systemd drops an emptied scope by itself
-    assert no_scope_left(), {unit: show(node, unit, "ActiveState", "SubState", "Slice") for unit in left}
+    # systemd drops an emptied scope by itself, some moments after its last process
+    poll("no pycri scope left", lambda: not pycri_scopes(node), deadline_s=30)
     assert sh(node, f"test -e /sys/fs/cgroup/memory{memory}", check=False).returncode != 0
     sh(node, f"systemctl stop {pod_slice}")
     remove_slice_dirs(node, pod_slice)
