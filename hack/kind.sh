@@ -10,7 +10,8 @@
 #                        Then the registry mirror the nodes pull through (hack/kind-registry.sh
 #                        start: the host's test registry storage, read-only, in the container
 #                        pycri-kind-registry on the kind network; PYCRI_KIND_REGISTRY=0: none)
-#   hack/kind.sh down    delete the cluster and the registry container, and kind's docker network
+#   hack/kind.sh down    delete the cluster, the registry container when no other kind cluster
+#                        has nodes (it serves them all), and kind's docker network
 #                        (and the NAT rule below) when no other kind cluster uses it
 #   hack/kind.sh status  the cluster's nodes (exit 1 if there is no cluster)
 #
@@ -119,7 +120,8 @@ down() {
   "$HERE/docker.sh" status || { log "dockerd is not running: nothing to delete"; return; }
   KIND=$("$HERE/build-kind.sh")
   "$KIND" delete cluster --name "$CLUSTER" >&2
-  "$HERE/kind-registry.sh" stop
+  # the registry serves every kind cluster on the network: removed with the last one's nodes
+  [ -n "$(docker ps -aq --filter label=io.x-k8s.kind.cluster)" ] || "$HERE/kind-registry.sh" stop
   # kind leaves its `kind` network for the next cluster; remove it when nothing is attached
   if docker network inspect kind >/dev/null 2>&1 &&
     [ "$(docker network inspect kind -f '{{len .Containers}}')" = 0 ]; then
