@@ -193,19 +193,21 @@ def test_a_clusterip_service_answers_by_its_dns_name(cluster: Cluster, image: st
     assert body.startswith("web-"), body
 
 
+
+def http_body(url: str) -> str:
+    """The page at url, stripped; "" while it does not answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return reply.read().decode().strip()
+    except OSError:
+        return ""
+
 def test_a_nodeport_answers_from_the_host(cluster: Cluster, web: dict[str, str]) -> None:
     port = cluster.jsonpath("get", "service", "web-nodeport", path="{.spec.ports[0].nodePort}")
     address = cluster.jsonpath("get", "node", WORKERS[0],
                                path="{.status.addresses[?(@.type=='InternalIP')].address}")
-
-    def fetch() -> str:
-        try:
-            with urllib.request.urlopen(f"http://{address}:{port}/", timeout=5) as reply:
-                return reply.read().decode().strip()
-        except OSError:
-            return ""
-
-    assert poll(f"NodePort {address}:{port} from the host", fetch).startswith("web-")
+    assert poll(f"NodePort {address}:{port} from the host",
+                lambda: http_body(f"http://{address}:{port}/")).startswith("web-")
 
 
 CRASHER = """
@@ -253,14 +255,7 @@ def test_port_forward_to_a_pod_on_a_worker(cluster: Cluster, web: dict[str, str]
                                 f"pod/{pod}", f"{port}:8080"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)
     try:
-        def fetch() -> str:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as reply:
-                    return reply.read().decode().strip()
-            except OSError:
-                return ""
-
-        assert poll("port-forward answers", fetch, deadline_s=60) == pod
+        assert poll("port-forward answers", lambda: http_body(f"http://127.0.0.1:{port}/"), deadline_s=60) == pod
     finally:
         os.killpg(forward.pid, signal.SIGTERM)
         forward.wait(30)
