@@ -875,7 +875,11 @@ GLIBC_DNS = Layer("e2e-glibc-dns-testing", lambda: tree_entries(
 # - /localhost.crt and /localhost.key of agnhost's porter/: `netexec --https` serves them;
 # - /uploads (netexec), user-defined-in-image (uid 1000) in group-defined-in-image
 #   (gid 50000): the SupplementalGroups spec of a group defined in the image.
-# Missing against upstream: dig, socat, iperf, util-linux's ipcs (a stand-in is there), the
+# - nc of netcat-openbsd (as /usr/bin/nc, before busybox's /bin/nc in PATH): the Services specs
+#   check reachability with `nc -v -t -w 2` (busybox's nc has no -t), and dig and getent
+#   (bind9-dnsutils, libc-bin): the DNS specs' probe loops; from this host's Debian archive,
+#   as glibc-dns-testing's (AGNHOST_TOOLS).
+# Missing against upstream: socat, iperf, util-linux's ipcs (a stand-in is there), the
 # coredns binary and the fake registry's /var/registry; the specs that use them fail.
 AGNHOST_PASSWD = BUSYBOX_PASSWD + ("user-defined-in-image:x:1000:1000:Linux User,,,:"
                                    "/home/user-defined-in-image:/bin/sh\n")
@@ -887,6 +891,9 @@ AGNHOST = Layer("e2e-agnhost", lambda: [
     host_file("localhost.key", e2e_file("images/agnhost/porter/localhost.key"), 0o644),
     d("uploads"), d("etc"), d("home"), d("home/user-defined-in-image"),
     f("etc/passwd", AGNHOST_PASSWD), f("etc/group", AGNHOST_GROUP)], level=1)  # 64 MB: gzip -1
+AGNHOST_TOOLS = Layer("e2e-agnhost-tools", lambda: [
+    *tree_entries(debian_root("agnhost-tools", ("bind9-dnsutils", "libc-bin", "netcat-openbsd"))),
+    symlink("usr/bin/nc", "/bin/nc.openbsd")], level=1)  # the link Debian's alternatives make
 CURL = Layer("e2e-curl", lambda: host_program("usr/bin/curl", "/usr/bin/curl"))
 BASH = Layer("e2e-bash", lambda: host_program("bin/bash", "/usr/bin/bash"))
 AGNHOST_CONFIG: dict[str, Any] = {
@@ -922,8 +929,8 @@ NGINX_CONFIG: dict[str, Any] = {"cmd": ["nginx", "-g", "daemon off;"], "exposed_
 E2E_IMAGES: list[ImageSpec] = [
     # agnhost 2.66.1 (Agnhost) and 2.55 (AgnhostPrev): one image under both tags; its
     # --version says 2.66.1.
-    e2e_busybox_based("e2e-agnhost", [E2E + "agnhost:2.66.1", E2E + "agnhost:2.55"], CURL, BASH,
-                      AGNHOST, **AGNHOST_CONFIG),
+    e2e_busybox_based("e2e-agnhost", [E2E + "agnhost:2.66.1", E2E + "agnhost:2.55"], AGNHOST_TOOLS, CURL,
+                      BASH, AGNHOST, **AGNHOST_CONFIG),
     e2e_busybox_based("e2e-kitten", [E2E + "kitten:1.8"], CURL, BASH, AGNHOST,
                       web_pictures("kitten"), **(AGNHOST_CONFIG | {"cmd": ["test-webserver"]})),
     e2e_busybox_based("e2e-nautilus", [E2E + "nautilus:1.8"], CURL, BASH, AGNHOST,

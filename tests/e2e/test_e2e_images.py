@@ -119,6 +119,12 @@ def test_agnhost_serves_https_with_its_pair_and_has_curl(pycri: Pycri) -> None:
     bash = pycri.crictl("exec", ctr, "/bin/bash", "-c",
                         "trap 'echo trapped' EXIT; echo ${BASH_VERSINFO[0]}")
     assert bash.stdout.splitlines()[1:] == ["trapped"] and bash.stdout[0].isdigit(), bash.stdout
+    # the Services specs probe with `nc -v -t -w 2 HOST PORT` (netcat-openbsd's -t), the DNS
+    # specs run dig and getent in agnhost as in glibc-dns-testing
+    nc = pycri.crictl("exec", ctr, "sh", "-c", "nc -v -t -w 2 127.0.0.1 8443 </dev/null 2>&1", check=False)
+    assert "succeeded" in nc.stdout, nc.stdout
+    tools = pycri.crictl("exec", ctr, "sh", "-c", "dig -v 2>&1 | head -n 1; getent hosts localhost").stdout
+    assert tools.startswith("DiG 9.") and "localhost" in tools.splitlines()[1], tools
 
 
 @pytest.mark.usefixtures("e2e_images")
