@@ -22,8 +22,8 @@
 # Outbound NAT: hack/docker.sh runs dockerd with --iptables=false, so nothing masquerades the kind
 # network's traffic to the outside, and docker's embedded DNS in the nodes (which CoreDNS forwards
 # to, through the node's /etc/resolv.conf) sends its queries to this machine's resolver from the
-# node's address and never gets an answer. `up` adds one rule, nat POSTROUTING MASQUERADE from the
-# kind network's IPv4 subnet to elsewhere (FORWARD and its policy are left as they are); `down`
+# node's address and never gets an answer. `up` adds two rules, nat POSTROUTING MASQUERADE of DNS (udp/tcp 53) from
+# the kind network's IPv4 subnet to elsewhere (FORWARD and its policy are left as they are); `down`
 # removes it with the network.
 set -euo pipefail
 
@@ -48,14 +48,20 @@ kind_subnet() {
     tr ' ' '\n' | grep -m1 '^[0-9.]*/[0-9]*$'
 }
 
-nat_rule() {  # nat_rule -A|-C|-D SUBNET
-  iptables -t nat "$1" POSTROUTING -s "$2" ! -d "$2" -m comment --comment "$NAT_COMMENT" -j MASQUERADE
+# DNS only (udp and tcp 53): a cluster's other traffic to the outside (say, to a Service IP
+# on a port kube-proxy does not serve) must not be NATed out, where this machine's network
+# answers any connection to port 80 (conformance's "same port and different protocols" saw it)
+nat_rule() {  # nat_rule -A|-C|-D SUBNET PROTO
+  iptables -t nat "$1" POSTROUTING -s "$2" ! -d "$2" -p "$3" --dport 53 -m comment --comment "$NAT_COMMENT" \
+    -j MASQUERADE
 }
 
 outbound_nat() {
-  local subnet
+  local subnet proto
   subnet=$(kind_subnet) || { log "no IPv4 subnet on docker network kind: no outbound NAT"; return; }
-  nat_rule -C "$subnet" 2>/dev/null || nat_rule -A "$subnet"
+  for proto in udp tcp; do
+    nat_rule -C "$subnet" "$proto" 2>/dev/null || nat_rule -A "$subnet" "$proto"
+  done
 }
 
 kubectl() { "$KUBE_BIN/kubectl" --context "kind-$CLUSTER" "$@"; }
@@ -127,7 +133,9 @@ down() {
     [ "$(docker network inspect kind -f '{{len .Containers}}')" = 0 ]; then
     local subnet
     if subnet=$(kind_subnet); then
-      while nat_rule -C "$subnet" 2>/dev/null; do nat_rule -D "$subnet"; done
+      for proto in udp tcp; do
+        while nat_rule -C "$subnet" "$proto" 2>/dev/null; do nat_rule -D "$subnet" "$proto"; done
+      done
     fi
     docker network rm kind >/dev/null
   fi
