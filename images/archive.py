@@ -215,8 +215,7 @@ class Archive:
 
     def read_blob(self, desc: mf.Descriptor, limit: int, what: str) -> bytes:
         """An OCI layout blob (blobs/<algorithm>/<hex>), checked against its descriptor."""
-        if desc.size > limit:
-            raise ResourceExhausted(f"{what} {desc.digest} is {desc.size} bytes; pycri accepts at most {limit}")
+        mf.check_size(desc, limit, what)
         name = blob_path(desc.digest)
         if not self.has(name):
             raise InvalidArgument(f"the image archive lacks {what} {desc.digest}")
