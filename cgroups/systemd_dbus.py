@@ -66,6 +66,12 @@ class SystemdBus:
     def close(self) -> None:
         pass
 
+    def __enter__(self) -> "SystemdBus":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _import_jeepney() -> None:
     try:

@@ -147,11 +147,8 @@ def _stop_unit(manager) -> None:  # manager: cgroups.CgroupManager
 
     unit = (manager.systemd or {}).get("unit", "")
     try:
-        bus = systemd_dbus.connect()
-        try:
+        with systemd_dbus.connect() as bus:
             bus.stop_unit(unit)
-        finally:
-            bus.close()
     except systemd_dbus.SystemdError as e:
         log.current.warning(f"stop systemd unit {unit}: {e}")
 
@@ -274,11 +271,8 @@ def _set_unit_properties(manager, resources) -> None:  # cgroups.CgroupManager, 
     if not props or not unit:
         return
     try:
-        bus = systemd_dbus.connect()
-        try:
+        with systemd_dbus.connect() as bus:
             bus.set_unit_properties(unit, props)
-        finally:
-            bus.close()
     except systemd_dbus.SystemdError as e:
         raise RuntimeFailure(f"set the properties of systemd unit {unit}: {e}") from None
 

@@ -159,12 +159,11 @@ class SystemdPodCgroups:
             bus = self.bus()
         except SystemdError as e:
             raise cgroups.CgroupError(f"connect to systemd: {e}") from None
-        try:
-            action(bus)
-        except SystemdError as e:
-            raise cgroups.CgroupError(str(e)) from None
-        finally:
-            bus.close()
+        with bus:
+            try:
+                action(bus)
+            except SystemdError as e:
+                raise cgroups.CgroupError(str(e)) from None
 
 
 def _slice(cgroup_parent: str) -> str:
