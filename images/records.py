@@ -1,11 +1,27 @@
-"""The image tables: images, their names (RepoTags), digests (RepoDigests), layers and blobs."""
+"""The image tables: images, their names (RepoTags), digests (RepoDigests), layers and blobs.
+
+The database is the source of truth; `ImageTable` also keeps the decoded image records in
+memory (a `Catalog`), so that ListImages and ImageStatus, which kubelet calls every few
+seconds, run no query and decode no JSON. The catalog is write-through: every write of an
+image, a tag or a digest through the table drops it, and so does the end (commit or
+rollback) of a `transaction()` of the table; the next read loads it again from the database
+in four queries, whatever the number of images. A config that does not decode is read as
+{} (and logged): one bad row never breaks a List for the node.
+"""
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from pycri.store.db import Database, Transaction
+
+log = structlog.get_logger("images")
 
 SCHEMA = [
     """
@@ -60,14 +76,60 @@ class ImageRecord:
     diff_ids: list[str] = field(default_factory=list)
 
 
+def _copy(record: ImageRecord) -> ImageRecord:
+    """A record of the catalog for a caller: lists of its own; the config is shared (read-only)."""
+    return ImageRecord(id=record.id, manifest_digest=record.manifest_digest, size=record.size,
+                       config=record.config, pulled_at=record.pulled_at, repo_tags=list(record.repo_tags),
+                       repo_digests=list(record.repo_digests), diff_ids=list(record.diff_ids))
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every image record, decoded, as the database held them at one moment."""
+
+    records: tuple[ImageRecord, ...]  # oldest pull first
+    by_id: dict[str, ImageRecord]
+    by_tag: dict[str, str]  # domain/path:tag -> image id
+    by_digest: dict[str, str]  # domain/path@digest -> image id
+
+
 class ImageTable:
     def __init__(self, db: Database) -> None:
         self.db = db
         db.migrate("images", SCHEMA)
+        self._lock = threading.Lock()  # guards the three below
+        self._catalog: Catalog | None = None  # None: load it from the database at the next read
+        self._generation = 0  # counts the writes (and ends of transactions): a load that saw one is not kept
+        self._open = 0  # transactions of this table under way: nothing loaded meanwhile is kept
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A write transaction of the database that drops the catalog when it ends (committed
+        or rolled back). Write the image tables through this one."""
+        with self._lock:
+            self._open += 1
+        try:
+            with self.db.transaction() as tx:
+                yield tx
+        finally:
+            with self._lock:
+                self._open -= 1
+                self._invalidate_locked()
+
+    def _invalidate(self) -> None:
+        """Drop the catalog: called before every write (a load under way is then not kept; one
+        that starts later waits for the writer's transaction, as every query does)."""
+        with self._lock:
+            self._invalidate_locked()
+
+    def _invalidate_locked(self) -> None:
+        self._catalog = None
+        self._generation += 1
 
     def add(self, tx: Transaction, record: ImageRecord, layer_usage: dict[str, tuple[int, int]],
             blobs: list[str]) -> None:
         """Record a pulled image; a tag already on another image moves to this one."""
+        self._invalidate()
         tx.execute(
             "INSERT INTO images(id, manifest_digest, size, config, pulled_at) VALUES(?,?,?,?,?) "
             "ON CONFLICT(id) DO UPDATE SET pulled_at=excluded.pulled_at",
@@ -87,28 +149,48 @@ class ImageTable:
 
     def add_tag(self, tx: Transaction, name: str, image_id: str) -> None:
         """Name the image `name` (domain/path:tag); a name on another image moves to this one."""
+        self._invalidate()
         tx.execute("INSERT OR REPLACE INTO image_tags(name, image_id) VALUES(?,?)", (name, image_id))
 
     def get(self, image_id: str) -> ImageRecord | None:
-        row = self.db.query_one("SELECT * FROM images WHERE id=?", (image_id,))
-        return self._record(row) if row else None
+        record = self.catalog().by_id.get(image_id)
+        return _copy(record) if record else None
 
     def id_by_tag(self, name: str) -> str | None:
-        row = self.db.query_one("SELECT image_id FROM image_tags WHERE name=?", (name,))
-        return row["image_id"] if row else None
+        return self.catalog().by_tag.get(name)
 
     def id_by_digest(self, name: str) -> str | None:
-        row = self.db.query_one("SELECT image_id FROM image_digests WHERE name=?", (name,))
-        return row["image_id"] if row else None
+        return self.catalog().by_digest.get(name)
 
     def all(self) -> list[ImageRecord]:
-        """Every image, oldest pull first: four queries whatever their number (ListImages)."""
+        """Every image, oldest pull first (ListImages): no query while the catalog holds."""
+        return [_copy(r) for r in self.catalog().records]
+
+    def catalog(self) -> Catalog:
+        """The decoded records: the one in memory, or one loaded now (and kept, unless a write
+        came in the meantime or a transaction of this table is open)."""
+        with self._lock:
+            catalog, generation = self._catalog, self._generation
+        if catalog is not None:
+            return catalog
+        catalog = self._load()
+        with self._lock:
+            if self._generation == generation and not self._open:
+                self._catalog = catalog
+        return catalog
+
+    def _load(self) -> Catalog:
+        """Four queries whatever the number of images."""
         rows = self.db.query("SELECT * FROM images ORDER BY pulled_at")
         tags = self._grouped("SELECT image_id, name FROM image_tags ORDER BY name")
         digests = self._grouped("SELECT image_id, name FROM image_digests ORDER BY name")
         layers = self._grouped("SELECT image_id, diff_id FROM image_layers ORDER BY image_id, position")
-        return [self._from_row(row, tags.get(row["id"], []), digests.get(row["id"], []), layers.get(row["id"], []))
-                for row in rows]
+        records = tuple(self._from_row(row, tags.get(row["id"], []), digests.get(row["id"], []),
+                                       layers.get(row["id"], [])) for row in rows)
+        by_id = {r.id: r for r in records}
+        return Catalog(records, by_id,
+                       {name: r.id for r in records for name in r.repo_tags},
+                       {name: r.id for r in records for name in r.repo_digests})
 
     def _grouped(self, sql: str) -> dict[str, list[str]]:
         """image id -> the second column of its rows, in the query's order."""
@@ -118,6 +200,7 @@ class ImageTable:
         return grouped
 
     def delete(self, tx: Transaction, image_id: str) -> None:
+        self._invalidate()
         tx.execute("DELETE FROM images WHERE id=?", (image_id,))
 
     def delete_unused_layers(self, tx: Transaction) -> None:
@@ -134,18 +217,22 @@ class ImageTable:
         assert row is not None
         return int(row["size"]), int(row["inodes"])
 
-    def _record(self, row: Any) -> ImageRecord:
-        image_id = row["id"]
-        tags = [r["name"] for r in self.db.query("SELECT name FROM image_tags WHERE image_id=? ORDER BY name", (image_id,))]
-        digests = [r["name"] for r in self.db.query("SELECT name FROM image_digests WHERE image_id=? ORDER BY name", (image_id,))]
-        diff_ids = [r["diff_id"] for r in self.db.query(
-            "SELECT diff_id FROM image_layers WHERE image_id=? ORDER BY position", (image_id,))]
-        return self._from_row(row, tags, digests, diff_ids)
-
     @staticmethod
     def _from_row(row: Any, tags: list[str], digests: list[str], diff_ids: list[str]) -> ImageRecord:
         return ImageRecord(
             id=row["id"], manifest_digest=row["manifest_digest"], size=row["size"],
-            config=json.loads(row["config"]), pulled_at=row["pulled_at"],
+            config=_config(row["id"], row["config"]), pulled_at=row["pulled_at"],
             repo_tags=tags, repo_digests=digests, diff_ids=diff_ids,
         )
+
+
+def _config(image_id: str, text: str) -> Any:
+    """The stored config, or {} (logged) where it does not decode: one bad row never breaks a
+    List; such an image still lists, and can be removed."""
+    try:
+        config = json.loads(text)
+    except (ValueError, TypeError, RecursionError) as exc:
+        log.error("an image config in the database does not decode; read as {}", image_id=image_id,
+                  error=str(exc)[:200])
+        return {}
+    return config

@@ -79,7 +79,7 @@ class ImageService:
                 diff_ids=[layer.diff_id for layer in pulled.layers],
             )
             usage = {layer.diff_id: (layer.usage.bytes, layer.usage.inodes) for layer in pulled.layers}
-            with self.db.transaction() as tx:
+            with self.table.transaction() as tx:
                 self.table.add(tx, record, usage, pulled.blobs)
         log.info("image pulled", image=str(ref), image_id=pulled.image_id, size=pulled.size)
         return pulled.image_id
@@ -118,7 +118,7 @@ class ImageService:
                 for layer in layers.values():
                     self._import_layer(source, layer)
                 now = time.time_ns()
-                with self.db.transaction() as tx:
+                with self.table.transaction() as tx:
                     for image in images:
                         record = ImageRecord(
                             id=image.config_digest, manifest_digest=image.manifest_digest, size=image.size,
@@ -157,7 +157,7 @@ class ImageService:
             raise InvalidArgument(f"{target!r} is not a name with a tag")
         with self._use_lock:  # as remove: the image cannot go between resolving and tagging it
             record = self.get(source)
-            with self.db.transaction() as tx:
+            with self.table.transaction() as tx:
                 self.table.add_tag(tx, ref.tagged, record.id)
         log.info("image tagged", image_id=record.id, tag=ref.tagged)
         return record.id
@@ -203,7 +203,7 @@ class ImageService:
             users = in_use(record.id) or (["a container being created"] if self._held[record.id] else [])
             if users:
                 raise FailedPrecondition(f"image {name!r} ({record.id}) is in use by {', '.join(users)}")
-            with self.db.transaction() as tx:
+            with self.table.transaction() as tx:
                 self.table.delete(tx, record.id)
                 self.table.delete_unused_layers(tx)
         self.collect_garbage()

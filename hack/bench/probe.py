@@ -1,0 +1,165 @@
+"""Quick probes of one pycri on its own root, state, socket and network (not the bench's, not
+the default daemon's): image call latency and memory per pod, each with a per-process breakdown.
+
+    python -m hack.bench.probe images [--calls 30] [--tags 200]
+    python -m hack.bench.probe memory [--pods 20] [--own-pid]
+
+`images`: pulls IMAGES (about 20, from the test registry through hack/pycri.toml's mirrors),
+then times ListImages, ImageStatus (by name) and ImageFsInfo `calls` times each from one Python
+gRPC client (a first call warms the channel) and prints the medians in ms; then names busybox
+`--tags` more times (pycri's admin tag) and times them again.
+`memory`: `pods` running pods of one busybox container each (pod-wide PID namespace unless
+--own-pid) and the PSS (smaps_rollup) of pycri's own processes minus the daemon's idle PSS,
+per pod, with Pss_Anon/File/Shmem per kind of process (command name).
+Root only; needs the test registry (hack/registry.sh) and its images (hack/testimages.py).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from pycri.api.cri import api_pb2 as cri
+from pycri.api.cri import api_pb2_grpc as cri_grpc
+
+from .measure import IMAGE, Client, settle
+from .runtimes import BENCH_ROOT, Daemon, PycriDaemon, processes
+
+IMAGES = (
+    "docker.io/library/busybox:latest", "docker.io/library/busybox:1.36", "docker.io/pycri/multiarch:latest",
+    "docker.io/pycri/user-name:latest", "docker.io/pycri/user-uid:latest", "docker.io/pycri/user-uid-group:latest",
+    "docker.io/pycri/whiteouts:latest", "docker.io/pycri/zstd:latest",
+    "gcr.io/k8s-staging-cri-tools/test-image-1:latest", "gcr.io/k8s-staging-cri-tools/test-image-2:latest",
+    "gcr.io/k8s-staging-cri-tools/test-image-3:latest", "gcr.io/k8s-staging-cri-tools/test-image-user-uid:latest",
+    "gcr.io/k8s-staging-cri-tools/test-image-user-username:latest",
+    "registry.k8s.io/e2e-test-images/busybox:1.29-2", "registry.k8s.io/e2e-test-images/nginx:1.14-2",
+    "registry.k8s.io/e2e-test-images/httpd:2.4.39-4", "registry.k8s.io/e2e-test-images/nonroot:1.5",
+    "registry.k8s.io/e2e-test-images/nonewprivs:1.4", "registry.k8s.io/pause:3.10.2", "k8s.gcr.io/pause:3.9",
+)
+
+
+class ProbePycri(PycriDaemon):
+    """A PycriDaemon on paths, a bridge and a subnet of its own (the bench's may run meanwhile)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        Daemon.__init__(self, "pycri-probe", BENCH_ROOT.parent / "pycri-probe", Path("/run/pycri-probe"),
+                        Path("/run/pycri-probe/pycri.sock"), subnet="10.87.0.0/16", bridge="pycriprobe0")
+        self.config = BENCH_ROOT.parent / "pycri-probe.toml"
+        self.log_file = BENCH_ROOT.parent / "pycri-probe.log"
+
+
+def median_ms(call: Callable[[], object], calls: int) -> float:
+    call()  # warm the channel and the daemon's first call of the kind
+    samples = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - t) * 1000)
+    return statistics.median(samples)
+
+
+def images(daemon: ProbePycri, calls: int, tags: int) -> None:
+    from pycri.criserver import admin_client
+
+    for image in IMAGES:
+        daemon.crictl("pull", image)
+    client = Client(daemon)
+    stub = cri_grpc.ImageServiceStub(client.channel)
+    try:
+        def measure(label: str) -> None:
+            listed = stub.ListImages(cri.ListImagesRequest(), timeout=60).images
+            row = {
+                "ListImages": median_ms(lambda: stub.ListImages(cri.ListImagesRequest(), timeout=60), calls),
+                "ImageStatus": median_ms(lambda: stub.ImageStatus(
+                    cri.ImageStatusRequest(image=cri.ImageSpec(image=IMAGE)), timeout=60), calls),
+                "ImageFsInfo": median_ms(lambda: stub.ImageFsInfo(cri.ImageFsInfoRequest(), timeout=60), calls),
+            }
+            names = sum(len(i.repo_tags) for i in listed)
+            print(f"{label}: {len(listed)} images, {names} tags: "
+                  + ", ".join(f"{k} {v:.3f} ms" for k, v in row.items()), flush=True)
+
+        measure("pulled")
+        for i in range(tags):
+            admin_client.tag(daemon.socket, IMAGE, f"localhost/probe/tag-{i}:v{i}")
+        measure(f"+{tags} tags")
+    finally:
+        client.close()
+
+
+def pss_parts(pid: int) -> dict[str, int]:
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return {}
+    return {k: int(v) for k, v in re.findall(r"^(Pss\w*):\s+(\d+) kB", text, re.M)}
+
+
+def breakdown(daemon: ProbePycri) -> dict[str, dict[str, int]]:
+    """command name -> count and summed Pss parts of pycri's own processes."""
+    comms = {p.pid: p.comm for p in processes()}
+    out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for pid in daemon.own_pids():
+        name = "daemon" if pid == daemon.daemon_pid() else comms.get(pid, "?")
+        out[name]["n"] += 1
+        for key, value in pss_parts(pid).items():
+            out[name][key] += value
+    return out
+
+
+def memory(daemon: ProbePycri, pods: int, shared_pid: bool) -> None:
+    daemon.crictl("pull", IMAGE)
+    settle()
+    idle = breakdown(daemon)
+    client = Client(daemon)
+    try:
+        for i in range(pods):
+            client.run_pod(f"probe-{i}", shared_pid, containers=1)
+        settle()
+        busy = breakdown(daemon)
+    finally:
+        client.close()
+        daemon.remove_all()
+    total = sum(v.get("Pss", 0) for v in busy.values()) - sum(v.get("Pss", 0) for v in idle.values())
+    mode = "pod-wide PID ns" if shared_pid else "PID ns per container"
+    print(f"{mode}, {pods} pods: {total / pods / 1024:.3f} MB PSS per pod (own processes minus the idle daemon)")
+    for name, parts in sorted(busy.items()):
+        per = {k: v / pods for k, v in parts.items() if k != "n"}
+        print(f"  {name:12} n={parts['n']:3}  per pod: " + "  ".join(f"{k} {v:7.1f} kB" for k, v in per.items()))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m hack.bench.probe")
+    sub = p.add_subparsers(dest="command", required=True)
+    i = sub.add_parser("images")
+    i.add_argument("--calls", type=int, default=30)
+    i.add_argument("--tags", type=int, default=200)
+    m = sub.add_parser("memory")
+    m.add_argument("--pods", type=int, default=20)
+    m.add_argument("--own-pid", action="store_true")
+    args = p.parse_args()
+    daemon = ProbePycri()
+    try:
+        daemon.start()
+        if args.command == "images":
+            images(daemon, args.calls, args.tags)
+        else:
+            memory(daemon, args.pods, not args.own_pid)
+    finally:
+        daemon.remove_all()
+        daemon.stop()
+        daemon.remove_cgroups()
+        daemon.remove_bridge()
+        subprocess.run(["rm", "-rf", str(daemon.root), str(daemon.state)], check=False)
+        left = daemon.leftovers()
+        if left:
+            print("left behind:", *left, sep="\n  ")
+
+
+if __name__ == "__main__":
+    main()
