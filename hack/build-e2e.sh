@@ -4,7 +4,11 @@
 # kubernetes' go.mod pins, and agnhost (k8s.io/kubernetes/test/images/agnhost, the e2e test
 # images' Swiss army knife, statically linked), and copies to images/ the files of
 # test/images that hack/testimages.py --e2e puts in the suite's images; and copies there the
-# static upstream busybox of hack/images/busybox.sh, the e2e images' base.
+# static upstream busybox of hack/images/busybox.sh, the e2e images' base, and the binaries of
+# two more images (built and cached by their scripts): images/sample-apiserver/ of
+# hack/images/sample-apiserver.sh (sample-apiserver:1.29.2) and images/etcd/ of
+# hack/images/etcd.sh (etcd, etcdctl, etcdutl of registry.k8s.io/etcd:3.7.0-0), which the
+# aggregated API server specs run in one pod.
 # Nothing is written to the repository.
 #
 #   hack/build-e2e.sh             build what is missing or of another version
@@ -18,7 +22,8 @@
 # Progress goes to stderr (go's own output to $PYCRI_KUBE_CACHE/e2e-vX.log); stdout is only
 # the binaries' directory: E2E=$(hack/build-e2e.sh). Cold (the module cache and build cache of
 # hack/build-kube.sh warm): ~11 min on 2 cores (e2e.test 7, agnhost 4.5), +~1 GB build cache;
-# with the build cache warm ~11 s; a second run returns at once (stamp). busybox cold: ~2-4 min.
+# with the build cache warm ~11 s; a second run returns at once (stamp). busybox cold: ~2-4 min;
+# sample-apiserver cold ~3 min, etcd's three a few more (once; then cached by their scripts).
 #
 # How: the scratch module of hack/lib/kube-module.sh (the one build-kube.sh uses: it requires
 # k8s.io/kubernetes vX and replaces the staging modules by their published twins), in a
@@ -51,8 +56,21 @@ log() { printf '%s build-e2e: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # package; cached there, so this returns at once once built), beside agnhost
 busybox=$("$(dirname "${BASH_SOURCE[0]}")/images/busybox.sh")
 mkdir -p "$BIN_DIR"
-cmp -s "$busybox" "$BIN_DIR/busybox" ||
-  { cp -f "$busybox" "$BIN_DIR/.busybox.new" && mv -f "$BIN_DIR/.busybox.new" "$BIN_DIR/busybox"; }
+# install_copy SRC DEST: copy SRC to DEST unless it has the same bytes, by a rename (so a
+# running binary is never half-written)
+install_copy() {
+  local tmp
+  tmp=$(dirname "$2")/.$(basename "$2").new
+  cmp -s "$1" "$2" && return 0
+  mkdir -p "$(dirname "$2")"
+  cp -f "$1" "$tmp" && mv -f "$tmp" "$2"
+}
+install_copy "$busybox" "$BIN_DIR/busybox"
+# the binaries of sample-apiserver:1.29.2 and etcd:3.7.0-0 (their scripts cache them likewise)
+sample_apiserver=$("$(dirname "${BASH_SOURCE[0]}")/images/sample-apiserver.sh")
+install_copy "$sample_apiserver" "$BIN_DIR/images/sample-apiserver/sample-apiserver"
+etcd_dir=$("$(dirname "${BASH_SOURCE[0]}")/images/etcd.sh")
+for b in etcd etcdctl etcdutl; do install_copy "$etcd_dir/$b" "$BIN_DIR/images/etcd/$b"; done
 
 request="kubernetes=$VERSION $(go env GOOS)/$(go env GOARCH)"
 all_present() {
