@@ -727,7 +727,7 @@ IMAGES += CRITEST_IMAGES
 # binaries hack/build-e2e.sh builds; glibc-dns-testing is unpacked from Debian packages apt
 # downloads): `hack/testimages.py --e2e`, or --only with their keys or names.
 # What the specs need of each image is noted at its entry; the manifest's other images
-# (perl, ipc-utils, resource-consumer, sample-apiserver, volume/nfs, ...) are not built yet.
+# (perl, ipc-utils, resource-consumer, volume/nfs, ...) are not built yet.
 
 E2E_BIN = Path(os.environ.get("PYCRI_E2E_BIN", "/usr/local/lib/pycri/kube/e2e"))
 
@@ -922,6 +922,38 @@ def web_pictures(name: str) -> Layer:
         host_file("data.json", e2e_file(f"images/{name}/html/data.json"), 0o644)])
 
 
+# sample-apiserver and etcd: the aggregated API server specs ([sig-api-machinery] Aggregator
+# "Should be able to support the 1.17 Sample API Server using the current Aggregator"
+# [Conformance]; the protocol and OpenAPI v3 specs set up the same) run one pod of both
+# (test/e2e/apimachinery/aggregator.go): sample-apiserver with no command (its ENTRYPOINT) and
+# the args --etcd-servers=http://127.0.0.1:2379, --tls-cert-file and --tls-private-key-file
+# under /apiserver.local.config/certificates (a Secret volume), --audit-log-path=- and
+# --audit-log-maxage/maxbackup=0, ready when https :443 /readyz answers; and etcd with the
+# command `/usr/local/bin/etcd --listen-client-urls http://127.0.0.1:2379
+# --advertise-client-urls http://127.0.0.1:2379` (its data in ./default.etcd of the working
+# directory, /).
+# - sample-apiserver:1.29.2: upstream is alpine with /sample-apiserver (k8s.io/sample-apiserver
+#   v0.29.2, static), ENTRYPOINT ["/sample-apiserver"]. Here: E2E_BUSYBOX (the shell and /tmp
+#   alpine has) and the binary of hack/images/sample-apiserver.sh.
+# - etcd:3.7.0-0: upstream is distroless static with etcd, etcdctl and etcdutl in
+#   /usr/local/bin, WORKDIR /, no entrypoint (and etcd's migrate tooling, which no spec runs).
+#   Here: distroless's users, groups and /tmp, and the binaries of hack/images/etcd.sh.
+SAMPLE_APISERVER = Layer("e2e-sample-apiserver", lambda: [
+    host_file("sample-apiserver", e2e_file("images/sample-apiserver/sample-apiserver"))], level=1)
+DISTROLESS_PASSWD = """\
+root:x:0:0:root:/root:/sbin/nologin
+nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin
+nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin
+"""
+DISTROLESS_GROUP = "root:x:0:\nnobody:x:65534:\ntty:x:5:\nstaff:x:50:\nnonroot:x:65532:\n"
+ETCD = Layer("e2e-etcd", lambda: [
+    d("etc"), d("home"), d("home/nonroot", 0o700), d("root", 0o700), d("tmp", 0o1777),
+    d("usr"), d("usr/local"), d("usr/local/bin"), f("etc/passwd", DISTROLESS_PASSWD),
+    f("etc/group", DISTROLESS_GROUP), f("etc/nsswitch.conf", NSSWITCH),
+    *[host_file(f"usr/local/bin/{name}", e2e_file(f"images/etcd/{name}"))
+      for name in ("etcd", "etcdctl", "etcdutl")]], level=1)  # 58 MB: gzip -1
+
+
 # nginx stand-in of the critest images; 1.28 differs from 1.27 by a marker file, so the two
 # are two images as upstream (specs update a pod from one to the other)
 NGINX_CONFIG: dict[str, Any] = {"cmd": ["nginx", "-g", "daemon off;"], "exposed_ports": ["80/tcp"]}
@@ -952,6 +984,11 @@ E2E_IMAGES: list[ImageSpec] = [
     e2e_busybox_based("e2e-busybox", [E2E + "busybox:1.37.0-2"]),
     # glibc-dns-testing:2.1.1 (GlibcDnsTesting): dig and getent, see GLIBC_DNS
     e2e_busybox_based("e2e-glibc-dns-testing", [E2E + "glibc-dns-testing:2.1.1"], GLIBC_DNS),
+    # the aggregated API server's pod (see SAMPLE_APISERVER and ETCD)
+    e2e_busybox_based("e2e-sample-apiserver", [E2E + "sample-apiserver:1.29.2"], SAMPLE_APISERVER,
+                      entrypoint=["/sample-apiserver"], cmd=None),
+    listed("e2e-etcd", ["registry.k8s.io/etcd:3.7.0-0"], [ETCD], workdir="/",
+           exposed_ports=["2379/tcp", "2380/tcp", "4001/tcp", "7001/tcp"]),
     # the pause image of every pod the specs create with no command of their own
     # (GetPauseImageName); critest's pause, under v1.37.2's tag
     listed("e2e-pause", ["registry.k8s.io/pause:3.10.2"], [PAUSE], entrypoint=["/pause"],

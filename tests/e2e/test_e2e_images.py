@@ -5,8 +5,9 @@ behaviour a spec relies on is pinned here, with the spec that needs it.
 
 The images are built from what hack/build-e2e.sh leaves in $PYCRI_E2E_BIN: agnhost (from the
 kubernetes module), the upstream busybox of hack/images/busybox.sh (from Debian trixie's source
-package) and files of test/images. Those builds take minutes, so CI does not make them: without
-them the tests skip, saying so.
+package), files of test/images, and sample-apiserver and etcd (hack/images/sample-apiserver.sh,
+hack/images/etcd.sh). Those builds take minutes, so CI does not make them: without them the
+tests skip, saying so.
 """
 from __future__ import annotations
 
@@ -30,17 +31,39 @@ BUSYBOX, NONROOT, AGNHOST = E2E + "busybox:1.37.0-2", E2E + "nonroot:1.5", E2E +
 GLIBC_DNS, NGINX = E2E + "glibc-dns-testing:2.1.1", E2E + "nginx:1.27.0-2"
 
 
-@pytest.fixture(scope="module")
-def e2e_images(registries: Registries) -> None:
-    """The images of KEYS, pushed to the test registry (a re-push uploads nothing)."""
-    missing = [name for name in NEEDED if not (E2E_BIN / name).is_file()]
+# the aggregated API server's pod: sample-apiserver and etcd (hack/images/sample-apiserver.sh,
+# hack/images/etcd.sh, copied by hack/build-e2e.sh)
+# (and busybox, sample-apiserver's base, and the TLS pair the test gives it)
+APISERVER_NEEDED = ["busybox", "images/sample-apiserver/sample-apiserver", "images/etcd/etcd",
+                    "images/etcd/etcdctl", "images/etcd/etcdutl",
+                    "images/agnhost/porter/localhost.crt", "images/agnhost/porter/localhost.key"]
+APISERVER_KEYS = ["e2e-sample-apiserver", "e2e-etcd"]
+SAMPLE_APISERVER, ETCD = E2E + "sample-apiserver:1.29.2", "registry.k8s.io/etcd:3.7.0-0"
+
+
+def push_e2e_images(registries: Registries, needed: list[str], keys: list[str]) -> None:
+    """The images of ``keys``, pushed to the test registry (a re-push uploads nothing), if the
+    files ``needed`` of hack/build-e2e.sh's output are there."""
+    missing = [name for name in needed if not (E2E_BIN / name).is_file()]
     if missing:
         pytest.skip(f"the e2e images are built from hack/build-e2e.sh's output, and {E2E_BIN} lacks "
                     f"{', '.join(missing)}: run hack/build-e2e.sh (minutes; not done in CI)")
     push = subprocess.run([str(VENV_BIN / "python"), str(REPO / "hack/testimages.py"), "--registry",
-                           registries.plain, "--only", *KEYS], capture_output=True, text=True)
+                           registries.plain, "--only", *keys], capture_output=True, text=True)
     if push.returncode != 0:
-        pytest.fail(f"hack/testimages.py --only {' '.join(KEYS)} failed:\n{push.stderr[-3000:]}")
+        pytest.fail(f"hack/testimages.py --only {' '.join(keys)} failed:\n{push.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def e2e_images(registries: Registries) -> None:
+    """The images of KEYS in the test registry."""
+    push_e2e_images(registries, NEEDED, KEYS)
+
+
+@pytest.fixture(scope="module")
+def apiserver_images(registries: Registries) -> None:
+    """The images of APISERVER_KEYS in the test registry."""
+    push_e2e_images(registries, APISERVER_NEEDED, APISERVER_KEYS)
 
 
 def run_to_exit(pycri: Pycri, name: str, image: str, command: list[str],
@@ -151,3 +174,72 @@ def test_nginx_stand_in_serves_on_80(pycri: Pycri) -> None:
         assert time.monotonic() < deadline, f"nginx does not answer: {got.stdout!r} {got.stderr!r}"
         time.sleep(0.2)
     assert "nginx: master process" in pycri.crictl("exec", ctr, "cat", "/proc/1/cmdline").stdout
+
+
+def wait_for_exec(pycri: Pycri, ctr: str, command: list[str], wanted: str) -> str:
+    """Run ``command`` in ``ctr`` until its output contains ``wanted`` (60 s); that output."""
+    deadline = time.monotonic() + 60
+    while wanted not in (got := pycri.crictl("exec", ctr, *command, check=False)).stdout + got.stderr:
+        assert time.monotonic() < deadline, f"{command}: {got.stdout!r} {got.stderr!r}"
+        time.sleep(0.5)
+    return got.stdout + got.stderr
+
+
+@pytest.mark.usefixtures("apiserver_images")
+def test_etcd_runs_as_the_aggregator_spec_runs_it(pycri: Pycri) -> None:
+    """Aggregator "Should be able to support the 1.17 Sample API Server" [Conformance] runs etcd
+    with exactly this command (its data in /default.etcd); etcdctl and etcdutl are beside it.
+    The image has no libc (distroless static, as upstream's), so that they run shows they are
+    static."""
+    pod = pycri.run_pod("etcd")
+    url = "http://127.0.0.1:2379"
+    ctr = pycri.run(pod, "etcd", "etcd", ["/usr/local/bin/etcd", "--listen-client-urls", url,
+                                          "--advertise-client-urls", url], image=ETCD)
+    health = wait_for_exec(pycri, ctr, ["/usr/local/bin/etcdctl", "endpoint", "health"], "is healthy")
+    assert health.startswith("127.0.0.1:2379 is healthy"), health
+    put = pycri.crictl("exec", ctr, "/usr/local/bin/etcdctl", "put", "pycri", "e2e").stdout
+    assert put == "OK\n"
+    assert pycri.crictl("exec", ctr, "/usr/local/bin/etcdctl", "get", "--print-value-only",
+                        "pycri").stdout == "e2e\n"
+    versions = [pycri.crictl("exec", ctr, *command).stdout.splitlines()[0] for command in (
+        ["/usr/local/bin/etcd", "--version"], ["/usr/local/bin/etcdctl", "version"],
+        ["/usr/local/bin/etcdutl", "version"])]
+    assert versions == ["etcd Version: 3.7.0", "etcdctl version: 3.7.0", "etcdutl version: 3.7.0"]
+    image = pycri.crictl_json("inspecti", ETCD)["info"]["imageSpec"]["config"]
+    assert image.get("WorkingDir") == "/" and not image.get("Entrypoint") and not image.get("Cmd")
+
+
+@pytest.mark.usefixtures("apiserver_images")
+def test_sample_apiserver_takes_the_spec_args_beside_etcd(pycri: Pycri, tmp_path: Path) -> None:
+    """The spec runs sample-apiserver with no command (the image's ENTRYPOINT, /sample-apiserver)
+    and these args, its TLS pair from a Secret at /apiserver.local.config/certificates, in
+    etcd's pod. Outside a cluster it gets as far as the delegated authentication, which needs
+    the in-cluster kube-apiserver: flags, certificate files and the etcd client set up."""
+    certs = tmp_path / "certificates"
+    certs.mkdir()
+    porter = E2E_BIN / "images/agnhost/porter"
+    (certs / "tls.crt").write_bytes((porter / "localhost.crt").read_bytes())
+    (certs / "tls.key").write_bytes((porter / "localhost.key").read_bytes())
+    pod = pycri.run_pod("aggregator")
+    url = "http://127.0.0.1:2379"
+    etcd = pycri.run(pod, "aggregator", "etcd", ["/usr/local/bin/etcd", "--listen-client-urls", url,
+                                                 "--advertise-client-urls", url], image=ETCD)
+    wait_for_exec(pycri, etcd, ["/usr/local/bin/etcdctl", "endpoint", "health"], "is healthy")
+    args = [f"--etcd-servers={url}", "--tls-cert-file=/apiserver.local.config/certificates/tls.crt",
+            "--tls-private-key-file=/apiserver.local.config/certificates/tls.key",
+            "--audit-log-path=-", "--audit-log-maxage=0", "--audit-log-maxbackup=0"]
+    mounts = [{"container_path": "/apiserver.local.config/certificates", "host_path": str(certs),
+               "readonly": True}]
+    ctr = pycri.run(pod, "aggregator", "sample-apiserver", [], image=SAMPLE_APISERVER, args=args,
+                    mounts=mounts)
+    deadline = time.monotonic() + 60
+    while pycri.crictl_json("inspect", ctr)["status"]["state"] != "CONTAINER_EXITED":
+        assert time.monotonic() < deadline, "sample-apiserver did not exit in 60 s"
+        time.sleep(0.2)
+    logs = pycri.crictl("logs", ctr)
+    assert ("failed to get delegated authentication kubeconfig" in logs.stderr
+            and "KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be defined" in logs.stderr), logs
+    image = pycri.crictl_json("inspecti", SAMPLE_APISERVER)["info"]["imageSpec"]["config"]
+    assert image["Entrypoint"] == ["/sample-apiserver"] and not image.get("Cmd")
+    help_text = run_to_exit(pycri, "sample-apiserver-help", SAMPLE_APISERVER, ["/sample-apiserver", "--help"])
+    assert "Launch a wardle API server" in help_text.stdout + help_text.stderr
