@@ -143,6 +143,22 @@ class ConmonHandler:
         _reap(conmon_pidfile(paths))
         return status
 
+    def watch(self, container_id: str, paths: ContainerPaths) -> int | None:
+        """A pidfd of the container's live conmon (readable once conmon has exited: it writes the
+        exit file first). None when conmon is gone, or the kernel has no pidfds."""
+        pidfile = conmon_pidfile(paths)
+        pid = self.monitor_pid(pidfile, container_id)
+        if pid is None:
+            return None
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:  # gone since, no pidfds (Linux < 5.3), or out of descriptors
+            return None
+        if self.monitor_pid(pidfile, container_id) != pid:  # the pid was conmon's when the pidfd was taken
+            os.close(fd)
+            return None
+        return fd
+
     def attach(self, container_id: str, paths: ContainerPaths, io: StreamIO, tty: bool) -> None:
         """Attach to the container's stdio through conmon's attach socket until its output ends."""
         sock = _connect_attach(paths.bundle)

@@ -1,8 +1,11 @@
 """A fake runtime handler for unit tests: it records every call and runs nothing. Containers
 live in memory; a test makes them exit (`exit`), lose their monitor (`lose`), ignore
-signals (`ignore`), or makes any call fail (`failures`)."""
+signals (`ignore`), or makes any call fail (`failures`). A container's monitor is watched
+through a pipe whose write end closes when the container exits or its monitor is lost
+(`watchable = False`: no watching, as a kernel without pidfds)."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,18 +27,28 @@ class FakeHandler(Recorder):
     attach_output: bytes = b""
     handler_features: HandlerFeatures = HandlerFeatures()
     next_pid: int = 1000
+    watchable: bool = True
+    # container id -> the write end of its watch pipe, open while its monitor "lives"
+    monitors: dict[str, int] = field(default_factory=dict)
 
     # -- what a test does to the containers ------------------------------------
 
     def exit(self, container_id: str, code: int, *, oom_killed: bool = False) -> None:
-        """The container exits with `code` (its monitor records it)."""
+        """The container exits with `code` (its monitor records it, then ends)."""
         self.states.pop(container_id, None)
         self.exits[container_id] = ExitStatus(code, time.time_ns(), oom_killed=oom_killed)
+        self._end_monitor(container_id)
 
     def lose(self, container_id: str) -> None:
         """The container's monitor dies without recording an exit."""
         self.states.pop(container_id, None)
         self.exits[container_id] = ExitStatus(255, time.time_ns(), lost=True)
+        self._end_monitor(container_id)
+
+    def _end_monitor(self, container_id: str) -> None:
+        fd = self.monitors.pop(container_id, None)
+        if fd is not None:
+            os.close(fd)
 
     def ignore(self, sig: int) -> None:
         self.ignored.add(int(sig))
@@ -64,6 +77,7 @@ class FakeHandler(Recorder):
         self._record("delete", container_id, force)
         self.states.pop(container_id, None)
         self.exits.pop(container_id, None)
+        self._end_monitor(container_id)
 
     def exec_sync(self, container_id: str, process: dict[str, Any], timeout: float) -> ExecResult:
         self._record("exec_sync", container_id, process, timeout)
@@ -88,6 +102,15 @@ class FakeHandler(Recorder):
             return None
         return self.exits.get(container_id, ExitStatus(255, time.time_ns(), lost=True))
 
+    def watch(self, container_id: str, paths: ContainerPaths) -> int | None:
+        self._record("watch", container_id)
+        if not self.watchable or container_id not in self.states:
+            return None
+        read_end, write_end = os.pipe()
+        self._end_monitor(container_id)
+        self.monitors[container_id] = write_end
+        return read_end
+
     def attach(self, container_id: str, paths: ContainerPaths, io: StreamIO, tty: bool) -> None:
         self._record("attach", container_id, tty)
         if io.stdout is not None:
@@ -98,3 +121,4 @@ class FakeHandler(Recorder):
 
     def release(self, container_id: str, paths: ContainerPaths) -> None:
         self._record("release", container_id)
+        self._end_monitor(container_id)

@@ -100,6 +100,13 @@ class RuntimeHandler(Protocol):
         """How the container ended, or None while it runs (or has yet to start)."""
         ...
 
+    def watch(self, container_id: str, paths: ContainerPaths) -> int | None:
+        """A file descriptor (the caller's to close) that polls readable once the container's
+        monitor has ended; None when the monitor is gone or cannot be watched. While it is not
+        readable and the monitor has written no exit file (paths.exit_file), `exit_status`
+        would say the container runs: the service asks no more than that."""
+        ...
+
     def attach(self, container_id: str, paths: ContainerPaths, io: StreamIO, tty: bool) -> None:
         """Stream the running container's stdio until its output ends or the client leaves."""
         ...

@@ -192,4 +192,6 @@ class ContainerTable(RecordTable[ContainerRecord]):
         return self.one("pod_id=? AND name=? AND attempt=?", (pod_id, name, attempt))
 
     def all(self, pod_id: str | None = None) -> list[ContainerRecord]:
-        return self.where() if pod_id is None else self.where("pod_id=?", (pod_id,))
+        """Every container (of one pod), oldest first, from memory."""
+        records = self.records()
+        return records if pod_id is None else [r for r in records if r.pod_id == pod_id]

@@ -5,6 +5,12 @@ bundle/ (config.json, the handler's pid files and sockets), persist/ (what the h
 monitor keeps: the exit code, an oom mark); its exit file is <exits>/<id>. Its row is
 written as `creating` before anything is made, so a crash half-way is found and undone by
 `recover()`; a failure half-way is undone at once.
+
+Exits: a created or running container's monitor is watched (`MonitorWatches`, a pidfd per
+monitor). Until its monitor ends or writes an exit file, the container runs, and nobody asks
+its handler: List looks at all of them with one listdir of the exit directory and one
+epoll_wait, Status with one stat and one poll. A container that cannot be watched (no
+pidfds, too many open files) is asked about as before, on every look.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ from pycri.common.lifecycle import CREATED as CREATED_EVENT, DELETED, STARTED, S
 from pycri.containers import image_volumes, rootfs
 from pycri.containers.handler import ContainerPaths, ExecResult, ExitStatus, RuntimeHandler, StreamIO
 from pycri.containers.image_volumes import ImageVolume
+from pycri.containers.monitors import MonitorWatches
 from pycri.containers.oci_config import IdMapping, Resources, Spec, User
 from pycri.containers.records import CREATED, CREATING, EXITED, RUNNING, ContainerMount, ContainerRecord, ContainerTable
 from pycri.kernel.syscall import Syscall
@@ -93,6 +100,7 @@ class ContainerService:
         self._transition = threading.RLock()
         self._starting: set[str] = set()  # ids whose start is under way: their exit is start's to notice
         self._exits_seen: set[str] = set()  # names in the exit directory at the last look (notice_exits)
+        self.monitors = MonitorWatches()  # the live monitors of created and running containers
         root.mkdir(parents=True, exist_ok=True)
         exits.mkdir(parents=True, exist_ok=True)
 
@@ -153,6 +161,7 @@ class ContainerService:
                 Path(record.log_path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             record.pid = runtime.create(record.id, paths, stdin=record.stdin, stdin_once=record.stdin_once,
                                         tty=spec.process.terminal)
+            self._watch(record)
             with self._transition:
                 record.state = CREATED
                 with self.db.transaction() as tx:
@@ -307,18 +316,52 @@ class ContainerService:
             return None
 
     def list(self, pod_id: str | None = None, keep: Callable[[ContainerRecord], bool] = lambda r: True) -> list[ContainerRecord]:
-        return [self.refresh(r) for r in self.table.all(pod_id) if r.state != CREATING and keep(r)]
+        """The containers (of one pod) that `keep` keeps, oldest first, their states up to date."""
+        suspects = self._suspects()
+        return [self._check_exit(r) if r.state in (CREATED, RUNNING) and (
+                    r.id in suspects or not self.monitors.watching(r.id)) else r
+                for r in self.table.all(pod_id) if r.state != CREATING and keep(r)]
 
     def refresh(self, record: ContainerRecord) -> ContainerRecord:
         """Bring a created or running container's state up to date from the exit its monitor recorded."""
-        if record.state not in (CREATED, RUNNING):
+        if record.state not in (CREATED, RUNNING) or self._quiet(record):
             return record
+        return self._check_exit(record)
+
+    def _quiet(self, record: ContainerRecord) -> bool:
+        """Whether the container's watched monitor still lives and has written no exit file
+        (then it runs: its handler need not be asked)."""
+        if not self.monitors.watching(record.id) or os.path.lexists(self.paths(record).exit_file):
+            return False
+        return self.monitors.has_ended(record.id) is False
+
+    def _suspects(self) -> set[str]:
+        """Ids of the containers that may have exited: those with an exit file, and those
+        whose watched monitor has ended. (Others that are watched still run.)"""
+        ended = self.monitors.ended()
+        try:
+            return ended | set(os.listdir(self.exits))
+        except FileNotFoundError:
+            return ended
+
+    def _watch(self, record: ContainerRecord) -> None:
+        """Watch the container's monitor, if it can be (and is not yet) watched."""
+        if self.monitors.watching(record.id) or self.monitors.full():
+            return
+        fd = self._watcher(record).watch(record.id, self.paths(record))
+        if fd is not None:
+            self.monitors.add(record.id, fd)
+
+    def _check_exit(self, record: ContainerRecord) -> ContainerRecord:
+        """`refresh`, asking the handler (and watching the monitor from now on if it lives)."""
+        self._watch(record)  # first: an end after the handler's answer below makes it readable
         status = self._watcher(record).exit_status(record.id, self.paths(record))
         if status is None:
             return record
         with self._transition:
             if record.id in self._starting:  # start notices it once the container counts as started
                 return record
+            self.monitors.discard(record.id)
             reason, message = exit_reason(status)
             record.state, record.exit_code, record.reason, record.message = EXITED, status.code, reason, message
             record.finished_at = status.finished_at
@@ -332,23 +375,42 @@ class ContainerService:
         return record
 
     def notice_exits(self) -> list[str]:
-        """Bring the containers whose monitor has written an exit file since the last look up
-        to date (publishing their stopped events); the ids found. One listdir when none has."""
+        """Bring the containers whose monitor has written an exit file since the last look, or
+        has ended, up to date (publishing their stopped events); the ids found. One listdir
+        and one epoll_wait when none has."""
+        ended = self.monitors.ended()
         try:
             names = set(os.listdir(self.exits))
         except FileNotFoundError:
             names = set()
         new, self._exits_seen = names - self._exits_seen, names
         noticed = []
-        for name in sorted(new):  # names of other files (a monitor's temporary one) find no container
+        for name in sorted(new | ended):  # names of other files (a monitor's temporary one) find no container
             record = self.table.get(name)
             if record is None or record.state not in (CREATED, RUNNING):
+                if record is None or record.state != CREATING:  # a watch the container outlived (a race with remove)
+                    self.monitors.discard(name)
                 continue
-            if self.refresh(record).state == EXITED:
+            if self._check_exit(record).state == EXITED:
                 noticed.append(name)
             else:  # the file is not complete yet, or its start is under way: look again next time
                 self._exits_seen.discard(name)
         return noticed
+
+    def wait_exits(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for a watched monitor to end (at once if one has), or
+        for `stop_waiting`."""
+        self.monitors.ended(timeout)
+
+    def stop_waiting(self) -> None:
+        """End a `wait_exits` now."""
+        self.monitors.wake()
+
+    def sweep(self) -> list[str]:
+        """Ask the handlers about every created or running container, watched or not (what
+        watching may have missed), publishing the stopped events of those that have exited;
+        the ids found."""
+        return [r.id for r in self.table.all() if r.state in (CREATED, RUNNING) and self._check_exit(r).state == EXITED]
 
     # -- start-up -----------------------------------------------------------
 
@@ -359,7 +421,7 @@ class ContainerService:
                 log.warning("removing a container a crash left half-made", container_id=record.id)
                 self._destroy(record)
             else:
-                self.refresh(record)
+                self.refresh(record)  # (watches the monitors that live)
 
     # -- helpers ------------------------------------------------------------
 
@@ -367,6 +429,7 @@ class ContainerService:
         self.events.publish(LifecycleEvent(kind, record.id, record.pod_id, time.time_ns()))
 
     def _destroy(self, record: ContainerRecord) -> None:
+        self.monitors.discard(record.id)
         runtime = self.handlers.get(record.handler)
         if runtime is not None:
             runtime.delete(record.id, force=True)

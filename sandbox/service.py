@@ -200,10 +200,10 @@ class SandboxService:
         return None if record is None or record.state == CREATING else record
 
     def list(self) -> list[SandboxRecord]:
-        return [r for r in self.table.where() if r.state != CREATING]
+        return [r for r in self.table.records() if r.state != CREATING]
 
     def recover(self) -> None:
-        for record in self.table.where():
+        for record in self.table.records():
             if record.state == CREATING:
                 log.warning("removing a pod sandbox a crash left half-made", pod_sandbox_id=record.id)
                 self._destroy(record)

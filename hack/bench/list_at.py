@@ -1,0 +1,183 @@
+"""ListContainers and ListPodSandbox latency of pycri alone (issue 15), on a pycri of its own.
+
+    python -m hack.bench.list_at run [--containers 500] [--calls 30]   fill, measure, take down
+    python -m hack.bench.list_at fill [--containers 500]                a daemon with N running containers, left running
+    python -m hack.bench.list_at measure [--calls 30]                   the medians, from the running daemon
+    python -m hack.bench.list_at restart                                stop the daemon (containers stay), start it again
+    python -m hack.bench.list_at down                                   remove every pod, stop the daemon, clean up
+
+The daemon is hack/bench's `PycriDaemon` (hack/pycri.toml's registry settings) with its own
+root (/var/lib/pycri-list-bench), state (/run/pycri-list-bench), bridge and subnet, so it runs
+beside the default pycri and a `hack/bench-vs-containerd.sh` run. The containers are busybox
+`sleep`, 10 a pod, each with a PID namespace of its own; the calls come from one Python gRPC
+client on one channel (the first call of each kind, which warms the channel, is not counted).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from pycri.api.cri import api_pb2 as cri
+
+from .measure import IMAGE, Client, ms_since, settle
+from .runtimes import PycriDaemon
+
+BASE = Path(os.environ.get("PYCRI_LIST_BENCH_ROOT", "/var/lib/pycri-list-bench"))
+STATE = Path(os.environ.get("PYCRI_LIST_BENCH_STATE", "/run/pycri-list-bench"))
+PER_POD = 10
+
+
+class ListDaemon(PycriDaemon):
+    """A PycriDaemon under BASE and STATE, remembered by a pid file between commands."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = "pycri-list"
+        self.root, self.state = BASE / "root", STATE
+        self.socket = STATE / "pycri.sock"
+        self.subnet, self.bridge = "10.93.0.0/16", "pycrilist0"
+        self.work, self.cni_conf_dir, self.log_file = BASE / "work", BASE / "cni", BASE / "pycri.log"
+        self.crictl_config, self.config = self.work / "crictl.yaml", BASE / "pycri.toml"
+        self.cgroup_parent = "/pycri-list-bench"
+        self.pid_file = BASE / "daemon.pid"
+
+    def start(self, fresh: bool = True) -> None:
+        if fresh:
+            super().start()
+        else:  # the same root: what a restarted daemon recovers
+            self.prepare = lambda: None  # type: ignore[method-assign]
+            super().start()
+        assert self.process is not None
+        self.pid_file.write_text(str(self.process.pid))
+
+    def running_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def stop_by_pid(self) -> None:
+        pid = self.running_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                try:  # our child when started by this process
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+                time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+        self.after_stop()
+
+    def remove_pods(self) -> None:
+        """Stop and remove every pod and container (as Daemon.remove_all, for a daemon another
+        command started)."""
+        for _ in range(3):
+            pods = self.crictl("pods", "-q", check=False).stdout.split()
+            if pods:
+                self.crictl("stopp", *pods, check=False)
+                self.crictl("rmp", "-f", *pods, check=False)
+            ctrs = self.crictl("ps", "-a", "-q", check=False).stdout.split()
+            if ctrs:
+                self.crictl("rm", "-f", *ctrs, check=False)
+            if not pods and not ctrs:
+                return
+
+
+def fill(daemon: ListDaemon, containers: int) -> None:
+    daemon.start()
+    daemon.crictl("pull", IMAGE)
+    client = Client(daemon)
+    started = time.monotonic()
+    try:
+        made = 0
+        for i in range(math.ceil(containers / PER_POD)):
+            n = min(PER_POD, containers - made)
+            client.run_pod(f"list-{i}", shared_pid=False, containers=n)
+            made += n
+    finally:
+        client.close()
+    print(f"{containers} containers in {math.ceil(containers / PER_POD)} pods in {ms_since(started) / 1000:.0f} s",
+          flush=True)
+    settle()
+
+
+def measure(daemon: ListDaemon, calls: int) -> dict[str, float]:
+    client = Client(daemon)
+    medians = {}
+    try:
+        count = len(client.stub.ListContainers(cri.ListContainersRequest(), timeout=60).containers)
+        running = len(client.stub.ListContainers(cri.ListContainersRequest(filter=cri.ContainerFilter(
+            state=cri.ContainerStateValue(state=cri.CONTAINER_RUNNING))), timeout=60).containers)
+        for method, request, name in (
+            (client.stub.ListContainers, cri.ListContainersRequest(), "ListContainers"),
+            (client.stub.ListPodSandbox, cri.ListPodSandboxRequest(), "ListPodSandbox"),
+        ):
+            method(request, timeout=60)  # the first call warms the channel
+            samples = []
+            for _ in range(calls):
+                t = time.monotonic()
+                method(request, timeout=60)
+                samples.append(ms_since(t))
+            medians[name] = statistics.median(samples)
+            print(f"{name} at {count} containers ({running} running): median {medians[name]:.2f} ms, "
+                  f"min {min(samples):.2f}, max {max(samples):.2f} ({calls} calls)", flush=True)
+    finally:
+        client.close()
+    return medians
+
+
+def down(daemon: ListDaemon) -> None:
+    if daemon.running_pid() is not None:
+        daemon.remove_pods()
+    daemon.stop_by_pid()
+    daemon.remove_cgroups()
+    daemon.remove_bridge()
+    left = daemon.leftovers()
+    print("left behind: " + ("; ".join(left) if left else "nothing"), flush=True)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m hack.bench.list_at", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=("run", "fill", "measure", "restart", "down"))
+    p.add_argument("--containers", type=int, default=500)
+    p.add_argument("--calls", type=int, default=30)
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("needs root", file=sys.stderr)
+        return 2
+    daemon = ListDaemon()
+    if args.command in ("run", "fill"):
+        if daemon.running_pid() is not None:
+            print(f"a daemon already runs (pid file {daemon.pid_file}): `down` first", file=sys.stderr)
+            return 1
+        BASE.mkdir(parents=True, exist_ok=True)
+        fill(daemon, args.containers)
+    if args.command == "restart":
+        daemon.stop_by_pid()
+        t = time.monotonic()
+        daemon.start(fresh=False)
+        print(f"restarted in {ms_since(t):.0f} ms", flush=True)
+    if args.command in ("run", "measure", "restart"):
+        measure(daemon, args.calls)
+    if args.command in ("run", "down"):
+        down(daemon)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,213 @@
+"""Exits of watched monitors (containers/monitors.py): List and Status ask no handler about a
+container whose monitor lives and wrote no exit file, and still never report a container that
+has exited (an exit file, an ended monitor, a lost one) as running; a container that cannot be
+watched is asked about as before; a restarted service watches the monitors again. Against the
+fake handler, whose monitors are pipes; and ConmonHandler.watch against a real process."""
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from pycri.common.lifecycle import STOPPED
+from pycri.containers.conmon import ConmonHandler
+from pycri.containers.exit_watcher import ExitWatcher
+from pycri.containers.fake import FakeHandler
+from pycri.containers.handler import ContainerPaths, ExitStatus
+from pycri.containers.monitors import MonitorWatches
+from pycri.containers.records import CREATED, EXITED, RUNNING, ContainerRecord
+from pycri.containers.service import ContainerService
+from pycri.kernel.fake import RecordingSyscall
+from pycri.store.db import Database
+from tests.unit.test_container_service import new
+
+DEADLINE = 30.0
+
+
+def service(tmp_path: Path, fake: FakeHandler, cap: int | None = None) -> ContainerService:
+    containers = ContainerService(Database(tmp_path / "db.sqlite"), tmp_path / "containers", tmp_path / "exits",
+                                  {"fake": fake}, "fake", RecordingSyscall())
+    if cap is not None:
+        containers.monitors.cap = cap
+    return containers
+
+
+def running(containers: ContainerService, tmp_path: Path, name: str = "main") -> ContainerRecord:
+    return containers.start(containers.create(new(tmp_path, name)).id)
+
+
+def asked(fake: FakeHandler) -> int:
+    return len(fake.called("exit_status"))
+
+
+def states(containers: ContainerService) -> dict[str, str]:
+    return {r.id: r.state for r in containers.list()}
+
+
+def test_a_watched_running_container_is_not_asked_about(tmp_path: Path) -> None:
+    fake = FakeHandler()
+    containers = service(tmp_path, fake)
+    records = [running(containers, tmp_path, f"c{i}") for i in range(3)]
+    assert all(containers.monitors.watching(r.id) for r in records)
+    before = asked(fake)
+    for _ in range(3):
+        assert set(states(containers).values()) == {RUNNING}
+        assert containers.get(records[0].id).state == RUNNING
+    assert asked(fake) == before
+
+
+def test_an_ended_monitor_is_noticed_by_list_and_status(tmp_path: Path) -> None:
+    fake = FakeHandler()
+    containers = service(tmp_path, fake)
+    a, b = running(containers, tmp_path, "a"), running(containers, tmp_path, "b")
+    fake.exit(a.id, 3)  # its monitor records the exit and ends (no exit file here: the pipe closes)
+    assert states(containers) == {a.id: EXITED, b.id: RUNNING}
+    assert not containers.monitors.watching(a.id) and containers.monitors.watching(b.id)
+    fake.exit(b.id, 0)
+    status = containers.get(b.id)
+    assert (status.state, status.exit_code, status.reason) == (EXITED, 0, "Completed")
+
+
+def test_an_exit_file_is_noticed_while_the_monitor_still_lives(tmp_path: Path) -> None:
+    fake = FakeHandler()
+    containers = service(tmp_path, fake)
+    a, b = running(containers, tmp_path, "a"), running(containers, tmp_path, "b")
+    for record in (a, b):  # the monitor has written its exit file and not yet exited
+        fake.states.pop(record.id)
+        fake.exits[record.id] = ExitStatus(1, time.time_ns())
+    (containers.exits / a.id).write_text("1")
+    assert states(containers)[a.id] == EXITED
+    (containers.exits / b.id).write_text("1")
+    assert containers.get(b.id).state == EXITED
+
+
+def test_a_lost_monitor_is_noticed_without_an_exit_file(tmp_path: Path) -> None:
+    fake = FakeHandler()
+    containers = service(tmp_path, fake)
+    created = containers.create(new(tmp_path, "created"))
+    record = running(containers, tmp_path)
+    fake.lose(record.id)
+    fake.lose(created.id)
+    listed = {r.id: r for r in containers.list()}
+    assert (listed[record.id].state, listed[record.id].reason) == (EXITED, "Unknown")
+    assert listed[created.id].state == EXITED
+
+
+@pytest.mark.parametrize("how", ["no pidfds", "over the cap"])
+def test_an_unwatched_container_is_asked_about_on_every_look(tmp_path: Path, how: str) -> None:
+    fake = FakeHandler(watchable=how != "no pidfds")
+    containers = service(tmp_path, fake, cap=0 if how == "over the cap" else None)
+    record = running(containers, tmp_path)
+    assert not containers.monitors.watching(record.id)
+    before = asked(fake)
+    assert states(containers) == {record.id: RUNNING}
+    assert containers.get(record.id).state == RUNNING
+    assert asked(fake) == before + 2
+    fake.lose(record.id)
+    assert states(containers) == {record.id: EXITED}
+
+
+def test_a_restarted_service_watches_the_live_monitors_again(tmp_path: Path) -> None:
+    fake = FakeHandler()
+    first = service(tmp_path, fake)
+    alive, gone = running(first, tmp_path, "alive"), running(first, tmp_path, "gone")
+    first.monitors.close()  # the daemon ends; the monitors (and the fake's pipes) stay
+    fake.lose(gone.id)
+    again = service(tmp_path, fake)
+    again.recover()
+    assert again.monitors.watching(alive.id) and not again.monitors.watching(gone.id)
+    assert again.table.get(gone.id).state == EXITED  # type: ignore[union-attr]
+    before = asked(fake)
+    assert states(again) == {alive.id: RUNNING, gone.id: EXITED}
+    assert asked(fake) == before
+    fake.exit(alive.id, 0)
+    assert states(again) == {alive.id: EXITED, gone.id: EXITED}
+
+
+def test_the_watcher_publishes_an_ended_monitor_at_once(tmp_path: Path) -> None:
+    fake = FakeHandler()
+    containers = service(tmp_path, fake)
+    record = running(containers, tmp_path)
+    stopped: list[str] = []
+    containers.events.subscribe(lambda event: stopped.append(event.subject_id) if event.kind == STOPPED else None)
+    watcher = ExitWatcher(containers, interval=60, sweep_interval=600).start()  # only a monitor's end wakes it
+    try:
+        fake.lose(record.id)
+        deadline = time.monotonic() + DEADLINE
+        while not stopped and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        watcher.stop()
+    assert stopped == [record.id]
+    assert containers.table.get(record.id).state == EXITED  # type: ignore[union-attr]
+
+
+def test_the_sweep_finds_what_watching_missed(tmp_path: Path) -> None:
+    fake = FakeHandler(watchable=False)
+    containers = service(tmp_path, fake)
+    record = running(containers, tmp_path)
+    fake.lose(record.id)
+    assert containers.notice_exits() == []  # no exit file, no watch
+    assert containers.sweep() == [record.id]
+    assert containers.table.get(record.id).state == EXITED  # type: ignore[union-attr]
+
+
+def test_remove_drops_the_watch(tmp_path: Path) -> None:
+    fake = FakeHandler()
+    containers = service(tmp_path, fake)
+    record = running(containers, tmp_path)
+    containers.remove(record.id)
+    assert not containers.monitors.watching(record.id)
+    assert containers.monitors.ended() == set()
+
+
+def test_a_created_container_is_watched_and_started_keeps_its_watch(tmp_path: Path) -> None:
+    fake = FakeHandler()
+    containers = service(tmp_path, fake)
+    record = containers.create(new(tmp_path))
+    assert containers.monitors.watching(record.id) and containers.get(record.id).state == CREATED
+    containers.start(record.id)
+    assert containers.monitors.watching(record.id) and containers.get(record.id).state == RUNNING
+
+
+# -- MonitorWatches and ConmonHandler.watch ----------------------------------------------
+
+def test_watches_report_the_ended_ones_and_close_what_they_drop() -> None:
+    watches = MonitorWatches()
+    ends = {}
+    for name in ("a", "b"):
+        read_end, ends[name] = os.pipe()
+        watches.add(name, read_end)
+    assert watches.ended() == set() and watches.has_ended("a") is False and watches.has_ended("x") is None
+    os.close(ends["a"])
+    assert watches.ended() == {"a"} and watches.has_ended("a") is True
+    watches.discard("a")
+    assert watches.ended() == set() and not watches.watching("a")
+    started = time.monotonic()
+    os.close(ends["b"])
+    assert watches.ended(DEADLINE) == {"b"} and time.monotonic() - started < DEADLINE
+    watches.close()
+
+
+def test_conmon_watch_is_a_pidfd_of_the_live_monitor(tmp_path: Path) -> None:
+    monitor = subprocess.Popen(["sleep", "60"])
+    paths = ContainerPaths(bundle=tmp_path, persist=tmp_path, exit_file=tmp_path / "exit", log_path="")
+    try:
+        handler = ConmonHandler("pycri", "/bin/false", tmp_path, monitor_pid=lambda pidfile, cid: monitor.pid)
+        fd = handler.watch("c", paths)
+        assert fd is not None
+        try:
+            assert not select.select([fd], [], [], 0)[0]
+            monitor.kill()
+            assert select.select([fd], [], [], DEADLINE)[0]
+        finally:
+            os.close(fd)
+    finally:
+        monitor.kill()
+        monitor.wait()
+    gone = ConmonHandler("pycri", "/bin/false", tmp_path, monitor_pid=lambda pidfile, cid: None)
+    assert gone.watch("c", paths) is None
