@@ -1,5 +1,6 @@
-"""CRI RuntimeService: Version, Status, RuntimeConfig here; pods and containers in criserver.pods,
-stats in criserver.stats, Exec/Attach/PortForward in criserver.exec_urls.
+"""CRI RuntimeService: Version, Status, RuntimeConfig here; pods and containers in criserver.pods
+(their List replies from entries kept by criserver.list_replies), stats in criserver.stats,
+Exec/Attach/PortForward in criserver.exec_urls.
 Calls pycri does not implement answer UNIMPLEMENTED through the generated base class."""
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from typing import Any
 
 from pycri.api.cri import api_pb2 as cri
 from pycri.api.cri import api_pb2_grpc
+from pycri.common.lifecycle import DELETED, LifecycleEvent
 from pycri.containers.service import ContainerService
 from pycri.criserver import oci_spec
 from pycri.criserver.events import ContainerEventCalls
 from pycri.criserver.exec_urls import ExecUrlCalls
+from pycri.criserver.list_replies import ListReplies
 from pycri.criserver.pods import PodCalls
 from pycri.criserver.stats import CpuRates, StatsCalls
 from pycri.images.service import ImageService
@@ -47,6 +50,11 @@ class RuntimeServicer(PodCalls, StatsCalls, ExecUrlCalls, ContainerEventCalls, a
         self.streams = streams
         self.min_oom_score_adj = oci_spec.lowest_oom_score_adj()
         self.cpu_rates = CpuRates()
+        # ListContainers' and ListPodSandbox's items, encoded once per state; dropped on delete
+        self.container_replies = ListReplies(cri.ListContainersResponse)
+        self.sandbox_replies = ListReplies(cri.ListPodSandboxResponse)
+        containers.events.subscribe(_forget_deleted(self.container_replies))
+        sandboxes.events.subscribe(_forget_deleted(self.sandbox_replies))
         self.watch_lifecycle()  # GetContainerEvents
 
     def Version(self, request: cri.VersionRequest, context: Any) -> cri.VersionResponse:
@@ -77,3 +85,11 @@ class RuntimeServicer(PodCalls, StatsCalls, ExecUrlCalls, ContainerEventCalls, a
     def RuntimeConfig(self, request: cri.RuntimeConfigRequest, context: Any) -> cri.RuntimeConfigResponse:
         driver = cri.CgroupDriver.SYSTEMD if self.cgroup_driver == "systemd" else cri.CgroupDriver.CGROUPFS
         return cri.RuntimeConfigResponse(linux=cri.LinuxRuntimeConfiguration(cgroup_driver=driver))
+
+
+def _forget_deleted(replies: ListReplies[Any]) -> Callable[[LifecycleEvent], None]:
+    """A listener that drops a deleted item's kept List entry."""
+    def listener(event: LifecycleEvent) -> None:
+        if event.kind == DELETED:
+            replies.forget(event.subject_id)
+    return listener

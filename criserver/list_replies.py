@@ -1,0 +1,73 @@
+"""ListContainers and ListPodSandbox replies built from each item's encoding, kept between calls.
+
+An item of those lists (a `Container`, a `PodSandbox`) changes only with its state: everything
+else in it is fixed at create. So each item's encoding (as an entry of the reply's repeated
+field 1) is kept under (id, state), and a reply is the entries of the items listed, parsed
+once in C (`FromString`), instead of a message built in Python per item per call. An entry
+whose state has changed is built again; an item's entry is dropped when it is deleted
+(`forget`, on its deleted event), and, should one be missed, entries of items not listed are
+dropped once there are many more of them than items listed.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+from google.protobuf.message import Message
+
+R = TypeVar("R", bound=Message)
+REPEATED_FIELD_1 = b"\x0a"  # field 1, length-delimited: `containers` and `items` of the two replies
+SLACK = 4096  # entries kept beyond twice the listed ones before the unlisted are dropped
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def entry(item: Message) -> bytes:
+    """`item` as an entry of a reply's repeated field 1."""
+    data = item.SerializeToString()
+    return REPEATED_FIELD_1 + _varint(len(data)) + data
+
+
+class ListReplies(Generic[R]):
+    """The replies of one List call, from entries kept per (id, state)."""
+
+    def __init__(self, reply_type: type[R]) -> None:
+        self.reply_type = reply_type
+        self._entries: dict[str, tuple[str, bytes]] = {}  # id -> (state, entry)
+        self._lock = threading.Lock()
+
+    def reply(self, items: Iterable[tuple[str, str, Callable[[], Message]]]) -> R:
+        """The reply listing `items`, in order: (id, state, a builder of the item's message)."""
+        entries = self._entries
+        parts = []
+        listed = 0
+        for item_id, state, build in items:
+            kept = entries.get(item_id)
+            if kept is None or kept[0] != state:
+                kept = (state, entry(build()))
+                with self._lock:
+                    entries[item_id] = kept
+            parts.append(kept[1])
+            listed += 1
+        if len(entries) > 2 * listed + SLACK:
+            self._drop_unlisted(set(parts))
+        return self.reply_type.FromString(b"".join(parts))
+
+    def forget(self, item_id: str) -> None:
+        """Drop the entry of an item that is gone."""
+        with self._lock:
+            self._entries.pop(item_id, None)
+
+    def _drop_unlisted(self, listed: set[bytes]) -> None:
+        with self._lock:
+            self._entries = {k: v for k, v in self._entries.items() if v[1] in listed}
