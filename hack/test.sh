@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine too: sets everything up (hack/setup.sh,
 # idempotent), runs critest (the CRI conformance suite) against the pycri that setup
-# started, builds Kubernetes (hack/build-kube.sh, cached), then runs the unit, integration and
-# end-to-end tests (kubelet and a local cluster on pycri among them).
+# started, builds Kubernetes (hack/build-kube.sh, cached), runs a [sig-node] [Conformance]
+# subset of Kubernetes' e2e suite on the local cluster (hack/conformance.sh --ci: every CRI call
+# kubelet makes; e2e.test is built by hack/build-e2e.sh, cached), then runs the unit,
+# integration and end-to-end tests (kubelet and a local cluster on pycri among them).
 #   hack/test.sh [pytest args...]
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,5 +24,14 @@ hack/critest.sh --ginkgo.focus='Streaming' --websocket-exec --websocket-attach -
 printf '\n== kubernetes binaries\n'
 hack/build-kube.sh
 
+printf '\n== kubernetes e2e: the [sig-node] [Conformance] subset of hack/conformance/ci-specs.txt\n'
+conformance_rc=0
+CONFORMANCE_OUT=/var/tmp/pycri-conformance/ci hack/conformance.sh --ci || conformance_rc=$?
+
 printf '\n== tests\n'
-exec .venv/bin/python -m pytest tests -v -p no:cacheprovider --durations=15 "$@"
+tests_rc=0
+.venv/bin/python -m pytest tests -v -p no:cacheprovider --durations=15 "$@" || tests_rc=$?
+if [ "$conformance_rc" -ne 0 ]; then
+  echo "hack/conformance.sh --ci failed (exit $conformance_rc): see its output above" >&2
+fi
+exit $((tests_rc != 0 ? tests_rc : conformance_rc))
