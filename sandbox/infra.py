@@ -4,11 +4,18 @@ The infra process is PID 1 of the PID namespace a pod's containers share: the st
 binary catatonit (`catatonit -P`), started by the launcher `sandbox/pause.py`, which lives in
 the pod's namespaces as a pause container does: it joins the pod's pinned network, IPC, UTS
 (and user) namespaces, has a PID, mount and cgroup namespace of its own, and a root that holds
-nothing but the pause binary (a read-only tmpfs; the host's root is detached). It runs as
+nothing (an empty read-only tmpfs; the host's root is detached). It runs as
 uid/gid 65535 (the pause image's user) with no capability at all and no_new_privs: a container
 that may ptrace it finds nothing of the host through /proc/1/root and no privilege to borrow.
 In a pod with a user namespace, the PID namespace belongs to it (the containers, which join
 it, may join this one too), and uid 65535 is the pod's (its root when 65535 is not mapped).
+
+The pause binary runs from a sealed memfd (`sealed_pause`): one copy in memory for all the
+pods of this daemon, whose pages every infra process shares (a copy in each pod's root cost
+~0.7 MB of unshared memory a pod), and which nobody can write, root or not (F_SEAL_WRITE: a
+container that may ptrace PID 1 cannot change the code of the other pods' PID 1 through
+/proc/1/exe, the CVE-2019-5736 way). Where the kernel refuses executable memfds
+(vm.memfd_noexec=2) the launcher copies the binary into the pod's root as before.
 
 The launcher exits once the pause binary runs; the infra process is in its own session, so it
 outlives a pycri restart, and is known by its host pid and start time (a reused pid is never
@@ -18,22 +25,32 @@ so the undoing of a pod a crash left half-made finds one that was started but no
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import select
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from pycri.common.errors import Unavailable
+
+log = structlog.get_logger("sandbox.infra")
 
 PAUSE_BINARY = "catatonit"
 MARKER = "PYCRI_SANDBOX"  # the infra process's environment: PYCRI_SANDBOX=<pod id> (sandbox/pause.py)
 INFRA_ID = 65535  # the pause image's user and group
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+MFD_EXEC = 0x0010  # memfd_create(2), Linux 6.3: an executable memfd, said so (EINVAL before 6.3)
+F_SEAL_EXEC = 0x0020  # fcntl(2), Linux 6.3: its mode bits stay as they are (EINVAL before 6.3)
+SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,61 @@ def pause_binary() -> str:
     return found
 
 
+@dataclass(frozen=True)
+class _Sealed:
+    source: tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns of the binary copied
+    fd: int
+
+
+_sealed_lock = threading.Lock()
+# every sealed copy made, the current one last; the earlier ones stay open (a launcher starting
+# meanwhile may be passing one on): one per version of the binary this daemon has seen
+_sealed: list[_Sealed] = []
+
+
+def sealed_pause(path: str) -> int | None:
+    """A memfd (close-on-exec) holding the pause binary at `path`, sealed against any write,
+    resize or mode change, mode 0555: made at the first call, and again when the binary at
+    `path` changes (an upgrade). None (logged) where the kernel makes none that may be
+    executed: the launcher then copies the binary."""
+    st = os.stat(path)
+    source = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    with _sealed_lock:
+        if _sealed and _sealed[-1].source == source:
+            return _sealed[-1].fd
+        try:
+            fd = _seal(path)
+        except OSError as exc:
+            log.warning("no sealed memfd for the pause binary: each pod's infra gets a copy of its own",
+                        path=path, error=str(exc))
+            return None
+        _sealed.append(_Sealed(source, fd))
+        return fd
+
+
+def _seal(path: str) -> int:
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    try:
+        fd = os.memfd_create(PAUSE_BINARY, flags | MFD_EXEC)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        fd = os.memfd_create(PAUSE_BINARY, flags)  # a kernel before 6.3: executable by default
+    try:
+        with open(path, "rb") as f:
+            view = memoryview(f.read())
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, 0o555)
+        with contextlib.suppress(OSError):  # (before 6.3: no such seal; the mode stays settable)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, F_SEAL_EXEC)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def infra_ids(id_maps: dict[str, list[dict[str, int]]] | None) -> tuple[int, int]:
     """uid and gid of the infra process inside its user namespace: 65535 where it is mapped
     (always, without a pod user namespace), else the namespace's root (which holds nothing)."""
@@ -81,11 +153,13 @@ def infra_ids(id_maps: dict[str, list[dict[str, int]]] | None) -> tuple[int, int
 
 
 def launcher_command(namespaces: dict[str, str], uid: int, gid: int, pause: str,
-                     python: str = sys.executable, sandbox_id: str = "") -> list[str]:
+                     python: str = sys.executable, sandbox_id: str = "", pause_fd: int | None = None) -> list[str]:
     command = [python, "-I", "-m", "pycri.sandbox.pause", "--uid", str(uid), "--gid", str(gid), "--sandbox", sandbox_id]
     for kind in ("user", "network", "ipc", "uts"):
         if namespaces.get(kind):
             command += [f"--{kind}", str(namespaces[kind])]
+    if pause_fd is not None:
+        command += ["--pause-fd", str(pause_fd)]
     return [*command, pause]
 
 
@@ -94,10 +168,13 @@ def start(namespaces: dict[str, str] | None = None, id_maps: dict[str, list[dict
     """Start the infra process of pod `sandbox_id` in the pod's pinned `namespaces` (kind -> path:
     user, network, ipc, uts; those missing stay the host's) with the pod's `id_maps` (IdMaps.to_dict())."""
     uid, gid = infra_ids(id_maps)
-    command = launcher_command(namespaces or {}, uid, gid, pause_binary(), python, sandbox_id)
+    pause = pause_binary()
+    pause_fd = sealed_pause(pause)
+    command = launcher_command(namespaces or {}, uid, gid, pause, python, sandbox_id, pause_fd)
     try:
         done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=START_TIMEOUT, start_new_session=True, cwd="/",
+                              pass_fds=() if pause_fd is None else (pause_fd,),
                               env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")})
     except subprocess.TimeoutExpired:
         raise Unavailable("the pod's infra process did not start in time") from None

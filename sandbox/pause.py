@@ -1,23 +1,28 @@
 """The launcher of a pod's infra process: PID 1 of the PID namespace a pod's containers share.
 
 Run by sandbox/infra.py as `<python> -I -m pycri.sandbox.pause --uid U --gid G --sandbox ID [--user P]
-[--network P] [--ipc P] [--uts P] CATATONIT` (a fresh, single-threaded interpreter, so forking is safe). It
+[--network P] [--ipc P] [--uts P] [--pause-fd FD] CATATONIT` (a fresh, single-threaded interpreter, so
+forking is safe). It
 
-1. reads the pause binary (catatonit, statically linked) while it still sees the host;
+1. takes the pause binary (catatonit, statically linked): the sealed memfd `--pause-fd` (passed
+   on by the daemon, shared by every pod's infra process: sandbox/infra.py `sealed_pause`), or,
+   without one, the file CATATONIT read while the launcher still sees the host;
 2. joins the pod's pinned namespaces (the user one first: it owns the others), and unshares a new
    PID, mount and cgroup namespace;
 3. forks PID 1 of the new PID namespace, which makes its mount namespace private, mounts an
-   empty tmpfs, writes the pause binary into it, makes it read-only, pivots into it and detaches
-   the host's root: the infra process sees nothing of the host (`/proc/1/root` of a container
-   that may ptrace it shows one file);
+   empty tmpfs (into which, without a memfd, it writes the pause binary), makes it read-only,
+   pivots into it and detaches the host's root: the infra process sees nothing of the host
+   (`/proc/1/root` of a container that may ptrace it shows an empty directory, or one file);
 4. in that child: drops every capability (bounding set too), becomes `--uid`/`--gid` with no
-   supplementary groups, sets no_new_privs and execs `/catatonit -P` with PYCRI_SANDBOX=<pod id>
+   supplementary groups, sets no_new_privs and execs the memfd (execveat; `/proc/1/exe` is
+   `/memfd:catatonit (deleted)`), or `/catatonit`, as `catatonit -P` with PYCRI_SANDBOX=<pod id>
    as its whole environment (its pause mode: it reaps
    orphans and exits on SIGTERM/SIGINT; when PID 1 dies the kernel ends the namespace);
 5. prints the child's host pid once the exec has happened (a close-on-exec pipe reports any
    failure of the child) and exits; the infra process is then pycri's (a subreaper) or init's.
 
 The launcher is the only Python here: PID 1 is the static pause binary, never an interpreter.
+Nothing else stays: no launcher, no shell, no process that only waits.
 """
 from __future__ import annotations
 
@@ -67,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sandbox", default="")
     for kind, _ in JOIN:
         parser.add_argument(f"--{kind}", default="")
+    parser.add_argument("--pause-fd", type=int, default=-1)
     parser.add_argument("pause")
     return parser
 
@@ -90,17 +96,19 @@ def join(kernel: Syscall, paths: dict[str, str]) -> None:
             kernel.setresuid(0, 0, 0)
 
 
-def make_root(kernel: Syscall, binary: bytes) -> None:
-    """A new root of one read-only file, the host's root detached (in the new mount namespace)."""
+def make_root(kernel: Syscall, binary: bytes | None) -> None:
+    """A new read-only root, empty or of one file (`binary`, the pause binary, when it is not
+    run from a memfd), the host's root detached (in the new mount namespace)."""
     kernel.mount("", "/", "", MS_REC | MS_PRIVATE)
     kernel.mount("tmpfs", STAGING, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0555,size=4m,nr_inodes=16")
-    fd = os.open(f"{STAGING}/{PAUSE_NAME}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o555)
-    try:
-        view = memoryview(binary)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
+    if binary is not None:
+        fd = os.open(f"{STAGING}/{PAUSE_NAME}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o555)
+        try:
+            view = memoryview(binary)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
     kernel.mount("", STAGING, "", MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.chdir(STAGING)
     kernel.pivot_root(".", ".")
@@ -119,13 +127,16 @@ def drop_privileges(kernel: Syscall, uid: int, gid: int, cap_last: int) -> None:
     kernel.prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
-def _child(kernel: Syscall, args: argparse.Namespace, binary: bytes, cap_last: int, null: int, report: int) -> None:
+def _child(kernel: Syscall, args: argparse.Namespace, binary: bytes | None, cap_last: int, null: int,
+           report: int) -> None:
     try:
         for target in (0, 1, 2):
             os.dup2(null, target)
         make_root(kernel, binary)
         drop_privileges(kernel, args.uid, args.gid, cap_last)
-        os.execve(f"/{PAUSE_NAME}", [PAUSE_NAME, "-P"], {MARKER: args.sandbox})
+        # the memfd is close-on-exec: catatonit holds no descriptor of it, only its mapping
+        program: int | str = args.pause_fd if binary is None else f"/{PAUSE_NAME}"
+        os.execve(program, [PAUSE_NAME, "-P"], {MARKER: args.sandbox})
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, then gone
         try:
             os.write(report, f"{type(exc).__name__}: {exc}".encode()[:4000])
@@ -138,8 +149,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     kernel = LinuxSyscall()
-    with open(args.pause, "rb") as f:
-        binary = f.read()
+    binary: bytes | None = None
+    if args.pause_fd >= 0:
+        os.set_inheritable(args.pause_fd, False)
+    else:
+        with open(args.pause, "rb") as f:
+            binary = f.read()
     cap_last = last_cap()
     null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
     join(kernel, {kind: getattr(args, kind) for kind, _ in JOIN})

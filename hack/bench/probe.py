@@ -146,6 +146,10 @@ def main() -> None:
     daemon = ProbePycri()
     try:
         daemon.start()
+        # the default pycri (another daemon, running pods) shares the default cgroup parent:
+        # nothing of it is this probe's to check or remove (Daemon.remove_cgroups would rmdir
+        # its new, empty cgroups)
+        daemon.cgroups_before = None
         if args.command == "images":
             images(daemon, args.calls, args.tags)
         else:
@@ -153,7 +157,7 @@ def main() -> None:
     finally:
         daemon.remove_all()
         daemon.stop()
-        daemon.remove_cgroups()
+        daemon.remove_cgroups()  # (its own parent's only: cgroups_before is None)
         daemon.remove_bridge()
         subprocess.run(["rm", "-rf", str(daemon.root), str(daemon.state)], check=False)
         left = daemon.leftovers()

@@ -1,8 +1,10 @@
 """The infra process of a pod sharing its PID namespace (PID 1 of the namespace) is no way to
 the host: a container that may ptrace it (CAP_SYS_PTRACE) used to read and write host files
 through /proc/1/root, since PID 1 was a Python process of the host's mount namespace running
-as host root with every capability. Now PID 1 is catatonit in a root of its own (one read-only
-file), uid 65535, no capability, no_new_privs."""
+as host root with every capability. Now PID 1 is catatonit in a root of its own (an empty
+read-only tmpfs), uid 65535, no capability, no_new_privs, run from the daemon's sealed memfd:
+one copy shared by every pod's PID 1, which nobody can write (the CVE-2019-5736 way, through
+/proc/1/exe)."""
 from __future__ import annotations
 
 import os
@@ -18,6 +20,9 @@ from tests.e2e.harness import Pycri
 SHARED = {"security_context": {"namespace_options": {"pid": 0}}}  # NamespaceMode POD
 PTRACE = {"security_context": {"namespace_options": {"pid": 0},
                                "capabilities": {"add_capabilities": ["SYS_PTRACE"]}}}
+
+# PID 1 in `ps -o pid,args`: catatonit, run from the daemon's sealed memfd (its comm "memfd:catatonit")
+PID_1 = r"^\s*1\s+({memfd:catatonit} )?catatonit -P"
 
 
 def sh(pycri: Pycri, ctr: str, script: str) -> tuple[int, str]:
@@ -67,7 +72,11 @@ def test_ptrace_container_sees_nothing_of_the_host_through_pid_1(pycri: Pycri, h
         assert status_field(status, "NoNewPrivs") == "1"
         assert status_field(status, "Uid").split() == ["65535"] * 4
         assert status_field(status, "Gid").split() == ["65535"] * 4
-        assert sh(pycri, ctr, "readlink /proc/1/exe")[1].strip() == "/catatonit"
+        assert sh(pycri, ctr, "readlink /proc/1/exe")[1].strip() == "/memfd:catatonit (deleted)"
+        # the pause binary every pod's PID 1 runs cannot be changed from a container that may ptrace one
+        code, out = sh(pycri, ctr, "printf pwned > /proc/1/exe; printf pwned | dd of=/proc/1/exe conv=notrunc")
+        assert code != 0, out
+        assert sh(pycri, ctr, "head -c 4 /proc/1/exe")[1].startswith("\x7fELF")
         # the pod's namespaces, not the host's: the pod's hostname, network and IPC
         infra = pycri.crictl_json("inspectp", pod)["info"]["infra"]["pid"]
         own = pycri.crictl_json("inspect", ctr)["info"]["pid"]
@@ -75,6 +84,12 @@ def test_ptrace_container_sees_nothing_of_the_host_through_pid_1(pycri: Pycri, h
             assert os.readlink(f"/proc/{infra}/ns/{kind}") == os.readlink(f"/proc/{own}/ns/{kind}"), kind
         assert os.readlink(f"/proc/{infra}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
         assert Path(f"/proc/{infra}/mountinfo").read_text().count("\n") == 1
+        # and it is one copy for all the pods (its pages shared), not one a pod
+        other = pycri.run_pod("infra-other", runtime=handler, linux=SHARED)
+        other_infra = pycri.crictl_json("inspectp", other)["info"]["infra"]["pid"]
+        assert os.stat(f"/proc/{infra}/exe").st_ino == os.stat(f"/proc/{other_infra}/exe").st_ino
+        pycri.crictl("stopp", other)
+        pycri.crictl("rmp", other)
     finally:
         for leftover in (Path("/tmp", marker), Path("/", marker)):
             leftover.unlink(missing_ok=True)
@@ -105,7 +120,7 @@ def test_infra_survives_a_restart_and_keeps_the_pod_user_namespace(pycri: Pycri)
     pycri.start()
     second = pycri.run(pod, "infrauserns", "second", ["sleep", "1002"], linux=SHARED)
     seen = pycri.crictl("exec", "-s", second, "ps", "-o", "pid,args").stdout
-    assert "sleep 1001" in seen and re.search(r"^\s*1\s+catatonit -P", seen, re.M), seen
+    assert "sleep 1001" in seen and re.search(PID_1, seen, re.M), seen
     code, status = sh(pycri, second, "cat /proc/1/status")
     assert code == 0 and int(status_field(status, "CapEff"), 16) == 0, status
     stat = Path(f"/proc/{infra}/stat").read_text()

@@ -4,6 +4,7 @@ its set-up through the recording fake."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,58 @@ def test_strays_found_by_their_pod_marker(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(infra, "stop_process", lambda pid, start: stopped.append(pid))
     assert infra.stop_strays("abc", proc=str(tmp_path)) == [101] and stopped == [101]
     assert infra.stop_strays("", proc=str(tmp_path)) == []
+
+
+def test_launcher_command_with_the_sealed_pause_binary() -> None:
+    command = infra.launcher_command({}, 65535, 65535, "/usr/bin/catatonit", python="/py", pause_fd=7)
+    assert command[-3:] == ["--pause-fd", "7", "/usr/bin/catatonit"]
+    args = pause._parser().parse_args(command[4:])
+    assert (args.pause_fd, args.pause) == (7, "/usr/bin/catatonit")
+    assert pause._parser().parse_args(infra.launcher_command({}, 1, 1, "/p")[4:]).pause_fd == -1
+
+
+def test_make_root_is_empty_when_the_pause_binary_runs_from_a_memfd(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pause, "STAGING", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    kernel = RecordingSyscall()
+    pause.make_root(kernel, None)
+    assert list(tmp_path.iterdir()) == []
+    assert [name for name, _ in kernel.calls] == ["mount", "mount", "mount", "pivot_root", "umount"]
+
+
+@pytest.fixture
+def sealed(monkeypatch: pytest.MonkeyPatch) -> list[infra._Sealed]:
+    """sealed_pause's copies, this test's only (closed at its end)."""
+    made: list[infra._Sealed] = []
+    monkeypatch.setattr(infra, "_sealed", made)
+    yield made
+    for s in made:
+        os.close(s.fd)
+
+
+def test_the_sealed_pause_binary_is_one_copy_nobody_can_change(tmp_path: Path, sealed: list) -> None:
+    binary = tmp_path / "catatonit"
+    binary.write_bytes(Path("/bin/true").read_bytes())
+    fd = infra.sealed_pause(str(binary))
+    assert fd is not None and infra.sealed_pause(str(binary)) == fd  # one copy for every pod
+    assert os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:catatonit")
+    assert os.get_inheritable(fd) is False  # passed to the launcher only (pass_fds)
+    assert os.pread(fd, 1 << 20, 0) == binary.read_bytes()
+    assert os.fstat(fd).st_mode & 0o7777 == 0o555
+    with pytest.raises(PermissionError):
+        os.pwrite(fd, b"x", 0)
+    with pytest.raises(PermissionError):
+        os.ftruncate(fd, 1)
+    writer = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY)  # as through /proc/PID/exe
+    try:
+        with pytest.raises(PermissionError):
+            os.pwrite(writer, b"x", 0)
+    finally:
+        os.close(writer)
+    # and it runs (execveat of the memfd, as the launcher does)
+    assert subprocess.run([f"/proc/self/fd/{fd}"], pass_fds=(fd,)).returncode == 0
+    binary.write_bytes(Path("/bin/false").read_bytes())  # an upgrade: a new copy, the old one stays open
+    newer = infra.sealed_pause(str(binary))
+    assert newer is not None and newer != fd and os.fstat(fd).st_nlink == 0
+    assert subprocess.run([f"/proc/self/fd/{newer}"], pass_fds=(newer,)).returncode == 1
