@@ -131,7 +131,7 @@ def _copy(record: T) -> T:
     if not hasattr(record, "__dict__"):  # a slotted record
         return copy.copy(record)
     new = object.__new__(type(record))
-    new.__dict__.update(record.__dict__)
+    new.__dict__ = record.__dict__.copy()
     return new
 
 
