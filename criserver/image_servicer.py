@@ -15,7 +15,7 @@ from pycri.common.errors import InvalidArgument
 from pycri.criserver import list_streams
 from pycri.images.registry import Credentials
 from pycri.images.service import ImageService, image_user
-from pycri.images.records import ImageRecord
+from pycri.images.records import Catalog, ImageRecord
 
 
 def credentials_of(auth: cri.AuthConfig) -> Credentials:
@@ -55,10 +55,20 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):
         self.images = images
         self.in_use = in_use  # image id -> the containers made of it or mounting it as a volume
         self.stream_chunk = (list_streams.MAX_ITEMS, list_streams.MAX_BYTES)  # items and bytes per StreamImages message
+        # the reply to an unfiltered ListImages and the catalog it was made of: answered again
+        # while that catalog is the current one (replies are only read: serialized, streamed)
+        self._listed: tuple[Catalog, cri.ListImagesResponse] | None = None
 
     def ListImages(self, request: cri.ListImagesRequest, context: Any) -> cri.ListImagesResponse:
-        records = self.images.list(request.filter.image.image if request.HasField("filter") else "")
-        return cri.ListImagesResponse(images=[image_message(r) for r in records])
+        name = request.filter.image.image if request.HasField("filter") else ""
+        if name:
+            return cri.ListImagesResponse(images=[image_message(r) for r in self.images.list(name)])
+        catalog = self.images.catalog()
+        listed = self._listed
+        if listed is None or listed[0] is not catalog:
+            listed = (catalog, cri.ListImagesResponse(images=[image_message(r) for r in catalog.records]))
+            self._listed = listed
+        return listed[1]
 
     def StreamImages(self, request: cri.StreamImagesRequest, context: Any) -> Iterator[cri.StreamImagesResponse]:
         listed = cri.ListImagesRequest(filter=request.filter) if request.HasField("filter") else cri.ListImagesRequest()

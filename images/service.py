@@ -24,7 +24,7 @@ from pycri.images.content import ContentStore
 from pycri.images.layers import LayerStore
 from pycri.images.pull import HashingReader, Puller
 from pycri.images.registry import Credentials
-from pycri.images.records import ImageRecord, ImageTable
+from pycri.images.records import Catalog, ImageRecord, ImageTable
 from pycri.store.db import Database
 
 log = structlog.get_logger("images")
@@ -178,6 +178,12 @@ class ImageService:
             record = self.resolve(name_filter)
             return [record] if record else []
         return self.table.all()
+
+    def catalog(self) -> Catalog:
+        """Every image, decoded: the same object until the next write of an image, a tag or a
+        digest (so what is made of it may be kept as long as it is the current one). Its
+        records are shared: read them, never change them."""
+        return self.table.catalog()
 
     @contextlib.contextmanager
     def holding(self, names: list[str]) -> Iterator[list[ImageRecord | None]]:

@@ -175,3 +175,19 @@ def test_readers_racing_writers_end_with_what_the_database_holds(db: CountingDat
     fresh = ImageTable(db)  # what the database holds, loaded anew
     assert table.all() == fresh.all()
     assert table.id_by_tag("docker.io/library/moving:0") == fresh.id_by_tag("docker.io/library/moving:0")
+
+
+def test_list_images_answers_its_reply_again_until_a_write(service: ImageService) -> None:
+    add(service.table, record(1), record(2))
+    servicer = ImageServicer(service)
+    listed = servicer.ListImages(cri.ListImagesRequest(), None)
+    assert servicer.ListImages(cri.ListImagesRequest(filter=cri.ImageFilter()), None) is listed
+    filtered = servicer.ListImages(cri.ListImagesRequest(filter=cri.ImageFilter(image=cri.ImageSpec(image="img2"))), None)
+    assert [i.id for i in filtered.images] == [image_id(2)]
+    service.tag("img2", "docker.io/library/img2:v2")
+    again = servicer.ListImages(cri.ListImagesRequest(), None)
+    assert again is not listed and list(again.images[1].repo_tags) == [
+        "docker.io/library/img2:latest", "docker.io/library/img2:v2"]
+    assert list(listed.images[1].repo_tags) == ["docker.io/library/img2:latest"]  # the old reply is untouched
+    service.remove("img1")
+    assert [i.id for i in servicer.ListImages(cri.ListImagesRequest(), None).images] == [image_id(2)]
