@@ -23,7 +23,7 @@
 # the binaries' directory: E2E=$(hack/build-e2e.sh). Cold (the module cache and build cache of
 # hack/build-kube.sh warm): ~11 min on 2 cores (e2e.test 7, agnhost 4.5), +~1 GB build cache;
 # with the build cache warm ~11 s; a second run returns at once (stamp). busybox cold: ~2-4 min;
-# sample-apiserver cold ~3 min, etcd's three a few more (once; then cached by their scripts).
+# sample-apiserver cold ~3 min, etcd's three 1.5 min (once; then cached by their scripts).
 #
 # How: the scratch module of hack/lib/kube-module.sh (the one build-kube.sh uses: it requires
 # k8s.io/kubernetes vX and replaces the staging modules by their published twins), in a

@@ -935,9 +935,11 @@ def web_pictures(name: str) -> Layer:
 # - sample-apiserver:1.29.2: upstream is alpine with /sample-apiserver (k8s.io/sample-apiserver
 #   v0.29.2, static), ENTRYPOINT ["/sample-apiserver"]. Here: E2E_BUSYBOX (the shell and /tmp
 #   alpine has) and the binary of hack/images/sample-apiserver.sh.
-# - etcd:3.7.0-0: upstream is distroless static with etcd, etcdctl and etcdutl in
-#   /usr/local/bin, WORKDIR /, no entrypoint (and etcd's migrate tooling, which no spec runs).
-#   Here: distroless's users, groups and /tmp, and the binaries of hack/images/etcd.sh.
+# - etcd:3.7.0-0: upstream (kubernetes' cluster/images/etcd) is distroless static with etcd's
+#   binaries in /usr/local/bin, WORKDIR /, EXPOSE 2379 2380 4001 7001, no entrypoint; and its
+#   migrate tooling (migrate, migrate-if-needed.sh, the bash-static it runs as /bin/sh, /bin/cp),
+#   which no spec runs. Here: distroless's users, groups and /tmp, and etcd, etcdctl and etcdutl
+#   of hack/images/etcd.sh.
 SAMPLE_APISERVER = Layer("e2e-sample-apiserver", lambda: [
     host_file("sample-apiserver", e2e_file("images/sample-apiserver/sample-apiserver"))], level=1)
 DISTROLESS_PASSWD = """\

@@ -9,9 +9,10 @@
 #   hack/images/etcd.sh            build if the cache has no build of this recipe
 #   FORCE=1 hack/images/etcd.sh    rebuild
 #
-# stdout is only the directory of the three binaries. Cold: ~3-4 min on 2 cores; with the
-# build cache warm (hack/build-kube.sh builds the same etcd server module) seconds; a second
-# run returns at once (stamp), without the network.
+# stdout is only the directory of the three binaries. Cold (modules in the module cache, empty
+# build cache): 90 s on 2 cores (etcd 80 s; etcdctl and etcdutl share most of its packages),
+# +~350 MB of build cache; with the build cache warm 4 s; a second run returns at once (stamp),
+# without the network. Reproducible: a cold rebuild gives the same bytes.
 #
 # Upstream's image (kubernetes' cluster/images/etcd) is distroless with etcd's release
 # binaries in /usr/local/bin (plus its migrate tooling, which no e2e spec runs). etcd's
