@@ -46,13 +46,16 @@ class JsonObject:
         where = where or cls.__name__
         if not isinstance(data, dict):
             raise ValueError(f"{where} must be an object")
-        hints, keys = _schema(cls)
-        unknown = sorted(set(data) - set(keys))
-        if unknown:
+        fields, required = _plan(cls)
+        if not data.keys() <= fields.keys():
+            unknown = sorted(set(data) - set(fields))
             raise ValueError(f"{where}: unknown key {unknown[0]!r}")
-        values = {name: _decode(hints[name], data[key], f"{where}.{key}") for key, name in keys.items() if key in data}
-        missing = [key for key, name in keys.items() if name not in values and _required(cls, name)]
-        if missing:
+        values = {}
+        for key, value in data.items():
+            name, decode = fields[key]
+            values[name] = decode(value, f"{where}.{key}")
+        if not required <= data.keys():
+            missing = [key for key in fields if key in required and key not in data]
             raise ValueError(f"{where}: {missing[0]!r} is missing")
         return cls(**values)
 
@@ -84,26 +87,75 @@ def _required(cls: type, name: str) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
+Decoder = typing.Callable[[Any, str], Any]  # (JSON value, where it is) -> the field's value
+
+
+@functools.cache
+def _plan(cls: type) -> tuple[dict[str, tuple[str, Decoder]], frozenset[str]]:
+    """The class's JSON keys (key -> its field's name and decoder, in field order) and the
+    keys that must be there (from_dict decodes by it: the type hints are read once)."""
+    hints, keys = _schema(cls)
+    return ({key: (name, _decoder(hints[name])) for key, name in keys.items()},
+            frozenset(key for key, name in keys.items() if _required(cls, name)))
+
+
 def _decode(hint: Any, data: Any, where: str) -> Any:
+    return _decoder(hint)(data, where)
+
+
+@functools.cache
+def _decoder(hint: Any) -> Decoder:
+    """What turns a JSON value into a value of type `hint` (refusing a wrong type), made once
+    per type."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (types.UnionType, typing.Union):  # X | None
         (inner,) = [a for a in args if a is not type(None)]
-        return None if data is None else _decode(inner, data, where)
+        decode_inner = _decoder(inner)
+        return lambda data, where: None if data is None else decode_inner(data, where)
     if origin is list:
-        if not isinstance(data, list):
-            raise ValueError(f"{where} must be a list")
-        return [_decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(data)]
+        decode_item = _decoder(args[0])
+        plain = _plain_check(args[0])
+
+        def decode_list(data: Any, where: str) -> Any:
+            if not isinstance(data, list):
+                raise ValueError(f"{where} must be a list")
+            if plain is not None and all(map(plain, data)):  # (a bad item is found, and named, below)
+                return list(data)
+            return [decode_item(v, f"{where}[{i}]") for i, v in enumerate(data)]
+        return decode_list
     if origin is dict:
-        if not isinstance(data, dict):
-            raise ValueError(f"{where} must be an object")
-        return {k: _decode(args[1], v, f"{where}.{k}") for k, v in data.items()}
+        decode_value = _decoder(args[1])
+        plain = _plain_check(args[1])
+
+        def decode_dict(data: Any, where: str) -> Any:
+            if not isinstance(data, dict):
+                raise ValueError(f"{where} must be an object")
+            if plain is not None and all(map(plain, data.values())):
+                return dict(data)
+            return {k: decode_value(v, f"{where}.{k}") for k, v in data.items()}
+        return decode_dict
     if hint is Any:
-        return _plain(data)
+        return lambda data, where: _plain(data)
     if isinstance(hint, type) and issubclass(hint, JsonObject):
-        return hint.from_dict(data, where)
-    if not isinstance(data, hint) or (hint is int and isinstance(data, bool)):
-        raise ValueError(f"{where} must be of type {hint.__name__}")
-    return data
+        return hint.from_dict
+    plain = _plain_check(hint)
+    assert plain is not None, hint
+
+    def decode_plain(data: Any, where: str) -> Any:
+        if not plain(data):
+            raise ValueError(f"{where} must be of type {hint.__name__}")
+        return data
+    return decode_plain
+
+
+def _plain_check(hint: Any) -> typing.Callable[[Any], bool] | None:
+    """Whether a JSON value is of the plain type `hint` (an int is no bool); None when
+    `hint` is not a plain type."""
+    if hint is Any or not isinstance(hint, type) or issubclass(hint, JsonObject):
+        return None
+    if hint is int:
+        return lambda v: isinstance(v, int) and not isinstance(v, bool)
+    return lambda v: isinstance(v, hint)
 
 
 # -- process ----------------------------------------------------------------

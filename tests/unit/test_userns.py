@@ -139,11 +139,14 @@ def test_idmapped_layers_are_mounted_detached_and_the_upper_dir_belongs_to_the_p
     uid, gid = os.getuid(), os.getgid()  # chown to ourselves works unprivileged too
     merged = rootfs.mount(kernel, layers, tmp_path / "rootfs", rootfs.IdMap(str(userns_file), uid, gid))
     names = kernel.names()
-    assert names == ["open_tree", "set_mount_idmap", "move_mount"] * 2 + ["mount"]
+    # the temporary idmapped mounts are detached once the overlay holds them
+    assert names == ["open_tree", "set_mount_idmap", "move_mount"] * 2 + ["mount", "umount", "umount"]
     assert kernel.calls[0] == ("open_tree", (str(layers[0]), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE))
     idmap_dir = tmp_path / "rootfs" / "idmap"
     assert kernel.calls[2][1][1] == str(idmap_dir / "0")
-    _, (source, target, fstype, _, data) = kernel.calls[-1]
+    assert sorted(args[0] for name, args in kernel.calls if name == "umount") == [str(idmap_dir / "0"),
+                                                                                  str(idmap_dir / "1")]
+    _, (source, target, fstype, _, data) = kernel.calls[names.index("mount")]
     assert (target, fstype) == (str(merged), "overlay")
     assert data.startswith(f"lowerdir={idmap_dir / '1'}:{idmap_dir / '0'},upperdir=")
     assert not idmap_dir.exists()  # the temporary mount points are gone once the overlay holds the layers
