@@ -75,9 +75,9 @@ class FakeHandler(Recorder):
 
     def delete(self, container_id: str, *, force: bool = False) -> None:
         self._record("delete", container_id, force)
-        self.states.pop(container_id, None)
-        self.exits.pop(container_id, None)
-        self._end_monitor(container_id)
+        if self.states.pop(container_id, None) is not None:  # a live container dies with its delete
+            self.exits[container_id] = ExitStatus(137, time.time_ns())
+            self._end_monitor(container_id)
 
     def exec_sync(self, container_id: str, process: dict[str, Any], timeout: float) -> ExecResult:
         self._record("exec_sync", container_id, process, timeout)
@@ -121,4 +121,5 @@ class FakeHandler(Recorder):
 
     def release(self, container_id: str, paths: ContainerPaths) -> None:
         self._record("release", container_id)
+        self.exits.pop(container_id, None)  # what the monitor recorded goes with it
         self._end_monitor(container_id)

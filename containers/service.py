@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -41,6 +42,7 @@ from pycri.containers.image_volumes import ImageVolume
 from pycri.containers.monitors import MonitorWatches
 from pycri.containers.oci_config import IdMapping, Resources, Spec, User
 from pycri.containers.records import CREATED, CREATING, EXITED, RUNNING, ContainerMount, ContainerRecord, ContainerTable
+from pycri.containers.runtime_deletes import RuntimeDeletes
 from pycri.kernel.syscall import Syscall
 from pycri.store.db import Database
 
@@ -101,6 +103,7 @@ class ContainerService:
         self._starting: set[str] = set()  # ids whose start is under way: their exit is start's to notice
         self._exits_seen: set[str] = set()  # names in the exit directory at the last look (notice_exits)
         self.monitors = MonitorWatches()  # the live monitors of created and running containers
+        self.runtime_deletes = RuntimeDeletes()  # exited containers are deleted from their runtime at once
         root.mkdir(parents=True, exist_ok=True)
         exits.mkdir(parents=True, exist_ok=True)
 
@@ -203,10 +206,15 @@ class ContainerService:
         if timeout > 0 and record.state == RUNNING:
             self._signal(runtime, record, self._stop_signal(record))
             if self._wait_exit(record, timeout):
-                return self.refresh(record)
+                return self._stopped(record)
         self._signal(runtime, record, signal.SIGKILL)
         if not self._wait_exit(record, self.kill_wait):
             raise FailedPrecondition(f"container {record.id} did not exit {self.kill_wait:g} s after SIGKILL")
+        return self._stopped(record)
+
+    def _stopped(self, record: ContainerRecord) -> ContainerRecord:
+        """A container stop saw exit, once it is gone from its runtime too (as containerd's stop)."""
+        self.runtime_deletes.wait(record.id)
         return self.refresh(record)
 
     def remove(self, container_id: str) -> None:
@@ -372,6 +380,9 @@ class ContainerService:
                 self.table.update(tx, record)
             if current is not None and current.state in (CREATED, RUNNING):
                 self._publish(STOPPED, record)
+                runtime = self.handlers.get(record.handler)
+                if runtime is not None:
+                    self.runtime_deletes.start(record.id, functools.partial(runtime.delete, record.id, force=True))
         return record
 
     def notice_exits(self) -> list[str]:
@@ -431,8 +442,9 @@ class ContainerService:
     def _destroy(self, record: ContainerRecord) -> None:
         self.monitors.discard(record.id)
         runtime = self.handlers.get(record.handler)
-        if runtime is not None:
-            runtime.delete(record.id, force=True)
+        # (at once unless its exit was noticed since pycri started, when it was deleted then)
+        self.runtime_deletes.finish(record.id, functools.partial(runtime.delete, record.id, force=True)
+                                    if runtime is not None else lambda: None)
         self._watcher(record).release(record.id, self.paths(record))
         rootfs.unmount(self.syscall, self.root / record.id / "rootfs" / "merged")
         image_volumes.unmount_all(self.syscall, self.root / record.id / "image-volumes")
