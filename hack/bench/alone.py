@@ -1,16 +1,19 @@
-"""ListContainers and ListPodSandbox latency of pycri alone (issue 15), on a pycri of its own.
+"""pycri alone, on a daemon of its own (issue 15): ListContainers and ListPodSandbox latency
+at N running containers, and critest -benchmark's medians; no containerd is needed.
 
-    python -m hack.bench.list_at run [--containers 500] [--calls 30]   fill, measure, take down
-    python -m hack.bench.list_at fill [--containers 500]                a daemon with N running containers, left running
-    python -m hack.bench.list_at measure [--calls 30]                   the medians, from the running daemon
-    python -m hack.bench.list_at restart                                stop the daemon (containers stay), start it again
-    python -m hack.bench.list_at down                                   remove every pod, stop the daemon, clean up
+    python -m hack.bench.alone run [--containers 500] [--calls 30]   fill, measure, take down
+    python -m hack.bench.alone fill [--containers 500]                a daemon with N running containers, left running
+    python -m hack.bench.alone measure [--calls 30]                   the List medians, from the running daemon
+    python -m hack.bench.alone restart                                stop the daemon (containers stay), start it again, measure
+    python -m hack.bench.alone down                                   remove every pod, stop the daemon, clean up
+    python -m hack.bench.alone critest [--samples 20]                 a fresh daemon: critest -benchmark's medians, then down
 
 The daemon is hack/bench's `PycriDaemon` (hack/pycri.toml's registry settings) with its own
 root (/var/lib/pycri-list-bench), state (/run/pycri-list-bench), bridge and subnet, so it runs
 beside the default pycri and a `hack/bench-vs-containerd.sh` run. The containers are busybox
 `sleep`, 10 a pod, each with a PID namespace of its own; the calls come from one Python gRPC
 client on one channel (the first call of each kind, which warms the channel, is not counted).
+critest runs as hack/bench runs it (`measure.critest_benchmark`), its output under BASE/critest.
 """
 from __future__ import annotations
 
@@ -25,8 +28,9 @@ from pathlib import Path
 
 from pycri.api.cri import api_pb2 as cri
 
-from .measure import IMAGE, Client, ms_since, settle
+from .measure import CRITEST_ORDER, IMAGE, Client, critest_benchmark, ms_since, pull_images, settle
 from .runtimes import PycriDaemon
+from .table import Results
 
 BASE = Path(os.environ.get("PYCRI_LIST_BENCH_ROOT", "/var/lib/pycri-list-bench"))
 STATE = Path(os.environ.get("PYCRI_LIST_BENCH_STATE", "/run/pycri-list-bench"))
@@ -38,7 +42,7 @@ class ListDaemon(PycriDaemon):
 
     def __init__(self) -> None:
         super().__init__()
-        self.name = "pycri-list"
+        self.name = "pycri"  # (the name hack/bench's results know; every path below is this daemon's own)
         self.root, self.state = BASE / "root", STATE
         self.socket = STATE / "pycri.sock"
         self.subnet, self.bridge = "10.93.0.0/16", "pycrilist0"
@@ -64,7 +68,9 @@ class ListDaemon(PycriDaemon):
             return None
         return pid
 
-    def stop_by_pid(self) -> None:
+    def stop_by_pid(self, take_down: bool = True) -> None:
+        """SIGTERM the daemon and wait for it; with `take_down`, unmount what outlives it by
+        design (its namespace pins: a restart keeps them, as a restarted service does)."""
         pid = self.running_pid()
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
@@ -80,7 +86,8 @@ class ListDaemon(PycriDaemon):
                     pass
                 time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
-        self.after_stop()
+        if take_down:
+            self.after_stop()
 
     def remove_pods(self) -> None:
         """Stop and remove every pod and container (as Daemon.remove_all, for a daemon another
@@ -140,6 +147,22 @@ def measure(daemon: ListDaemon, calls: int) -> dict[str, float]:
     return medians
 
 
+def critest(daemon: ListDaemon, samples: int) -> None:
+    daemon.start()
+    try:
+        pull_images(daemon)
+        results = Results()
+        critest_benchmark(daemon, results, samples, BASE / "critest")
+        for note in results.notes:
+            print(note, flush=True)
+        for name in CRITEST_ORDER:
+            row = results.samples.get(f"{name} (critest, ms)", {}).get(daemon.name)
+            if row:
+                print(f"{name}: median {statistics.median(row):.2f} ms ({len(row)} samples)", flush=True)
+    finally:
+        down(daemon)
+
+
 def down(daemon: ListDaemon) -> None:
     if daemon.running_pid() is not None:
         daemon.remove_pods()
@@ -151,16 +174,24 @@ def down(daemon: ListDaemon) -> None:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m hack.bench.list_at", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m hack.bench.alone", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=("run", "fill", "measure", "restart", "down"))
+    p.add_argument("command", choices=("run", "fill", "measure", "restart", "down", "critest"))
     p.add_argument("--containers", type=int, default=500)
     p.add_argument("--calls", type=int, default=30)
+    p.add_argument("--samples", type=int, default=20, help="critest: samples of each benchmark")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
         return 2
     daemon = ListDaemon()
+    if args.command == "critest":
+        if daemon.running_pid() is not None:
+            print(f"a daemon already runs (pid file {daemon.pid_file}): `down` first", file=sys.stderr)
+            return 1
+        BASE.mkdir(parents=True, exist_ok=True)
+        critest(daemon, args.samples)
+        return 0
     if args.command in ("run", "fill"):
         if daemon.running_pid() is not None:
             print(f"a daemon already runs (pid file {daemon.pid_file}): `down` first", file=sys.stderr)
@@ -168,7 +199,7 @@ def main(argv: list[str]) -> int:
         BASE.mkdir(parents=True, exist_ok=True)
         fill(daemon, args.containers)
     if args.command == "restart":
-        daemon.stop_by_pid()
+        daemon.stop_by_pid(take_down=False)
         t = time.monotonic()
         daemon.start(fresh=False)
         print(f"restarted in {ms_since(t):.0f} ms", flush=True)
