@@ -3,10 +3,11 @@
 The database is the source of truth; `ImageTable` also keeps the decoded image records in
 memory (a `Catalog`), so that ListImages and ImageStatus, which kubelet calls every few
 seconds, run no query and decode no JSON. The catalog is write-through: every write of an
-image, a tag or a digest through the table drops it, and so does the end (commit or
-rollback) of a `transaction()` of the table; the next read loads it again from the database
-in four queries, whatever the number of images. A config that does not decode is read as
-{} (and logged): one bad row never breaks a List for the node.
+image, a tag or a digest through the table drops it, and the end (commit or rollback) of a
+`transaction()` of the table drops it and loads it again from the database, in four queries
+whatever the number of images (and one more for the configs of new images: a config, whose
+digest is the image id, is decoded once). A config that does not decode is read as {} (and
+logged): one bad row never breaks a List for the node.
 """
 from __future__ import annotations
 
@@ -101,6 +102,9 @@ class ImageTable:
         self._catalog: Catalog | None = None  # None: load it from the database at the next read
         self._generation = 0  # counts the writes (and ends of transactions): a load that saw one is not kept
         self._open = 0  # transactions of this table under way: nothing loaded meanwhile is kept
+        # image id -> its decoded config, kept across loads: an id is its config's digest, so a
+        # load decodes (and fetches) only the configs of images it has not seen
+        self._configs: dict[str, Any] = {}
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -115,6 +119,15 @@ class ImageTable:
             with self._lock:
                 self._open -= 1
                 self._invalidate_locked()
+                reload = self._open == 0
+            if reload:  # write-through: the next ListImages or ImageStatus (kubelet's, after a pull) finds it loaded
+                self._reload()
+
+    def _reload(self) -> None:
+        try:
+            self.catalog()
+        except Exception as exc:  # noqa: BLE001 - the write is done; the next read loads it again
+            log.warning("loading the image catalog after a write failed", error=str(exc))
 
     def _invalidate(self) -> None:
         """Drop the catalog: called before every write (a load under way is then not kept; one
@@ -180,13 +193,27 @@ class ImageTable:
         return catalog
 
     def _load(self) -> Catalog:
-        """Four queries whatever the number of images."""
-        rows = self.db.query("SELECT * FROM images ORDER BY pulled_at")
+        """Four queries whatever the number of images, and a fifth for the configs of images
+        not seen before (decoded once per image for the daemon's life)."""
+        rows = self.db.query("SELECT id, manifest_digest, size, pulled_at FROM images ORDER BY pulled_at")
         tags = self._grouped("SELECT image_id, name FROM image_tags ORDER BY name")
         digests = self._grouped("SELECT image_id, name FROM image_digests ORDER BY name")
         layers = self._grouped("SELECT image_id, diff_id FROM image_layers ORDER BY image_id, position")
-        records = tuple(self._from_row(row, tags.get(row["id"], []), digests.get(row["id"], []),
-                                       layers.get(row["id"], [])) for row in rows)
+        with self._lock:
+            known = self._configs
+        configs = {row["id"]: known[row["id"]] for row in rows if row["id"] in known}
+        if len(configs) < len(rows):
+            for image_id, text in self.db.query("SELECT id, config FROM images"):
+                if image_id not in configs:
+                    configs[image_id] = _config(image_id, text)
+        with self._lock:
+            self._configs = configs  # (the images of this load: those removed are forgotten)
+        records = tuple(
+            ImageRecord(id=row["id"], manifest_digest=row["manifest_digest"], size=row["size"],
+                        config=configs.get(row["id"], {}), pulled_at=row["pulled_at"],
+                        repo_tags=tags.get(row["id"], []), repo_digests=digests.get(row["id"], []),
+                        diff_ids=layers.get(row["id"], []))
+            for row in rows)
         by_id = {r.id: r for r in records}
         return Catalog(records, by_id,
                        {name: r.id for r in records for name in r.repo_tags},
@@ -216,14 +243,6 @@ class ImageTable:
         row = self.db.query_one("SELECT COALESCE(SUM(size),0) AS size, COALESCE(SUM(inodes),0) AS inodes FROM layers")
         assert row is not None
         return int(row["size"]), int(row["inodes"])
-
-    @staticmethod
-    def _from_row(row: Any, tags: list[str], digests: list[str], diff_ids: list[str]) -> ImageRecord:
-        return ImageRecord(
-            id=row["id"], manifest_digest=row["manifest_digest"], size=row["size"],
-            config=_config(row["id"], row["config"]), pulled_at=row["pulled_at"],
-            repo_tags=tags, repo_digests=digests, diff_ids=diff_ids,
-        )
 
 
 def _config(image_id: str, text: str) -> Any:

@@ -3,6 +3,7 @@ the default daemon's): image call latency and memory per pod, each with a per-pr
 
     python -m hack.bench.probe images [--calls 30] [--tags 200]
     python -m hack.bench.probe memory [--pods 20] [--own-pid]
+    python -m hack.bench.probe critest [--samples 30]
 
 `images`: pulls IMAGES (about 20, from the test registry through hack/pycri.toml's mirrors),
 then times ListImages, ImageStatus (by name) and ImageFsInfo `calls` times each from one Python
@@ -11,11 +12,14 @@ gRPC client (a first call warms the channel) and prints the medians in ms; then 
 `memory`: `pods` running pods of one busybox container each (pod-wide PID namespace unless
 --own-pid) and the PSS (smaps_rollup) of pycri's own processes minus the daemon's idle PSS,
 per pod, with Pss_Anon/File/Shmem per kind of process (command name).
+`critest`: critest -benchmark's image benchmarks only (PullImage, ImageStatus, RemoveImage,
+ListImages; hack/bench/measure.py's parameters, every count `samples`), medians in ms.
 Root only; needs the test registry (hack/registry.sh) and its images (hack/testimages.py).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import statistics
 import subprocess
@@ -27,7 +31,7 @@ from pathlib import Path
 from pycri.api.cri import api_pb2 as cri
 from pycri.api.cri import api_pb2_grpc as cri_grpc
 
-from .measure import IMAGE, Client, settle
+from .measure import CRITEST_IMAGES, IMAGE, Client, critest_params, parse_critest_results, settle
 from .runtimes import BENCH_ROOT, Daemon, PycriDaemon, processes
 
 IMAGES = (
@@ -64,6 +68,21 @@ def median_ms(call: Callable[[], object], calls: int) -> float:
     return statistics.median(samples)
 
 
+def handler_ms(log_file: Path, offset: int) -> dict[str, float]:
+    """method -> median duration_ms the daemon logged for its calls after `offset` in its log."""
+    durations: dict[str, list[float]] = defaultdict(list)
+    with open(log_file, "rb") as f:
+        f.seek(offset)
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("event") == "cri call" and "duration_ms" in entry:
+                durations[entry["method"]].append(float(entry["duration_ms"]))
+    return {method: statistics.median(values) for method, values in durations.items()}
+
+
 def images(daemon: ProbePycri, calls: int, tags: int) -> None:
     from pycri.criserver import admin_client
 
@@ -74,6 +93,7 @@ def images(daemon: ProbePycri, calls: int, tags: int) -> None:
     try:
         def measure(label: str) -> None:
             listed = stub.ListImages(cri.ListImagesRequest(), timeout=60).images
+            offset = daemon.log_file.stat().st_size
             row = {
                 "ListImages": median_ms(lambda: stub.ListImages(cri.ListImagesRequest(), timeout=60), calls),
                 "ImageStatus": median_ms(lambda: stub.ImageStatus(
@@ -83,6 +103,9 @@ def images(daemon: ProbePycri, calls: int, tags: int) -> None:
             names = sum(len(i.repo_tags) for i in listed)
             print(f"{label}: {len(listed)} images, {names} tags: "
                   + ", ".join(f"{k} {v:.3f} ms" for k, v in row.items()), flush=True)
+            handler = handler_ms(daemon.log_file, offset)
+            print("  in the daemon (call interceptor's duration_ms): "
+                  + ", ".join(f"{k} {v:.3f} ms" for k, v in handler.items() if k in row), flush=True)
 
         measure("pulled")
         for i in range(tags):
@@ -133,6 +156,20 @@ def memory(daemon: ProbePycri, pods: int, shared_pid: bool) -> None:
         print(f"  {name:12} n={parts['n']:3}  per pod: " + "  ".join(f"{k} {v:7.1f} kB" for k, v in per.items()))
 
 
+def critest_images(daemon: ProbePycri, samples: int) -> None:
+    for image in CRITEST_IMAGES:
+        daemon.crictl("pull", image)
+    out = daemon.work / "critest"
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    (out / "params.yaml").write_text(critest_params(samples))
+    subprocess.run(["critest", "-benchmark", f"--runtime-endpoint={daemon.endpoint}",
+                    f"--image-endpoint={daemon.endpoint}", f"--benchmarking-params-file={out / 'params.yaml'}",
+                    f"--benchmarking-output-dir={out / 'results'}", "--ginkgo.no-color", "--ginkgo.focus=[Ii]mage"],
+                   cwd=out, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, check=False, timeout=1800)
+    for name, values in parse_critest_results(out / "results").items():
+        print(f"{name} (critest, {len(values)} samples): median {statistics.median(values):.3f} ms")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m hack.bench.probe")
     sub = p.add_subparsers(dest="command", required=True)
@@ -142,6 +179,8 @@ def main() -> None:
     m = sub.add_parser("memory")
     m.add_argument("--pods", type=int, default=20)
     m.add_argument("--own-pid", action="store_true")
+    c = sub.add_parser("critest")
+    c.add_argument("--samples", type=int, default=30)
     args = p.parse_args()
     daemon = ProbePycri()
     try:
@@ -152,6 +191,8 @@ def main() -> None:
         daemon.cgroups_before = None
         if args.command == "images":
             images(daemon, args.calls, args.tags)
+        elif args.command == "critest":
+            critest_images(daemon, args.samples)
         else:
             memory(daemon, args.pods, not args.own_pid)
     finally:

@@ -64,11 +64,13 @@ def service(db: CountingDatabase, tmp_path: Path) -> ImageService:
 
 
 def test_list_and_status_run_no_query_once_loaded(db: CountingDatabase, service: ImageService) -> None:
-    add(service.table, *(record(n) for n in range(50)))
-    servicer = ImageServicer(service)
     before = db.reads
-    assert len(servicer.ListImages(cri.ListImagesRequest(), None).images) == 50
-    assert db.reads - before == 4  # whatever the number of images
+    add(service.table, *(record(n) for n in range(50)))  # loaded again as the transaction ends
+    assert db.reads - before == 5  # whatever the number of images: 4, and 1 for the new configs
+    before = db.reads
+    service.tag("img3", "docker.io/library/img3:v2")
+    assert db.reads - before == 4  # no new image: no config fetched, none decoded
+    servicer = ImageServicer(service)
     before = db.reads
     for _ in range(3):
         assert len(servicer.ListImages(cri.ListImagesRequest(), None).images) == 50
@@ -127,7 +129,7 @@ def test_callers_get_records_of_their_own(service: ImageService) -> None:
 @pytest.mark.parametrize("stored", ["{not json", "[" * 100_000 + "]" * 100_000, ""])
 def test_a_config_that_does_not_decode_breaks_no_list(db: CountingDatabase, service: ImageService, stored: str) -> None:
     add(service.table, record(1), record(3))
-    with db.transaction() as tx:
+    with service.table.transaction() as tx:
         tx.execute("INSERT INTO images(id, manifest_digest, size, config, pulled_at) VALUES(?,?,?,?,?)",
                    (image_id(2), "sha256:" + "e" * 64, 5, stored, 2))
         tx.execute("INSERT INTO image_tags(name, image_id) VALUES(?,?)", ("docker.io/library/bad:1", image_id(2)))
