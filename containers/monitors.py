@@ -61,6 +61,21 @@ class MonitorWatches:
             poll.register(fd, select.POLLIN)
             return bool(poll.poll(0))
 
+    def wait_ended(self, container_id: str, timeout: float) -> bool | None:
+        """Wait up to `timeout` seconds for the container's watched monitor to end: whether it
+        has; None (at once) when it is not watched."""
+        with self._lock:
+            fd = self._fds.get(container_id)
+            if fd is None:
+                return None
+            fd = os.dup(fd)  # ours while we wait: a discard meanwhile closes only the watch's
+        try:
+            poll = select.poll()
+            poll.register(fd, select.POLLIN)
+            return bool(poll.poll(max(0, int(timeout * 1000))))
+        finally:
+            os.close(fd)
+
     def discard(self, container_id: str) -> None:
         with self._lock:
             self._drop(container_id)

@@ -213,7 +213,8 @@ class ContainerService:
         return self._stopped(record)
 
     def _stopped(self, record: ContainerRecord) -> ContainerRecord:
-        """A container stop saw exit, once it is gone from its runtime too (as containerd's stop)."""
+        """A container stop saw exit, once it is gone from its runtime too (as containerd's
+        StopContainer: then RemoveContainer has only files and the row left to remove)."""
         self.runtime_deletes.wait(record.id)
         return self.refresh(record)
 
@@ -470,13 +471,24 @@ class ContainerService:
         return sig
 
     def _wait_exit(self, record: ContainerRecord, timeout: float) -> bool:
+        """Whether the container exits within `timeout` seconds: looked for again as soon as
+        its watched monitor ends, and every EXIT_POLL_SECONDS (an exit file written before
+        the monitor ends, a monitor that is not watched)."""
         deadline = time.monotonic() + timeout
+        ended = False  # its monitor has ended: from then on, sleep (a start under way may hold the exit back)
         while True:
             if self.refresh(record).state == EXITED:
                 return True
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return False
-            time.sleep(EXIT_POLL_SECONDS)
+            if ended:
+                time.sleep(min(remaining, EXIT_POLL_SECONDS))
+                continue
+            ended_now = self.monitors.wait_ended(record.id, min(remaining, EXIT_POLL_SECONDS))
+            if ended_now is None:  # not watched
+                time.sleep(min(remaining, EXIT_POLL_SECONDS))
+            ended = bool(ended_now)
 
 
 def exit_reason(status: ExitStatus) -> tuple[str, str]:

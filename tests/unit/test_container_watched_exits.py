@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import select
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -187,9 +188,29 @@ def test_watches_report_the_ended_ones_and_close_what_they_drop() -> None:
     assert watches.ended() == {"a"} and watches.has_ended("a") is True
     watches.discard("a")
     assert watches.ended() == set() and not watches.watching("a")
+    assert watches.wait_ended("b", 0) is False and watches.wait_ended("x", DEADLINE) is None
     started = time.monotonic()
     os.close(ends["b"])
     assert watches.ended(DEADLINE) == {"b"} and time.monotonic() - started < DEADLINE
+    assert watches.wait_ended("b", DEADLINE) is True
+    watches.close()
+
+
+def test_a_waiter_wakes_when_told_or_when_a_monitor_ends() -> None:
+    watches = MonitorWatches()
+    read_end, write_end = os.pipe()
+    watches.add("a", read_end)
+    woken: list[set[str]] = []
+    waiter = threading.Thread(target=lambda: woken.append(watches.ended(DEADLINE)))
+    waiter.start()
+    watches.wake()  # (a stopping watcher)
+    waiter.join(DEADLINE)
+    assert woken == [set()] and not waiter.is_alive()
+    waiter = threading.Thread(target=lambda: woken.append(watches.ended(DEADLINE)))
+    waiter.start()
+    os.close(write_end)
+    waiter.join(DEADLINE)
+    assert woken == [set(), {"a"}]
     watches.close()
 
 
