@@ -1,5 +1,6 @@
 """Quick probes of one pycri on its own root, state, socket and network (not the bench's, not
-the default daemon's): image call latency and memory per pod, each with a per-process breakdown.
+the default daemon's; under /var/lib/pycri-probe and /run/pycri-probe, bridge pycriprobe0,
+10.87.0.0/16): image call latency and memory per pod, each with a per-process breakdown.
 
     python -m hack.bench.probe images [--calls 30] [--tags 200]
     python -m hack.bench.probe memory [--pods 20] [--own-pid]
@@ -47,15 +48,21 @@ IMAGES = (
 )
 
 
+PROBE = BENCH_ROOT.parent / "pycri-probe"  # root/ (removed after each run), work/, cni/, pycri.toml, pycri.log
+
+
 class ProbePycri(PycriDaemon):
     """A PycriDaemon on paths, a bridge and a subnet of its own (the bench's may run meanwhile)."""
 
     def __init__(self) -> None:
         super().__init__()
-        Daemon.__init__(self, "pycri-probe", BENCH_ROOT.parent / "pycri-probe", Path("/run/pycri-probe"),
+        Daemon.__init__(self, "pycri-probe", PROBE / "root", Path("/run/pycri-probe"),
                         Path("/run/pycri-probe/pycri.sock"), subnet="10.87.0.0/16", bridge="pycriprobe0")
-        self.config = BENCH_ROOT.parent / "pycri-probe.toml"
-        self.log_file = BENCH_ROOT.parent / "pycri-probe.log"
+        self.work = PROBE / "work"
+        self.cni_conf_dir = PROBE / "cni"
+        self.crictl_config = self.work / "crictl.yaml"
+        self.config = PROBE / "pycri.toml"
+        self.log_file = PROBE / "pycri.log"
 
 
 def median_ms(call: Callable[[], object], calls: int) -> float:
@@ -164,7 +171,8 @@ def critest_images(daemon: ProbePycri, samples: int) -> None:
     (out / "params.yaml").write_text(critest_params(samples))
     subprocess.run(["critest", "-benchmark", f"--runtime-endpoint={daemon.endpoint}",
                     f"--image-endpoint={daemon.endpoint}", f"--benchmarking-params-file={out / 'params.yaml'}",
-                    f"--benchmarking-output-dir={out / 'results'}", "--ginkgo.no-color", "--ginkgo.focus=[Ii]mage"],
+                    f"--benchmarking-output-dir={out / 'results'}", "--ginkgo.no-color",
+                    "--ginkgo.focus=[Ii]mage", "--ginkgo.skip=PodSandbox|Container"],
                    cwd=out, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, check=False, timeout=1800)
     for name, values in parse_critest_results(out / "results").items():
         print(f"{name} (critest, {len(values)} samples): median {statistics.median(values):.3f} ms")

@@ -85,7 +85,8 @@ def test_list_and_status_run_no_query_once_loaded(db: CountingDatabase, service:
 
 def test_every_write_is_seen(service: ImageService) -> None:
     add(service.table, record(1), record(2))
-    assert [r.repo_tags for r in service.list()] == [["docker.io/library/img1:latest"], ["docker.io/library/img2:latest"]]
+    assert [r.repo_tags for r in service.list()] == [["docker.io/library/img1:latest"],
+                                                      ["docker.io/library/img2:latest"]]
     service.tag("img1", "docker.io/library/img2:latest")  # the tag moves from image 2 to image 1
     assert [r.repo_tags for r in service.list()] == [
         ["docker.io/library/img1:latest", "docker.io/library/img2:latest"], []]
@@ -184,7 +185,8 @@ def test_list_images_answers_its_reply_again_until_a_write(service: ImageService
     servicer = ImageServicer(service)
     listed = servicer.ListImages(cri.ListImagesRequest(), None)
     assert servicer.ListImages(cri.ListImagesRequest(filter=cri.ImageFilter()), None) is listed
-    filtered = servicer.ListImages(cri.ListImagesRequest(filter=cri.ImageFilter(image=cri.ImageSpec(image="img2"))), None)
+    by_name = cri.ImageFilter(image=cri.ImageSpec(image="img2"))
+    filtered = servicer.ListImages(cri.ListImagesRequest(filter=by_name), None)
     assert [i.id for i in filtered.images] == [image_id(2)]
     service.tag("img2", "docker.io/library/img2:v2")
     again = servicer.ListImages(cri.ListImagesRequest(), None)
