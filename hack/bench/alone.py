@@ -7,6 +7,7 @@ at N running containers, and critest -benchmark's medians; no containerd is need
     python -m hack.bench.alone restart                                stop the daemon (containers stay), start it again, measure
     python -m hack.bench.alone down                                   remove every pod, stop the daemon, clean up
     python -m hack.bench.alone critest [--samples 20]                 a fresh daemon: critest -benchmark's medians, then down
+    python -m hack.bench.alone steady [--pods 110] [--seconds 60]     a fresh daemon: hack/bench's steady-state step, then down
 
 The daemon is hack/bench's `PycriDaemon` (hack/pycri.toml's registry settings) with its own
 root (/var/lib/pycri-list-bench), state (/run/pycri-list-bench), bridge and subnet, so it runs
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from pycri.api.cri import api_pb2 as cri
 
-from .measure import CRITEST_ORDER, IMAGE, Client, critest_benchmark, ms_since, pull_images, settle
+from .measure import CRITEST_ORDER, IMAGE, Client, critest_benchmark, ms_since, pull_images, settle, steady_state
 from .runtimes import PycriDaemon
 from .table import Results
 
@@ -163,6 +164,20 @@ def critest(daemon: ListDaemon, samples: int) -> None:
         down(daemon)
 
 
+def steady(daemon: ListDaemon, pods: int, seconds: float) -> None:
+    daemon.start()
+    try:
+        daemon.crictl("pull", IMAGE)
+        results = Results()
+        steady_state(daemon, results, pods, seconds, 0)
+        for operation, per_runtime in results.samples.items():
+            print(f"{operation}: {statistics.median(per_runtime[daemon.name]):.2f}", flush=True)
+        for note in results.notes:
+            print(note, flush=True)
+    finally:
+        down(daemon)
+
+
 def down(daemon: ListDaemon) -> None:
     if daemon.running_pid() is not None:
         daemon.remove_pods()
@@ -176,21 +191,26 @@ def down(daemon: ListDaemon) -> None:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m hack.bench.alone", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=("run", "fill", "measure", "restart", "down", "critest"))
+    p.add_argument("command", choices=("run", "fill", "measure", "restart", "down", "critest", "steady"))
     p.add_argument("--containers", type=int, default=500)
     p.add_argument("--calls", type=int, default=30)
     p.add_argument("--samples", type=int, default=20, help="critest: samples of each benchmark")
+    p.add_argument("--pods", type=int, default=110, help="steady: running pods (one container each)")
+    p.add_argument("--seconds", type=float, default=60, help="steady: how long the polling is measured")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
         return 2
     daemon = ListDaemon()
-    if args.command == "critest":
+    if args.command in ("critest", "steady"):
         if daemon.running_pid() is not None:
             print(f"a daemon already runs (pid file {daemon.pid_file}): `down` first", file=sys.stderr)
             return 1
         BASE.mkdir(parents=True, exist_ok=True)
-        critest(daemon, args.samples)
+        if args.command == "critest":
+            critest(daemon, args.samples)
+        else:
+            steady(daemon, args.pods, args.seconds)
         return 0
     if args.command in ("run", "fill"):
         if daemon.running_pid() is not None:
