@@ -2,6 +2,7 @@
 the sandbox and container services, build the CRI messages."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -17,6 +18,7 @@ from pycri.containers.service import ContainerService, NewContainer
 from pycri.containers.oci_config import Spec, User
 from pycri.containers.records import CREATED, EXITED, RUNNING, ContainerMount, ContainerRecord
 from pycri.criserver import list_streams, oci_spec, userns, validation
+from pycri.criserver.list_replies import ListReplies
 from pycri.images.service import ImageService
 from pycri.images.records import ImageRecord
 from pycri.sandbox import files
@@ -62,6 +64,16 @@ class PodCalls:
     images: ImageService
     min_oom_score_adj: int
     stream_chunk: tuple[int, int] = (list_streams.MAX_ITEMS, list_streams.MAX_BYTES)  # of a Stream* reply
+
+    @functools.cached_property
+    def container_replies(self) -> ListReplies[cri.ListContainersResponse]:
+        """ListContainers' items, encoded once per state (the servicer drops a deleted one's)."""
+        return ListReplies(cri.ListContainersResponse)
+
+    @functools.cached_property
+    def sandbox_replies(self) -> ListReplies[cri.ListPodSandboxResponse]:
+        """ListPodSandbox's items, encoded once per state (the servicer drops a deleted one's)."""
+        return ListReplies(cri.ListPodSandboxResponse)
 
     # -- pod sandboxes -----------------------------------------------------
 
@@ -133,20 +145,11 @@ class PodCalls:
 
     def ListPodSandbox(self, request: cri.ListPodSandboxRequest, context: Any) -> cri.ListPodSandboxResponse:
         f = request.filter
-        items = []
-        for record in self.sandboxes.list():
-            if f.id and not record.id.startswith(f.id):
-                continue
-            if f.HasField("state") and _sandbox_state(record) != f.state.state:
-                continue
-            if not matches_labels(record.labels, f.label_selector):
-                continue
-            items.append(cri.PodSandbox(
-                id=record.id, metadata=_sandbox_metadata(record), state=_sandbox_state(record),
-                created_at=record.created_at, labels=record.labels, annotations=record.annotations,
-                runtime_handler=record.handler,
-            ))
-        return cri.ListPodSandboxResponse(items=items)
+        records = [r for r in self.sandboxes.list()
+                   if (not f.id or r.id.startswith(f.id))
+                   and (not f.HasField("state") or _sandbox_state(r) == f.state.state)
+                   and matches_labels(r.labels, f.label_selector)]
+        return self.sandbox_replies.reply((r.id, r.state, lambda r=r: _pod_sandbox(r)) for r in records)
 
     def StreamPodSandboxes(self, request: cri.StreamPodSandboxesRequest, context: Any) -> Iterator[cri.StreamPodSandboxesResponse]:
         return list_streams.stream(
@@ -257,13 +260,7 @@ class PodCalls:
         ))
         if f.HasField("state"):
             records = [r for r in records if CONTAINER_STATES[r.state] == f.state.state]
-        return cri.ListContainersResponse(containers=[
-            cri.Container(
-                id=r.id, pod_sandbox_id=r.pod_id, metadata=cri.ContainerMetadata(name=r.name, attempt=r.attempt),
-                image=cri.ImageSpec(image=r.image), image_ref=r.image_ref, image_id=r.image_id,
-                state=CONTAINER_STATES[r.state], created_at=r.created_at, labels=r.labels, annotations=r.annotations,
-            ) for r in records
-        ])
+        return self.container_replies.reply((r.id, r.state, lambda r=r: _container(r)) for r in records)
 
     def StreamContainers(self, request: cri.StreamContainersRequest, context: Any) -> Iterator[cri.StreamContainersResponse]:
         return list_streams.stream(
@@ -311,6 +308,15 @@ class PodCalls:
 
     def UpdateRuntimeConfig(self, request: cri.UpdateRuntimeConfigRequest, context: Any) -> cri.UpdateRuntimeConfigResponse:
         return cri.UpdateRuntimeConfigResponse()  # pod CIDR: the CNI config owns addressing
+
+
+def _container(r: ContainerRecord) -> cri.Container:
+    """A container as ListContainers lists it."""
+    return cri.Container(
+        id=r.id, pod_sandbox_id=r.pod_id, metadata=cri.ContainerMetadata(name=r.name, attempt=r.attempt),
+        image=cri.ImageSpec(image=r.image), image_ref=r.image_ref, image_id=r.image_id,
+        state=CONTAINER_STATES[r.state], created_at=r.created_at, labels=r.labels, annotations=r.annotations,
+    )
 
 
 def container_status(record: ContainerRecord) -> cri.ContainerStatus:
@@ -364,6 +370,15 @@ def _sandbox_state(record: SandboxRecord) -> int:
 
 def _sandbox_metadata(record: SandboxRecord) -> cri.PodSandboxMetadata:
     return cri.PodSandboxMetadata(name=record.name, namespace=record.namespace, uid=record.uid, attempt=record.attempt)
+
+
+def _pod_sandbox(record: SandboxRecord) -> cri.PodSandbox:
+    """A pod as ListPodSandbox lists it."""
+    return cri.PodSandbox(
+        id=record.id, metadata=_sandbox_metadata(record), state=_sandbox_state(record),
+        created_at=record.created_at, labels=record.labels, annotations=record.annotations,
+        runtime_handler=record.handler,
+    )
 
 
 def _sandbox_status(record: SandboxRecord) -> cri.PodSandboxStatus:
