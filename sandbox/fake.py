@@ -55,7 +55,8 @@ class FakePins(Recorder):
 
     def unpin(self, directory: Path) -> None:
         self._record("unpin", directory)
-        for path in [p for p in self.pinned if p.parent == directory]:
+        # as the real one: every file in the directory goes, pinned or a mount point left
+        for path in sorted(directory.iterdir()) if directory.is_dir() else []:
             self.pinned.discard(path)
             path.unlink()
         with contextlib.suppress(FileNotFoundError):

@@ -208,7 +208,15 @@ class SandboxService:
                 log.warning("removing a pod sandbox a crash left half-made", pod_sandbox_id=record.id)
                 self._destroy(record)
             elif record.state == READY and not self._pins_intact(record):
-                record.state = NOTREADY  # after a reboot: the namespaces are gone
+                # after a reboot: the namespaces are gone. The pod gets no CNI DEL later (its
+                # stop and remove see it NOTREADY), so release what the plugins hold for it,
+                # its IP lease above all, now: DEL without a namespace, as the CNI spec allows.
+                if not record.host_network:
+                    try:
+                        self.network.teardown(record, None)
+                    except Exception as exc:
+                        log.warning("network teardown failed", pod_sandbox_id=record.id, error=str(exc))
+                record.state = NOTREADY
                 with self.db.transaction() as tx:
                     self.table.update(tx, record)
 

@@ -283,6 +283,12 @@ def test_a_pod_whose_pins_a_reboot_took_is_not_ready_after_recover(t: CriUnderTe
     t.pins.forget()
     t.sandboxes.recover()
     assert t.pod_status(pod_id).state == NOTREADY
+    # its IP lease is released at once (CNI DEL without the namespace a reboot took): stop and
+    # remove see a NOTREADY pod and make no DEL of their own
+    assert t.network.called("teardown") == [(pod_id, None)] and t.network.attached == {}
+    t.call("StopPodSandbox", cri.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+    t.call("RemovePodSandbox", cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+    assert t.network.called("teardown") == [(pod_id, None)]
 
 
 # -- StopPodSandbox, RemovePodSandbox --------------------------------------------------
