@@ -25,7 +25,7 @@ def log_line(method: str, event: str = "cri call") -> str:
 
 def test_focus_escapes_only_re2_metacharacters_and_ends_at_the_tags() -> None:
     [pattern] = cri_calls.focus_patterns(['# a comment', '', '[sig-node] Probing a "cat /tmp/x" probe'])
-    assert pattern == r'^\[sig-node\] Probing a "cat /tmp/x" probe( \[|$)'
+    assert pattern == r'\[sig-node\] Probing a "cat /tmp/x" probe( \[|$)'
     assert re.search(pattern, '[sig-node] Probing a "cat /tmp/x" probe [Conformance]')
     assert not re.search(pattern, '[sig-node] Probing a "cat /tmp/x" probe with slashes [Conformance]')
 
@@ -33,7 +33,7 @@ def test_focus_escapes_only_re2_metacharacters_and_ends_at_the_tags() -> None:
 def test_every_ci_spec_line_is_a_sig_node_spec() -> None:
     patterns = cri_calls.focus_patterns(SPECS.read_text().splitlines())
     assert len(patterns) >= 10
-    assert all(p.startswith(r"^\[sig-node\] ") for p in patterns)
+    assert all(p.startswith(r"\[sig-node\] ") for p in patterns)
 
 
 def test_calls_after_counts_cri_calls_past_the_offset_only(tmp_path: Path) -> None:
@@ -71,14 +71,14 @@ def test_check_exits_1_only_when_required_and_missing(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not E2E_TEST.exists(), reason=f"{E2E_TEST} not built (hack/build-e2e.sh)")
-def test_each_ci_focus_selects_exactly_one_spec_of_e2e_test() -> None:
-    listed = subprocess.run(
-        [str(E2E_TEST), "--ginkgo.dry-run", "--ginkgo.v", "--ginkgo.no-color",
-         "--ginkgo.focus=\\[sig-node\\]", "--provider=skeleton"],
-        capture_output=True, text=True, timeout=300).stdout
-    names = [line for line in listed.splitlines() if line.startswith("[sig-node] ")]
-    assert names, listed[-2000:]
+def test_each_ci_focus_selects_exactly_one_conformance_spec_of_e2e_test() -> None:
+    """Asked of ginkgo itself (a dry run per expression), whose matcher sees a text that is
+    not quite the name it prints."""
     for pattern in cri_calls.focus_patterns(SPECS.read_text().splitlines()):
-        matched = [n for n in names if re.search(pattern, n)]
-        assert len(matched) == 1, (pattern, matched)
-        assert "[Conformance]" in matched[0], matched[0]
+        listed = subprocess.run(
+            [str(E2E_TEST), "--ginkgo.dry-run", "--ginkgo.v", "--ginkgo.no-color",
+             f"--ginkgo.focus={pattern}", "--provider=skeleton"],
+            capture_output=True, text=True, timeout=300).stdout
+        assert "Will run 1 of " in listed, (pattern, listed[-1500:])
+        [name] = [line for line in listed.splitlines() if line.startswith("[sig-node] ")]
+        assert "[Conformance]" in name, name
