@@ -212,7 +212,10 @@ for ((i = 0; i < ${#HOST_LIMITS[@]}; i += 2)); do
   printf -- '- %s\n    %s\n' "${HOST_LIMITS[i]//\\/}" "${HOST_LIMITS[i + 1]}"
 done
 if [ -n "$log_offset" ]; then
-  # which CRI calls kubelet made (local cluster only: kind nodes keep their own logs)
+  # which CRI calls kubelet made (local cluster only: kind nodes keep their own logs), once the
+  # suite's pods are gone: kubelet removes a pod's sandbox (RemovePodSandbox) only in its
+  # garbage collection, about a minute after the pod
+  drain_e2e_namespaces
   echo
   calls_rc=0
   "$PY" "$ROOT/hack/conformance/cri_calls.py" check "$pycri_log" "$log_offset" ${ci:+--require} ||
