@@ -125,6 +125,19 @@ class PodCalls:
             self.sandboxes.remove(record.id)
         return cri.RemovePodSandboxResponse()
 
+    def UpdatePodSandboxResources(self, request: cri.UpdatePodSandboxResourcesRequest,
+                                  context: Any) -> cri.UpdatePodSandboxResourcesResponse:
+        """Kubelet's word on a pod's new pod-level resources, sent after it has resized the pod's
+        cgroup itself (in-place resize with pod-level resources). Best effort by the CRI's own
+        definition: the pod cgroup is kubelet's, and pycri has no NRI plugin to hand them to,
+        so, as containerd and CRI-O without NRI, it checks that the pod exists (NotFound) and
+        changes nothing."""
+        record = self.sandboxes.get(_required(request.pod_sandbox_id, "pod_sandbox_id"))
+        log.info("pod-level resources updated by kubelet", pod_sandbox_id=record.id,
+                 memory_limit=request.resources.memory_limit_in_bytes,
+                 cpu_quota=request.resources.cpu_quota, cpu_shares=request.resources.cpu_shares)
+        return cri.UpdatePodSandboxResourcesResponse()
+
     def PodSandboxStatus(self, request: cri.PodSandboxStatusRequest, context: Any) -> cri.PodSandboxStatusResponse:
         record = self.sandboxes.get(_required(request.pod_sandbox_id, "pod_sandbox_id"))
         status = self.sandbox_status(record)

@@ -310,6 +310,21 @@ def test_stop_pod_sandbox_stops_its_containers_and_detaches_it(t: CriUnderTest) 
     assert t.cgroups.existing == {(f"/pycri/{pod_id}", pod_id)}
 
 
+def test_update_pod_sandbox_resources_checks_the_pod_and_changes_nothing(t: CriUnderTest) -> None:
+    pod_id = t.run_pod()
+    calls = (list(t.network.calls), list(t.pins.calls), list(t.cgroups.calls), list(t.handler.calls))
+    resources = cri.LinuxContainerResources(cpu_quota=50_000, cpu_period=100_000, memory_limit_in_bytes=64 << 20)
+    t.call("UpdatePodSandboxResources", cri.UpdatePodSandboxResourcesRequest(
+        pod_sandbox_id=pod_id, resources=resources, overhead=cri.LinuxContainerResources(cpu_shares=2)))
+    # kubelet has resized the pod cgroup itself; with no NRI plugin nothing is left to change
+    assert (list(t.network.calls), list(t.pins.calls), list(t.cgroups.calls), list(t.handler.calls)) == calls
+    assert t.pod_status(pod_id).state == READY
+    assert t.fails("UpdatePodSandboxResources", cri.UpdatePodSandboxResourcesRequest(
+        pod_sandbox_id="0" * 64, resources=resources)) == grpc.StatusCode.NOT_FOUND
+    assert t.fails("UpdatePodSandboxResources", cri.UpdatePodSandboxResourcesRequest()) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_stop_pod_sandbox_twice_succeeds_and_does_nothing_more(t: CriUnderTest) -> None:
     pod_id = t.run_pod()
     t.call("StopPodSandbox", cri.StopPodSandboxRequest(pod_sandbox_id=pod_id))
