@@ -29,7 +29,8 @@ from pathlib import Path
 
 from pycri.api.cri import api_pb2 as cri
 
-from .measure import CRITEST_ORDER, IMAGE, Client, critest_benchmark, ms_since, pull_images, settle, steady_state
+from .measure import (CRITEST_ORDER, IMAGE, Client, critest_benchmark, ms_since, pull_images, settle, steady_state,
+                      time_calls)
 from .runtimes import PycriDaemon
 from .table import Results
 
@@ -90,20 +91,6 @@ class ListDaemon(PycriDaemon):
         if take_down:
             self.after_stop()
 
-    def remove_pods(self) -> None:
-        """Stop and remove every pod and container (as Daemon.remove_all, for a daemon another
-        command started)."""
-        for _ in range(3):
-            pods = self.crictl("pods", "-q", check=False).stdout.split()
-            if pods:
-                self.crictl("stopp", *pods, check=False)
-                self.crictl("rmp", "-f", *pods, check=False)
-            ctrs = self.crictl("ps", "-a", "-q", check=False).stdout.split()
-            if ctrs:
-                self.crictl("rm", "-f", *ctrs, check=False)
-            if not pods and not ctrs:
-                return
-
 
 def fill(daemon: ListDaemon, containers: int) -> None:
     daemon.start()
@@ -134,12 +121,7 @@ def measure(daemon: ListDaemon, calls: int) -> dict[str, float]:
             (client.stub.ListContainers, cri.ListContainersRequest(), "ListContainers"),
             (client.stub.ListPodSandbox, cri.ListPodSandboxRequest(), "ListPodSandbox"),
         ):
-            method(request, timeout=60)  # the first call warms the channel
-            samples = []
-            for _ in range(calls):
-                t = time.monotonic()
-                method(request, timeout=60)
-                samples.append(ms_since(t))
+            samples = time_calls(method, request, calls)
             medians[name] = statistics.median(samples)
             print(f"{name} at {count} containers ({running} running): median {medians[name]:.2f} ms, "
                   f"min {min(samples):.2f}, max {max(samples):.2f} ({calls} calls)", flush=True)

@@ -60,6 +60,18 @@ CRITEST_TIMEOUT = 1800  # seconds: a hung benchmark must not hold the run (and i
 MIB = 1024.0
 
 
+def time_calls(method: Any, request: Any, calls: int) -> list[float]:
+    """The round trip of `calls` gRPC calls in ms, one at a time, after one that warms the
+    channel."""
+    method(request, timeout=60)
+    samples = []
+    for _ in range(calls):
+        t = time.monotonic()
+        method(request, timeout=60)
+        samples.append(ms_since(t))
+    return samples
+
+
 def ms_since(started: float) -> float:
     return (time.monotonic() - started) * 1000
 
@@ -270,12 +282,7 @@ def list_latency(daemon: Daemon, results: Results, containers: int, calls: int, 
             (client.stub.ListContainers, cri.ListContainersRequest(), "ListContainers"),
             (client.stub.ListPodSandbox, cri.ListPodSandboxRequest(), "ListPodSandbox"),
         ):
-            method(request, timeout=60)  # the first call warms the channel
-            samples = []
-            for _ in range(calls):
-                t = time.monotonic()
-                method(request, timeout=60)
-                samples.append(ms_since(t))
+            samples = time_calls(method, request, calls)
             results.add(f"{name} at {containers} containers (gRPC, ms)", daemon.name, samples)
     finally:
         client.close()

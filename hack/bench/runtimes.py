@@ -176,6 +176,10 @@ class Daemon:
         """Stop and remove every pod (and so every container) of this runtime."""
         if self.process is None or self.process.poll() is not None:
             return
+        self.remove_pods()
+
+    def remove_pods(self) -> None:
+        """Stop and remove every pod and container over crictl, whoever started the daemon."""
         for _ in range(3):
             pods = self.crictl("pods", "-q", check=False).stdout.split()
             if pods:
