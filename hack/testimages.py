@@ -879,8 +879,11 @@ GLIBC_DNS = Layer("e2e-glibc-dns-testing", lambda: tree_entries(
 #   check reachability with `nc -v -t -w 2` (busybox's nc has no -t), and dig and getent
 #   (bind9-dnsutils, libc-bin): the DNS specs' probe loops; from this host's Debian archive,
 #   as glibc-dns-testing's (AGNHOST_TOOLS).
-# Missing against upstream: socat, iperf, util-linux's ipcs (a stand-in is there), the
-# coredns binary and the fake registry's /var/registry; the specs that use them fail.
+# - /var/registry, what `agnhost fake-registry-server` serves: pause:3.10.2 as pause:testing
+#   (FAKE_REGISTRY), which the Container Runtime blackbox spec "should be able to pull from
+#   private registry with secret" pulls from it.
+# Missing against upstream: socat, iperf, util-linux's ipcs (a stand-in is there) and the
+# coredns binary; the specs that use them fail.
 AGNHOST_PASSWD = BUSYBOX_PASSWD + ("user-defined-in-image:x:1000:1000:Linux User,,,:"
                                    "/home/user-defined-in-image:/bin/sh\n")
 AGNHOST_GROUP = BUSYBOX_GROUP + ("user-defined-in-image:x:1000:\n"
@@ -891,6 +894,34 @@ AGNHOST = Layer("e2e-agnhost", lambda: [
     host_file("localhost.key", e2e_file("images/agnhost/porter/localhost.key"), 0o644),
     d("uploads"), d("etc"), d("home"), d("home/user-defined-in-image"),
     f("etc/passwd", AGNHOST_PASSWD), f("etc/group", AGNHOST_GROUP)], level=1)  # 64 MB: gzip -1
+def fake_registry_entries() -> list[Entry]:
+    """agnhost's /var/registry (test/images/agnhost/fakeregistryserver: images.txt names
+    `pause 3.10.2 testing`, prepare_registry.sh lays it out): the e2e pause image built here
+    (e2e-pause, an index of one linux/amd64 image) stored under the tag `testing` as a file
+    holding the index's digest, and each manifest and blob at
+    <manifests|blobs>/sha256/<first two>/<hash>/data."""
+    spec = next(s for s in E2E_IMAGES if s.key == "e2e-pause")
+    files: dict[str, bytes] = {}
+
+    def put(kind: str, blob: Blob) -> None:
+        digest = blob.digest.removeprefix("sha256:")
+        with blob.open() as fh:
+            files[f"var/registry/pause/{kind}/sha256/{digest[:2]}/{digest}/data"] = fh.read()
+
+    with tempfile.TemporaryDirectory(prefix="testimages-registry-") as tmp:
+        index = Builder(Path(tmp)).build(spec)
+        put("manifests", index.blob)
+        for child in index.children:
+            put("manifests", child.blob)
+            for blob in child.blobs:
+                put("blobs", blob)
+    files["var/registry/pause/manifests/testing"] = (index.blob.digest + "\n").encode()
+    dirs = {"/".join(parts[:i]) for path in files for parts in [path.split("/")]
+            for i in range(1, len(parts))}
+    return [d(path) for path in sorted(dirs)] + [f(path, data) for path, data in files.items()]
+
+
+FAKE_REGISTRY = Layer("e2e-agnhost-fake-registry", fake_registry_entries)
 AGNHOST_TOOLS = Layer("e2e-agnhost-tools", lambda: [
     *tree_entries(debian_root("agnhost-tools", ("bind9-dnsutils", "libc-bin", "netcat-openbsd"))),
     symlink("usr/bin/nc", "/bin/nc.openbsd")], level=1)  # the link Debian's alternatives make
@@ -964,7 +995,7 @@ E2E_IMAGES: list[ImageSpec] = [
     # agnhost 2.66.1 (Agnhost) and 2.55 (AgnhostPrev): one image under both tags; its
     # --version says 2.66.1.
     e2e_busybox_based("e2e-agnhost", [E2E + "agnhost:2.66.1", E2E + "agnhost:2.55"], AGNHOST_TOOLS, CURL,
-                      BASH, AGNHOST, **AGNHOST_CONFIG),
+                      BASH, AGNHOST, FAKE_REGISTRY, **AGNHOST_CONFIG),
     e2e_busybox_based("e2e-kitten", [E2E + "kitten:1.8"], CURL, BASH, AGNHOST,
                       web_pictures("kitten"), **(AGNHOST_CONFIG | {"cmd": ["test-webserver"]})),
     e2e_busybox_based("e2e-nautilus", [E2E + "nautilus:1.8"], CURL, BASH, AGNHOST,

@@ -11,6 +11,7 @@ tests skip, saying so.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -148,6 +149,37 @@ def test_agnhost_serves_https_with_its_pair_and_has_curl(pycri: Pycri) -> None:
     assert "succeeded" in nc.stdout, nc.stdout
     tools = pycri.crictl("exec", ctr, "sh", "-c", "dig -v 2>&1 | head -n 1; getent hosts localhost").stdout
     assert tools.startswith("DiG 9.") and "localhost" in tools.splitlines()[1], tools
+
+
+@pytest.mark.usefixtures("e2e_images")
+def test_agnhost_fake_registry_serves_pause_testing_behind_basic_auth(pycri: Pycri) -> None:
+    """Container Runtime blackbox "should be able to pull from private registry with secret"
+    runs `agnhost fake-registry-server --private` and pulls localhost:5000/pause:testing with
+    user:password: the tag redirects to the index, whose image's manifest and blobs are there
+    and match their digests."""
+    pod = pycri.run_pod("fakereg")
+    ctr = pycri.run(pod, "fakereg", "fakereg",
+                    ["/agnhost", "fake-registry-server", "--private", "--port", "15000"], image=AGNHOST)
+    base = "http://127.0.0.1:15000/v2/pause"
+
+    def get(path: str, auth: bool = True) -> str:
+        curl = ["curl", "-s", "-L", "-w", "\n%{http_code}", *(["-u", "user:password"] if auth else []),
+                f"{base}/{path}"]
+        return pycri.crictl("exec", ctr, *curl, check=False).stdout
+
+    deadline = time.monotonic() + 60
+    while not get("manifests/testing").endswith("\n200"):
+        assert time.monotonic() < deadline, f"no answer: {get('manifests/testing')!r}"
+        time.sleep(0.2)
+    assert get("manifests/testing", auth=False).endswith("\n401")
+    index = json.loads(get("manifests/testing").rsplit("\n", 1)[0])
+    [entry] = index["manifests"]
+    assert entry["platform"] == {"architecture": "amd64", "os": "linux"}
+    manifest = json.loads(get(f"manifests/{entry['digest']}").rsplit("\n", 1)[0])
+    for blob in [manifest["config"], *manifest["layers"]]:
+        sha = pycri.crictl("exec", ctr, "sh", "-c", f"curl -s -u user:password {base}/blobs/{blob['digest']} "
+                           "| sha256sum").stdout.split()[0]
+        assert "sha256:" + sha == blob["digest"]
 
 
 @pytest.mark.usefixtures("e2e_images")
