@@ -135,18 +135,20 @@ if [ -z "${KUBECONFIG:-}" ]; then
   # kubelet pulls an image only if the node lacks it (IfNotPresent), so an image pycri pulled
   # before, of an older build, would be used: pull each anew, which moves the tag to this build;
   # with --ci, remove each instead, so that kubelet pulls it (PullImage through kubelet)
-  if [ -n "$ci" ] && command -v crictl >/dev/null; then
+  if command -v crictl >/dev/null; then
     endpoint=${PYCRI_ENDPOINT:-unix:///run/pycri/pycri.sock}
-    log "removing the e2e images from pycri (crictl rmi), so that kubelet pulls them"
+    if [ -n "$ci" ]; then
+      log "removing the e2e images from pycri (crictl rmi), so that kubelet pulls them"
+    else
+      log "pulling the e2e images into pycri again (crictl pull), so that none is of an older build"
+    fi
     for name in $("$PY" "$ROOT/hack/testimages.py" --e2e --list | awk '{for (i = 3; i <= NF; i++) print $i}'); do
-      crictl --runtime-endpoint "$endpoint" --image-endpoint "$endpoint" rmi "$name" >/dev/null 2>&1 || true
-    done
-  elif command -v crictl >/dev/null; then
-    endpoint=${PYCRI_ENDPOINT:-unix:///run/pycri/pycri.sock}
-    log "pulling the e2e images into pycri again (crictl pull), so that none is of an older build"
-    for name in $("$PY" "$ROOT/hack/testimages.py" --e2e --list | awk '{for (i = 3; i <= NF; i++) print $i}'); do
-      crictl --runtime-endpoint "$endpoint" --image-endpoint "$endpoint" pull "$name" >/dev/null ||
-        { log "crictl pull $name failed"; exit 1; }
+      if [ -n "$ci" ]; then
+        crictl --runtime-endpoint "$endpoint" --image-endpoint "$endpoint" rmi "$name" >/dev/null 2>&1 || true
+      else
+        crictl --runtime-endpoint "$endpoint" --image-endpoint "$endpoint" pull "$name" >/dev/null ||
+          { log "crictl pull $name failed"; exit 1; }
+      fi
     done
   fi
   if ! "$ROOT/hack/local-cluster.sh" status >/dev/null && [ "${CONFORMANCE_KEEP_CLUSTER:-0}" != 1 ]; then
