@@ -14,11 +14,14 @@ root (/var/lib/pycri-list-bench), state (/run/pycri-list-bench), bridge and subn
 beside the default pycri and a `hack/bench-vs-containerd.sh` run. The containers are busybox
 `sleep`, 10 a pod, each with a PID namespace of its own; the calls come from one Python gRPC
 client on one channel (the first call of each kind, which warms the channel, is not counted).
-critest runs as hack/bench runs it (`measure.critest_benchmark`), its output under BASE/critest.
+critest runs as hack/bench runs it (`measure.critest_benchmark`). `critest` and `steady` use a daemon of
+their own (/var/lib/pycri-fresh-bench, /run/pycri-fresh-bench, bridge pycrilist1), one run at a time
+(a lock), so they can run beside a filled daemon; critest's output goes under its root/critest.
 """
 from __future__ import annotations
 
 import argparse
+import fcntl
 import math
 import os
 import signal
@@ -36,22 +39,28 @@ from .table import Results
 
 BASE = Path(os.environ.get("PYCRI_LIST_BENCH_ROOT", "/var/lib/pycri-list-bench"))
 STATE = Path(os.environ.get("PYCRI_LIST_BENCH_STATE", "/run/pycri-list-bench"))
+# `critest` and `steady` make a daemon of their own, beside a filled one (`fill`): other dirs,
+# bridge and subnet; one such run at a time on the machine (they wait for each other's lock)
+FRESH_LOCK = Path("/run/pycri-fresh-bench.lock")
 PER_POD = 10
 
 
 class ListDaemon(PycriDaemon):
     """A PycriDaemon under BASE and STATE, remembered by a pid file between commands."""
 
-    def __init__(self) -> None:
+    def __init__(self, fresh_run: bool = False) -> None:
         super().__init__()
+        base, state, suffix = (BASE, STATE, "") if not fresh_run else (
+            Path("/var/lib/pycri-fresh-bench"), Path("/run/pycri-fresh-bench"), "-fresh")
         self.name = "pycri"  # (the name hack/bench's results know; every path below is this daemon's own)
-        self.root, self.state = BASE / "root", STATE
-        self.socket = STATE / "pycri.sock"
-        self.subnet, self.bridge = "10.93.0.0/16", "pycrilist0"
-        self.work, self.cni_conf_dir, self.log_file = BASE / "work", BASE / "cni", BASE / "pycri.log"
-        self.crictl_config, self.config = self.work / "crictl.yaml", BASE / "pycri.toml"
-        self.cgroup_parent = "/pycri-list-bench"
-        self.pid_file = BASE / "daemon.pid"
+        self.base = base
+        self.root, self.state = base / "root", state
+        self.socket = state / "pycri.sock"
+        self.subnet, self.bridge = ("10.94.0.0/16", "pycrilist1") if fresh_run else ("10.93.0.0/16", "pycrilist0")
+        self.work, self.cni_conf_dir, self.log_file = base / "work", base / "cni", base / "pycri.log"
+        self.crictl_config, self.config = self.work / "crictl.yaml", base / "pycri.toml"
+        self.cgroup_parent = "/pycri-list-bench" + suffix
+        self.pid_file = base / "daemon.pid"
 
     def start(self, fresh: bool = True) -> None:
         if fresh:
@@ -135,7 +144,7 @@ def critest(daemon: ListDaemon, samples: int) -> None:
     try:
         pull_images(daemon)
         results = Results()
-        critest_benchmark(daemon, results, samples, BASE / "critest")
+        critest_benchmark(daemon, results, samples, daemon.base / "critest")
         for note in results.notes:
             print(note, flush=True)
         for name in CRITEST_ORDER:
@@ -183,17 +192,19 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
         return 2
-    daemon = ListDaemon()
     if args.command in ("critest", "steady"):
-        if daemon.running_pid() is not None:
-            print(f"a daemon already runs (pid file {daemon.pid_file}): `down` first", file=sys.stderr)
-            return 1
-        BASE.mkdir(parents=True, exist_ok=True)
-        if args.command == "critest":
-            critest(daemon, args.samples)
-        else:
-            steady(daemon, args.pods, args.seconds)
+        daemon = ListDaemon(fresh_run=True)
+        with open(FRESH_LOCK, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another helper's fresh run: wait for it
+            if daemon.running_pid() is not None:  # one whose run was killed: take it down first
+                down(daemon)
+            daemon.base.mkdir(parents=True, exist_ok=True)
+            if args.command == "critest":
+                critest(daemon, args.samples)
+            else:
+                steady(daemon, args.pods, args.seconds)
         return 0
+    daemon = ListDaemon()
     if args.command in ("run", "fill"):
         if daemon.running_pid() is not None:
             print(f"a daemon already runs (pid file {daemon.pid_file}): `down` first", file=sys.stderr)
