@@ -8,6 +8,13 @@ at N running containers, and critest -benchmark's medians; no containerd is need
     python -m hack.bench.alone down                                   remove every pod, stop the daemon, clean up
     python -m hack.bench.alone critest [--samples 20]                 a fresh daemon: critest -benchmark's medians, then down
     python -m hack.bench.alone steady [--pods 110] [--seconds 60]     a fresh daemon: hack/bench's steady-state step, then down
+    python -m hack.bench.alone streams [--containers 5000] [--churn 60] [--keep]
+                                         every Stream* call beside its List call at N kubelet-like
+                                         containers (fills a fresh daemon unless one runs), then a
+                                         check of the streams while pods come and go; then down
+                                         unless --keep (hack/bench/streams.py)
+    --instance NAME (any command): a second daemon beside the first, under BASE-NAME and
+    STATE-NAME with a bridge and subnet of its own
 
 The daemon is hack/bench's `PycriDaemon` (hack/pycri.toml's registry settings) with its own
 root (/var/lib/pycri-list-bench), state (/run/pycri-list-bench), bridge and subnet, so it runs
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import math
 import os
 import signal
@@ -34,6 +42,7 @@ from pycri.api.cri import api_pb2 as cri
 
 from .measure import (CRITEST_ORDER, IMAGE, Client, critest_benchmark, ms_since, pull_images, settle, steady_state,
                       time_calls)
+from . import streams
 from .runtimes import PycriDaemon
 from .table import Results
 
@@ -43,20 +52,26 @@ STATE = Path(os.environ.get("PYCRI_LIST_BENCH_STATE", "/run/pycri-list-bench"))
 # bridge and subnet; one such run at a time on the machine (they wait for each other's lock)
 FRESH_LOCK = Path("/run/pycri-fresh-bench.lock")
 PER_POD = 10
+# --instance NAME: a filled daemon beside the default one (suffix of its dirs and cgroup
+# parent, bridge, subnet); the default's is 10.93, the fresh run's 10.94
+INSTANCES = {name: (f"-{name}", f"pycrilist{name}", f"10.{100 + n}.0.0/16") for n, name in enumerate("abcdefgh")}
 
 
 class ListDaemon(PycriDaemon):
     """A PycriDaemon under BASE and STATE, remembered by a pid file between commands."""
 
-    def __init__(self, fresh_run: bool = False) -> None:
+    def __init__(self, fresh_run: bool = False, instance: str = "") -> None:
         super().__init__()
         base, state, suffix = (BASE, STATE, "") if not fresh_run else (
             Path("/var/lib/pycri-fresh-bench"), Path("/run/pycri-fresh-bench"), "-fresh")
+        self.subnet, self.bridge = ("10.94.0.0/16", "pycrilist1") if fresh_run else ("10.93.0.0/16", "pycrilist0")
+        if instance and not fresh_run:
+            suffix, self.bridge, self.subnet = INSTANCES[instance]
+            base, state = Path(f"{BASE}{suffix}"), Path(f"{STATE}{suffix}")
         self.name = "pycri"  # (the name hack/bench's results know; every path below is this daemon's own)
         self.base = base
         self.root, self.state = base / "root", state
         self.socket = state / "pycri.sock"
-        self.subnet, self.bridge = ("10.94.0.0/16", "pycrilist1") if fresh_run else ("10.93.0.0/16", "pycrilist0")
         self.work, self.cni_conf_dir, self.log_file = base / "work", base / "cni", base / "pycri.log"
         self.crictl_config, self.config = self.work / "crictl.yaml", base / "pycri.toml"
         self.cgroup_parent = "/pycri-list-bench" + suffix
@@ -101,7 +116,9 @@ class ListDaemon(PycriDaemon):
             self.after_stop()
 
 
-def fill(daemon: ListDaemon, containers: int) -> None:
+def fill(daemon: ListDaemon, containers: int, kubelet_like: bool = False) -> None:
+    """A fresh daemon with `containers` running containers, PER_POD a pod; `kubelet_like`:
+    with the labels and annotations kubelet gives them (hack/bench/streams.py)."""
     daemon.start()
     daemon.crictl("pull", IMAGE)
     client = Client(daemon)
@@ -110,8 +127,13 @@ def fill(daemon: ListDaemon, containers: int) -> None:
         made = 0
         for i in range(math.ceil(containers / PER_POD)):
             n = min(PER_POD, containers - made)
-            client.run_pod(f"list-{i}", shared_pid=False, containers=n)
+            if kubelet_like:
+                streams.run_kubelet_pod(client.stub, daemon, i, n)
+            else:
+                client.run_pod(f"list-{i}", shared_pid=False, containers=n)
             made += n
+            if (i + 1) % 50 == 0:
+                print(f"{made} containers in {ms_since(started) / 1000:.0f} s", flush=True)
     finally:
         client.close()
     print(f"{containers} containers in {math.ceil(containers / PER_POD)} pods in {ms_since(started) / 1000:.0f} s",
@@ -169,6 +191,33 @@ def steady(daemon: ListDaemon, pods: int, seconds: float) -> None:
         down(daemon)
 
 
+def measure_streams(daemon: ListDaemon, repeats: int, churn_seconds: float) -> bool:
+    """Every Stream* call beside its List call (streams.measure_lists), then the streams while
+    pods come and go (streams.churn_check); prints the table, saves the figures under BASE;
+    False when a check failed."""
+    client = streams.KubeletClient(daemon)
+    try:
+        count = len(list(streams.call_stream(client, streams.CALLS[0]).keys))
+        rows = streams.measure_lists(client, repeats)
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        print(streams.table(rows, count, load), flush=True)
+        problems = [p for row in rows for p in streams.check_row(row)]
+        report = None
+        if churn_seconds > 0:
+            report = streams.churn_check(daemon, client, churn_seconds, first_index=100_000)
+            print(f"churn: {report.calls} Stream* calls while {report.pods_made} pods of {PER_POD} containers were "
+                  f"made and {report.pods_removed} removed: " + ("; ".join(report.problems) or "every stream OK, "
+                  "no item twice, none of the items there before missing"), flush=True)
+            problems += report.problems
+        out = daemon.base / f"streams-{count}.json"
+        out.write_text(json.dumps({"containers": count, "load": load, "rows": streams.summary(rows),
+                                   "churn": vars(report) if report else None, "problems": problems}, indent=1))
+        print(f"figures in {out}; " + ("problems: " + "; ".join(problems) if problems else "no problems"), flush=True)
+        return not problems
+    finally:
+        client.close()
+
+
 def down(daemon: ListDaemon) -> None:
     if daemon.running_pid() is not None:
         daemon.remove_pods()
@@ -182,8 +231,14 @@ def down(daemon: ListDaemon) -> None:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m hack.bench.alone", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=("run", "fill", "measure", "restart", "down", "critest", "steady"))
+    p.add_argument("command", choices=("run", "fill", "measure", "restart", "down", "critest", "steady", "streams"))
     p.add_argument("--containers", type=int, default=500)
+    p.add_argument("--instance", choices=sorted(INSTANCES), default="",
+                   help="a daemon beside the default one (own dirs, bridge, subnet)")
+    p.add_argument("--kubelet-like", action="store_true", help="fill: kubelet's labels and annotations")
+    p.add_argument("--repeats", type=int, default=3, help="streams: timed calls of each kind")
+    p.add_argument("--churn", type=float, default=60, help="streams: seconds of Stream* calls while pods come and go")
+    p.add_argument("--keep", action="store_true", help="streams: leave the daemon running")
     p.add_argument("--calls", type=int, default=30)
     p.add_argument("--samples", type=int, default=20, help="critest: samples of each benchmark")
     p.add_argument("--pods", type=int, default=110, help="steady: running pods (one container each)")
@@ -204,13 +259,24 @@ def main(argv: list[str]) -> int:
             else:
                 steady(daemon, args.pods, args.seconds)
         return 0
-    daemon = ListDaemon()
+    daemon = ListDaemon(instance=args.instance)
+    if args.command == "streams":
+        daemon.base.mkdir(parents=True, exist_ok=True)
+        ok = False
+        try:
+            if daemon.running_pid() is None:
+                fill(daemon, args.containers, kubelet_like=True)
+            ok = measure_streams(daemon, args.repeats, args.churn)
+        finally:
+            if not args.keep:
+                down(daemon)
+        return 0 if ok else 1
     if args.command in ("run", "fill"):
         if daemon.running_pid() is not None:
             print(f"a daemon already runs (pid file {daemon.pid_file}): `down` first", file=sys.stderr)
             return 1
-        BASE.mkdir(parents=True, exist_ok=True)
-        fill(daemon, args.containers)
+        daemon.base.mkdir(parents=True, exist_ok=True)
+        fill(daemon, args.containers, args.kubelet_like)
     if args.command == "restart":
         daemon.stop_by_pid(take_down=False)
         t = time.monotonic()
