@@ -15,17 +15,38 @@
 #                    the pycri hack/setup.sh starts)
 #   CLUSTER_DIR      state, certificates, logs (default /var/lib/pycri-cluster)
 #   NODE_NAME        the node's name (default 127.0.0.1: the apiserver reaches kubelet by it)
-# Ports: etcd 2379/2380, apiserver 6443, kubelet 10250 (10255 read-only, 10248 healthz),
-# controller-manager 10257, scheduler 10259; all on 127.0.0.1.
+#   PORT_OFFSET      added to every port below (default 0), so that a second cluster (with a
+#                    CLUSTER_DIR and CGROUP_ROOT of its own) can run beside the default one
+#   FEATURE_GATES    kubelet's feature gates, e.g. EventedPLEG=true (comma-separated NAME=BOOL)
+#   CGROUP_ROOT      kubelet's cgroupRoot (default: kubelet's, /): its kubepods tree goes under
+#                    it; made in every cgroup hierarchy if missing
+#   KUBELET_EXTRA_ARGS  more kubelet flags, split on spaces (flags win over the config file),
+#                    e.g. "--v 4 --sync-frequency 1m"
+# The CRI endpoint may be any runtime's (containerd's too): kubelet uses the cgroupfs driver.
+# Ports: etcd 2379/2380 (metrics 2381), apiserver 6443, kubelet 10250 (10255 read-only,
+# 10248 healthz), controller-manager 10257, scheduler 10259; all on 127.0.0.1.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DIR=${CLUSTER_DIR:-/var/lib/pycri-cluster}
 ENDPOINT=${PYCRI_ENDPOINT:-unix:///run/pycri/pycri.sock}
 NODE=${NODE_NAME:-127.0.0.1}  # as in local-up-cluster: the name is an address the apiserver can reach
+OFFSET=${PORT_OFFSET:-0}
+FEATURE_GATES=${FEATURE_GATES:-}
+CGROUP_ROOT=${CGROUP_ROOT:-}
+read -r -a KUBELET_EXTRA <<<"${KUBELET_EXTRA_ARGS:-}"
+ETCD_PORT=$((2379 + OFFSET))
+ETCD_PEER_PORT=$((2380 + OFFSET))
+ETCD_METRICS_PORT=$((2381 + OFFSET))
+API_PORT=$((6443 + OFFSET))
+KUBELET_PORT=$((10250 + OFFSET))
+KUBELET_RO_PORT=$((10255 + OFFSET))
+KUBELET_HEALTHZ_PORT=$((10248 + OFFSET))
+KCM_PORT=$((10257 + OFFSET))
+SCHEDULER_PORT=$((10259 + OFFSET))
 PKI=$DIR/pki
 LOGS=$DIR/logs
 RUN=$DIR/run
-API=https://127.0.0.1:6443
+API=https://127.0.0.1:$API_PORT
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet)
 
 log() { printf 'local-cluster: %s\n' "$*" >&2; }
@@ -92,6 +113,29 @@ current-context: local
 EOF
 }
 
+# feature_gates "A=true,B=false": the lines of a featureGates map (nothing if none)
+feature_gates() {
+  local gate gates
+  [ -n "$FEATURE_GATES" ] || return 0
+  echo "featureGates:"
+  IFS=, read -r -a gates <<<"$FEATURE_GATES"
+  for gate in "${gates[@]}"; do
+    [ -n "$gate" ] || continue
+    echo "  ${gate%%=*}: ${gate#*=}"
+  done
+}
+
+# make_cgroup_root: kubelet refuses a cgroupRoot that is missing in a hierarchy
+make_cgroup_root() {
+  local top
+  [ -n "$CGROUP_ROOT" ] || return 0
+  for top in /sys/fs/cgroup/*/; do
+    [ -f "${top}cgroup.procs" ] && mkdir -p "$top${CGROUP_ROOT#/}"
+  done
+  if [ -f /sys/fs/cgroup/cgroup.procs ]; then mkdir -p "/sys/fs/cgroup/${CGROUP_ROOT#/}"; fi
+  return 0
+}
+
 kubelet_config() {
   cat >"$DIR/kubelet-config.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -102,10 +146,10 @@ cgroupDriver: cgroupfs
 failCgroupV1: false
 failSwapOn: false
 address: 127.0.0.1
-port: 10250
-readOnlyPort: 10255
+port: $KUBELET_PORT
+readOnlyPort: $KUBELET_RO_PORT
 healthzBindAddress: 127.0.0.1
-healthzPort: 10248
+healthzPort: $KUBELET_HEALTHZ_PORT
 tlsCertFile: $PKI/kubelet-serving.crt
 tlsPrivateKeyFile: $PKI/kubelet-serving.key
 authentication:
@@ -123,6 +167,8 @@ nodeStatusUpdateFrequency: 5s
 resolvConf: /etc/resolv.conf
 serializeImagePulls: false
 EOF
+  [ -z "$CGROUP_ROOT" ] || echo "cgroupRoot: $CGROUP_ROOT" >>"$DIR/kubelet-config.yaml"
+  feature_gates >>"$DIR/kubelet-config.yaml"
 }
 
 # --- processes --------------------------------------------------------------------------------
@@ -165,16 +211,17 @@ start() {
   kubeconfig scheduler scheduler
   kubeconfig kubelet kubelet
   kubelet_config
+  make_cgroup_root
 
   launch etcd "$BIN/etcd" --name pycri --data-dir "$DIR/etcd" \
-    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
-    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-    --initial-cluster pycri=http://127.0.0.1:2380 --listen-metrics-urls http://127.0.0.1:2381 \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "pycri=http://127.0.0.1:$ETCD_PEER_PORT" --listen-metrics-urls "http://127.0.0.1:$ETCD_METRICS_PORT" \
     --quota-backend-bytes 2147483648
-  wait_for etcd 60 curl -fsS http://127.0.0.1:2381/health
+  wait_for etcd 60 curl -fsS "http://127.0.0.1:$ETCD_METRICS_PORT/health"
 
-  launch kube-apiserver "$BIN/kube-apiserver" --etcd-servers http://127.0.0.1:2379 \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port 6443 \
+  launch kube-apiserver "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
     --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
     --authorization-mode Node,RBAC --client-ca-file "$PKI/ca.crt" \
     --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
@@ -191,15 +238,15 @@ start() {
     --kubeconfig "$DIR/controller-manager.kubeconfig" \
     --authentication-kubeconfig "$DIR/controller-manager.kubeconfig" \
     --authorization-kubeconfig "$DIR/controller-manager.kubeconfig" \
-    --bind-address 127.0.0.1 --leader-elect=false --use-service-account-credentials=true \
+    --bind-address 127.0.0.1 --secure-port "$KCM_PORT" --leader-elect=false --use-service-account-credentials=true \
     --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
     --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key"
   launch kube-scheduler "$BIN/kube-scheduler" --kubeconfig "$DIR/scheduler.kubeconfig" \
     --authentication-kubeconfig "$DIR/scheduler.kubeconfig" \
     --authorization-kubeconfig "$DIR/scheduler.kubeconfig" \
-    --bind-address 127.0.0.1 --leader-elect=false
+    --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --leader-elect=false
   launch kubelet "$BIN/kubelet" --config "$DIR/kubelet-config.yaml" --kubeconfig "$DIR/kubelet.kubeconfig" \
-    --root-dir "$DIR/kubelet" --hostname-override "$NODE" --v 2
+    --root-dir "$DIR/kubelet" --hostname-override "$NODE" --v 2 ${KUBELET_EXTRA[@]+"${KUBELET_EXTRA[@]}"}
   wait_for kubelet 120 kubectl --kubeconfig "$DIR/admin.kubeconfig" wait --for=condition=Ready \
     "node/$NODE" --timeout 1s
   # pods need their namespace's default service account (the controller-manager makes it)
