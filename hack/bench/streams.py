@@ -93,7 +93,9 @@ def pod_config(daemon: Daemon, i: int) -> cri.PodSandboxConfig:
         metadata=cri.PodSandboxMetadata(name=name, namespace=NAMESPACE, uid=uid, attempt=0),
         hostname=name[:63], log_directory=str(daemon.work / "logs" / f"{NAMESPACE}_{name}_{uid}"),
         labels=pod_labels(name, uid, app), annotations=pod_annotations(i),
-        linux=cri.LinuxPodSandboxConfig(cgroup_parent=daemon.cgroup_parent, security_context=cri.LinuxSandboxSecurityContext(
+        # a cgroup of its own, as kubelet's /kubepods/besteffort/pod<uid> (the pod's stats and
+        # metrics read it: one parent shared by every pod would make each read all pods' processes)
+        linux=cri.LinuxPodSandboxConfig(cgroup_parent=f"{daemon.cgroup_parent}/besteffort/pod{uid}", security_context=cri.LinuxSandboxSecurityContext(
             namespace_options=cri.NamespaceOption(pid=cri.CONTAINER))))
 
 
