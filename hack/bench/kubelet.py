@@ -39,7 +39,9 @@ import signal
 import statistics
 import subprocess
 import sys
+import ssl
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,6 +288,22 @@ class EventedMetrics:
                    metric_value(text, "kubelet_evented_pleg_connection_latency_seconds_count"))
 
 
+def runtime_operations(text: str) -> dict[str, float]:
+    """kubelet_runtime_operations_total by operation type: the CRI calls kubelet made."""
+    out = {}
+    for match in re.finditer(r'^kubelet_runtime_operations_total\{operation_type="([^"]+)"\}\s+(\S+)', text, re.M):
+        out[match.group(1)] = float(match.group(2))
+    return out
+
+
+def calls_per_second(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """CRI calls a second by operation type between two readings (types with none left out)."""
+    if seconds <= 0:
+        return {}
+    rates = {op: (after[op] - before.get(op, 0.0)) / seconds for op in after}
+    return {op: rate for op, rate in sorted(rates.items()) if rate > 0}
+
+
 def parse_gates(text: str) -> dict[str, bool]:
     """"EventedPLEG=true,Foo=false" -> {"EventedPLEG": True, "Foo": False}."""
     gates = {}
@@ -352,7 +370,18 @@ class Cluster:
         return self.dir / "logs" / "kubelet.log"
 
     def kubelet_metrics(self) -> str:
-        return self.kubectl("get", "--raw", "/api/v1/nodes/127.0.0.1/proxy/metrics", check=False).stdout
+        """kubelet's /metrics, asked directly with the apiserver's kubelet client certificate
+        (the apiserver's node proxy refuses a loopback node address)."""
+        pki = self.dir / "pki"
+        context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        context.load_cert_chain(str(pki / "apiserver-kubelet-client.crt"), str(pki / "apiserver-kubelet-client.key"))
+        url = f"https://127.0.0.1:{10250 + self.instance.port_offset}/metrics"
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=30) as reply:
+                return reply.read().decode()
+        except OSError as e:
+            log.warning("kubelet metrics", error=str(e))
+            return ""
 
     def pods(self) -> dict[str, Any]:
         out = self.kubectl("get", "pods", "-l", f"app={APP_LABEL}", "-o", "json", check=False)
@@ -428,6 +457,7 @@ class Phase:
         kubelet = cluster.pid("kubelet")
         daemon_pid = daemon.daemon_pid()
         own = daemon.own_pids()
+        ops_before = runtime_operations(cluster.kubelet_metrics())
         before = read_ticks(own | {kubelet})
         t0 = time.monotonic()
         self.memory = []
@@ -446,6 +476,7 @@ class Phase:
         own_after = daemon.own_pids()
         after = read_ticks(own_after | {kubelet})
         window = time.monotonic() - t0
+        rates = calls_per_second(ops_before, runtime_operations(cluster.kubelet_metrics()), window)
         monitors = (own | own_after) - {daemon_pid}
         d = percent_of_core(ticks_used(before, after, {daemon_pid}), window, hz)
         m = percent_of_core(ticks_used(before, after, monitors), window, hz)
@@ -454,6 +485,7 @@ class Phase:
         results.add(f"  daemon CPU, {label} (% of a core)", self.runtime, d)
         results.add(f"  monitors CPU (conmons | shims + pause), {label} (% of a core)", self.runtime, m)
         results.add(f"kubelet CPU, {label} (% of a core)", self.runtime, k)
+        results.add(f"kubelet's CRI calls, {label} (per s)", self.runtime, sum(rates.values()))
         total = summarize([(s.t, s.total_kib / MIB) for s in self.memory])
         daemon_mem = summarize([(s.t, s.daemon_kib / MIB) for s in self.memory])
         minutes = f"{window / 60:.0f} min" if window >= 120 else f"{window:.0f} s"
@@ -468,7 +500,9 @@ class Phase:
                  pss_start=round(total.start, 1), pss_end=round(total.end, 1), pss_max=round(total.max, 1),
                  slope_mb_h=round(total.slope_per_hour, 2), processes=self.memory[-1].processes)
         self.notes.append(f"{self.runtime} ({pleg_label(self.evented)}): {len(own_after)} runtime processes at "
-                          f"{self.pods} pods; load average during the window {os.getloadavg()[0]:.1f}")
+                          f"{self.pods} pods; load average at the end of the window {os.getloadavg()[0]:.1f}; "
+                          "kubelet's CRI calls a second: "
+                          + ", ".join(f"{op} {rate:.2f}" for op, rate in rates.items()))
 
     def evented_notes(self, cluster: Cluster, results: Results) -> None:
         metrics = EventedMetrics.parse(cluster.kubelet_metrics())

@@ -217,3 +217,13 @@ def test_local_cluster_ports_move_with_the_offset() -> None:
     code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     for literal in ("127.0.0.1:2379", "127.0.0.1:6443", "port: 10250", "--secure-port 6443"):
         assert literal not in code
+
+
+def test_runtime_operations_and_their_rates() -> None:
+    before = kb.runtime_operations(METRICS)
+    assert before == {"list_containers": 100, "list_podsandbox": 50}
+    after = {"list_containers": 160.0, "list_podsandbox": 110.0, "container_status": 6.0}
+    assert kb.calls_per_second(before, after, 60) == {"container_status": 0.1, "list_containers": 1.0,
+                                                     "list_podsandbox": 1.0}
+    assert kb.calls_per_second(before, before, 60) == {}
+    assert kb.calls_per_second(before, after, 0) == {}
