@@ -210,13 +210,17 @@ class MemorySummary:
     end: float
     max: float
     slope_per_hour: float
+    late_slope_per_hour: float  # over the second half of the window: after start-up's garbage is collected
 
 
 def summarize(values: list[tuple[float, float]]) -> MemorySummary:
-    """(seconds, MB) samples -> start, end, max and slope in MB/h."""
+    """(seconds, MB) samples -> start, end, max, and the slope in MB/h over the whole window
+    and over its second half."""
     if not values:
-        return MemorySummary(0.0, 0.0, 0.0, 0.0)
-    return MemorySummary(values[0][1], values[-1][1], max(v for _, v in values), slope_per_hour(values))
+        return MemorySummary(0.0, 0.0, 0.0, 0.0, 0.0)
+    half = values[-1][0] / 2
+    return MemorySummary(values[0][1], values[-1][1], max(v for _, v in values), slope_per_hour(values),
+                         slope_per_hour([v for v in values if v[0] >= half]))
 
 
 # ------------------------------------------------------------------------------ pods
@@ -493,6 +497,8 @@ class Phase:
         results.add(f"runtime PSS at end, {label} (MB)", self.runtime, total.end)
         results.add(f"runtime PSS max, {label} (MB)", self.runtime, total.max)
         results.add(f"runtime PSS slope, {label} (MB/h)", self.runtime, total.slope_per_hour)
+        results.add(f"runtime PSS slope over the window's second half, {label} (MB/h)", self.runtime,
+                    total.late_slope_per_hour)
         results.add(f"  daemon PSS start -> end, {label} (MB growth)", self.runtime, daemon_mem.end - daemon_mem.start)
         results.add(f"  daemon PSS slope, {label} (MB/h)", self.runtime, daemon_mem.slope_per_hour)
         log.info("steady window", runtime=self.runtime, evented=self.evented, seconds=round(window),

@@ -52,7 +52,8 @@ def test_summarize_memory() -> None:
     s = kb.summarize([(0, 40.0), (30, 42.5), (60, 41.0)])
     assert (s.start, s.end, s.max) == (40.0, 41.0, 42.5)
     assert s.slope_per_hour == pytest.approx(1.0 / 60 * 3600)
-    assert kb.summarize([]) == kb.MemorySummary(0.0, 0.0, 0.0, 0.0)
+    assert s.late_slope_per_hour == pytest.approx(-1.5 / 30 * 3600)  # (30, 42.5) and (60, 41.0)
+    assert kb.summarize([]) == kb.MemorySummary(0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 def test_memory_sample_total() -> None:
