@@ -6,6 +6,14 @@ pid and "ready", apply the resource limits, write state.json and --pid-file, and
 leaving the init to the subreaper (conmon). On any failure nothing is left behind: the
 init is killed, its cgroups removed and the state dir deleted (its mounts were only ever
 in its own mount namespace).
+
+Start-up: the parent imports only what it runs itself. The init's set-up modules (rootfs,
+process, namespaces, and ctypes under kernel.linux) are imported by the first stage in
+the child (`_first_stage`), while the parent moves it into the cgroups: the first write
+to a cgroup.procs waits for an RCU grace period (~13 ms here), which the child spends
+importing. The child does nothing else before the parent's "go": it enters no namespace,
+makes no process and no kernel object, so everything it leaves behind is made inside the
+container's cgroups, as before.
 """
 from __future__ import annotations
 
@@ -15,18 +23,31 @@ import time
 from pycri import cgroups
 
 from pycri.cgroups.resources import DEFAULT_ALLOWED_DEVICES, Resources
-from pycri.kernel.linux import LinuxSyscall, preload_seccomp
-from pycri.kernel.syscall import PR_SET_DUMPABLE, Syscall
+from pycri.kernel.syscall import PR_SET_DUMPABLE
 from pycri.runtime import log, sysctl
 from pycri.runtime.errors import RuntimeFailure
-from pycri.runtime.init import InitOptions, stage_namespaces
-from pycri.runtime.process import console
-from pycri.runtime.seccomp import translate
 from pycri.runtime.spec import IdMapping, Spec, id_map_text, load_spec
 from pycri.runtime.stages import kill_and_wait, launch
 from pycri.runtime.state import ContainerState, StateStore, read_proc_stat, rfc3339_nano, write_pid_file
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pycri.kernel.syscall import SeccompProgram, Syscall
+    from pycri.runtime.sync import Channel
+
 INIT_TIMEOUT = 120.0
+
+
+class InitOptions:
+    """What `create` hands its children besides the spec."""
+
+    def __init__(self, *, fifo_path: str, console_fd: int = -1, no_pivot: bool = False, preserve_fds: int = 0,
+                 seccomp: SeccompProgram | None = None) -> None:
+        self.fifo_path = fifo_path
+        self.console_fd = console_fd
+        self.no_pivot = no_pivot
+        self.preserve_fds = preserve_fds
+        self.seccomp = seccomp
 
 
 class CreateOptions:
@@ -91,14 +112,38 @@ def _systemd_cgroup(spec: Spec, container_id: str, resources: Resources):
     return manager, join
 
 
+def _linux() -> Syscall:
+    from pycri.kernel.linux import LinuxSyscall  # ctypes: imported only by those that make calls
+
+    return LinuxSyscall()
+
+
+def _first_stage(to_parent: Channel, from_parent: Channel, kernel: Syscall | None, spec: Spec,
+                 options: InitOptions) -> None:
+    """The first stage's entry, in the child: non-dumpable before anything else, then the
+    init's modules, imported while the parent moves this process into the container's
+    cgroups; runtime.init.stage_namespaces waits for the parent's "go" before it does more."""
+    kernel = kernel or _linux()
+    kernel.prctl(PR_SET_DUMPABLE, 0)
+    from pycri.runtime.init import stage_namespaces
+
+    stage_namespaces(to_parent, from_parent, kernel, spec, options)
+
+
 def create(store: StateStore, container_id: str, options: CreateOptions, kernel: Syscall | None = None) -> int:
-    kernel = kernel or LinuxSyscall()
+    """`kernel`: None for the real one (made where it is needed, in this process and in the
+    children), or a stand-in."""
     spec = load_spec(options.bundle)
     validate(spec, options)
     resources = container_resources(spec)
-    program = translate(spec.linux.seccomp, spec.process.no_new_privileges) if spec.linux.seccomp else None
-    if program is not None and isinstance(kernel, LinuxSyscall):
-        preload_seccomp()
+    program: SeccompProgram | None = None
+    if spec.linux.seccomp:
+        from pycri.kernel.linux import LinuxSyscall, preload_seccomp
+        from pycri.runtime.seccomp import translate
+
+        program = translate(spec.linux.seccomp, spec.process.no_new_privileges)
+        if kernel is None or isinstance(kernel, LinuxSyscall):
+            preload_seccomp()
     store.make_dir(container_id)
     manager: cgroups.CgroupManager | None = None
     init_pid = 0
@@ -114,13 +159,20 @@ def create(store: StateStore, container_id: str, options: CreateOptions, kernel:
             manager.create()
             join_cgroups = manager.add
         if options.console_socket:
+            from pycri.runtime.process import console
+
             console_fd = console.connect(options.console_socket)
-        # the init stages pass through the container's namespaces as this (host) program: none of
-        # its /proc/<pid> (exe, environ, fd, mem) is for the container (CVE-2019-5736)
-        kernel.prctl(PR_SET_DUMPABLE, 0)
+
+        def seal() -> None:
+            # the init stages pass through the container's namespaces as this (host) program:
+            # none of its /proc/<pid> (exe, environ, fd, mem) is for the container (CVE-2019-5736).
+            # The first stage made itself non-dumpable; this process is before the "go", which
+            # lets the first stage into the first namespace.
+            (kernel or _linux()).prctl(PR_SET_DUMPABLE, 0)
+
         init_options = InitOptions(fifo_path=fifo, console_fd=console_fd, no_pivot=options.no_pivot,
                                    preserve_fds=options.preserve_fds, seccomp=program)
-        init_pid = launch(stage_namespaces, (kernel, spec, init_options), join_cgroups=join_cgroups,
+        init_pid = launch(_first_stage, (kernel, spec, init_options), join_cgroups=join_cgroups, before_go=seal,
                           timeout=INIT_TIMEOUT, id_maps=_id_maps(spec))
         for warning in manager.apply(resources):
             log.current.warning(warning)

@@ -1,8 +1,9 @@
 """The container's init, in two forked stages (`create` is the parent of the first).
 
-Stage 1, "namespaces" (a child of `create`, already in the container's cgroups): waits for
-the parent's go, joins the namespaces given by path and unshares the new ones, forks stage
-2, reports its host pid and exits; stage 2 is reparented to the nearest subreaper (conmon).
+Stage 1, "namespaces" (a child of `create`, which imports this module in it while the parent
+puts it in the container's cgroups): waits for the parent's go, joins the namespaces given by
+path and unshares the new ones, forks stage 2, reports its host pid and exits; stage 2 is
+reparented to the nearest subreaper (conmon).
 
 User namespaces (as runc's nsexec): one given by path is joined first of all (it grants the
 rights to join the pod's other namespaces, which it owns); a new one is unshared on its own
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import os
 
-from pycri.kernel.syscall import SeccompProgram, Syscall
+from pycri.kernel.syscall import Syscall
 from pycri.runtime import namespaces, rootfs, sysctl
 from pycri.runtime.errors import RuntimeFailure
 from pycri.runtime.process import console, setup
@@ -30,20 +31,12 @@ from pycri.runtime.spec import Spec
 from pycri.runtime.stages import run_child
 from pycri.runtime.sync import Channel
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pycri.runtime.create import InitOptions
+
 # how long stage 1 waits for the parent to write its user namespace's maps
 USERNS_TIMEOUT = 30.0
-
-
-class InitOptions:
-    """What `create` hands its children besides the spec."""
-
-    def __init__(self, *, fifo_path: str, console_fd: int = -1, no_pivot: bool = False, preserve_fds: int = 0,
-                 seccomp: SeccompProgram | None = None) -> None:
-        self.fifo_path = fifo_path
-        self.console_fd = console_fd
-        self.no_pivot = no_pivot
-        self.preserve_fds = preserve_fds
-        self.seccomp = seccomp
 
 
 def stage_namespaces(to_parent: Channel, from_parent: Channel, kernel: Syscall, spec: Spec,
