@@ -2,8 +2,9 @@
 prepareRootfs/finalizeRootfs):
 
 1. mount propagation of `/` (linux.rootfsPropagation, default rslave) so nothing leaks to
-   the host; the rootfs's mount made private and the rootfs bound onto itself (pivot_root
-   needs a mount point whose parent is not shared);
+   the host; the rootfs's mount made private if it is still shared (only a non-recursive or
+   shared propagation leaves it so) and the rootfs bound onto itself (pivot_root needs a mount
+   point whose parent is not shared);
 2. the spec's mounts in order (mounts), the cgroup mount (cgroupfs);
 3. /dev: device nodes, symlinks, ptmx (devices) unless /dev is bind-mounted (never into
    another filesystem than /dev's: a volume at or under /dev stays untouched);
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from pycri.kernel.syscall import MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, MS_SLAVE, Syscall
+from pycri.kernel.syscall import MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, MS_SHARED, MS_SLAVE, Syscall
 from pycri.runtime.errors import RuntimeFailure
 from pycri.runtime.rootfs import devices, pivot, protect
 from pycri.runtime.rootfs.cgroupfs import mount_cgroups
@@ -32,9 +33,18 @@ def needs_dev_setup(mounts: list[Mount]) -> bool:
     return not dev or not (dev[-1].type == "bind" or parse_options(dev[-1].options).is_bind)
 
 
-def make_root_propagation(kernel: Syscall, propagation: str) -> None:
+def make_root_propagation(kernel: Syscall, propagation: str) -> int:
+    """Sets linux.rootfsPropagation on `/`; returns the flags."""
     flags = propagation_flags(propagation) if propagation else MS_SLAVE | MS_REC
     kernel.mount("", "/", "", flags)
+    return flags
+
+
+def leaves_none_shared(flags: int) -> bool:
+    """Whether a propagation change of `/` with `flags` left no mount below it shared: a
+    recursive one to anything but shared (slave, private, unbindable all take a mount out of
+    its peer group, mount(2))."""
+    return bool(flags & MS_REC) and not flags & MS_SHARED
 
 
 def make_parent_private(kernel: Syscall, rootfs: str) -> None:
@@ -46,8 +56,9 @@ def make_parent_private(kernel: Syscall, rootfs: str) -> None:
 def prepare(kernel: Syscall, spec: Spec, *, no_pivot: bool = False) -> None:
     rootfs = spec.root_path
     try:
-        make_root_propagation(kernel, spec.linux.rootfs_propagation)
-        make_parent_private(kernel, rootfs)
+        flags = make_root_propagation(kernel, spec.linux.rootfs_propagation)
+        if not leaves_none_shared(flags):  # (the default, rslave, does: the mount table, long on
+            make_parent_private(kernel, rootfs)  # a busy node, need not be read)
         kernel.mount(rootfs, rootfs, "bind", MS_BIND | MS_REC)
     except OSError as e:
         raise RuntimeFailure(f"prepare rootfs {rootfs}: {e.strerror or e}") from None

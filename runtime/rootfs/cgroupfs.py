@@ -12,7 +12,7 @@ import errno
 import os
 
 from pycri.kernel.syscall import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, Syscall
-from pycri.kernel.mountinfo import MOUNTINFO, MountInfo, read_mountinfo
+from pycri.kernel.mountinfo import MOUNTINFO, MountInfo, parse_mountinfo
 from pycri.runtime.rootfs.mountopts import MountOptions
 
 
@@ -25,6 +25,15 @@ def own_cgroups(path: str = "/proc/self/cgroup") -> dict[str, str]:
             if len(parts) == 3:
                 result[parts[1]] = parts[2]
     return result
+
+
+def cgroup_mounts(mountinfo: str = MOUNTINFO) -> list[MountInfo]:
+    """The v1 cgroup mounts of a mount table. Only their lines are parsed: a busy node's table
+    has lines by the thousand (a rootfs, a /dev/shm and volumes per container), and parsing
+    them all would cost more than the rest of the cgroup mount."""
+    with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+        # the kernel escapes spaces in paths (\040): " - " is the separator before the fstype
+        return parse_mountinfo("".join(line for line in f if " - cgroup " in line))
 
 
 def _hierarchy_key(entry: MountInfo) -> str:
@@ -42,7 +51,7 @@ def mount_cgroups(kernel: Syscall, dest: str, opts: MountOptions, *, cgroup_root
         return
     mine = own_cgroups(proc_cgroup)
     kernel.mount("tmpfs", dest, "tmpfs", flags & ~MS_RDONLY, "mode=755")
-    for entry in read_mountinfo(mountinfo):
+    for entry in cgroup_mounts(mountinfo):
         # the hierarchies themselves, not cgroup mounts below them (kind's entrypoint bind-mounts
         # /sys/fs/cgroup/<hierarchy>/kubelet onto itself in a node)
         if entry.fstype != "cgroup" or os.path.dirname(entry.mountpoint) != cgroup_root.rstrip("/"):

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from pycri.kernel.fake import RecordingSyscall
 from pycri.kernel.syscall import MS_BIND, MS_REC
-from pycri.runtime.rootfs.cgroupfs import mount_cgroups
+from pycri.kernel.mountinfo import parse_mountinfo
+from pycri.runtime.rootfs.cgroupfs import cgroup_mounts, mount_cgroups
 from pycri.runtime.rootfs.mountopts import MountOptions
 
 # a kind node's: the hierarchies, and kind's entrypoint's bind mount of <hierarchy>/kubelet onto itself
@@ -33,3 +34,18 @@ def test_only_the_hierarchies_are_bound_not_cgroup_mounts_below_them(tmp_path: P
         ("/sys/fs/cgroup/memory/kubelet/pod1/ctr", f"{dest}/memory"),
     ]
     assert (dest / "cpu").is_symlink() and (dest / "cpuacct").is_symlink()
+
+
+def test_cgroup_mounts_parses_only_the_cgroup_lines(tmp_path: Path) -> None:
+    table = MOUNTINFO + (
+        "40 25 0:30 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+        "41 25 0:31 / /tmp/a\\040-\\040cgroup\\040b rw - tmpfs tmpfs rw\n"  # " - cgroup " in a path, escaped
+        "42 25 0:32 / /var/lib/x/merged rw - overlay overlay rw,lowerdir=/a:/b\n"
+        "43 30 0:33 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n"
+    )
+    (tmp_path / "mountinfo").write_text(table)
+    expected = [e for e in parse_mountinfo(table) if e.fstype == "cgroup"]
+    found = cgroup_mounts(str(tmp_path / "mountinfo"))
+    assert found == expected
+    assert [e.mountpoint for e in found] == ["/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/memory",
+                                             "/sys/fs/cgroup/cpu,cpuacct/kubelet", "/sys/fs/cgroup/pids"]

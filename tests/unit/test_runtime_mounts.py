@@ -14,8 +14,8 @@ from pycri.kernel.syscall import (
     MS_STRICTATIME, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE,
 )
 from pycri.runtime.errors import RuntimeFailure
-from pycri.runtime.rootfs import devices, needs_dev_setup, protect
-from pycri.runtime.rootfs.mountopts import parse_options
+from pycri.runtime.rootfs import devices, leaves_none_shared, needs_dev_setup, protect
+from pycri.runtime.rootfs.mountopts import parse_options, propagation_flags
 from pycri.runtime.rootfs.mounts import mount_entry
 from pycri.runtime.rootfs.securejoin import check_within, secure_join
 from pycri.runtime.spec import Device, Mount
@@ -223,3 +223,13 @@ def test_masked_and_readonly_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         ("mount", ("", str(tmp_path / "dir"), "", MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC | MS_NOSUID, "")),
     ]
     assert MS_RELATIME == 1 << 21  # the flag numbers the fake records are the kernel's
+
+
+@pytest.mark.parametrize(("propagation", "none_shared"), [
+    ("rslave", True), ("rprivate", True), ("runbindable", True),
+    ("rshared", False), ("slave", False), ("private", False), ("shared", False), ("unbindable", False),
+])
+def test_which_root_propagations_leave_no_mount_shared(propagation: str, none_shared: bool) -> None:
+    """After these the rootfs's mount cannot be shared, and the mount table is not read to
+    check (tests/integration/test_runtime_create_order.py checks the kernel agrees)."""
+    assert leaves_none_shared(propagation_flags(propagation)) is none_shared
