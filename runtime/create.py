@@ -32,6 +32,8 @@ from pycri.runtime.state import ContainerState, StateStore, read_proc_stat, rfc3
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pycri.kernel.syscall import SeccompProgram, Syscall
     from pycri.runtime.sync import Channel
 
@@ -112,6 +114,14 @@ def _systemd_cgroup(spec: Spec, container_id: str, resources: Resources):
     return manager, join
 
 
+def _then(join: Callable[[int], None], after: Callable[[], None]) -> Callable[[int], None]:
+    def both(pid: int) -> None:
+        join(pid)
+        after()
+
+    return both
+
+
 def _linux() -> Syscall:
     from pycri.kernel.linux import LinuxSyscall  # ctypes: imported only by those that make calls
 
@@ -172,7 +182,11 @@ def create(store: StateStore, container_id: str, options: CreateOptions, kernel:
 
         init_options = InitOptions(fifo_path=fifo, console_fd=console_fd, no_pivot=options.no_pivot,
                                    preserve_fds=options.preserve_fds, seccomp=program)
-        init_pid = launch(_first_stage, (kernel, spec, init_options), join_cgroups=join_cgroups, before_go=seal,
+        if options.systemd_cgroup:  # systemd's D-Bus client (jeepney) in this thread only, as it always was
+            join, before_go = _then(join_cgroups, seal), None
+        else:  # the cgroup.procs writes in a thread (they wait, without the GIL) beside seal's imports
+            join, before_go = join_cgroups, seal
+        init_pid = launch(_first_stage, (kernel, spec, init_options), join_cgroups=join, before_go=before_go,
                           timeout=INIT_TIMEOUT, id_maps=_id_maps(spec))
         for warning in manager.apply(resources):
             log.current.warning(warning)
