@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 
 from pycri.common.errors import FailedPrecondition, RuntimeFailed
-from pycri.containers import streams
+from pycri.containers import own_runtime, streams
 from pycri.containers.handler import ContainerPaths, ExecResult, ExitStatus, HandlerFeatures, StreamIO
 from pycri.containers.oci import OciCli, runtime_env, runtime_message, tail
 
@@ -49,17 +49,20 @@ def container_pidfile(paths: ContainerPaths) -> Path:
 
 class ConmonHandler:
     """A runtime with runc's command line, each container monitored by conmon. `monitor_pid`
-    finds a live conmon from its pid file and the container's id (tests give their own)."""
+    finds a live conmon from its pid file and the container's id (tests give their own).
+    With `own_runtime` (the runtime is pycri's own, runtime/), `start` runs the runtime's start
+    in pycri's process (containers/own_runtime.py) instead of as a command."""
 
     def __init__(self, name: str, runtime_path: str, runtime_root: Path, conmon: str = CONMON,
                  monitor_pid: Callable[[Path, str], int | None] | None = None, *,
-                 systemd_cgroup: bool = False) -> None:
+                 systemd_cgroup: bool = False, own_runtime: bool = False) -> None:
         self.name = name
         self.runtime_path = runtime_path
         self.runtime_root = runtime_root
         self.conmon = conmon
         self.cli = OciCli(name, runtime_path, runtime_root, systemd_cgroup=systemd_cgroup)
         self.monitor_pid = monitor_pid or conmon_pid
+        self.own_runtime = own_runtime
 
     # -- the runtime's command line -------------------------------------------
 
@@ -67,7 +70,10 @@ class ConmonHandler:
         return self.cli.features()
 
     def start(self, container_id: str) -> None:
-        self.cli.start(container_id)
+        if self.own_runtime:
+            own_runtime.start(self.name, self.runtime_root, container_id)
+        else:
+            self.cli.start(container_id)
 
     def kill(self, container_id: str, sig: int, *, all_processes: bool = False) -> None:
         self.cli.kill(container_id, sig, all_processes=all_processes)

@@ -209,11 +209,12 @@ def check_cgroup_driver(driver: str, reachable: Callable[[], str] | None = None)
 
 
 def runtime_handlers(config: Config) -> dict[str, ConmonHandler]:
-    """One conmon-monitored handler per configured runtime (path "" is pycri's own runtime)."""
+    """One conmon-monitored handler per configured runtime (path "" is pycri's own runtime, whose
+    start runs in pycri's process)."""
     launcher = str(Path(sys.executable).parent / "pycri-runtime")
     return {
         name: ConmonHandler(name, path or launcher, config.state / "runtime" / name, config.runtime.conmon,
-                            systemd_cgroup=config.cgroup_driver == "systemd")
+                            systemd_cgroup=config.cgroup_driver == "systemd", own_runtime=not path)
         for name, path in config.runtime.handlers.items()
     }
 
