@@ -1,7 +1,7 @@
 """Starting, finding and stopping a pod's infra process for a shared PID namespace.
 
 The infra process is PID 1 of the PID namespace a pod's containers share: the static pause
-binary catatonit (`catatonit -P`), started by the launcher `sandbox/pause.py`, which lives in
+binary catatonit (`catatonit -P`), started by the launcher `sandbox/pause.py` (`python -IS`), which lives in
 the pod's namespaces as a pause container does: it joins the pod's pinned network, IPC, UTS
 (and user) namespaces, has a PID, mount and cgroup namespace of its own, and a root that holds
 nothing (an empty read-only tmpfs; the host's root is detached). It runs as
@@ -40,6 +40,7 @@ from pathlib import Path
 import structlog
 
 from pycri.common.errors import Unavailable
+from pycri.sandbox.pause import bootstrap
 
 log = structlog.get_logger("sandbox.infra")
 
@@ -152,9 +153,16 @@ def infra_ids(id_maps: dict[str, list[dict[str, int]]] | None) -> tuple[int, int
     return pick(id_maps["uids"]), pick(id_maps["gids"])
 
 
+# the interpreter the launcher runs on: the real binary (a venv's python is a symlink to it;
+# a shim script, as pyenv's, would cost its own start-up), and the folder that holds pycri's
+# packages (sandbox/, kernel/), which the launcher's bootstrap makes the `pycri` package of
+PYTHON = str(Path(sys.executable).resolve())
+SRC_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
 def launcher_command(namespaces: dict[str, str], uid: int, gid: int, pause: str,
-                     python: str = sys.executable, sandbox_id: str = "", pause_fd: int | None = None) -> list[str]:
-    command = [python, "-I", "-m", "pycri.sandbox.pause", "--uid", str(uid), "--gid", str(gid), "--sandbox", sandbox_id]
+                     python: str = PYTHON, sandbox_id: str = "", pause_fd: int | None = None) -> list[str]:
+    command = [python, "-IS", "-c", bootstrap(SRC_ROOT), "--uid", str(uid), "--gid", str(gid), "--sandbox", sandbox_id]
     for kind in ("user", "network", "ipc", "uts"):
         if namespaces.get(kind):
             command += [f"--{kind}", str(namespaces[kind])]
@@ -164,7 +172,7 @@ def launcher_command(namespaces: dict[str, str], uid: int, gid: int, pause: str,
 
 
 def start(namespaces: dict[str, str] | None = None, id_maps: dict[str, list[dict[str, int]]] | None = None,
-          python: str = sys.executable, sandbox_id: str = "") -> Infra:
+          python: str = PYTHON, sandbox_id: str = "") -> Infra:
     """Start the infra process of pod `sandbox_id` in the pod's pinned `namespaces` (kind -> path:
     user, network, ipc, uts; those missing stay the host's) with the pod's `id_maps` (IdMaps.to_dict())."""
     uid, gid = infra_ids(id_maps)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -31,6 +33,27 @@ from pycri.sandbox.records import CREATING, NOTREADY, READY, PodNamespaces, Port
 from pycri.store.db import Database
 
 log = structlog.get_logger("sandbox")
+
+
+class InBackground:
+    """`work` run in a thread of its own while the caller does something else; `wait` returns
+    what it raised (None when it returned), after which everything it set is visible."""
+
+    def __init__(self, work: Callable[[], None], name: str) -> None:
+        self._work = work
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by wait()
+            self._error = exc
+
+    def wait(self) -> BaseException | None:
+        self._thread.join()
+        return self._error
 
 
 @dataclass(frozen=True)
@@ -126,11 +149,19 @@ class SandboxService:
             pinned = self.pins.pin(kinds, self.ns_root / sandbox_id, None if new.host_network else hostname,
                                    new.id_maps)
             record.namespaces = PodNamespaces.from_paths(pinned)
+            # The infra process (a launcher's start-up, and the move into the pod's cgroup, which
+            # waits for an RCU grace period) and the CNI ADD (plugins exec'd one after another)
+            # need only the pinned namespaces: they run side by side.
+            infra_job = None
             if new.shared_pid and not new.host_pid:
-                record.infra = self.infra.start(record.namespaces.paths(), new.id_maps, sandbox_id)
-                self.cgroups.join_infra(record.cgroup_parent, sandbox_id, record.infra.pid)
-            if "network" in pinned:
-                record.ips = self.network.setup(record, pinned["network"], new.port_mappings)
+                infra_job = InBackground(lambda: self._start_infra(record, new.id_maps), "pod-infra")
+            try:
+                if "network" in pinned:
+                    record.ips = self.network.setup(record, pinned["network"], new.port_mappings)
+            finally:
+                infra_error = infra_job.wait() if infra_job is not None else None
+            if infra_error is not None:
+                raise infra_error
             directory = self.root / sandbox_id
             record.files = {
                 str(k): str(v) for k, v in files.write_pod_files(
@@ -237,6 +268,10 @@ class SandboxService:
         remove_tree(self.root / record.id)
         with self.db.transaction() as tx:
             self.table.delete(tx, record.id)
+
+    def _start_infra(self, record: SandboxRecord, id_maps: namespaces.IdMaps | None) -> None:
+        record.infra = self.infra.start(record.namespaces.paths(), id_maps, record.id)
+        self.cgroups.join_infra(record.cgroup_parent, record.id, record.infra.pid)
 
     def _publish(self, kind: str, record: SandboxRecord) -> None:
         self.events.publish(LifecycleEvent(kind, record.id, record.id, time.time_ns()))

@@ -274,7 +274,18 @@ def test_a_failed_infra_start_leaves_nothing(t: CriUnderTest) -> None:
     request = cri.RunPodSandboxRequest(config=pod_config(t.root, pid=cri.NamespaceMode.POD))
     assert t.fails("RunPodSandbox", request) == grpc.StatusCode.UNAVAILABLE
     ((pod_id,),) = t.infra.called("stop_strays")
-    assert t.network.called("setup") == []
+    # the CNI ADD ran beside the infra's start: it was undone
+    assert [c[0] for c in t.network.called("setup")] == [c[0] for c in t.network.called("teardown")] == [pod_id]
+    assert t.network.attached == {}
+    _nothing_left_of_pod(t, pod_id)
+
+
+def test_a_failed_network_setup_still_waits_for_the_infra_and_stops_it(t: CriUnderTest) -> None:
+    t.network.failures["setup"] = Unavailable("no IP left")
+    request = cri.RunPodSandboxRequest(config=pod_config(t.root, pid=cri.NamespaceMode.POD))
+    assert t.fails("RunPodSandbox", request) == grpc.StatusCode.UNAVAILABLE
+    ((_, _, pod_id),) = t.infra.called("start")
+    assert len(t.infra.called("stop")) == 1 and not t.infra.running
     _nothing_left_of_pod(t, pod_id)
 
 

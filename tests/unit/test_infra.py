@@ -27,11 +27,29 @@ def test_ids() -> None:
 def test_launcher_command() -> None:
     command = infra.launcher_command({"network": "/run/ns/p/net", "uts": "/run/ns/p/uts", "user": "/run/ns/p/user"},
                                      65535, 65535, "/usr/bin/catatonit", python="/venv/bin/python")
-    assert command == ["/venv/bin/python", "-I", "-m", "pycri.sandbox.pause", "--uid", "65535", "--gid", "65535",
-                       "--sandbox", "", "--user", "/run/ns/p/user", "--network", "/run/ns/p/net", "--uts", "/run/ns/p/uts",
-                       "/usr/bin/catatonit"]
-    args = pause._parser().parse_args(command[4:])
+    assert command[:4] == ["/venv/bin/python", "-IS", "-c", pause.bootstrap(infra.SRC_ROOT)]
+    assert command[4:] == ["--uid", "65535", "--gid", "65535", "--sandbox", "", "--user", "/run/ns/p/user",
+                           "--network", "/run/ns/p/net", "--uts", "/run/ns/p/uts", "/usr/bin/catatonit"]
+    args = pause.parse_args(command[4:])
     assert (args.uid, args.user, args.ipc, args.pause) == (65535, "/run/ns/p/user", "", "/usr/bin/catatonit")
+
+
+def test_launcher_arguments_are_checked() -> None:
+    assert pause.parse_args(["--uid", "1", "--gid", "2", "/p"]) == pause.LauncherArgs(1, 2, "/p")
+    for bad in (["--uid", "1", "/p"], ["--uid", "1", "--gid", "2"], ["--uid", "x", "--gid", "2", "/p"],
+                ["--uid", "1", "--gid", "2", "--root", "/", "/p"], ["--uid", "1", "--gid", "2", "/p", "/q"],
+                ["--uid", "1", "--gid", "2", "/p", "--sandbox"]):
+        with pytest.raises(ValueError):
+            pause.parse_args(bad)
+
+
+def test_the_launcher_runs_isolated_without_site_packages(tmp_path: Path) -> None:
+    """The real command line on the real interpreter, up to the argument check: the bootstrap
+    finds pycri.sandbox.pause without site-packages (-IS) and exits 2 with the usage."""
+    command = infra.launcher_command({}, 1, 1, "/p")[:4] + ["--uid", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 2 and "usage: pycri-infra" in done.stderr
+    assert command[1] == "-IS" and Path(command[0]).resolve() == Path(command[0])
 
 
 def test_records_of_older_versions_still_read() -> None:
@@ -103,9 +121,9 @@ def test_strays_found_by_their_pod_marker(tmp_path: Path, monkeypatch: pytest.Mo
 def test_launcher_command_with_the_sealed_pause_binary() -> None:
     command = infra.launcher_command({}, 65535, 65535, "/usr/bin/catatonit", python="/py", pause_fd=7)
     assert command[-3:] == ["--pause-fd", "7", "/usr/bin/catatonit"]
-    args = pause._parser().parse_args(command[4:])
+    args = pause.parse_args(command[4:])
     assert (args.pause_fd, args.pause) == (7, "/usr/bin/catatonit")
-    assert pause._parser().parse_args(infra.launcher_command({}, 1, 1, "/p")[4:]).pause_fd == -1
+    assert pause.parse_args(infra.launcher_command({}, 1, 1, "/p")[4:]).pause_fd == -1
 
 
 def test_make_root_is_empty_when_the_pause_binary_runs_from_a_memfd(tmp_path: Path,
