@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import structlog
 
+from pycri.common.background import InBackground
 from pycri.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pycri.common.fs import remove_tree
 from pycri.common.lifecycle import CREATED, DELETED, STARTED, STOPPED, LifecycleEvent, Publisher
@@ -33,27 +32,6 @@ from pycri.sandbox.records import CREATING, NOTREADY, READY, PodNamespaces, Port
 from pycri.store.db import Database
 
 log = structlog.get_logger("sandbox")
-
-
-class InBackground:
-    """`work` run in a thread of its own while the caller does something else; `wait` returns
-    what it raised (None when it returned), after which everything it set is visible."""
-
-    def __init__(self, work: Callable[[], None], name: str) -> None:
-        self._work = work
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._work()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller by wait()
-            self._error = exc
-
-    def wait(self) -> BaseException | None:
-        self._thread.join()
-        return self._error
 
 
 @dataclass(frozen=True)
