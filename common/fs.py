@@ -1,4 +1,5 @@
-"""File-system helpers the domain packages share: disk usage of a tree and rm -rf.
+"""File-system helpers the domain packages share: disk usage of a tree, rm -rf, and a trash
+directory whose contents are removed in the background.
 
 Used by images (layers), containers (a container's writable layer and its removal) and
 sandbox (a pod's directories).
@@ -7,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import shutil
+import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,3 +47,49 @@ def remove_tree(path: Path) -> None:
         func(p)
 
     shutil.rmtree(path, onerror=make_writable)
+
+
+class Trash:
+    """A directory whose contents are removed in the background: `discard` takes a tree away
+    at once (a rename into the trash, on the same file system) and one thread removes it
+    there. What a stop left in the trash is removed when it is made."""
+
+    def __init__(self, directory: Path, name: str = "trash") -> None:
+        self.directory = directory
+        self.name = name  # the remover thread's
+        with contextlib.suppress(OSError):  # what a stop left to delete (what cannot go stays)
+            remove_tree(directory)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._doomed: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        self._remover: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def discard(self, path: Path) -> bool:
+        """Take `path` away into the trash, to be removed in the background; False (and nothing
+        done) when there is no `path`. OSError when it cannot be moved (another file system)."""
+        doomed = self.directory / uuid.uuid4().hex
+        try:
+            os.rename(path, doomed)
+        except FileNotFoundError:
+            if os.path.lexists(path):  # the trash is what is missing
+                raise
+            return False
+        self._doomed.put(doomed)
+        with self._lock:
+            if self._remover is None:
+                self._remover = threading.Thread(target=self._remove_doomed, name=self.name, daemon=True)
+                self._remover.start()
+        return True
+
+    def remove(self, path: Path) -> None:
+        """rm -rf `path`: in the background when it can be moved into the trash, here otherwise."""
+        try:
+            self.discard(path)
+        except OSError:
+            remove_tree(path)
+
+    def _remove_doomed(self) -> None:
+        while True:
+            doomed = self._doomed.get()
+            with contextlib.suppress(OSError):
+                remove_tree(doomed)

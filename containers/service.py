@@ -34,7 +34,7 @@ import structlog
 from pycri import cgroups
 
 from pycri.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from pycri.common.fs import remove_tree, usage
+from pycri.common.fs import Trash, usage
 from pycri.common.lifecycle import CREATED as CREATED_EVENT, DELETED, STARTED, STOPPED, LifecycleEvent, Publisher
 from pycri.containers import image_volumes, rootfs
 from pycri.containers.handler import ContainerPaths, ExecResult, ExitStatus, RuntimeHandler, StreamIO
@@ -58,6 +58,14 @@ class ContainerStats:
     writable_bytes: int
     writable_inodes: int
     processes: cgroups.ProcessStats | None = None  # asked for with stats(processes=True)
+
+
+@dataclass
+class _Config:
+    """A container's config.json as pycri wrote it: parsed, and its JSON text."""
+
+    spec: Spec
+    text: str  # json.dumps(spec.to_dict())
 
 
 @dataclass(frozen=True)
@@ -104,16 +112,28 @@ class ContainerService:
         self._exits_seen: set[str] = set()  # names in the exit directory at the last look (notice_exits)
         self.monitors = MonitorWatches()  # the live monitors of created and running containers
         self.runtime_deletes = RuntimeDeletes()  # exited containers are deleted from their runtime at once
+        # config.json of each container, parsed: pycri alone writes it (create, update_resources),
+        # and keeps this copy then; read once after a restart (under the lock, as it is written)
+        self._configs: dict[str, _Config] = {}
+        self._configs_lock = threading.Lock()
+        # (an id and its log path never change, and pathlib costs ~20 us a look)
+        self._paths = functools.lru_cache(maxsize=8192)(self._make_paths)
         root.mkdir(parents=True, exist_ok=True)
         exits.mkdir(parents=True, exist_ok=True)
+        # a removed container's files go at once, and are deleted in the background (as containerd's
+        # snapshots are by its garbage collection): beside the root, whose entries are containers
+        self.trash = Trash(root.parent / f".{root.name}-trash", "container-remover")
 
     # -- paths --------------------------------------------------------------
 
     def paths(self, record: ContainerRecord) -> ContainerPaths:
-        base = self.root / record.id
+        return self._paths(record.id, record.log_path)
+
+    def _make_paths(self, container_id: str, log_path: str) -> ContainerPaths:
+        base = self.root / container_id
         return ContainerPaths(
-            bundle=base / "bundle", persist=base / "persist", exit_file=self.exits / record.id,
-            log_path=record.log_path,
+            bundle=base / "bundle", persist=base / "persist", exit_file=self.exits / container_id,
+            log_path=log_path,
         )
 
     def handler_name(self, name: str) -> str:
@@ -159,7 +179,10 @@ class ContainerService:
             if new.image_volumes:
                 sources = image_volumes.mount(self.syscall, new.image_volumes, self.root / record.id / "image-volumes")
                 spec.mounts = image_volumes.bind_sources(spec.mounts, sources)
-            (paths.bundle / "config.json").write_text(json.dumps(spec.to_dict()))
+            text = json.dumps(spec.to_dict())
+            with self._configs_lock:
+                (paths.bundle / "config.json").write_text(text)
+                self._configs[record.id] = _Config(spec, text)
             if record.log_path:
                 Path(record.log_path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             record.pid = runtime.create(record.id, paths, stdin=record.stdin, stdin_once=record.stdin_once,
@@ -263,9 +286,12 @@ class ContainerService:
             raise FailedPrecondition(f"container {record.id} is {record.state}: its resources cannot change")
         self.handler(record.handler).update(record.id, resources.to_dict())
         config = self.paths(record).bundle / "config.json"
-        spec = Spec.from_dict(json.loads(config.read_text()))
-        spec.linux.resources = spec.linux.resources.merged(resources)
-        config.write_text(json.dumps(spec.to_dict()))
+        with self._configs_lock:
+            spec = Spec.from_dict(json.loads(config.read_text()))
+            spec.linux.resources = spec.linux.resources.merged(resources)
+            text = json.dumps(spec.to_dict())
+            config.write_text(text)
+            self._configs[record.id] = _Config(spec, text)
         return record
 
     def reopen_log(self, container_id: str) -> None:
@@ -276,8 +302,25 @@ class ContainerService:
         self._watcher(record).reopen_log(record.id, self.paths(record))
 
     def spec(self, record: ContainerRecord) -> Spec:
-        """The container's config.json (ValueError if it is not one pycri wrote)."""
-        return Spec.from_dict(json.loads((self.paths(record).bundle / "config.json").read_text()))
+        """The container's config.json (ValueError if it is not one pycri wrote; OSError if
+        there is none), parsed once and shared: callers must not change it."""
+        return self._config(record).spec
+
+    def spec_json(self, record: ContainerRecord) -> str:
+        """The container's config.json as JSON text, `json.dumps(self.spec(record).to_dict())`."""
+        return self._config(record).text
+
+    def _config(self, record: ContainerRecord) -> _Config:
+        config = self._configs.get(record.id)
+        if config is not None:
+            return config
+        with self._configs_lock:  # (written under it: never a half-written file, nor a stale copy kept)
+            config = self._configs.get(record.id)
+            if config is None:
+                spec = Spec.from_dict(json.loads((self.paths(record).bundle / "config.json").read_text()))
+                config = _Config(spec, json.dumps(spec.to_dict()))
+                self._configs[record.id] = config
+            return config
 
     def stats(self, record: ContainerRecord, processes: bool = False) -> ContainerStats:
         """CPU and memory from the container's cgroup, disk from its writable layer; with
@@ -449,7 +492,9 @@ class ContainerService:
         self._watcher(record).release(record.id, self.paths(record))
         rootfs.unmount(self.syscall, self.root / record.id / "rootfs" / "merged")
         image_volumes.unmount_all(self.syscall, self.root / record.id / "image-volumes")
-        remove_tree(self.root / record.id)
+        self.trash.remove(self.root / record.id)
+        with self._configs_lock:  # after the file has gone: a look at it since found it, or nothing
+            self._configs.pop(record.id, None)
         self.paths(record).exit_file.unlink(missing_ok=True)
         with self.db.transaction() as tx:
             self.table.delete(tx, record.id)

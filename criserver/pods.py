@@ -285,12 +285,13 @@ class PodCalls:
         spec = self._spec(record)
         info = {}
         if request.verbose:  # the container's config.json, as containerd's verbose status has it
-            info["info"] = json.dumps({
+            head = json.dumps({
                 "pid": record.pid if record.state == RUNNING else 0, "sandboxID": record.pod_id,
                 "runtimeHandler": record.handler, "state": record.state,
                 "bundle": str(self.containers.paths(record).bundle),
-                "runtimeSpec": spec.to_dict() if spec else None,
             })
+            # (the spec's JSON text is kept with it: json.dumps of the whole, without encoding it again)
+            info["info"] = f'{head[:-1]}, "runtimeSpec": {self._spec_json(record) if spec else "null"}}}'
         return cri.ContainerStatusResponse(status=self.full_container_status(record, spec), info=info)
 
     def full_container_status(self, record: ContainerRecord, spec: Spec | None = None) -> cri.ContainerStatus:
@@ -313,6 +314,13 @@ class PodCalls:
             return self.containers.spec(record)
         except (OSError, ValueError):
             return None
+
+    def _spec_json(self, record: ContainerRecord) -> str:
+        """`_spec`'s config.json as JSON text ("null" when there is none)."""
+        try:
+            return self.containers.spec_json(record)
+        except (OSError, ValueError):
+            return "null"
 
     def ExecSync(self, request: cri.ExecSyncRequest, context: Any) -> cri.ExecSyncResponse:
         result = self.containers.exec_sync(_required(request.container_id, "container_id"), list(request.cmd),

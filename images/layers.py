@@ -9,28 +9,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from pycri.common.fs import Usage, remove_tree, usage
+from pycri.common.fs import Trash, Usage, remove_tree, usage
 
 
 class LayerStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp = root / ".tmp"
-        self.trash = root / ".trash"
         for directory in (root, self.tmp):  # root-only: layers keep their setuid binaries
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(directory, 0o700)
-        remove_tree(self.trash)  # what a stop left to delete
-        self.trash.mkdir(mode=0o700)
-        self._doomed: queue.SimpleQueue[Path] = queue.SimpleQueue()
-        self._remover: threading.Thread | None = None
-        self._remover_lock = threading.Lock()
+        self.trash = root / ".trash"
+        self._trash = Trash(self.trash, "layer-remover")
 
     def dir(self, diff_id: str) -> Path:
         return self.root / diff_id.partition(":")[2]
@@ -70,22 +64,7 @@ class LayerStore:
     def delete(self, diff_id: str) -> None:
         """Take the layer out of the store at once (a rename: garbage collection holds the pull
         leases' lock meanwhile), and delete its files in the background."""
-        doomed = self.trash / uuid.uuid4().hex
-        try:
-            os.rename(self.dir(diff_id), doomed)
-        except FileNotFoundError:
-            return
-        self._doomed.put(doomed)
-        with self._remover_lock:
-            if self._remover is None:
-                self._remover = threading.Thread(target=self._remove_doomed, name="layer-remover", daemon=True)
-                self._remover.start()
-
-    def _remove_doomed(self) -> None:
-        while True:
-            doomed = self._doomed.get()
-            with contextlib.suppress(OSError):
-                remove_tree(doomed)
+        self._trash.discard(self.dir(diff_id))
 
     def diff_ids(self) -> Iterator[str]:
         for entry in os.scandir(self.root):
