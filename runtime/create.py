@@ -8,12 +8,12 @@ init is killed, its cgroups removed and the state dir deleted (its mounts were o
 in its own mount namespace).
 
 Start-up: the parent imports only what it runs itself. The init's set-up modules (rootfs,
-process, namespaces, and ctypes under kernel.linux) are imported by the first stage in
-the child (`_first_stage`), while the parent moves it into the cgroups: the first write
-to a cgroup.procs waits for an RCU grace period (~13 ms here), which the child spends
-importing. The child does nothing else before the parent's "go": it enters no namespace,
-makes no process and no kernel object, so everything it leaves behind is made inside the
-container's cgroups, as before.
+process, namespaces: runtime.init's) are imported by the first stage in the child
+(`_first_stage`), while the parent moves it into the cgroups: the first write to a
+cgroup.procs waits for an RCU grace period (~13 ms here), which the child spends importing.
+The child does nothing else before the parent's "go": it enters no namespace, makes no
+process and no kernel object, so everything it leaves behind is made inside the container's
+cgroups, as before.
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ import time
 from pycri import cgroups
 
 from pycri.cgroups.resources import DEFAULT_ALLOWED_DEVICES, Resources
-from pycri.kernel.syscall import PR_SET_DUMPABLE
+from pycri.kernel.linux import LinuxSyscall, preload_seccomp
+from pycri.kernel.syscall import PR_SET_DUMPABLE, Syscall
 from pycri.runtime import log, sysctl
 from pycri.runtime.errors import RuntimeFailure
 from pycri.runtime.spec import IdMapping, Spec, id_map_text, load_spec
@@ -32,9 +33,7 @@ from pycri.runtime.state import ContainerState, StateStore, read_proc_stat, rfc3
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from pycri.kernel.syscall import SeccompProgram, Syscall
+    from pycri.kernel.syscall import SeccompProgram
     from pycri.runtime.sync import Channel
 
 INIT_TIMEOUT = 120.0
@@ -114,45 +113,27 @@ def _systemd_cgroup(spec: Spec, container_id: str, resources: Resources):
     return manager, join
 
 
-def _then(join: Callable[[int], None], after: Callable[[], None]) -> Callable[[int], None]:
-    def both(pid: int) -> None:
-        join(pid)
-        after()
-
-    return both
-
-
-def _linux() -> Syscall:
-    from pycri.kernel.linux import LinuxSyscall  # ctypes: imported only by those that make calls
-
-    return LinuxSyscall()
-
-
-def _first_stage(to_parent: Channel, from_parent: Channel, kernel: Syscall | None, spec: Spec,
+def _first_stage(to_parent: Channel, from_parent: Channel, kernel: Syscall, spec: Spec,
                  options: InitOptions) -> None:
-    """The first stage's entry, in the child: non-dumpable before anything else, then the
-    init's modules, imported while the parent moves this process into the container's
-    cgroups; runtime.init.stage_namespaces waits for the parent's "go" before it does more."""
-    kernel = kernel or _linux()
-    kernel.prctl(PR_SET_DUMPABLE, 0)
+    """The first stage's entry, in the child: the init's modules, imported while the parent
+    moves this process into the container's cgroups; runtime.init.stage_namespaces waits for
+    the parent's "go" before it does anything."""
     from pycri.runtime.init import stage_namespaces
 
     stage_namespaces(to_parent, from_parent, kernel, spec, options)
 
 
 def create(store: StateStore, container_id: str, options: CreateOptions, kernel: Syscall | None = None) -> int:
-    """`kernel`: None for the real one (made where it is needed, in this process and in the
-    children), or a stand-in."""
+    kernel = kernel or LinuxSyscall()
     spec = load_spec(options.bundle)
     validate(spec, options)
     resources = container_resources(spec)
     program: SeccompProgram | None = None
     if spec.linux.seccomp:
-        from pycri.kernel.linux import LinuxSyscall, preload_seccomp
         from pycri.runtime.seccomp import translate
 
         program = translate(spec.linux.seccomp, spec.process.no_new_privileges)
-        if kernel is None or isinstance(kernel, LinuxSyscall):
+        if isinstance(kernel, LinuxSyscall):
             preload_seccomp()
     store.make_dir(container_id)
     manager: cgroups.CgroupManager | None = None
@@ -173,20 +154,12 @@ def create(store: StateStore, container_id: str, options: CreateOptions, kernel:
 
             console_fd = console.connect(options.console_socket)
 
-        def seal() -> None:
-            # the init stages pass through the container's namespaces as this (host) program:
-            # none of its /proc/<pid> (exe, environ, fd, mem) is for the container (CVE-2019-5736).
-            # The first stage made itself non-dumpable; this process is before the "go", which
-            # lets the first stage into the first namespace.
-            (kernel or _linux()).prctl(PR_SET_DUMPABLE, 0)
-
+        # the init stages pass through the container's namespaces as this (host) program: none of
+        # its /proc/<pid> (exe, environ, fd, mem) is for the container (CVE-2019-5736)
+        kernel.prctl(PR_SET_DUMPABLE, 0)
         init_options = InitOptions(fifo_path=fifo, console_fd=console_fd, no_pivot=options.no_pivot,
                                    preserve_fds=options.preserve_fds, seccomp=program)
-        if options.systemd_cgroup:  # systemd's D-Bus client (jeepney) in this thread only, as it always was
-            join, before_go = _then(join_cgroups, seal), None
-        else:  # the cgroup.procs writes in a thread (they wait, without the GIL) beside seal's imports
-            join, before_go = join_cgroups, seal
-        init_pid = launch(_first_stage, (kernel, spec, init_options), join_cgroups=join, before_go=before_go,
+        init_pid = launch(_first_stage, (kernel, spec, init_options), join_cgroups=join_cgroups,
                           timeout=INIT_TIMEOUT, id_maps=_id_maps(spec))
         for warning in manager.apply(resources):
             log.current.warning(warning)

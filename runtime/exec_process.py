@@ -6,8 +6,8 @@ last), forks once more for the PID namespace, applies user, capabilities, env, c
 no_new_privs and the container's seccomp filter, and execs. With --detach the runtime exits
 once the process started (its pid in --pid-file); without, it waits (as the process's
 subreaper) and exits with its exit code, forwarding SIGINT/SIGTERM/SIGHUP/SIGQUIT to it.
-As in `create`, the first stage imports the process set-up's modules (and ctypes) itself,
-while the parent moves it into the cgroups (runtime/create.py says why).
+As in `create`, the first stage imports the process set-up's modules itself, while the parent
+moves it into the cgroups (runtime/create.py says why).
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import os
 
 from pycri import cgroups
 
-from pycri.kernel.syscall import PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE
+from pycri.kernel.linux import LinuxSyscall, preload_seccomp
+from pycri.kernel.syscall import PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, SeccompProgram, Syscall
 from pycri.runtime import jsonlite, namespaces
 from pycri.runtime.args import Flags, UsageError
 from pycri.runtime.errors import RuntimeFailure
@@ -23,11 +24,7 @@ from pycri.runtime.signals import SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIG
 from pycri.runtime.spec import Process, SpecError
 from pycri.runtime.stages import launch, run_child
 from pycri.runtime.state import STOPPED, StateStore, write_pid_file
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from pycri.kernel.syscall import SeccompProgram, Syscall
-    from pycri.runtime.sync import Channel
+from pycri.runtime.sync import Channel
 
 EXEC_TIMEOUT = 60.0
 FORWARDED_SIGNALS = (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2)
@@ -91,8 +88,7 @@ def process_from_flags(base: dict[str, object], command: list[str], flags: Flags
 
 def exec_command(store: StateStore, container_id: str, command: list[str], flags: Flags,
                  kernel: Syscall | None = None) -> int:
-    """`kernel`: None for the real one (made where it is needed, in this process and in the
-    children), or a stand-in."""
+    kernel = kernel or LinuxSyscall()
     state = store.load(container_id)
     if store.status(state) == STOPPED:
         raise RuntimeFailure("cannot exec in a stopped container")
@@ -105,14 +101,18 @@ def exec_command(store: StateStore, container_id: str, command: list[str], flags
         raise RuntimeFailure("cannot use console socket if runc will not detach or allocate tty")
     program: SeccompProgram | None = None
     if state.seccomp:
-        from pycri.kernel.linux import LinuxSyscall, preload_seccomp
         from pycri.runtime.seccomp import translate
 
         program = translate(state.seccomp, process.no_new_privileges)
-        if kernel is None or isinstance(kernel, LinuxSyscall):
+        if isinstance(kernel, LinuxSyscall):
             preload_seccomp()
     manager = cgroups.manager_from_state(state.cgroup) if state.cgroup else None
+    # before anything joins the container: a non-dumpable process's /proc/<pid>/exe, environ,
+    # fd/, mem are closed to the container's processes (CVE-2019-5736); execve makes the
+    # container's process dumpable again
+    kernel.prctl(PR_SET_DUMPABLE, 0)
     if not detach:
+        kernel.prctl(PR_SET_CHILD_SUBREAPER, 1)
         set_default(SIGCHLD)  # an ignored SIGCHLD (inherited) would leave no exit status to wait for
     opened = namespaces.open_paths(namespaces.process_namespace_paths(state.pid, state.namespaces))
     console_fd = -1
@@ -120,24 +120,13 @@ def exec_command(store: StateStore, container_id: str, command: list[str], flags
         from pycri.runtime.process import console
 
         console_fd = console.connect(console_socket)
-
-    def seal() -> None:
-        # before anything joins the container (the "go"): a non-dumpable process's
-        # /proc/<pid>/exe, environ, fd/, mem are closed to the container's processes
-        # (CVE-2019-5736; the first stage made itself so); execve makes the container's process
-        # dumpable again. A subreaper (non-detached) gets the process when the first stage exits.
-        linux = kernel or _linux()
-        linux.prctl(PR_SET_DUMPABLE, 0)
-        if not detach:
-            linux.prctl(PR_SET_CHILD_SUBREAPER, 1)
-
     try:
         # a subreaper (non-detached) reaps a process that failed: a zombie left in the
         # container's PID namespace would keep its init from exiting
         preserve_fds = flags.integer("preserve-fds")
         pid = launch(_first_stage, (kernel, opened, process, program, console_fd, preserve_fds),
-                     join_cgroups=manager.add if manager is not None else None, before_go=seal,
-                     timeout=EXEC_TIMEOUT, reap_on_failure=not detach)
+                     join_cgroups=manager.add if manager is not None else None, timeout=EXEC_TIMEOUT,
+                     reap_on_failure=not detach)
     finally:
         namespaces.close(opened)
         if console_fd >= 0:
@@ -149,20 +138,11 @@ def exec_command(store: StateStore, container_id: str, command: list[str], flags
     return _wait(pid)
 
 
-def _linux() -> Syscall:
-    from pycri.kernel.linux import LinuxSyscall  # ctypes: imported only by those that make calls
-
-    return LinuxSyscall()
-
-
-def _first_stage(to_parent: Channel, from_parent: Channel, kernel: Syscall | None, opened: list[tuple[str, int]],
+def _first_stage(to_parent: Channel, from_parent: Channel, kernel: Syscall, opened: list[tuple[str, int]],
                  process: Process, program: SeccompProgram | None, console_fd: int, preserve_fds: int) -> None:
-    """The first stage's entry, in the child: non-dumpable before anything else, then the
-    process set-up's modules, imported while the parent moves this process into the
-    container's cgroups (as create's first stage does)."""
-    kernel = kernel or _linux()
-    kernel.prctl(PR_SET_DUMPABLE, 0)
-    from pycri.runtime.process import console, setup  # noqa: F401 - loaded for _stage_exec
+    """The first stage's entry, in the child: the process set-up's modules, imported while the
+    parent moves this process into the container's cgroups (as create's first stage does)."""
+    from pycri.runtime.process import console, setup  # noqa: F401 - for _stage_exec
 
     _stage_join(to_parent, from_parent, kernel, opened, process, program, console_fd, preserve_fds)
 

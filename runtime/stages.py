@@ -13,7 +13,6 @@ through its set-up before the first stage, just back from fork, is scheduled aga
 """
 from __future__ import annotations
 
-import _thread
 import os
 import time
 
@@ -183,41 +182,11 @@ def write_id_maps(pid: int, uid_map: str, gid_map: str, proc: str = "/proc") -> 
         raise RuntimeFailure(f"write {e.name} of the user namespace: {e.reason}") from None
 
 
-def alongside(background: Callable[[], None], foreground: Callable[[], None]) -> None:
-    """Run `background` in a thread while this thread runs `foreground`, and return when both
-    are done; the first error of the two (foreground's if both fail) is raised. For a
-    background that mostly waits in the kernel (a first write to cgroup.procs waits for an
-    RCU grace period, without the GIL)."""
-    done = _thread.allocate_lock()
-    done.acquire()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            background()
-        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
-            errors.append(e)
-        finally:
-            done.release()
-
-    _thread.start_new_thread(run, ())
-    try:
-        foreground()
-    finally:
-        done.acquire()
-    if errors:
-        raise errors[0]
-
-
 def launch(stage: Callable[..., None], args: tuple[Any, ...], *, join_cgroups: Callable[[int], None] | None,
-           timeout: float, reap_on_failure: bool = False, id_maps: tuple[str, str] | None = None,
-           before_go: Callable[[], None] | None = None) -> int:
+           timeout: float, reap_on_failure: bool = False, id_maps: tuple[str, str] | None = None) -> int:
     """Fork `stage(to_parent, from_parent, *args)`; returns the container process's host pid
     once it reported ready. On failure the process is killed (and reaped, with
     `reap_on_failure`, when this process is its subreaper) and RuntimeFailure raised.
-    `join_cgroups(first stage's pid)` and `before_go()` (which runs meanwhile, in this
-    thread) are both done before the first stage is told "go"; until then it may only
-    prepare (import), as it has not joined the cgroups.
     With `id_maps` (uid_map, gid_map) the first stage makes a user namespace and asks
     ("userns") for its maps, which are written before it is told "mapped"."""
     child_reader, parent_writer = channel_pair()  # runtime -> first stage
@@ -230,12 +199,8 @@ def launch(stage: Callable[..., None], args: tuple[Any, ...], *, join_cgroups: C
     state = _Launch(first)
     deadline = time.monotonic() + timeout
     try:
-        if join_cgroups is not None and before_go is not None:
-            alongside(lambda: join_cgroups(first), before_go)
-        elif join_cgroups is not None:
+        if join_cgroups is not None:
             join_cgroups(first)
-        elif before_go is not None:
-            before_go()
         try:
             parent_writer.send("go")
         except BrokenPipeError:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 
@@ -18,7 +17,7 @@ from pycri.kernel.linux import LinuxSyscall
 from pycri.kernel.syscall import PR_SET_CHILD_SUBREAPER
 from pycri.runtime import stages
 from pycri.runtime.errors import RuntimeFailure
-from pycri.runtime.stages import alongside, kill_and_wait, launch, run_child, start_time
+from pycri.runtime.stages import kill_and_wait, launch, run_child, start_time
 from pycri.runtime.sync import Channel
 
 
@@ -136,68 +135,6 @@ def test_a_cgroup_join_failure_kills_the_first_stage() -> None:
         launch(lambda to_parent, from_parent: from_parent.receive(), (), join_cgroups=join, timeout=10)
     with pytest.raises(ChildProcessError):
         os.waitpid(seen[0], os.WNOHANG)  # reaped
-
-
-def test_the_cgroup_join_and_before_go_both_finish_before_go() -> None:
-    """The join runs in a thread while before_go runs in this one; the first stage hears "go"
-    only when both are done (it reports what it saw then as its "pid": 1 when both were)."""
-    done: list[str] = []
-    gate = threading.Event()  # the join waits until before_go has run: they overlap
-
-    def join(pid: int) -> None:
-        assert gate.wait(10)
-        done.append("join")
-
-    def before_go() -> None:
-        done.append("before")
-        gate.set()
-
-    def first_stage(to_parent: Channel, from_parent: Channel) -> None:
-        assert from_parent.receive()["type"] == "go"
-        to_parent.send("pid", pid=os.getpid())
-        to_parent.send("ready")
-
-    pid = launch(first_stage, (), join_cgroups=join, before_go=before_go, timeout=10)
-    assert done == ["before", "join"]
-    assert pid > 0
-
-
-@pytest.mark.parametrize("failing", ["join", "before_go", "both"])
-def test_a_failure_of_either_before_go_kills_the_first_stage(failing: str) -> None:
-    seen: list[int] = []
-
-    def join(pid: int) -> None:
-        seen.append(pid)
-        if failing in ("join", "both"):
-            raise RuntimeFailure("no cgroup")
-
-    def before_go() -> None:
-        if failing in ("before_go", "both"):
-            raise RuntimeFailure("not sealed")
-
-    expected = "no cgroup" if failing == "join" else "not sealed"  # this thread's error first
-    with pytest.raises(RuntimeFailure, match=expected):
-        launch(lambda to_parent, from_parent: from_parent.receive(), (), join_cgroups=join, before_go=before_go,
-               timeout=10)
-    with pytest.raises(ChildProcessError):
-        os.waitpid(seen[0], os.WNOHANG)  # reaped
-
-
-def test_alongside_waits_for_the_background_even_when_the_foreground_fails() -> None:
-    finished: list[str] = []
-    gate = threading.Event()
-
-    def background() -> None:
-        assert gate.wait(10)
-        finished.append("background")
-
-    def foreground() -> None:
-        gate.set()
-        raise KeyError("foreground")
-
-    with pytest.raises(KeyError):
-        alongside(background, foreground)
-    assert finished == ["background"]
 
 
 def test_an_error_after_the_channel_closed_goes_to_stderr(capfd: pytest.CaptureFixture[str]) -> None:
