@@ -165,9 +165,24 @@ def write_file(directory: str, name: str, value: str | int) -> None:
         os.close(fd)
 
 
+READ_SIZE = 65536  # every cgroup file this reads is far smaller: one read(2) holds it
+
+
+def _read_text(path: str) -> str:
+    """The file's text by os.open/os.read: half the cost of open() for these small files
+    (no buffered reader, text wrapper or fstat), which stats read by the dozen per container."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = [os.read(fd, READ_SIZE)]
+        while len(chunks[-1]) == READ_SIZE:  # (never for a cgroup file: just in case)
+            chunks.append(os.read(fd, READ_SIZE))
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
+
+
 def read_file(directory: str, name: str) -> str:
-    with open(os.path.join(directory, name)) as f:
-        return f.read().strip()
+    return _read_text(os.path.join(directory, name)).strip()
 
 
 def read_int(directory: str, name: str, default: int = 0) -> int:
@@ -187,15 +202,15 @@ def read_keyed(directory: str, name: str) -> dict[str, int]:
     """A flat keyed file (memory.stat, cpu.stat): `key value` lines."""
     result: dict[str, int] = {}
     try:
-        with open(os.path.join(directory, name)) as f:
-            for line in f:
-                key, _, value = line.partition(" ")
-                try:
-                    result[key] = int(value)
-                except ValueError:
-                    pass
+        text = _read_text(os.path.join(directory, name))
     except OSError:
-        pass
+        return result
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        try:
+            result[key] = int(value)
+        except ValueError:
+            pass
     return result
 
 

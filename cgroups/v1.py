@@ -25,10 +25,27 @@ UNLIMITED_V1 = -1
 NS_PER_TICK = 10_000_000  # cpuacct.stat counts USER_HZ (100 a second) ticks
 
 
+# root -> ((st_dev, st_ino, st_mtime_ns) of root, its hierarchies): looked up on every stats
+# call of every container; a hierarchy mounted or removed changes root's directory entries
+_hierarchies: dict[str, tuple[tuple[int, int, int], list[str]]] = {}
+
+
 def list_hierarchies(root: str) -> list[str]:
     """The v1 hierarchies mounted under `root`: directories that hold a cgroup.procs. Inside a
     container (a kind node), docker's runc leaves empty, unmounted directories for hierarchies
-    the host has not mounted ("cpu,cpuacct", "hugetlb", ...): they are not hierarchies."""
+    the host has not mounted ("cpu,cpuacct", "hugetlb", ...): they are not hierarchies.
+    Kept per `root` until its directory changes (one stat instead of two calls a hierarchy)."""
+    st = os.stat(root)
+    key = (st.st_dev, st.st_ino, st.st_mtime_ns)
+    known = _hierarchies.get(root)
+    if known is not None and known[0] == key:
+        return list(known[1])
+    names = _find_hierarchies(root)
+    _hierarchies[root] = (key, names)
+    return list(names)
+
+
+def _find_hierarchies(root: str) -> list[str]:
     names = []
     for name in sorted(os.listdir(root)):
         path = os.path.join(root, name)
