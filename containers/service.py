@@ -426,7 +426,7 @@ class ContainerService:
                 self._publish(STOPPED, record)
                 runtime = self.handlers.get(record.handler)
                 if runtime is not None:
-                    self.runtime_deletes.start(record.id, functools.partial(runtime.delete, record.id, force=True))
+                    self.runtime_deletes.start(record.id, functools.partial(self._delete_exited, runtime, record.id))
         return record
 
     def notice_exits(self) -> list[str]:
@@ -480,6 +480,16 @@ class ContainerService:
 
     # -- helpers ------------------------------------------------------------
 
+    def _delete_exited(self, runtime: RuntimeHandler, container_id: str) -> None:
+        """What an exit lets go of at once, as containerd's task delete: the container in its
+        runtime, then its rootfs and image volume mounts (their files stay until remove)."""
+        runtime.delete(container_id, force=True)
+        self._unmount(container_id)
+
+    def _unmount(self, container_id: str) -> None:
+        rootfs.unmount(self.syscall, self.root / container_id / "rootfs" / "merged")
+        image_volumes.unmount_all(self.syscall, self.root / container_id / "image-volumes")
+
     def _publish(self, kind: str, record: ContainerRecord) -> None:
         self.events.publish(LifecycleEvent(kind, record.id, record.pod_id, time.time_ns()))
 
@@ -490,8 +500,7 @@ class ContainerService:
         self.runtime_deletes.finish(record.id, functools.partial(runtime.delete, record.id, force=True)
                                     if runtime is not None else lambda: None)
         self._watcher(record).release(record.id, self.paths(record))
-        rootfs.unmount(self.syscall, self.root / record.id / "rootfs" / "merged")
-        image_volumes.unmount_all(self.syscall, self.root / record.id / "image-volumes")
+        self._unmount(record.id)  # (unless its exit did)
         self.trash.remove(self.root / record.id)
         with self._configs_lock:  # after the file has gone: a look at it since found it, or nothing
             self._configs.pop(record.id, None)

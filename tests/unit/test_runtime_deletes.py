@@ -84,3 +84,24 @@ def test_finish_waits_for_a_delete_under_way_and_does_not_run_a_second() -> None
     assert calls == ["background"] and not finisher.is_alive()
     deletes.finish("c", lambda: calls.append("finish"))  # finished: it runs again (nothing kept)
     assert calls == ["background", "finish"]
+
+
+def umounts(containers) -> list[str]:  # type: ignore[no-untyped-def]
+    return [args[0] for name, args in containers.syscall.calls if name == "umount"]
+
+
+def test_an_exit_unmounts_the_rootfs_as_containerds_task_delete_does(tmp_path: Path) -> None:
+    """The rootfs (and image volumes) are unmounted once the runtime has deleted the container,
+    not in remove, which then only removes files and the row; stop returns after both."""
+    fake = FakeHandler()
+    containers = service(tmp_path, fake)
+    record, other = running(containers, tmp_path), running(containers, tmp_path, "other")
+    merged = str(containers.root / record.id / "rootfs" / "merged")
+    assert merged not in umounts(containers)
+    fake.exit(record.id, 0)
+    assert containers.get(record.id).state == EXITED
+    wait_for(lambda: merged in umounts(containers))
+    assert containers.stop(other.id, 0).state == EXITED
+    assert str(containers.root / other.id / "rootfs" / "merged") in umounts(containers)
+    containers.remove(record.id)  # (unmounting again finds nothing mounted, and is cheap)
+    assert not (containers.root / record.id).exists()
