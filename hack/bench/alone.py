@@ -198,8 +198,9 @@ def measure_streams(daemon: ListDaemon, repeats: int, churn_seconds: float) -> b
     client = streams.KubeletClient(daemon)
     try:
         count = len(list(streams.call_stream(client, streams.CALLS[0]).keys))
+        load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
         rows = streams.measure_lists(client, repeats)
-        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        load = f"{load_before} before, " + " ".join(Path("/proc/loadavg").read_text().split()[:3]) + " after"
         print(streams.table(rows, count, load), flush=True)
         problems = [p for row in rows for p in streams.check_row(row)]
         report = None

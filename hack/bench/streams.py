@@ -275,20 +275,31 @@ def _mib(n: float) -> str:
     return f"{n / (1 << 20):.2f}"
 
 
+def _codes(outcomes: list[Outcome]) -> str:
+    codes = [o.code for o in outcomes]
+    return codes[0] if len(set(codes)) == 1 else ", ".join(codes)
+
+
 def table(rows: list[Row], containers: int, load: str) -> str:
-    """Markdown: per call, items, bytes, largest message, median time, the List reply's status."""
+    """Markdown: per call, items, bytes, largest message (of the last call that ended OK),
+    median time, and each call's status; for a List call, whether its reply fits."""
     lines = [f"At {containers} running containers (kubelet-like labels and annotations); "
              f"kubelet's receive limit {_mib(KUBELET_MAX_MSG)} MiB a message; load average {load}.", "",
-             "| call | items | MiB in all | messages | largest message (MiB) | median ms | List reply |",
+             "| call | items | MiB in all | messages | largest message (MiB) | median ms | status of each call |",
              "|---|---|---|---|---|---|---|"]
     for row in rows:
-        s, u = row.stream[-1], row.unary[-1]
+        ok = [o for o in row.stream if o.code == "OK"]
+        s = ok[-1] if ok else row.stream[-1]
         lines.append(f"| {row.call.stream} | {s.items} | {_mib(s.bytes)} | {s.messages} | {_mib(s.largest)} | "
-                     f"{Row.median_ms(row.stream):.1f} | {s.code} |")
-        verdict = "fits" if u.code == "OK" else f"**refused** ({u.code}: {u.details[:80]})"
-        size = _mib(u.bytes) if u.code == "OK" else f"~{_mib(s.bytes)}"
-        lines.append(f"| {row.call.unary} | {u.items if u.code == 'OK' else '-'} | {size} | 1 | {size} | "
-                     f"{Row.median_ms(row.unary):.1f} | {verdict} |")
+                     f"{Row.median_ms(row.stream):.1f} | {_codes(row.stream)} |")
+        fitting = [o for o in row.unary if o.code == "OK"]
+        u = fitting[-1] if fitting else row.unary[-1]
+        if u.code == "OK":
+            lines.append(f"| {row.call.unary} | {u.items} | {_mib(u.bytes)} | 1 | {_mib(u.bytes)} | "
+                         f"{Row.median_ms(row.unary):.1f} | fits ({_codes(row.unary)}) |")
+        else:
+            lines.append(f"| {row.call.unary} | - | ~{_mib(s.bytes)} | 1 | ~{_mib(s.bytes)} | "
+                         f"{Row.median_ms(row.unary):.1f} | **refused** ({_codes(row.unary)}: {u.details[:90]}) |")
     return "\n".join(lines)
 
 
@@ -360,3 +371,21 @@ def summary(rows: Iterable[Row]) -> dict[str, Any]:
     """The rows as JSON-able data (for results files)."""
     return {r.call.stream: {"stream": [vars(o) | {"keys": len(o.keys)} for o in r.stream],
                             "unary": [vars(o) | {"keys": len(o.keys)} for o in r.unary]} for r in rows}
+
+
+def table_from_file(path: Path) -> str:
+    """The table of a run's figures file (BASE/streams-N.json), printed again."""
+    data = json.loads(path.read_text())
+    by_name = {c.stream: c for c in CALLS}
+
+    def outcomes(raw: list[dict[str, Any]]) -> list[Outcome]:
+        return [Outcome(**{k: v for k, v in o.items() if k != "keys"}) for o in raw]
+
+    rows = [Row(by_name[name], outcomes(r["stream"]), outcomes(r["unary"])) for name, r in data["rows"].items()]
+    return table(rows, data["containers"], data["load"])
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(table_from_file(Path(sys.argv[1])))
