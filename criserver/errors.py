@@ -1,7 +1,7 @@
 """The one place where domain errors become gRPC status codes, and every CRI call is logged."""
 from __future__ import annotations
 
-import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -49,21 +49,52 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 def ids_of(request: Any) -> dict[str, str]:
     found: dict[str, str] = {}
-    for name in _ID_FIELDS:
+    names, image_field, config_field = _logged_fields(type(request))
+    for name in names:
         value = getattr(request, name, "")
         if value:
             found[name] = value
-    image = getattr(request, "image", None)
+    image = getattr(request, "image", None) if image_field else None
     if image is not None and getattr(image, "image", ""):
         found["image"] = image.image
-    metadata = getattr(getattr(request, "config", None), "metadata", None)
+    metadata = getattr(getattr(request, "config", None), "metadata", None) if config_field else None
     if metadata is not None and getattr(metadata, "name", ""):
         found["name"] = metadata.name
     return {key: clip(value, _MAX_LOGGED) for key, value in found.items()}
 
 
+@functools.cache
+def _logged_fields(kind: type) -> tuple[tuple[str, ...], bool, bool]:
+    """Which of the logged fields a request type has (id fields, `image`, `config`): a message's
+    fields from its descriptor (asking a message for a field it lacks raises inside getattr),
+    every one for anything else."""
+    fields = getattr(getattr(kind, "DESCRIPTOR", None), "fields_by_name", None)
+    if fields is None:
+        return _ID_FIELDS, True, True
+    return tuple(n for n in _ID_FIELDS if n in fields), "image" in fields, "config" in fields
+
+
 def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+class _Active:
+    """The calls under way, as a context manager around each (a class: a generator-based one
+    costs more per call), and a condition set when none is."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.idle = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self.idle:
+            self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self.idle:
+            self.count -= 1
+            if self.count == 0:
+                self.idle.notify_all()
 
 
 class CallInterceptor(grpc.ServerInterceptor):
@@ -73,24 +104,13 @@ class CallInterceptor(grpc.ServerInterceptor):
     server.stop() cancels the calls but returns while their threads still run (a pull, say)."""
 
     def __init__(self) -> None:
-        self._active = 0
-        self._idle = threading.Condition()
+        self._counted = _Active()
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no call's handler runs; False if some still did after `timeout` seconds."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._active == 0, timeout)
-
-    @contextlib.contextmanager
-    def _counted(self) -> Iterator[None]:
-        with self._idle:
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._idle:
-                self._active -= 1
-                self._idle.notify_all()
+        active = self._counted
+        with active.idle:
+            return active.idle.wait_for(lambda: active.count == 0, timeout)
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
@@ -120,7 +140,7 @@ class CallInterceptor(grpc.ServerInterceptor):
     def _counted_only(self, inner: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
         """A call the daemon's stop waits for (before it closes the database), nothing more."""
         def call(requests: Any, context: grpc.ServicerContext) -> Any:
-            with self._counted():
+            with self._counted:
                 return inner(requests, context)
         return call
 
@@ -128,7 +148,7 @@ class CallInterceptor(grpc.ServerInterceptor):
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             start, ids = time.monotonic(), ids_of(request)
             try:
-                with self._counted():
+                with self._counted:
                     response = inner(request, context)
             except Exception as exc:  # mapped to a status, never lost
                 _fail(context, method, start, ids, exc)
@@ -141,7 +161,7 @@ class CallInterceptor(grpc.ServerInterceptor):
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             start, ids, sent = time.monotonic(), ids_of(request), 0
             try:
-                with self._counted():
+                with self._counted:
                     for response in inner(request, context):
                         sent += 1
                         yield response
