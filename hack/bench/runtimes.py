@@ -229,7 +229,9 @@ class Daemon:
         out = set()
         for top in CGROUP_V1_ROOT.glob(f"*{self.default_cgroup_parent}"):
             out.add(str(top))
-            out.update(str(p) for p in top.rglob("*") if p.is_dir())
+            # os.walk, not rglob: another runtime may remove a cgroup while this walks
+            # (rglob raised FileNotFoundError then); a vanished directory is skipped
+            out.update(os.path.join(d, name) for d, dirs, _ in os.walk(top) for name in dirs)
         return out
 
     def leftover_cgroups(self) -> list[str]:
