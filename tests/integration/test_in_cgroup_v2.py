@@ -26,7 +26,7 @@ def test_cgroup_unit_tests_in_v2() -> None:
 @pytest.mark.parametrize("module", [
     "test_runtime_lifecycle", "test_runtime_exec", "test_runtime_options", "test_runtime_conmon",
     "test_runtime_console", "test_runtime_differential", "test_runtime_mount_attrs", "test_runtime_seccomp",
-    "test_runtime_startup", "test_sandbox_cni", "test_sandbox_namespaces", "test_sandbox_portforward",
+    "test_runtime_startup", "test_runtime_create_order", "test_sandbox_cni", "test_sandbox_namespaces", "test_sandbox_portforward",
     "test_image_files", "test_cgroup_v2_device_filter",
 ])
 def test_runtime_integration_in_v2(module: str) -> None:
