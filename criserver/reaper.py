@@ -50,6 +50,16 @@ def zombie_children(parent: int | str = "self", proc: str = "/proc") -> set[int]
     return found
 
 
+def has_zombie_child() -> bool:
+    """Whether any child has exited and not been waited for: one waitid(2) that reaps nothing
+    (WNOWAIT), so a sweep reads no /proc file in the usual case (pycri, a subreaper, has every
+    conmon as a child: 110 stat files every sweep at kubelet's max-pods)."""
+    try:
+        return os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # no child at all
+        return False
+
+
 class OrphanReaper:
     """Sweeps every `interval` seconds; reaps the zombies first seen at least `grace` seconds ago."""
 
@@ -72,7 +82,7 @@ class OrphanReaper:
     def sweep(self) -> list[int]:
         """One sweep; returns the pids reaped."""
         now = self.clock()
-        zombies = zombie_children()
+        zombies = zombie_children() if has_zombie_child() else set()
         self._first_seen = {pid: self._first_seen.get(pid, now) for pid in zombies}
         reaped = []
         for pid, since in sorted(self._first_seen.items()):

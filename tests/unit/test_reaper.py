@@ -85,3 +85,20 @@ while found[0] not in zombie_children():
 reaper.sweep(); now[0] += 10
 assert sorted(reaper.sweep()) == sorted([pid, found[0]])
 """)
+
+
+def test_the_sweep_peeks_with_waitid_and_reaps_nothing_by_it() -> None:
+    run("""
+from pycri.criserver.reaper import has_zombie_child
+assert has_zombie_child() and has_zombie_child(), "WNOWAIT: the peek leaves the zombie there"
+assert pid in zombie_children()
+assert os.waitpid(pid, 0)[0] == pid
+assert not has_zombie_child(), "no zombie left (and no child at all)"
+sleeper = os.fork()
+if sleeper == 0:
+    time.sleep(60)
+    os._exit(0)
+assert not has_zombie_child(), "a running child is not a zombie"
+os.kill(sleeper, 9)
+os.waitpid(sleeper, 0)
+""")
