@@ -23,12 +23,16 @@ class Usage:
 
 
 def usage(path: Path) -> Usage:
-    """Disk blocks in bytes and inodes used under `path` (hard links counted once)."""
+    """Disk blocks in bytes and inodes used under `path` (hard links counted once). A file
+    removed while this walks (a container at work, or one being removed) is left out."""
     seen: set[tuple[int, int]] = set()
     total = 0
     for dirpath, dirnames, filenames in os.walk(path):
         for name in dirnames + filenames:
-            st = os.lstat(os.path.join(dirpath, name))
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
             if (st.st_dev, st.st_ino) not in seen:
                 seen.add((st.st_dev, st.st_ino))
                 total += st.st_blocks * 512

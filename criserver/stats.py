@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from pycri import cgroups
 
@@ -70,6 +70,18 @@ def _network(interfaces: list[netstats.InterfaceStats], timestamp: int) -> cri.N
     default = next((u for u in usages if u.name == DEFAULT_INTERFACE), usages[0])
     return cri.NetworkUsage(timestamp=timestamp, default_interface=default,
                             interfaces=[u for u in usages if u is not default])
+
+
+T = TypeVar("T")
+
+
+def _read_or_none(read: Callable[[], T]) -> T | None:
+    """What a pod cgroup's `read` gives, or None when the cgroup went away meanwhile (the pod
+    was stopped or removed during a List call: one pod's race must not fail the whole list)."""
+    try:
+        return read()
+    except (OSError, ValueError, cgroups.CgroupError):
+        return None
 
 
 def _pod_cgroup(record: SandboxRecord) -> cgroups.CgroupManager | None:
@@ -139,8 +151,8 @@ class StatsCalls:
         if record.state == READY:
             now = time.time_ns()
             manager = _pod_cgroup(record)
-            if manager is not None:
-                stats = manager.stats()
+            stats = _read_or_none(manager.stats) if manager is not None else None
+            if stats is not None:
                 linux.cpu.CopyFrom(_cpu(f"pod:{record.id}", stats, now, self.cpu_rates))
                 linux.memory.CopyFrom(_memory(stats, now))
                 linux.process.timestamp = now
@@ -187,13 +199,14 @@ class StatsCalls:
         a cgroup (created or running), as cadvisor sees live cgroups only."""
         pod = None
         manager = _pod_cgroup(record)
-        if manager is not None:
-            stats = manager.stats()
+        stats = _read_or_none(manager.stats) if manager is not None else None
+        processes = _read_or_none(manager.process_stats) if manager is not None else None
+        if stats is not None and processes is not None:
             pod = metrics.Sample(
                 labels=metrics.Labels(id=record.id, name=metrics.full_name(
                     metrics.POD, record.name, record.namespace, record.uid, record.attempt), image=""),
                 now_ns=time.time_ns(), start_time_ns=record.created_at, cgroup=stats,
-                processes=manager.process_stats(), interfaces=_interfaces(record),
+                processes=processes, interfaces=_interfaces(record),
                 device_names=metrics.device_names(stats))
         containers = []
         for container in self.containers.list(record.id):
