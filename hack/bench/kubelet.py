@@ -547,6 +547,11 @@ class Phase:
         if not left:
             for path in (daemon.root.parent, daemon.state):
                 shutil.rmtree(path, ignore_errors=True)
+            for path in (self.instance.root, self.instance.state):  # if nothing else is left in them
+                try:
+                    path.rmdir()
+                except OSError:
+                    pass
         return left
 
 
