@@ -49,7 +49,7 @@ from typing import Any
 
 import structlog
 
-from .runtimes import CGROUP_V1_ROOT, REPO, WORKLOAD, ContainerdDaemon, Daemon, PycriDaemon, pss_kib
+from .runtimes import REPO, WORKLOAD, ContainerdDaemon, Daemon, PycriDaemon, pss_kib
 from .table import Results, format_markdown, format_text
 
 log = structlog.get_logger("bench.kubelet")
