@@ -104,6 +104,9 @@ def run_command(command: str, root: str, argv: list[str], systemd_cgroup: bool =
 
         commands.delete(store, _one_id(command, positional), force=flags.flag("force"))
     elif command == "create":
+        from pycri.runtime import cgroup_lock
+
+        cgroup_lock.warm()  # the grace period of the cgroup.procs write, beside the imports
         from pycri.runtime.create import CreateOptions, create
 
         container_id = _one_id(command, positional)
@@ -116,6 +119,9 @@ def run_command(command: str, root: str, argv: list[str], systemd_cgroup: bool =
         except RuntimeFailure as e:
             raise RuntimeFailure(f"{PROG} create failed: {e}") from None
     elif command == "exec":
+        from pycri.runtime import cgroup_lock
+
+        cgroup_lock.warm()
         from pycri.runtime.exec_process import exec_command
 
         if not positional:

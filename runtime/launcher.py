@@ -31,6 +31,9 @@ def launcher_text(python: Path, src_root: Path) -> str:
         "pycri = type(sys)('pycri')  # the module type, without importing types\n"
         f"pycri.__path__ = [{str(src_root)!r}]\n"
         "sys.modules['pycri'] = pycri\n"
+        "if 'create' in sys.argv or 'exec' in sys.argv:  # runtime/cgroup_lock.py\n"
+        "    from pycri.runtime.cgroup_lock import warm\n"
+        "    warm()\n"
         "from pycri.runtime.cli import run\n"
         "run()\n"
     )
