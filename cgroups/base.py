@@ -103,6 +103,13 @@ class CgroupManager:
     def stats(self) -> Stats:
         raise NotImplementedError
 
+    def usage(self) -> Stats:
+        """Only what CRI's ContainerStats and PodSandboxStats carry: CPU usage, and memory
+        usage, working set, limit, anonymous memory and page faults, and the pids count (the rest stays 0). A
+        handful of files instead of every stats file: kubelet asks for these about every
+        container every few seconds. Managers without a cheaper read give all of stats()."""
+        return self.stats()
+
     def procs_dir(self) -> str | None:
         """The directory whose cgroup.procs lists the container's processes."""
         raise NotImplementedError

@@ -215,6 +215,19 @@ class V1Manager(CgroupManager):
         if memory.disable_oom_killer:
             write_file(path, "memory.oom_control", 1)
 
+    def usage(self) -> Stats:
+        stats = Stats()
+        cpuacct = self.controller("cpuacct")
+        if cpuacct:
+            stats.cpu_usage_ns = read_int(cpuacct, "cpuacct.usage")
+        memory = self.controller("memory")
+        if memory:
+            _brief_memory(memory, stats)
+        pids = self.controller("pids")
+        if pids:
+            stats.pids_current = read_int(pids, "pids.current")
+        return stats
+
     def stats(self) -> Stats:
         stats = Stats()
         cpuacct = self.controller("cpuacct")
@@ -248,6 +261,17 @@ class V1Manager(CgroupManager):
         if self.unified:  # a hybrid host keeps pressure stall information in the v2 tree
             stats.pressure = read_pressure(self.unified)
         return stats
+
+
+def _brief_memory(memory: str, stats: Stats) -> None:
+    usage = read_int(memory, "memory.usage_in_bytes")
+    detail = read_keyed(memory, "memory.stat")
+    stats.memory_usage = usage
+    stats.memory_working_set = max(0, usage - detail.get("total_inactive_file", 0))
+    stats.memory_limit = _limit(read_int(memory, "memory.limit_in_bytes"))
+    stats.memory_rss = detail.get("total_rss", 0)
+    stats.pgfault = detail.get("pgfault", 0)
+    stats.pgmajfault = detail.get("pgmajfault", 0)
 
 
 def _limit(value: int) -> int:

@@ -203,6 +203,19 @@ class V2Manager(CgroupManager):
         stats.pressure = read_pressure(self.dir)
         return stats
 
+    def usage(self) -> Stats:
+        stats = Stats()
+        stats.cpu_usage_ns = read_keyed(self.dir, "cpu.stat").get("usage_usec", 0) * 1000
+        detail = read_keyed(self.dir, "memory.stat")
+        stats.memory_usage = read_int(self.dir, "memory.current")
+        stats.memory_working_set = max(0, stats.memory_usage - detail.get("inactive_file", 0))
+        stats.memory_limit = read_int(self.dir, "memory.max")
+        stats.memory_rss = detail.get("anon", 0)
+        stats.pgfault = detail.get("pgfault", 0)
+        stats.pgmajfault = detail.get("pgmajfault", 0)
+        stats.pids_current = read_int(self.dir, "pids.current")
+        return stats
+
     def _memory_stats(self, stats: Stats) -> None:
         detail = read_keyed(self.dir, "memory.stat")
         events = read_keyed(self.dir, "memory.events")

@@ -34,7 +34,7 @@ import structlog
 from pycri import cgroups
 
 from pycri.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from pycri.common.fs import Trash, usage
+from pycri.common.fs import Trash, Usage, usage
 from pycri.common.lifecycle import CREATED as CREATED_EVENT, DELETED, STARTED, STOPPED, LifecycleEvent, Publisher
 from pycri.containers import image_volumes, rootfs
 from pycri.containers.handler import ContainerPaths, ExecResult, ExitStatus, RuntimeHandler, StreamIO
@@ -49,6 +49,7 @@ from pycri.store.db import Database
 log = structlog.get_logger("containers")
 EXIT_POLL_SECONDS = 0.05
 KILL_WAIT_SECONDS = 10.0
+WRITABLE_USAGE_TTL_NS = 10 * 10**9  # how long a walk of a writable layer's disk use is kept
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class ContainerService:
         # config.json of each container, parsed: pycri alone writes it (create, update_resources),
         # and keeps this copy then; read once after a restart (under the lock, as it is written)
         self._configs: dict[str, _Config] = {}
+        self._usage: dict[str, tuple[int, Usage]] = {}  # container id -> (when, its writable layer's use)
         self._configs_lock = threading.Lock()
         # (an id and its log path never change, and pathlib costs ~20 us a look)
         self._paths = functools.lru_cache(maxsize=8192)(self._make_paths)
@@ -251,6 +253,7 @@ class ContainerService:
         with self._transition:
             self._destroy(record)
             self._publish(DELETED, record)
+        self._usage.pop(record.id, None)
         log.info("container removed", container_id=record.id, pod_sandbox_id=record.pod_id)
 
     def _exec_process(self, container_id: str, command: list[str], terminal: bool) -> tuple[ContainerRecord, dict[str, Any]]:
@@ -322,21 +325,33 @@ class ContainerService:
                 self._configs[record.id] = config
             return config
 
-    def stats(self, record: ContainerRecord, processes: bool = False) -> ContainerStats:
+    def stats(self, record: ContainerRecord, processes: bool = False, brief: bool = False) -> ContainerStats:
         """CPU and memory from the container's cgroup, disk from its writable layer; with
-        `processes`, also its processes and their open files (a walk through /proc)."""
+        `processes`, also its processes and their open files (a walk through /proc); `brief`:
+        only the cgroup figures CRI's ContainerStats carries (CgroupManager.usage)."""
         now = time.time_ns()
-        upper = usage(self.root / record.id / "rootfs" / "upper")
+        upper = self._writable_usage(record, now)
         if record.state not in (CREATED, RUNNING):
             return ContainerStats(now, None, upper.bytes, upper.inodes)
         try:
             path = self.spec(record).linux.cgroups_path
             manager = cgroups.new_manager(path, record.id)
-            cgroup = manager.stats()
+            cgroup = manager.usage() if brief else manager.stats()
             procs = manager.process_stats() if processes else None
         except (OSError, ValueError, cgroups.CgroupError):
             cgroup, procs = None, None
         return ContainerStats(now, cgroup, upper.bytes, upper.inodes, procs)
+
+    def _writable_usage(self, record: ContainerRecord, now: int) -> Usage:
+        """The writable layer's disk use, walked again when the last walk is WRITABLE_USAGE_TTL_NS
+        old (containerd's CRI refreshes its snapshots' usage every 10 s the same way): a stats
+        call of kubelet's does not walk every container's files every time."""
+        known = self._usage.get(record.id)
+        if known is not None and now - known[0] < WRITABLE_USAGE_TTL_NS:
+            return known[1]
+        upper = usage(self.root / record.id / "rootfs" / "upper")
+        self._usage[record.id] = (now, upper)
+        return upper
 
     # -- queries ------------------------------------------------------------
 

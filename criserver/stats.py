@@ -109,7 +109,7 @@ class StatsCalls:
     stream_chunk: tuple[int, int]  # items and bytes per Stream* message (PodCalls has the default)
 
     def _container_stats(self, record: ContainerRecord) -> cri.ContainerStats:
-        sample: ContainerStats = self.containers.stats(record)
+        sample: ContainerStats = self.containers.stats(record, brief=True)
         out = cri.ContainerStats(attributes=cri.ContainerAttributes(
             id=record.id, metadata=cri.ContainerMetadata(name=record.name, attempt=record.attempt),
             labels=record.labels, annotations=record.annotations))
@@ -151,7 +151,7 @@ class StatsCalls:
         if record.state == READY:
             now = time.time_ns()
             manager = _pod_cgroup(record)
-            stats = _read_or_none(manager.stats) if manager is not None else None
+            stats = _read_or_none(manager.usage) if manager is not None else None
             if stats is not None:
                 linux.cpu.CopyFrom(_cpu(f"pod:{record.id}", stats, now, self.cpu_rates))
                 linux.memory.CopyFrom(_memory(stats, now))

@@ -27,7 +27,7 @@ def test_cgroup_unit_tests_in_v2() -> None:
     "test_runtime_lifecycle", "test_runtime_exec", "test_runtime_options", "test_runtime_conmon",
     "test_runtime_console", "test_runtime_differential", "test_runtime_mount_attrs", "test_runtime_seccomp",
     "test_runtime_startup", "test_runtime_create_order", "test_sandbox_cni", "test_sandbox_namespaces", "test_sandbox_portforward",
-    "test_image_files", "test_cgroup_v2_device_filter",
+    "test_image_files", "test_cgroup_v2_device_filter", "test_cgroup_usage",
 ])
 def test_runtime_integration_in_v2(module: str) -> None:
     assert_all_passed(f"tests/integration/{module}.py")
