@@ -200,15 +200,9 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     """The launcher's entry: main(), then exit without the interpreter's teardown (there is
     nothing to clean up, and tearing down the modules costs a CLI call ~10 ms)."""
-    import os
+    from pycri.runtime.exits import exit_now
 
-    code = main()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            code = code or 1
-    os._exit(code)
+    exit_now(main())
 
 
 if __name__ == "__main__":

@@ -229,13 +229,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     """The bootstrap's entry: main(), then exit without the interpreter's teardown."""
-    code = main()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            code = code or 1
-    os._exit(code)
+    from pycri.runtime.exits import exit_now
+
+    exit_now(main())
 
 
 if __name__ == "__main__":
