@@ -253,7 +253,6 @@ class ContainerService:
         with self._transition:
             self._destroy(record)
             self._publish(DELETED, record)
-        self._usage.pop(record.id, None)
         log.info("container removed", container_id=record.id, pod_sandbox_id=record.pod_id)
 
     def _exec_process(self, container_id: str, command: list[str], terminal: bool) -> tuple[ContainerRecord, dict[str, Any]]:
@@ -350,7 +349,9 @@ class ContainerService:
         if known is not None and now - known[0] < WRITABLE_USAGE_TTL_NS:
             return known[1]
         upper = usage(self.root / record.id / "rootfs" / "upper")
-        self._usage[record.id] = (now, upper)
+        with self._configs_lock:  # kept only while the container exists (_destroy drops it)
+            if self.table.get(record.id) is not None:
+                self._usage[record.id] = (now, upper)
         return upper
 
     # -- queries ------------------------------------------------------------
@@ -522,6 +523,8 @@ class ContainerService:
         self.paths(record).exit_file.unlink(missing_ok=True)
         with self.db.transaction() as tx:
             self.table.delete(tx, record.id)
+        with self._configs_lock:  # (a stats call's walk that ends later keeps nothing: _writable_usage)
+            self._usage.pop(record.id, None)
 
     def _signal(self, runtime: RuntimeHandler, record: ContainerRecord, sig: int) -> None:
         try:
