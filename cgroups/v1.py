@@ -263,7 +263,8 @@ class V1Manager(CgroupManager):
         return stats
 
 
-def _brief_memory(memory: str, stats: Stats) -> None:
+def _brief_memory(memory: str, stats: Stats) -> dict[str, int]:
+    """The memory figures CRI carries (usage(); stats() goes on from them); memory.stat's lines."""
     usage = read_int(memory, "memory.usage_in_bytes")
     detail = read_keyed(memory, "memory.stat")
     stats.memory_usage = usage
@@ -272,6 +273,7 @@ def _brief_memory(memory: str, stats: Stats) -> None:
     stats.memory_rss = detail.get("total_rss", 0)
     stats.pgfault = detail.get("pgfault", 0)
     stats.pgmajfault = detail.get("pgmajfault", 0)
+    return detail
 
 
 def _limit(value: int) -> int:
@@ -280,21 +282,14 @@ def _limit(value: int) -> int:
 
 
 def _memory_stats(memory: str, stats: Stats) -> None:
-    usage = read_int(memory, "memory.usage_in_bytes")
-    detail = read_keyed(memory, "memory.stat")
-    stats.memory_usage = usage
-    stats.memory_working_set = max(0, usage - detail.get("total_inactive_file", 0))
-    stats.memory_limit = _limit(read_int(memory, "memory.limit_in_bytes"))
+    detail = _brief_memory(memory, stats)
     stats.memory_max_usage = read_int(memory, "memory.max_usage_in_bytes")
     stats.memory_cache = detail.get("total_cache", 0)
-    stats.memory_rss = detail.get("total_rss", 0)
     stats.memory_mapped_file = detail.get("total_mapped_file", 0)
     memsw = read_int(memory, "memory.memsw.usage_in_bytes", -1)  # memory + swap, with swap accounting
-    stats.memory_swap = max(0, memsw - usage) if memsw >= 0 else detail.get("total_swap", 0)
+    stats.memory_swap = max(0, memsw - stats.memory_usage) if memsw >= 0 else detail.get("total_swap", 0)
     stats.memory_kernel = read_int(memory, "memory.kmem.usage_in_bytes")
     stats.memory_failcnt = read_int(memory, "memory.failcnt")
-    stats.pgfault = detail.get("pgfault", 0)
-    stats.pgmajfault = detail.get("pgmajfault", 0)
     stats.hierarchy_pgfault = detail.get("total_pgfault", stats.pgfault)
     stats.hierarchy_pgmajfault = detail.get("total_pgmajfault", stats.pgmajfault)
     stats.oom_kills = read_keyed(memory, "memory.oom_control").get("oom_kill", 0)

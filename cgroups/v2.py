@@ -206,6 +206,12 @@ class V2Manager(CgroupManager):
     def usage(self) -> Stats:
         stats = Stats()
         stats.cpu_usage_ns = read_keyed(self.dir, "cpu.stat").get("usage_usec", 0) * 1000
+        self._brief_memory(stats)
+        stats.pids_current = read_int(self.dir, "pids.current")
+        return stats
+
+    def _brief_memory(self, stats: Stats) -> dict[str, int]:
+        """The memory figures CRI carries (usage(); stats() goes on from them); memory.stat's lines."""
         detail = read_keyed(self.dir, "memory.stat")
         stats.memory_usage = read_int(self.dir, "memory.current")
         stats.memory_working_set = max(0, stats.memory_usage - detail.get("inactive_file", 0))
@@ -213,24 +219,18 @@ class V2Manager(CgroupManager):
         stats.memory_rss = detail.get("anon", 0)
         stats.pgfault = detail.get("pgfault", 0)
         stats.pgmajfault = detail.get("pgmajfault", 0)
-        stats.pids_current = read_int(self.dir, "pids.current")
-        return stats
+        return detail
 
     def _memory_stats(self, stats: Stats) -> None:
-        detail = read_keyed(self.dir, "memory.stat")
+        detail = self._brief_memory(stats)
         events = read_keyed(self.dir, "memory.events")
-        stats.memory_usage = read_int(self.dir, "memory.current")
-        stats.memory_working_set = max(0, stats.memory_usage - detail.get("inactive_file", 0))
-        stats.memory_limit = read_int(self.dir, "memory.max")
         stats.memory_max_usage = read_int(self.dir, "memory.peak")
         stats.memory_cache = detail.get("file", 0)
-        stats.memory_rss = detail.get("anon", 0)
         stats.memory_mapped_file = detail.get("file_mapped", 0)
         stats.memory_swap = read_int(self.dir, "memory.swap.current")
         stats.memory_kernel = detail.get("kernel", detail.get("kernel_stack", 0) + detail.get("slab", 0))
         stats.memory_failcnt = events.get("max", 0)  # times usage hit memory.max, as runc reports failcnt
-        stats.pgfault = stats.hierarchy_pgfault = detail.get("pgfault", 0)
-        stats.pgmajfault = stats.hierarchy_pgmajfault = detail.get("pgmajfault", 0)
+        stats.hierarchy_pgfault, stats.hierarchy_pgmajfault = stats.pgfault, stats.pgmajfault
         stats.oom_kills = events.get("oom_kill", 0)
         stats.memory_reservation = read_int(self.dir, "memory.low")
         swap = _read(self.dir, "memory.swap.max")
