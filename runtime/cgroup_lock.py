@@ -9,12 +9,15 @@ migration that moves nothing) at once: the grace period runs beside the imports,
 write, coming a few milliseconds later, finds the lock's fast path already given up and waits
 only for what is left of it, if anything. Any failure is ignored: it only costs the wait.
 
-Only `os` and the built-in `_thread` (no `threading`, to keep the start-up light).
+Only `os`, the built-in `_thread` (no `threading`, to keep the start-up light) and
+cgroups.paths' parse of /proc/self/cgroup.
 """
 from __future__ import annotations
 
 import _thread
 import os
+
+from pycri.cgroups.paths import own_cgroups
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -23,24 +26,14 @@ def own_procs_file(proc_cgroup: str = "/proc/self/cgroup", root: str = CGROUP_RO
     """The cgroup.procs of this process's own cgroup: in the unified hierarchy (cgroup v2, or
     a hybrid host's /sys/fs/cgroup/unified) if there is one, else in the first v1 hierarchy
     whose directory is there."""
-    try:
-        fd = os.open(proc_cgroup, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            text = os.read(fd, 65536).decode(errors="replace")
-        finally:
-            os.close(fd)
-    except OSError:
-        return None
     candidates = []
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3 or not parts[2].startswith("/") or ".." in parts[2].split("/"):
+    for controllers, path in own_cgroups(proc_cgroup).items():
+        if not path.startswith("/") or ".." in path.split("/"):
             continue
-        hierarchy_id, controllers, path = parts
         path = path.rstrip("/")
-        if hierarchy_id == "0" and controllers == "":
+        if controllers == "":
             candidates[:0] = [f"{root}/unified{path}/cgroup.procs", f"{root}{path}/cgroup.procs"]
-        elif controllers and "=" not in controllers:
+        elif "=" not in controllers:
             candidates.append(f"{root}/{controllers}{path}/cgroup.procs")
     return next((c for c in candidates if os.path.isfile(c)), None)
 
