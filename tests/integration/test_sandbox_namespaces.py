@@ -2,6 +2,7 @@
 namespace, a private root, unpin leaving nothing, failures undone, enter_netns."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -170,3 +171,37 @@ def _all_net_namespaces() -> list[str]:
             except OSError:
                 pass
     return links
+
+
+def test_the_pin_thread_is_gone_and_no_thread_of_the_daemon_is_in_the_pods_namespaces(ns_root: Path) -> None:
+    own = {kind: os.stat(f"/proc/self/ns/{kind}").st_ino for kind in ("net", "ipc", "uts")}
+    threads_before = set(os.listdir("/proc/self/task"))
+    pinned = namespaces.pin(["network", "ipc", "uts"], ns_root / "pod1", "pycri-test-pod")
+    pod = {FILES[kind]: os.stat(path).st_ino for kind, path in pinned.items()}
+    assert all(pod[kind] != own[kind] for kind in pod)
+    assert set(os.listdir("/proc/self/task")) <= threads_before  # the pin's thread has ended
+    for tid in os.listdir("/proc/self/task"):
+        for kind in ("net", "ipc", "uts"):
+            with contextlib.suppress(FileNotFoundError):  # (a thread of pytest's may end meanwhile)
+                assert os.stat(f"/proc/self/task/{tid}/ns/{kind}").st_ino == own[kind]
+
+
+def test_the_namespace_root_is_made_private_once(ns_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    namespaces.pin(["network"], ns_root / "pod1")
+    assert findmnt(ns_root, "PROPAGATION") == "private"
+
+    def no_read(*args: object) -> None:
+        raise AssertionError("the mount table was read again")
+
+    monkeypatch.setattr(namespaces, "find_mount", no_read)
+    second = namespaces.pin(["network", "uts"], ns_root / "pod2", "p2")
+    assert all(namespaces.is_pinned(path) for path in second.values())
+
+
+def test_unpin_detaches_pins_stacked_on_one_file(ns_root: Path) -> None:
+    first = namespaces.pin(["network"], ns_root / "pod1")["network"]
+    second = namespaces.pin(["network"], ns_root / "pod2")["network"]
+    LinuxSyscall().mount(str(second), str(first), "", MS_BIND)  # a second pin over the first
+    assert len(mounts_under(first)) == 2
+    namespaces.unpin(ns_root / "pod1")
+    assert mounts_under(ns_root / "pod1") == [] and not (ns_root / "pod1").exists()
