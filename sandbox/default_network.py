@@ -7,19 +7,25 @@ portmap for hostPort mappings (with SNAT, so a pod can reach itself through a ho
 host through 127.0.0.1).
 
 The loopback interface is not in any network list: like other CRI runtimes pycri brings up
-`lo` in each pod's network namespace by running the `loopback` plugin on its own
-(`loopback_up()`, CNI_IFNAME=lo). Nothing needs to take it down: it goes with the namespace.
+`lo` in each pod's network namespace (`loopback_up()`), with the result the `loopback` plugin
+gives (its ADD is netlink's LinkSetUp of `lo`, no more): `lo` up, with the 127.0.0.1/8 and ::1
+the kernel gives it. pycri does it itself, a thread of its own entering the namespace for an
+ioctl, instead of exec'ing the plugin (~6 ms of a Go program's start-up per pod). Nothing needs
+to take it down: it goes with the namespace.
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from pycri.sandbox import cni
+from pycri.common.background import InBackground
+from pycri.common.errors import Unavailable
+from pycri.kernel import netdev
+from pycri.kernel.syscall import Syscall
+from pycri.sandbox import cni, namespaces
 from pycri.sandbox.files import write_atomic
 
 log = structlog.get_logger("sandbox.default_network")
@@ -29,7 +35,6 @@ DEFAULT_NAME = "pycri"
 DEFAULT_BRIDGE = "pycri0"
 DEFAULT_SUBNET = "10.88.0.0/16"
 DEFAULT_DATA_DIR = Path("/var/lib/pycri/cni/networks")
-LOOPBACK_NETWORK = "cni-loopback"
 
 
 def default_conflist(
@@ -72,15 +77,18 @@ def ensure_default(conf_dir: Path, **overrides: Any) -> Path | None:
     return path
 
 
-def loopback_up(
-    netns: Path | str,
-    container_id: str,
-    bin_dirs: Sequence[str | Path] = cni.DEFAULT_BIN_DIRS,
-    timeout: float = cni.DEFAULT_TIMEOUT,
-) -> None:
-    """Bring up `lo` in the network namespace at `netns` with the loopback plugin."""
-    plugin = cni.find_plugin("loopback", bin_dirs)
-    attachment = cni.Attachment(container_id=container_id, netns=str(netns), ifname="lo")
-    conf = {"cniVersion": "1.0.0", "name": LOOPBACK_NETWORK, "type": "loopback"}
-    env = cni.plugin_env("ADD", attachment, bin_dirs, str(netns))
-    cni.exec_plugin(plugin, "ADD", env, conf, timeout)
+def loopback_up(netns: Path | str, syscall: Syscall | None = None) -> None:
+    """Bring up `lo` in the network namespace at `netns`, as the CNI loopback plugin's ADD does.
+
+    A thread of its own enters the namespace and ends after it, so no thread of the daemon is
+    ever left in a pod's namespace, whatever fails."""
+
+    def up() -> None:
+        with namespaces.enter_netns(Path(netns), syscall):
+            netdev.link_up("lo")
+
+    error = InBackground(up, "pod-loopback").wait()
+    if isinstance(error, OSError):
+        raise Unavailable(f"bringing up lo in the pod's network namespace {netns}: {error}") from error
+    if error is not None:
+        raise error

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from pycri.common.errors import Unavailable
 from pycri.kernel.linux import LinuxSyscall
 from pycri.kernel.syscall import MNT_DETACH
 from pycri.sandbox import cni, default_network, namespaces
@@ -199,7 +200,7 @@ def wait_listening(ip: str, port: int) -> None:
 
 def test_add_attaches_the_pod_and_del_releases_everything(testnet: TestNet, pod: Pod) -> None:
     client = testnet.client()
-    default_network.loopback_up(pod.netns, pod.id, BIN_DIRS)
+    default_network.loopback_up(pod.netns)
     result = pod.add(client)
     assert len(result.ips) == 1 and result.ips[0].startswith("10.199.0.")
     ip = result.ips[0]
@@ -227,7 +228,7 @@ def test_add_attaches_the_pod_and_del_releases_everything(testnet: TestNet, pod:
 
 def test_portmap_forwards_a_host_port_to_the_pod(testnet: TestNet, pod: Pod, tmp_path: Path) -> None:
     client = testnet.client()
-    default_network.loopback_up(pod.netns, pod.id, BIN_DIRS)
+    default_network.loopback_up(pod.netns)
     ip = pod.add(client, port_mappings=(cni.PortMapping(HOST_PORT, 8080),)).ips[0]
     server = subprocess.Popen(
         ["nsenter", f"--net={pod.netns}", sys.executable, "-m", "http.server", "8080", "--bind", "0.0.0.0"],
@@ -336,3 +337,41 @@ def test_cni_network_sets_up_and_tears_down_a_pod(testnet: TestNet, pod: Pod, tm
     network.teardown(record, pod.netns)
     assert testnet.leases() == [] and rules_of(pod.id) == []
     network.teardown(record, None)
+
+
+def test_loopback_up_leaves_lo_as_the_loopback_plugin_does(tmp_path: Path) -> None:
+    """pycri brings `lo` up itself: the same link and addresses as the plugin's ADD gives."""
+    root = tmp_path / "ns"
+    ours = namespaces.pin(["network"], root / "ours")["network"]
+    theirs = namespaces.pin(["network"], root / "theirs")["network"]
+    try:
+        default_network.loopback_up(ours)
+        plugin = cni.find_plugin("loopback", BIN_DIRS)
+        attachment = cni.Attachment(container_id="theirs", netns=str(theirs), ifname="lo")
+        conf = {"cniVersion": "1.0.0", "name": "cni-loopback", "type": "loopback"}
+        cni.exec_plugin(plugin, "ADD", cni.plugin_env("ADD", attachment, BIN_DIRS, str(theirs)), conf, 60)
+
+        def lo(netns: Path) -> tuple[str, str]:
+            link = run("nsenter", f"--net={netns}", "ip", "-o", "link", "show", "lo").stdout
+            addrs = run("nsenter", f"--net={netns}", "ip", "-o", "addr", "show", "dev", "lo").stdout
+            return link.split(":", 1)[1].strip(), "\n".join(" ".join(line.split()[1:4]) for line in addrs.splitlines())
+
+        assert lo(ours) == lo(theirs)
+        assert ",UP," in lo(ours)[0] and "inet 127.0.0.1/8" in lo(ours)[1]
+        default_network.loopback_up(ours)  # again: nothing changes
+        assert lo(ours) == lo(theirs)
+    finally:
+        for name in ("ours", "theirs"):
+            namespaces.unpin(root / name)
+        if namespaces.find_mount(root) is not None:
+            LinuxSyscall().umount(str(root), MNT_DETACH)
+
+
+def test_loopback_up_in_a_namespace_that_is_not_there_fails_and_moves_no_thread(tmp_path: Path) -> None:
+    own = os.stat("/proc/self/ns/net").st_ino
+    with pytest.raises(Unavailable, match="bringing up lo"):
+        default_network.loopback_up(tmp_path / "missing")
+    (tmp_path / "plain").write_text("")
+    with pytest.raises(Unavailable, match="bringing up lo"):
+        default_network.loopback_up(tmp_path / "plain")  # not a namespace: setns refuses it
+    assert all(os.stat(f"/proc/self/task/{tid}/ns/net").st_ino == own for tid in os.listdir("/proc/self/task"))
