@@ -120,13 +120,19 @@ class SandboxService:
         with self.db.transaction() as tx:
             self.table.insert(tx, record)
         try:
-            if record.own_cgroup:
-                self.cgroups.create(record.cgroup_parent, sandbox_id)
-            kinds = [k for k, host in (("user", new.id_maps is None), ("network", new.host_network),
-                                       ("ipc", new.host_ipc), ("uts", new.host_network)) if not host]
-            pinned = self.pins.pin(kinds, self.ns_root / sandbox_id, None if new.host_network else hostname,
-                                   new.id_maps)
-            record.namespaces = PodNamespaces.from_paths(pinned)
+            # the pod cgroup (a mkdir per hierarchy, ~1 ms on v1) is made beside the pins
+            cgroup_job = InBackground(lambda: self.cgroups.create(record.cgroup_parent, sandbox_id),
+                                      "pod-cgroup") if record.own_cgroup else None
+            try:
+                kinds = [k for k, host in (("user", new.id_maps is None), ("network", new.host_network),
+                                           ("ipc", new.host_ipc), ("uts", new.host_network)) if not host]
+                pinned = self.pins.pin(kinds, self.ns_root / sandbox_id, None if new.host_network else hostname,
+                                       new.id_maps)
+                record.namespaces = PodNamespaces.from_paths(pinned)
+            finally:
+                cgroup_error = cgroup_job.wait() if cgroup_job is not None else None
+            if cgroup_error is not None:
+                raise cgroup_error
             # The infra process (a launcher's start-up, and the move into the pod's cgroup, which
             # waits for an RCU grace period) and the CNI ADD (plugins exec'd one after another)
             # need only the pinned namespaces: they run side by side.
