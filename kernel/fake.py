@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from pycri.kernel.mountinfo import MountInfo
 from pycri.kernel.syscall import RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_NO_SYMLINKS, CapSets, SeccompProgram
 
 
@@ -16,6 +17,8 @@ class RecordingSyscall:
     failures: dict[str, OSError] = field(default_factory=dict)
     # what capget returns (capset updates it): all capabilities, like root
     caps: CapSets = field(default_factory=lambda: CapSets((1 << 41) - 1, (1 << 41) - 1, 0))
+    # path -> what statmount says of it; any other path: ENOSYS, as a kernel without statmount
+    statmounts: dict[str, MountInfo] = field(default_factory=dict)
 
     def _record(self, name: str, *args: Any) -> None:
         self.calls.append((name, args))
@@ -92,6 +95,12 @@ class RecordingSyscall:
 
     def load_seccomp(self, program: SeccompProgram) -> None:
         self._record("load_seccomp", program)
+
+    def statmount(self, path: str) -> MountInfo:
+        self._record("statmount", path)
+        if path in self.statmounts:
+            return self.statmounts[path]
+        raise OSError(errno.ENOSYS, f"statmount({path!r}): not in the fake's table")
 
     def openat2(self, dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
         """A real open, for the lookups pycri makes (RESOLVE_BENEATH with RESOLVE_NO_SYMLINKS:

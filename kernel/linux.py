@@ -6,6 +6,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # without importing typing: this module is on the runtime's start-up path
+    from pycri.kernel.mountinfo import MountInfo
     from pycri.kernel.syscall import CapSets, SeccompProgram
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -14,6 +15,8 @@ SYS_mount_setattr = 442  # x86_64 (Linux 5.12)
 SYS_open_tree = 428  # x86_64 (Linux 5.2)
 SYS_move_mount = 429
 SYS_openat2 = 437  # x86_64 (Linux 5.6)
+SYS_statx = 332  # x86_64 (Linux 4.11)
+SYS_statmount = 457  # x86_64 (Linux 6.8)
 AT_EMPTY_PATH = 0x1000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 _MOUNT_ATTR_IDMAP = 0x00100000
@@ -145,6 +148,26 @@ class LinuxSyscall:
     def load_seccomp(self, program: SeccompProgram) -> None:
         _load_seccomp(program)
 
+    def statmount(self, path: str) -> MountInfo:
+        stx = ctypes.create_string_buffer(_STATX_SIZE)
+        _check(_libc.syscall(ctypes.c_long(SYS_statx), ctypes.c_long(AT_FDCWD), os.fsencode(path),
+                             ctypes.c_long(_AT_SYMLINK_NOFOLLOW), ctypes.c_long(_STATX_MNT_ID_UNIQUE), stx),
+               f"statx({path!r}, STATX_MNT_ID_UNIQUE)")
+        raw = stx.raw
+        if not _u32(raw, 0) & _STATX_MNT_ID_UNIQUE:  # stx_mask: a kernel before 6.8
+            raise OSError(_EOPNOTSUPP, f"statx({path!r}): no unique mount id")
+        # struct mnt_id_req (version 0): size, spare, mnt_id, param
+        request = (ctypes.c_uint64 * 3)(_MNT_ID_REQ_SIZE_VER0, _u64(raw, _STX_MNT_ID), _STATMOUNT_WANTED)
+        size = 4096
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            result = _libc.syscall(ctypes.c_long(SYS_statmount), request, buf, ctypes.c_size_t(size), ctypes.c_long(0))
+            if result >= 0 or ctypes.get_errno() != _EOVERFLOW or size >= 1 << 20:
+                break
+            size *= 4
+        _check(result, f"statmount({path!r})")
+        return statmount_entry(buf.raw)
+
     def openat2(self, dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
         how = _OpenHow(flags, mode, resolve)
         return _check(_libc.syscall(ctypes.c_long(SYS_openat2), ctypes.c_long(dirfd), os.fsencode(path),
@@ -153,6 +176,63 @@ class LinuxSyscall:
 
 
 TIOCSCTTY = 0x540E
+_EOPNOTSUPP = 95
+_EOVERFLOW = 75
+_AT_SYMLINK_NOFOLLOW = 0x100
+_STATX_SIZE = 256
+_STATX_MNT_ID_UNIQUE = 0x4000
+_STX_MNT_ID = 0x90  # offset of stx_mnt_id in struct statx
+_MNT_ID_REQ_SIZE_VER0 = 24
+# statmount(2)'s param / mask bits: SB_BASIC, MNT_BASIC, MNT_ROOT, MNT_POINT, FS_TYPE, MNT_OPTS
+_STATMOUNT_SB_BASIC, _STATMOUNT_MNT_BASIC, _STATMOUNT_MNT_ROOT = 0x1, 0x2, 0x8
+_STATMOUNT_MNT_POINT, _STATMOUNT_FS_TYPE, _STATMOUNT_MNT_OPTS = 0x10, 0x20, 0x80
+_STATMOUNT_WANTED = (_STATMOUNT_SB_BASIC | _STATMOUNT_MNT_BASIC | _STATMOUNT_MNT_ROOT | _STATMOUNT_MNT_POINT
+                     | _STATMOUNT_FS_TYPE | _STATMOUNT_MNT_OPTS)
+# MNT_OPTS is left out of the reply's mask for a filesystem without options, and by kernels
+# before 6.11: the caller tells which (a v1 cgroup mount always has its controllers)
+_STATMOUNT_REQUIRED = _STATMOUNT_WANTED & ~_STATMOUNT_MNT_OPTS
+_STATMOUNT_STR = 512  # offset of str[] in struct statmount (after its spare words)
+_SB_RDONLY = 0x1
+_MS_SHARED = 1 << 20
+
+
+def _u32(raw: bytes, offset: int) -> int:
+    return int.from_bytes(raw[offset:offset + 4], "little")
+
+
+def _u64(raw: bytes, offset: int) -> int:
+    return int.from_bytes(raw[offset:offset + 8], "little")
+
+
+def statmount_entry(raw: bytes) -> MountInfo:
+    """A struct statmount (with the fields _STATMOUNT_WANTED asks for) as a mountinfo line
+    would show them. EOPNOTSUPP when the kernel left out one of those it always gives; the
+    super options are only ro/rw when it gave no MNT_OPTS."""
+    from pycri.kernel.mountinfo import MountInfo
+
+    mask = _u64(raw, 8)
+    if mask & _STATMOUNT_REQUIRED != _STATMOUNT_REQUIRED:
+        raise OSError(_EOPNOTSUPP, f"statmount: the kernel left out fields {_STATMOUNT_REQUIRED & ~mask:#x}")
+    size = min(_u32(raw, 0), len(raw))
+
+    def text(offset_field: int) -> str:
+        start = _STATMOUNT_STR + _u32(raw, offset_field)
+        end = raw.find(b"\0", start, size)
+        return os.fsdecode(raw[start:end if end >= 0 else size])
+
+    optional = []
+    if _u64(raw, 72) & _MS_SHARED:  # mnt_propagation, mnt_peer_group
+        optional.append(f"shared:{_u64(raw, 80)}")
+    if _u64(raw, 88):  # mnt_master
+        optional.append(f"master:{_u64(raw, 88)}")
+    super_options = text(4) if mask & _STATMOUNT_MNT_OPTS else ""  # the fs's own, without ro/rw
+    return MountInfo(
+        mount_id=_u32(raw, 56), parent_id=_u32(raw, 60),  # the old (mountinfo's) ids
+        device=f"{_u32(raw, 16)}:{_u32(raw, 20)}", root=text(104), mountpoint=text(108), options="",
+        optional=optional, fstype=text(36), source="",
+        super_options=("ro" if _u32(raw, 32) & _SB_RDONLY else "rw") + ("," + super_options if super_options else ""),
+        unique_id=_u64(raw, 40),
+    )
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 

@@ -19,10 +19,10 @@ class MountInfo(Record):
     """One line of mountinfo."""
 
     __slots__ = ("mount_id", "parent_id", "device", "root", "mountpoint", "options", "optional", "fstype",
-                 "source", "super_options")
+                 "source", "super_options", "unique_id")
 
     def __init__(self, mount_id: int, parent_id: int, device: str, root: str, mountpoint: str, options: str,
-                 optional: list[str], fstype: str, source: str, super_options: str) -> None:
+                 optional: list[str], fstype: str, source: str, super_options: str, unique_id: int = 0) -> None:
         self.mount_id = mount_id
         self.parent_id = parent_id
         self.device = device  # "major:minor" of the filesystem (st_dev of its files)
@@ -33,6 +33,8 @@ class MountInfo(Record):
         self.fstype = fstype
         self.source = source
         self.super_options = super_options
+        # statmount's 64-bit id, never reused, so in mount order (0: from a mountinfo line)
+        self.unique_id = unique_id
 
     @property
     def shared(self) -> bool:

@@ -9,6 +9,8 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Protocol
+
+    from pycri.kernel.mountinfo import MountInfo
 else:
     # `typing` costs the per-container runtime's start-up; at run time the protocol is only
     # an annotation, so a plain base class does (type checkers see the Protocol)
@@ -268,6 +270,15 @@ class Syscall(Protocol):
     def set_controlling_terminal(self, fd: int) -> None: ...
 
     def load_seccomp(self, program: SeccompProgram) -> None: ...
+
+    def statmount(self, path: str) -> MountInfo:
+        """The mount `path` is on (the topmost one), without reading the whole mount table:
+        statx(2)'s unique mount id, then statmount(2) (Linux 6.8). Its ids, device, root,
+        mount point, propagation, fs type and super options, as mountinfo would show them
+        (per-mount options and source left empty). OSError (ENOSYS, EPERM under a seccomp
+        filter, EOPNOTSUPP for a kernel that cannot tell all of it) where it cannot say:
+        the caller reads the mount table instead."""
+        ...
 
     def openat2(self, dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
         """openat2(2): open `path` relative to the directory `dirfd` with the O_* `flags` and

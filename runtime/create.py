@@ -7,32 +7,32 @@ leaving the init to the subreaper (conmon). On any failure nothing is left behin
 init is killed, its cgroups removed and the state dir deleted (its mounts were only ever
 in its own mount namespace).
 
-Start-up: the parent imports only what it runs itself. The init's set-up modules (rootfs,
-process, namespaces: runtime.init's) are imported by the first stage in the child
-(`_first_stage`), while the parent moves it into the cgroups: the first write to a
-cgroup.procs waits for an RCU grace period (~13 ms here), which the child spends importing.
-The child does nothing else before the parent's "go": it enters no namespace, makes no
-process and no kernel object, so everything it leaves behind is made inside the container's
-cgroups, as before.
+Start-up: the first stage is forked as soon as the spec is read and checked, before the
+parent's heavier imports (cgroups, ctypes). On two cores the two then get ready side by
+side: the child imports the init's modules (rootfs, process, namespaces: runtime.init's)
+and loads libseccomp, while the parent imports the rest, makes the cgroups and moves the
+child into them (the first write to a cgroup.procs waits for an RCU grace period, see
+runtime.cgroup_lock). The child does
+nothing else before the parent's "go": it enters no namespace, makes no process and no
+kernel object, so everything it leaves behind is made inside the container's cgroups, as
+before; on any failure before "go" the parent kills and reaps it (stages.Started.abort).
 """
 from __future__ import annotations
 
 import os
 import time
 
-from pycri import cgroups
-
-from pycri.cgroups.resources import DEFAULT_ALLOWED_DEVICES, Resources
-from pycri.kernel.linux import LinuxSyscall, preload_seccomp
 from pycri.kernel.syscall import PR_SET_DUMPABLE, Syscall
 from pycri.runtime import log, sysctl
 from pycri.runtime.errors import RuntimeFailure
 from pycri.runtime.spec import IdMapping, Spec, id_map_text, load_spec
-from pycri.runtime.stages import kill_and_wait, launch
+from pycri.runtime.stages import Started, fork_stage, follow, kill_and_wait
 from pycri.runtime.state import ContainerState, StateStore, read_proc_stat, rfc3339_nano, write_pid_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pycri import cgroups
+    from pycri.cgroups.resources import Resources
     from pycri.kernel.syscall import SeccompProgram
     from pycri.runtime.sync import Channel
 
@@ -64,6 +64,8 @@ class CreateOptions:
 
 
 def container_resources(spec: Spec) -> Resources:
+    from pycri.cgroups.resources import DEFAULT_ALLOWED_DEVICES, Resources
+
     resources = Resources.from_spec(spec.linux.resources)
     resources.devices = resources.devices + list(DEFAULT_ALLOWED_DEVICES)
     return resources
@@ -94,7 +96,8 @@ def _host_id(mappings: list[IdMapping]) -> int:
 def _systemd_cgroup(spec: Spec, container_id: str, resources: Resources):
     """--systemd-cgroup: the manager of the unit's cgroup and the join of create's first stage,
     which starts the scope with that pid in it (cgroups.systemd.start_scope). The bus is
-    connected here, before any process exists, so an unreachable systemd fails early."""
+    connected here, before the first stage is let go, so an unreachable systemd fails early."""
+    from pycri import cgroups
     from pycri.cgroups import systemd, systemd_dbus
 
     try:
@@ -113,54 +116,64 @@ def _systemd_cgroup(spec: Spec, container_id: str, resources: Resources):
     return manager, join
 
 
-def _first_stage(to_parent: Channel, from_parent: Channel, kernel: Syscall, spec: Spec,
+def _first_stage(to_parent: Channel, from_parent: Channel, kernel: Syscall | None, spec: Spec,
                  options: InitOptions) -> None:
-    """The first stage's entry, in the child: the init's modules, imported while the parent
-    moves this process into the container's cgroups; runtime.init.stage_namespaces waits for
-    the parent's "go" before it does anything."""
+    """The first stage's entry, in the child, forked before the parent's heavier imports: it
+    imports the init's modules, makes itself not dumpable and loads libseccomp while the
+    parent makes the cgroups and moves it into them; runtime.init.stage_namespaces waits for
+    the parent's "go" before it does anything else."""
     from pycri.runtime.init import stage_namespaces
 
+    if kernel is None:
+        from pycri.kernel.linux import LinuxSyscall, preload_seccomp
+
+        kernel = LinuxSyscall()
+        if options.seccomp is not None:
+            preload_seccomp()  # before pivot_root takes the library out of reach
+    # the init stages pass through the container's namespaces as this (host) program: none of
+    # its /proc/<pid> (exe, environ, fd, mem) is for the container (CVE-2019-5736)
+    kernel.prctl(PR_SET_DUMPABLE, 0)
     stage_namespaces(to_parent, from_parent, kernel, spec, options)
 
 
 def create(store: StateStore, container_id: str, options: CreateOptions, kernel: Syscall | None = None) -> int:
-    kernel = kernel or LinuxSyscall()
     spec = load_spec(options.bundle)
     validate(spec, options)
-    resources = container_resources(spec)
     program: SeccompProgram | None = None
     if spec.linux.seccomp:
         from pycri.runtime.seccomp import translate
 
         program = translate(spec.linux.seccomp, spec.process.no_new_privileges)
-        if isinstance(kernel, LinuxSyscall):
-            preload_seccomp()
     store.make_dir(container_id)
     manager: cgroups.CgroupManager | None = None
+    started: Started | None = None
     init_pid = 0
     console_fd = -1
     try:
         fifo = store.make_fifo(container_id)
         if spec.linux.namespace("user") is not None:  # the container's root opens it (as runc)
             os.chown(fifo, _host_id(spec.linux.uid_mappings), _host_id(spec.linux.gid_mappings))
+        if options.console_socket:
+            from pycri.runtime.process import console
+
+            console_fd = console.connect(options.console_socket)
+        init_options = InitOptions(fifo_path=fifo, console_fd=console_fd, no_pivot=options.no_pivot,
+                                   preserve_fds=options.preserve_fds, seccomp=program)
+        started = fork_stage(_first_stage, (kernel, spec, init_options))
+
+        from pycri import cgroups
+        from pycri.kernel.linux import LinuxSyscall
+
+        kernel = kernel or LinuxSyscall()
+        resources = container_resources(spec)
         if options.systemd_cgroup:
             manager, join_cgroups = _systemd_cgroup(spec, container_id, resources)
         else:
             manager = cgroups.new_manager(spec.linux.cgroups_path, container_id, driver="cgroupfs")
             manager.create()
             join_cgroups = manager.add
-        if options.console_socket:
-            from pycri.runtime.process import console
-
-            console_fd = console.connect(options.console_socket)
-
-        # the init stages pass through the container's namespaces as this (host) program: none of
-        # its /proc/<pid> (exe, environ, fd, mem) is for the container (CVE-2019-5736)
-        kernel.prctl(PR_SET_DUMPABLE, 0)
-        init_options = InitOptions(fifo_path=fifo, console_fd=console_fd, no_pivot=options.no_pivot,
-                                   preserve_fds=options.preserve_fds, seccomp=program)
-        init_pid = launch(_first_stage, (kernel, spec, init_options), join_cgroups=join_cgroups,
-                          timeout=INIT_TIMEOUT, id_maps=_id_maps(spec))
+        kernel.prctl(PR_SET_DUMPABLE, 0)  # this process too, as the stages (above)
+        init_pid = follow(started, join_cgroups=join_cgroups, timeout=INIT_TIMEOUT, id_maps=_id_maps(spec))
         for warning in manager.apply(resources):
             log.current.warning(warning)
         stat = read_proc_stat(init_pid)
@@ -176,6 +189,8 @@ def create(store: StateStore, container_id: str, options: CreateOptions, kernel:
             write_pid_file(options.pid_file, init_pid)
         return init_pid
     except BaseException:
+        if started is not None:
+            started.abort()  # killed and reaped unless `follow` took it (it cleans up itself)
         if init_pid:
             kill_and_wait(init_pid)
         if manager is not None:

@@ -182,13 +182,34 @@ def write_id_maps(pid: int, uid_map: str, gid_map: str, proc: str = "/proc") -> 
         raise RuntimeFailure(f"write {e.name} of the user namespace: {e.reason}") from None
 
 
-def launch(stage: Callable[..., None], args: tuple[Any, ...], *, join_cgroups: Callable[[int], None] | None,
-           timeout: float, reap_on_failure: bool = False, id_maps: tuple[str, str] | None = None) -> int:
-    """Fork `stage(to_parent, from_parent, *args)`; returns the container process's host pid
-    once it reported ready. On failure the process is killed (and reaped, with
-    `reap_on_failure`, when this process is its subreaper) and RuntimeFailure raised.
-    With `id_maps` (uid_map, gid_map) the first stage makes a user namespace and asks
-    ("userns") for its maps, which are written before it is told "mapped"."""
+class Started:
+    """A first stage forked ahead of its "go" (`fork_stage`): it may prepare (import, read
+    files) but does nothing else until `follow` lets it go. Whoever forked it either follows
+    it or aborts it."""
+
+    def __init__(self, first: int, parent_writer: Channel, parent_reader: Channel) -> None:
+        self.first = first
+        self.parent_writer = parent_writer
+        self.parent_reader = parent_reader
+        self.followed = False
+
+    def abort(self) -> None:
+        """Kill and reap the first stage and close the channels (a no-op once followed: `follow`
+        cleans up after itself)."""
+        if self.followed:
+            return
+        self.followed = True
+        try:
+            os.kill(self.first, 9)
+        except ProcessLookupError:
+            pass
+        reap(self.first)
+        self.parent_reader.close()
+        self.parent_writer.close()
+
+
+def fork_stage(stage: Callable[..., None], args: tuple[Any, ...]) -> Started:
+    """Fork `stage(to_parent, from_parent, *args)`; the stage waits for `follow`'s "go"."""
     child_reader, parent_writer = channel_pair()  # runtime -> first stage
     parent_reader, child_writer = channel_pair()  # stages -> runtime
     first = os.fork()
@@ -196,6 +217,26 @@ def launch(stage: Callable[..., None], args: tuple[Any, ...], *, join_cgroups: C
         run_child(child_writer, stage, child_reader, *args, close=(parent_writer, parent_reader))
     child_reader.close()
     child_writer.close()
+    return Started(first, parent_writer, parent_reader)
+
+
+def launch(stage: Callable[..., None], args: tuple[Any, ...], *, join_cgroups: Callable[[int], None] | None,
+           timeout: float, reap_on_failure: bool = False, id_maps: tuple[str, str] | None = None) -> int:
+    """Fork `stage(to_parent, from_parent, *args)`; returns the container process's host pid
+    once it reported ready (`follow`)."""
+    return follow(fork_stage(stage, args), join_cgroups=join_cgroups, timeout=timeout,
+                  reap_on_failure=reap_on_failure, id_maps=id_maps)
+
+
+def follow(started: Started, *, join_cgroups: Callable[[int], None] | None, timeout: float,
+           reap_on_failure: bool = False, id_maps: tuple[str, str] | None = None) -> int:
+    """Put a forked first stage in the container's cgroups, let it go, and wait for the
+    container process's pid and "ready"; returns that pid. On failure the process is killed
+    (and reaped, with `reap_on_failure`, when this process is its subreaper) and
+    RuntimeFailure raised. With `id_maps` (uid_map, gid_map) the first stage makes a user
+    namespace and asks ("userns") for its maps, which are written before it is told "mapped"."""
+    started.followed = True
+    first, parent_writer, parent_reader = started.first, started.parent_writer, started.parent_reader
     state = _Launch(first)
     deadline = time.monotonic() + timeout
     try:

@@ -36,6 +36,36 @@ def cgroup_mounts(mountinfo: str = MOUNTINFO) -> list[MountInfo]:
         return parse_mountinfo("".join(line for line in f if " - cgroup " in line))
 
 
+def hierarchy_mounts(kernel: Syscall, cgroup_root: str = "/sys/fs/cgroup") -> list[MountInfo] | None:
+    """The v1 hierarchies mounted at <cgroup_root>/<name>, from one statmount per name
+    (Linux 6.8+), in mount order (as the table lists them): the mount table is generated whole on every read (~3 ms at
+    570 mounts, ~0.4 s at 7,000), this costs ~0.05 ms a hierarchy. Not hierarchies: names
+    that are no mount point (kind's empty directories for hierarchies the host has not
+    mounted) or no v1 cgroup, and symlinks (cpu -> cpu,cpuacct). None when the kernel cannot
+    say (no statmount, or no super options: before Linux 6.11): the caller reads the table
+    (`cgroup_mounts`)."""
+    root = cgroup_root.rstrip("/")
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return None
+    found = []
+    for name in names:
+        path = f"{root}/{name}"
+        try:
+            entry = kernel.statmount(path)
+        except FileNotFoundError:
+            continue  # gone since the listing
+        except OSError:
+            return None
+        if entry.fstype == "cgroup" and entry.mountpoint == path:
+            if not _hierarchy_key(entry):  # no controllers: the kernel did not tell them
+                return None
+            found.append(entry)
+    found.sort(key=lambda e: e.unique_id)
+    return found
+
+
 def _hierarchy_key(entry: MountInfo) -> str:
     """The /proc/self/cgroup controllers field of a v1 cgroup mount, from its super options."""
     names = [o for o in entry.super_options.split(",") if o not in ("rw", "ro") and not o.startswith("release_agent")
@@ -43,15 +73,21 @@ def _hierarchy_key(entry: MountInfo) -> str:
     return ",".join(names)
 
 
+def is_unified(cgroup_root: str = "/sys/fs/cgroup") -> bool:
+    """Whether the host is pure cgroup v2 (the cgroup mount is cgroup2 itself)."""
+    return os.path.exists(os.path.join(cgroup_root, "cgroup.controllers"))
+
+
 def mount_cgroups(kernel: Syscall, dest: str, opts: MountOptions, *, cgroup_root: str = "/sys/fs/cgroup",
                   mountinfo: str = MOUNTINFO, proc_cgroup: str = "/proc/self/cgroup") -> None:
     flags = opts.flags & ~(MS_BIND | MS_REC | MS_REMOUNT)
-    if os.path.exists(os.path.join(cgroup_root, "cgroup.controllers")):
+    if is_unified(cgroup_root):
         _mount_v2(kernel, dest, flags, cgroup_root)
         return
     mine = own_cgroups(proc_cgroup)
     kernel.mount("tmpfs", dest, "tmpfs", flags & ~MS_RDONLY, "mode=755")
-    for entry in cgroup_mounts(mountinfo):
+    hierarchies = hierarchy_mounts(kernel, cgroup_root)
+    for entry in hierarchies if hierarchies is not None else cgroup_mounts(mountinfo):
         # the hierarchies themselves, not cgroup mounts below them (kind's entrypoint bind-mounts
         # /sys/fs/cgroup/<hierarchy>/kubelet onto itself in a node)
         if entry.fstype != "cgroup" or os.path.dirname(entry.mountpoint) != cgroup_root.rstrip("/"):
