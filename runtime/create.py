@@ -161,10 +161,10 @@ def create(store: StateStore, container_id: str, options: CreateOptions, kernel:
                                    preserve_fds=options.preserve_fds, seccomp=program)
         started = fork_stage(_first_stage, (kernel, spec, init_options))
 
+        # no ctypes in this process (cgroupfs needs none): the stages load it, and they alone
+        # enter the container's namespaces, so they alone are made not dumpable
         from pycri import cgroups
-        from pycri.kernel.linux import LinuxSyscall
 
-        kernel = kernel or LinuxSyscall()
         resources = container_resources(spec)
         if options.systemd_cgroup:
             manager, join_cgroups = _systemd_cgroup(spec, container_id, resources)
@@ -172,7 +172,6 @@ def create(store: StateStore, container_id: str, options: CreateOptions, kernel:
             manager = cgroups.new_manager(spec.linux.cgroups_path, container_id, driver="cgroupfs")
             manager.create()
             join_cgroups = manager.add
-        kernel.prctl(PR_SET_DUMPABLE, 0)  # this process too, as the stages (above)
         init_pid = follow(started, join_cgroups=join_cgroups, timeout=INIT_TIMEOUT, id_maps=_id_maps(spec))
         for warning in manager.apply(resources):
             log.current.warning(warning)
