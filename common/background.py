@@ -1,7 +1,8 @@
-"""Work run in a thread of its own, while the caller does something else (RunPodSandbox starts a
-pod's infra process beside its CNI ADD) or waits for it (a thread made to change namespaces,
-which ends with its work: sandbox/namespaces.py pins a pod's namespaces from one, and
-sandbox/default_network.py enters a pod's network namespace from one to bring `lo` up)."""
+"""Work run in a thread of its own, while the caller does something else (RunPodSandbox makes the
+pod cgroup beside the namespace pins, and starts the infra process and brings `lo` up beside the
+CNI ADD) or waits for it (a thread made to change namespaces, which ends with its work:
+sandbox/namespaces.py pins a pod's namespaces from one, and sandbox/default_network.py enters a
+pod's network namespace from one to bring `lo` up)."""
 from __future__ import annotations
 
 import threading
