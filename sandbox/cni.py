@@ -15,7 +15,10 @@ spec it stops at the first error and succeeds when things are already gone. The 
 JSON file per network, container and interface) holds the network list, the runtime values
 and the result used at ADD, so a DEL after a restart or a config change tears down exactly
 what was set up; it is written before the first plugin runs (so a crash half-way is still
-torn down) and removed after a successful DEL.
+torn down) and removed after a successful DEL. That first write is fsynced (an IP lease on disk
+outlives a power loss, and its DEL needs the network it came from); the second, which adds the
+result, is not: the result serves DEL and CHECK of a live attachment, which a power loss ends
+(the namespace and the rules go with the reboot), and a DEL without it still releases the lease.
 
 CHECK runs the plugins in order with the cached result (not for lists before 0.4.0 or with
 disableCheck).
@@ -594,7 +597,7 @@ class CniClient:
                 prev = result
             assert prev is not None
             parsed = parse_result(prev, network.plugins[-1].type)
-            self._write_cache(cache, network, values, attachment.netns, prev)
+            self._write_cache(cache, network, values, attachment.netns, prev, durable=False)
         except BaseException as exc:
             self._rollback(network, attachment, values, prev, exc)
             with contextlib.suppress(FileNotFoundError):
@@ -696,7 +699,7 @@ class CniClient:
         return None
 
     def _write_cache(self, path: Path, network: NetworkList, values: Mapping[str, Any], netns: str,
-                     result: Mapping[str, Any] | None) -> None:
+                     result: Mapping[str, Any] | None, durable: bool = True) -> None:
         doc = {"kind": CACHE_KIND, "network": network.to_json(), "source": network.source,
                "runtimeValues": dict(values), "netns": netns, "result": result}
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -705,7 +708,8 @@ class CniClient:
             with os.fdopen(fd, "w") as f:
                 json.dump(doc, f)
                 f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):

@@ -463,3 +463,17 @@ def test_cni_network_status_writes_the_default_when_asked(tmp_path: Path) -> Non
     ready, reason, message = network.status()
     assert (tmp_path / "net.d" / "10-pycri-bridge.conflist").exists()
     assert not ready and "bridge, host-local, portmap" in message
+
+
+def test_the_cache_is_fsynced_before_the_plugins_run_and_not_for_the_result(
+        tmp_path: Path, plugins: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_conf(tmp_path / "net.d", "10.conflist", conflist(tmp_path, [{"type": "rec-a", "result": RESULT_10}]))
+    c = client(tmp_path, plugins)
+    events: list[str] = []
+    real_fsync, real_exec = os.fsync, cni.exec_plugin
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(cni, "exec_plugin", lambda *a: (events.append("plugin"), real_exec(*a))[1])
+    c.add(attachment())
+    assert events == ["fsync", "plugin"]  # the entry that names the network is durable first
+    entry = c.cached("testnet", CID)
+    assert entry is not None and entry.result is not None and entry.result["ips"] == RESULT_10["ips"]
