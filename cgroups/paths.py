@@ -3,20 +3,17 @@ from __future__ import annotations
 
 import posixpath
 
+from pycri.kernel.proccgroup import PROC_SELF_CGROUP
+from pycri.kernel.proccgroup import own_cgroups as read_own_cgroups
 
-def own_cgroups(path: str = "/proc/self/cgroup") -> dict[str, str]:
+
+def own_cgroups(path: str = PROC_SELF_CGROUP) -> dict[str, str]:
     """The controllers field of each line ("cpu", "cpu,cpuacct", "name=systemd", "" for v2)
-    -> this process's cgroup in that hierarchy."""
-    result: dict[str, str] = {}
+    -> this process's cgroup in that hierarchy; empty when the file cannot be read."""
     try:
-        with open(path) as f:
-            for line in f:
-                parts = line.rstrip("\n").split(":", 2)
-                if len(parts) == 3:
-                    result[parts[1]] = parts[2]
+        return read_own_cgroups(path)
     except OSError:
-        pass
-    return result
+        return {}
 
 
 def resolve_path(cgroups_path: str, container_id: str, own: str = "/") -> str:

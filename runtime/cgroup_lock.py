@@ -10,14 +10,15 @@ write, coming a few milliseconds later, finds the lock's fast path already given
 only for what is left of it, if anything. Any failure is ignored: it only costs the wait.
 
 Only `os`, the built-in `_thread` (no `threading`, to keep the start-up light) and
-cgroups.paths' parse of /proc/self/cgroup.
+kernel.proccgroup's parse of /proc/self/cgroup (not the cgroups package: `create` forks its
+first stage before it needs that).
 """
 from __future__ import annotations
 
 import _thread
 import os
 
-from pycri.cgroups.paths import own_cgroups
+from pycri.kernel.proccgroup import own_cgroups
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -27,7 +28,11 @@ def own_procs_file(proc_cgroup: str = "/proc/self/cgroup", root: str = CGROUP_RO
     a hybrid host's /sys/fs/cgroup/unified) if there is one, else in the first v1 hierarchy
     whose directory is there."""
     candidates = []
-    for controllers, path in own_cgroups(proc_cgroup).items():
+    try:
+        own = own_cgroups(proc_cgroup)
+    except OSError:
+        return None
+    for controllers, path in own.items():
         if not path.startswith("/") or ".." in path.split("/"):
             continue
         path = path.rstrip("/")

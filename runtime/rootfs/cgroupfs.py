@@ -13,18 +13,8 @@ import os
 
 from pycri.kernel.syscall import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, Syscall
 from pycri.kernel.mountinfo import MOUNTINFO, MountInfo, parse_mountinfo
+from pycri.kernel.proccgroup import own_cgroups
 from pycri.runtime.rootfs.mountopts import MountOptions
-
-
-def own_cgroups(path: str = "/proc/self/cgroup") -> dict[str, str]:
-    """hierarchy controllers field ("cpu", "name=systemd", "" for v2) -> cgroup path."""
-    result: dict[str, str] = {}
-    with open(path) as f:
-        for line in f:
-            parts = line.rstrip("\n").split(":", 2)
-            if len(parts) == 3:
-                result[parts[1]] = parts[2]
-    return result
 
 
 def cgroup_mounts(mountinfo: str = MOUNTINFO) -> list[MountInfo]:
