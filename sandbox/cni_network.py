@@ -6,9 +6,16 @@ returns the pod's IPs (IPv4 first). `teardown()` runs DEL, from the cached ADD w
 one, and succeeds when the pod is already detached. `status()` answers the CRI NetworkReady
 condition. With `write_default`, pycri's default bridge network is written when the conf dir
 has no configuration.
+
+When the network list in use is pycri's default (`default_network.masquerade_subnets()`: the file,
+name and bridge without ipMasq that `ensure_default()` writes, whoever wrote it), its subnet is
+masqueraded once for the process (masquerade.ensure, a few iptables runs) at the first status()
+or setup() that sees it, not per pod; a failure is logged and tried again at the next call (pods
+still get their addresses meanwhile). Any other list is left to its own plugins.
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -16,7 +23,7 @@ from typing import Protocol
 import structlog
 
 from pycri.common.background import InBackground
-from pycri.sandbox import cni, default_network
+from pycri.sandbox import cni, default_network, masquerade
 
 log = structlog.get_logger("sandbox.cni_network")
 
@@ -61,25 +68,37 @@ class CniNetwork:
         state_dir: Path,
         write_default: bool = True,
         timeout: float = cni.DEFAULT_TIMEOUT,
+        iptables: masquerade.Runner | None = None,
     ) -> None:
-        """`state_dir` (e.g. /var/lib/pycri/cni) holds the result cache (results/)."""
+        """`state_dir` (e.g. /var/lib/pycri/cni) holds the result cache (results/); `iptables`
+        runs the masquerade's iptables commands (default: masquerade.IptablesRunner)."""
         self.client = cni.CniClient(conf_dir, bin_dirs, state_dir / "results", timeout)
         self.write_default = write_default
+        self.iptables = iptables
+        self._masqueraded: set[tuple[str, str]] = set()  # (network name, subnet) made by this process
+        self._masquerade_lock = threading.Lock()
 
     def status(self) -> tuple[bool, str, str]:
         """(ready, reason, message) for the NetworkReady condition."""
         self._ensure_default()
         status = self.client.status()
+        if status.ready and not self._masqueraded:
+            try:
+                self._ensure_masquerade(self.client.network())
+            except cni.NetworkConfigError:
+                pass  # (changed since client.status(): the next call sees it)
         return status.ready, status.reason, status.message
 
     def setup(self, sandbox: Pod, netns: Path, port_mappings: Sequence[Port]) -> list[str]:
         self._ensure_default()
+        network = self.client.network()
+        self._ensure_masquerade(network)
         # `lo` and the network list's interfaces are independent: `lo` comes up (a thread in the
         # pod's netns, ~1 ms) beside the list's ADD (a failure of either fails the pod, whose
         # teardown DELs the list)
         loopback = InBackground(lambda: default_network.loopback_up(netns), "pod-loopback")
         try:
-            result = self.client.add(self.attachment(sandbox, netns, port_mappings))
+            result = self.client.add(self.attachment(sandbox, netns, port_mappings), network)
         finally:
             loopback_error = loopback.wait()
         if loopback_error is not None:
@@ -108,3 +127,21 @@ class CniNetwork:
             default_network.ensure_default(self.client.conf_dir)
         except OSError as exc:
             log.warning("cannot write the default CNI network", conf_dir=str(self.client.conf_dir), error=str(exc))
+
+    def _ensure_masquerade(self, network: cni.NetworkList) -> None:
+        """Masquerade the subnets of `network` when it is pycri's default, once per process."""
+        wanted = [(network.name, subnet) for subnet in default_network.masquerade_subnets(network)]
+        if all(key in self._masqueraded for key in wanted):
+            return
+        with self._masquerade_lock:  # one at a time: two half-made chains would be rebuilt over each other
+            for name, subnet in wanted:
+                if (name, subnet) in self._masqueraded:
+                    continue
+                try:
+                    masquerade.ensure(name, subnet, self.iptables)
+                except masquerade.MasqueradeError as exc:
+                    log.warning("cannot masquerade the default network: pods get addresses but their traffic "
+                                "out of the host is not NATed; tried again at the next pod", network=name,
+                                subnet=subnet, error=str(exc))
+                    continue
+                self._masqueraded.add((name, subnet))

@@ -1,7 +1,8 @@
 """The CNI client with the real plugins (bridge, host-local, portmap, loopback) and pinned
 namespaces (root). A test network of its own: bridge pycritest0, 10.199.0.0/24, a host-local
 dataDir and a result cache in temporary directories. Everything a test makes is removed even when
-it fails: DEL, unpin, the bridge, the iptables rules of the test network, ip_forward as it was."""
+it fails: DEL, unpin, the bridge, the iptables rules of the test network (its masquerade chains
+too), ip_forward as it was."""
 from __future__ import annotations
 
 import contextlib
@@ -26,7 +27,7 @@ import pytest
 from pycri.common.errors import Unavailable
 from pycri.kernel.linux import LinuxSyscall
 from pycri.kernel.syscall import MNT_DETACH
-from pycri.sandbox import cni, default_network, namespaces
+from pycri.sandbox import cni, default_network, masquerade, namespaces
 from pycri.sandbox.cni_network import CniNetwork
 
 BIN_DIRS = ["/opt/cni/bin", "/usr/lib/cni"]
@@ -103,7 +104,7 @@ def clean_iptables(before: set[str]) -> None:
     """Remove the nat rules and chains the test network left (never those that were there before)."""
     rules = nat_rules()
     ours = [r for r in rules if r.startswith("-A ") and r not in before and (NETWORK in r or "10.199.0." in r)]
-    chains = {r.split(" -j ")[-1].split()[0] for r in ours if " -j CNI-" in r} - {
+    chains = {r.split(" -j ")[-1].split()[0] for r in ours if " -j CNI-" in r or " -j PYCRI-MASQ-" in r} - {
         "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-DNAT"}
     for rule in ours:
         run("iptables", "-w", "-t", "nat", "-D", *shlex.split(rule)[1:], check=False)
@@ -215,7 +216,7 @@ def test_add_attaches_the_pod_and_del_releases_everything(testnet: TestNet, pod:
     assert testnet.leases() == [ip]
     assert pod.id in (testnet.data_dir / NETWORK / ip).read_text()
     assert client.cached(NETWORK, pod.id) is not None
-    assert rules_of(pod.id)  # the bridge's ipMasq rules
+    assert rules_of(pod.id) == []  # ipMasq false: no per-pod nat chain (pycri masquerades the subnet)
 
     client.delete(pod.attachment())
     assert testnet.leases() == []
@@ -377,3 +378,134 @@ def test_loopback_up_in_a_namespace_that_is_not_there_fails_and_moves_no_thread(
     for tid in os.listdir("/proc/self/task"):
         with contextlib.suppress(FileNotFoundError):  # (a thread of another test's may end meanwhile)
             assert os.stat(f"/proc/self/task/{tid}/ns/net").st_ino == own
+
+
+# -- the default network's masquerade (sandbox/masquerade.py) ----------------------------------
+
+
+class RecordingIptables:
+    """The real iptables, recording each command."""
+
+    def __init__(self) -> None:
+        self.real = masquerade.IptablesRunner()
+        self.calls: list[list[str]] = []
+
+    def __call__(self, args: Any) -> masquerade.Outcome:
+        self.calls.append(list(args))
+        return self.real(args)
+
+    def writes(self) -> list[list[str]]:
+        return [c for c in self.calls if c[2] not in ("-S", "-C")]
+
+
+def masquerade_rules(chain: str) -> list[str]:
+    """The nat rules of this test network's subnet or chain (others' come and go meanwhile)."""
+    return sorted(r for r in nat_rules() if chain in r or "10.199.0." in r)
+
+
+def test_masquerade_makes_exactly_the_chain_and_the_jump_once(testnet: TestNet) -> None:
+    chain = masquerade.chain_name(NETWORK, SUBNET)
+    assert masquerade_rules(chain) == []
+    iptables = RecordingIptables()
+    try:
+        assert masquerade.ensure(NETWORK, SUBNET, iptables) is True
+        made = masquerade_rules(chain)
+        assert made == sorted([
+            f"-N {chain}",
+            f"-A {chain} -d {SUBNET} -j RETURN",
+            f"-A {chain} -d 224.0.0.0/4 -j RETURN",
+            f"-A {chain} -j MASQUERADE",
+            f'-A POSTROUTING -s {SUBNET} -m comment --comment "pycri {NETWORK} masquerade" -j {chain}',
+        ])
+        iptables.calls.clear()
+        assert masquerade.ensure(NETWORK, SUBNET, iptables) is False  # a restart: iptables -S prints what -A gave
+        assert iptables.writes() == [] and masquerade_rules(chain) == made
+        run("iptables", "-w", "-t", "nat", "-I", chain, "-j", "ACCEPT")  # someone changed it: rebuilt
+        assert masquerade.ensure(NETWORK, SUBNET, iptables) is True
+        assert masquerade_rules(chain) == made
+    finally:
+        masquerade.remove(NETWORK, SUBNET)
+    assert masquerade_rules(chain) == []
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Iterator[Path]:
+    """A network namespace beyond the host, as the internet is: a veth from the host
+    (10.198.255.1/30) to it (10.198.255.2/30); the host routes the pods' traffic to it."""
+    root = tmp_path / "ns-outside"
+    netns = namespaces.pin(["network"], root / "outside")["network"]
+    run("ip", "link", "del", "pycrimasq0", check=False)  # left by a run that was killed
+    try:
+        run("ip", "link", "add", "pycrimasq0", "type", "veth", "peer", "name", "pycrimasq1")
+        run("ip", "link", "set", "pycrimasq1", "netns", str(netns))
+        run("ip", "addr", "add", "10.198.255.1/30", "dev", "pycrimasq0")
+        run("ip", "link", "set", "pycrimasq0", "up")
+        inside = ("nsenter", f"--net={netns}", "ip")
+        run(*inside, "addr", "add", "10.198.255.2/30", "dev", "pycrimasq1")
+        run(*inside, "link", "set", "pycrimasq1", "up")
+        yield netns
+    finally:
+        run("ip", "link", "del", "pycrimasq0", check=False)
+        namespaces.unpin(root / "outside")
+        if namespaces.find_mount(root) is not None:
+            LinuxSyscall().umount(str(root), MNT_DETACH)
+
+
+def source_seen_outside(pod: Pod, outside: Path) -> str:
+    """The source address a UDP datagram from the pod to 10.198.255.2 arrives with."""
+    receiver = subprocess.Popen(
+        ["nsenter", f"--net={outside}", sys.executable, "-c",
+         "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('10.198.255.2', 9999)); "
+         "s.settimeout(60); print(s.recvfrom(64)[1][0], flush=True)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while receiver.poll() is None and time.monotonic() < deadline:  # until the receiver got one
+            pod.nsenter(sys.executable, "-c", "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+                        ".sendto(b'x', ('10.198.255.2', 9999))")
+            time.sleep(0.2)
+        out, _ = receiver.communicate(timeout=60)
+    finally:
+        receiver.kill()
+        receiver.wait()
+    return out.strip()
+
+
+def test_a_pod_on_the_default_network_adds_no_nat_rule_and_leaves_the_host_masqueraded(
+        testnet: TestNet, pod: Pod, outside: Path, tmp_path: Path) -> None:
+    """pycri's default network (its file, name and ipMasq false) on the test bridge and subnet:
+    the masquerade is made once, at status(); a pod's ADD and DEL run no iptables of pycri's and
+    leave the nat table as it was; the pod's traffic leaves the host with the host's address."""
+    conf_dir = tmp_path / "net.d"
+    conf_dir.mkdir()
+    doc = default_network.default_conflist(bridge=BRIDGE, subnet=SUBNET, data_dir=testnet.data_dir)
+    (conf_dir / default_network.DEFAULT_FILE).write_text(json.dumps(doc))
+    chain = masquerade.chain_name(default_network.DEFAULT_NAME, SUBNET)
+    iptables = RecordingIptables()
+    network = CniNetwork(conf_dir, BIN_DIRS, tmp_path / "state", write_default=False, iptables=iptables)
+    try:
+        assert network.status() == (True, "", "")
+        made = masquerade_rules(chain)
+        assert f"-A {chain} -j MASQUERADE" in made and len(made) == 5
+        calls = len(iptables.calls)
+        record = SimpleNamespace(id=pod.id, name="web", namespace="default", uid="uid-1")
+        pod.attachments.append((network.client, pod.attachment()))  # so the fixture cleans up on failure
+        ip = network.setup(record, pod.netns, [])[0]
+        assert ip.startswith("10.199.0.")
+        assert masquerade_rules(chain) == made and rules_of(pod.id) == []
+        assert source_seen_outside(pod, outside) == "10.198.255.1"  # masqueraded, not the pod's own address
+        network.teardown(record, pod.netns)
+        assert masquerade_rules(chain) == made and network.status()[0]
+        assert len(iptables.calls) == calls  # neither the pod nor the second status() ran iptables
+    finally:
+        masquerade.remove(default_network.DEFAULT_NAME, SUBNET)
+    assert masquerade_rules(chain) == []
+
+
+def test_without_the_masquerade_the_pod_leaves_with_its_own_address(testnet: TestNet, pod: Pod,
+                                                                     outside: Path) -> None:
+    """The check above tells the two apart: with ipMasq false and no masquerade, the pod's own
+    address arrives outside."""
+    ip = pod.add(testnet.client()).ips[0]
+    assert masquerade_rules(masquerade.chain_name(default_network.DEFAULT_NAME, SUBNET)) == []
+    assert source_seen_outside(pod, outside) == ip

@@ -434,7 +434,8 @@ def test_the_default_network_is_written_only_into_an_empty_conf_dir(tmp_path: Pa
     network = cni.load_network(conf_dir)
     bridge = network.plugins[0].raw
     assert (network.name, network.cni_version) == ("pycri", "1.0.0")
-    assert bridge["bridge"] == "pycri0" and bridge["isGateway"] and bridge["ipMasq"] and bridge["hairpinMode"]
+    assert bridge["bridge"] == "pycri0" and bridge["isGateway"] and bridge["hairpinMode"]
+    assert bridge["ipMasq"] is False  # pycri masquerades the whole subnet once (sandbox/masquerade.py)
     assert bridge["ipam"] == {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]],
                               "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(tmp_path / "networks")}
     assert network.plugins[1].raw == {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
@@ -442,6 +443,122 @@ def test_the_default_network_is_written_only_into_an_empty_conf_dir(tmp_path: Pa
     write_conf(conf_dir, "05-mine.conf", {"cniVersion": "1.0.0", "name": "mine", "type": "ptp"})
     assert default_network.ensure_default(conf_dir) is None
     assert sorted(os.listdir(conf_dir)) == ["05-mine.conf"]
+
+
+def test_only_the_default_network_as_pycri_writes_it_is_masqueraded_by_pycri(tmp_path: Path) -> None:
+    conf_dir = tmp_path / "net.d"
+    path = default_network.ensure_default(conf_dir, data_dir=tmp_path / "networks")
+    assert path is not None
+    assert default_network.masquerade_subnets(cni.load_network(conf_dir)) == ["10.88.0.0/16"]
+    doc = json.loads(path.read_text())
+
+    def subnets(file: str, change: Any) -> list[str]:
+        other = json.loads(json.dumps(doc))
+        change(other)
+        return default_network.masquerade_subnets(cni.parse_network(json.dumps(other), str(conf_dir / file)))
+
+    assert subnets("10-pycri-bridge.conflist", lambda d: None) == ["10.88.0.0/16"]
+    assert subnets("10-pycri-bridge.conflist", lambda d: d.update(name="pycri-bench")) == []
+    assert subnets("10-mine.conflist", lambda d: None) == []  # the same content in a file of the user's
+    # a default written by an older pycri: the bridge plugin masquerades each pod
+    assert subnets("10-pycri-bridge.conflist", lambda d: d["plugins"][0].update(ipMasq=True)) == []
+    assert subnets("10-pycri-bridge.conflist", lambda d: d["plugins"][0].pop("ipMasq")) == []
+    assert subnets("10-pycri-bridge.conflist", lambda d: d["plugins"][0].update(type="ptp")) == []
+    assert subnets("10-pycri-bridge.conflist", lambda d: d["plugins"][0].update(isGateway=False)) == []
+    # IPv6 ranges added by hand are not masqueraded; the IPv4 ones still are
+    assert subnets("10-pycri-bridge.conflist", lambda d: d["plugins"][0]["ipam"]["ranges"].append(
+        [{"subnet": "fd00:88::/64"}])) == ["10.88.0.0/16"]
+    bench = default_network.default_conflist(bridge="pycribench0", subnet="10.89.0.0/16", data_dir=tmp_path)
+    assert default_network.masquerade_subnets(
+        cni.parse_network(json.dumps(bench), "/x/10-pycri-bridge.conflist")) == ["10.89.0.0/16"]
+
+
+class RecordingMasquerade:
+    """Stands for iptables behind masquerade.Runner: records each command, answers as a nat
+    table where nothing exists yet (every -S and -C: 1), or fails every command."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[list[str]] = []
+        self.fail = fail
+
+    def __call__(self, args: Any) -> Any:
+        from pycri.sandbox.masquerade import Outcome
+
+        self.calls.append(list(args))
+        if self.fail:
+            return Outcome(4, "", "iptables: broken\n")
+        return Outcome(1 if args[2] in ("-S", "-C") else 0)
+
+    def chains_made(self) -> list[str]:
+        return [c[3] for c in self.calls if c[2] == "-N"]
+
+
+def stub_plugins(bin_dir: Path) -> list[str]:
+    """bridge, host-local and portmap that answer ADD with an address and DEL with nothing."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    result = json.dumps({"cniVersion": "1.0.0", "ips": [{"address": "10.88.0.5/16"}]})
+    for name in ("bridge", "host-local", "portmap"):
+        write_plugin(bin_dir / name, f"#!/bin/sh\ncat > /dev/null\n[ \"$CNI_COMMAND\" = ADD ] && echo '{result}'\nexit 0\n")
+    return [str(bin_dir)]
+
+
+def test_cni_network_masquerades_the_default_network_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    iptables = RecordingMasquerade()
+    network = CniNetwork(tmp_path / "net.d", stub_plugins(tmp_path / "bin"), tmp_path / "cni", iptables=iptables)
+    assert network.status() == (True, "", "")  # writes the default network, then masquerades it
+    assert iptables.chains_made() == [masquerade_chain("pycri", "10.88.0.0/16")]
+    made = len(iptables.calls)
+    assert network.status() == (True, "", "")
+    # a pod: no iptables at all (loopback_up needs a real namespace and root: integration tests)
+    monkeypatch.setattr(default_network, "loopback_up", lambda netns: None)
+    pod = SimpleNamespace(id=CID, name="web", namespace="ns", uid="u")
+    assert network.setup(pod, tmp_path / "netns", []) == ["10.88.0.5"]
+    network.teardown(pod, tmp_path / "netns")
+    assert len(iptables.calls) == made
+
+
+def test_cni_network_masquerades_at_the_first_pod_and_tries_again_after_a_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(default_network, "loopback_up", lambda netns: None)
+    iptables = RecordingMasquerade(fail=True)
+    network = CniNetwork(tmp_path / "net.d", stub_plugins(tmp_path / "bin"), tmp_path / "cni", iptables=iptables)
+    pod = SimpleNamespace(id=CID, name="web", namespace="ns", uid="u")
+    assert network.setup(pod, tmp_path / "netns", []) == ["10.88.0.5"]  # the pod gets its address regardless
+    assert [c[2] for c in iptables.calls] == ["-S", "-N"]  # the first failure ends it
+    network.teardown(pod, tmp_path / "netns")
+    iptables.fail = False
+    iptables.calls.clear()
+    assert network.setup(pod, tmp_path / "netns", []) == ["10.88.0.5"]
+    assert iptables.chains_made() == [masquerade_chain("pycri", "10.88.0.0/16")]
+    made = len(iptables.calls)
+    network.status()
+    network.setup(pod, tmp_path / "netns", [])
+    assert len(iptables.calls) == made
+
+
+@pytest.mark.parametrize("write", [
+    lambda conf_dir, data: write_conf(conf_dir, "05-mine.conflist", {**default_network.default_conflist(
+        data_dir=data), "name": "mine"}),  # the user's network
+    lambda conf_dir, data: write_conf(conf_dir, "10-pycri-bridge.conflist", {**default_network.default_conflist(
+        data_dir=data), "plugins": [{**default_network.default_conflist()["plugins"][0], "ipMasq": True}]}),
+])
+def test_cni_network_runs_no_iptables_for_other_networks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         write: Any) -> None:
+    """A network of the user's, or a default written before (ipMasq true): left to its plugins."""
+    monkeypatch.setattr(default_network, "loopback_up", lambda netns: None)
+    write(tmp_path / "net.d", tmp_path / "networks")
+    iptables = RecordingMasquerade()
+    network = CniNetwork(tmp_path / "net.d", stub_plugins(tmp_path / "bin"), tmp_path / "cni", iptables=iptables)
+    assert network.status() == (True, "", "")
+    pod = SimpleNamespace(id=CID, name="web", namespace="ns", uid="u")
+    assert network.setup(pod, tmp_path / "netns", []) == ["10.88.0.5"]
+    assert iptables.calls == []
+
+
+def masquerade_chain(name: str, subnet: str) -> str:
+    from pycri.sandbox import masquerade
+
+    return masquerade.chain_name(name, subnet)
 
 
 def test_cni_network_passes_pod_identity_and_only_real_host_ports(tmp_path: Path) -> None:
