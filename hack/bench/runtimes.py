@@ -8,6 +8,12 @@ a subnet of its own, `restrict_oom_score_adj` (this VM refuses a negative oom_sc
 network namespaces under its state directory. Neither touches the default pycri
 (/run/pycri) or /etc/cni/net.d.
 
+Each network is the runtime's own default on a bridge and subnet of the bench's: pycri's is
+pycri's default network (sandbox/default_network.py: `ipMasq` false, the daemon masquerades its
+subnet once with a nat chain of its own, sandbox/masquerade.py), containerd's a bridge with
+`ipMasq` true as containerd's own default conflist has (the plugin makes a nat chain per pod).
+`remove_bridge()`, which every take-down runs, removes the pycri daemon's masquerade chain too.
+
 Each knows the processes that are the runtime's own (daemon, monitors, infra/pause, not the
 workloads) for the memory figures, and what it may leave behind (mounts, cgroups, processes).
 """
@@ -25,6 +31,9 @@ from pathlib import Path
 
 import structlog
 
+from pycri.sandbox import default_network, masquerade
+from pycri.sandbox.cni import CONFIG_SUFFIXES
+
 log = structlog.get_logger("bench")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,12 +48,13 @@ CGROUP_V1_ROOT = Path("/sys/fs/cgroup")
 WORKLOAD = ["sleep", "86400"]
 
 
-def bridge_conflist(name: str, bridge: str, subnet: str, data_dir: Path) -> str:
-    """A bridge + portmap CNI network like pycri's default, on its own bridge and subnet."""
+def bridge_conflist(name: str, bridge: str, subnet: str, data_dir: Path, ip_masq: bool = True) -> str:
+    """A bridge + portmap CNI network on its own bridge and subnet; with `ip_masq` (containerd's
+    default conflist has it) the bridge plugin masquerades each pod with a nat chain of its own."""
     return json.dumps({
         "cniVersion": "1.0.0", "name": name,
         "plugins": [
-            {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": True, "hairpinMode": True,
+            {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": ip_masq, "hairpinMode": True,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
                       "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(data_dir)}},
             {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
@@ -132,11 +142,26 @@ class Daemon:
         for d in (self.root, self.state, self.work):
             shutil.rmtree(d, ignore_errors=True)
             d.mkdir(parents=True)
-        self.cni_conf_dir.mkdir(parents=True, exist_ok=True)
-        (self.cni_conf_dir / f"10-{self.name}-bench.conflist").write_text(
-            bridge_conflist(f"{self.name}-bench", self.bridge, self.subnet, self.root / "cni-networks"))
+        self.write_network()
         self.crictl_config.write_text(
             f"runtime-endpoint: {self.endpoint}\nimage-endpoint: {self.endpoint}\ntimeout: 120\n")
+
+    def write_network(self) -> Path:
+        """The network list, alone in this daemon's CNI conf dir (an earlier run's list, which
+        might sort first, is removed); returns its path."""
+        self.cni_conf_dir.mkdir(parents=True, exist_ok=True)
+        for old in self.cni_conf_dir.iterdir():
+            if old.name.endswith(CONFIG_SUFFIXES):
+                old.unlink()
+        name, text = self.network()
+        path = self.cni_conf_dir / name
+        path.write_text(text)
+        return path
+
+    def network(self) -> tuple[str, str]:
+        """(file name, content) of this runtime's network list."""
+        return f"10-{self.name}-bench.conflist", bridge_conflist(
+            f"{self.name}-bench", self.bridge, self.subnet, self.root / "cni-networks")
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -154,6 +179,9 @@ class Daemon:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}; log {self.log_file}:\n"
                                    + self.log_file.read_text()[-3000:])
             if self.socket.exists() and self.crictl("version", check=False).returncode == 0:
+                # Status, as kubelet's first call: the runtime readies its network (pycri makes its
+                # masquerade chain) before anything is measured
+                self.crictl("info", check=False)
                 log.info("started", runtime=self.name, pid=self.process.pid, endpoint=self.endpoint)
                 return
             time.sleep(0.1)
@@ -298,6 +326,35 @@ class PycriDaemon(Daemon):
 
     def command(self) -> list[str]:
         return [str(REPO / ".venv" / "bin" / "pycri"), "--config", str(self.config), "serve"]
+
+    # the masquerade's iptables (None: the real one); unit tests give a fake
+    iptables: masquerade.Runner | None = None
+
+    def network(self) -> tuple[str, str]:
+        """pycri's own default network (the file and name `ensure_default` writes, ipMasq false)
+        on this daemon's bridge, subnet and lease directory: the daemon masquerades the subnet."""
+        doc = default_network.default_conflist(bridge=self.bridge, subnet=self.subnet,
+                                               data_dir=self.root / "cni-networks")
+        return default_network.DEFAULT_FILE, json.dumps(doc, indent=1)
+
+    def remove_bridge(self) -> None:
+        super().remove_bridge()
+        self.remove_masquerade()
+
+    def leftovers(self) -> list[str]:
+        chain = masquerade.masquerade_for(default_network.DEFAULT_NAME, self.subnet).chain
+        try:
+            there = (self.iptables or masquerade.IptablesRunner())(["-t", "nat", "-S", chain]).returncode == 0
+        except masquerade.MasqueradeError:  # no iptables: no chain
+            there = False
+        return super().leftovers() + ([f"nat chain {chain} (masquerade of {self.subnet})"] if there else [])
+
+    def remove_masquerade(self) -> None:
+        """The nat chain and jump the daemon made for its subnet (they outlive it by design)."""
+        try:
+            masquerade.remove(default_network.DEFAULT_NAME, self.subnet, self.iptables)
+        except masquerade.MasqueradeError as e:
+            log.warning("removing the masquerade chain failed", runtime=self.name, subnet=self.subnet, error=str(e))
 
     def after_stop(self) -> None:
         ns_root = self.state / "ns"
