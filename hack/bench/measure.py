@@ -22,6 +22,7 @@ import json
 import math
 import os
 import statistics
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -113,7 +114,9 @@ def add_critest(results: Results, runtime: str, samples: dict[str, list[float]])
 
 def critest_benchmark(daemon: Daemon, results: Results, samples: int, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results").mkdir(exist_ok=True)
+    # an earlier run's results must not pass for this run's (critest may fail before it writes any)
+    shutil.rmtree(out_dir / "results", ignore_errors=True)
+    (out_dir / "results").mkdir()
     (out_dir / "params.yaml").write_text(critest_params(samples))
     args = ["critest", "-benchmark", f"--runtime-endpoint={daemon.endpoint}", f"--image-endpoint={daemon.endpoint}",
             f"--benchmarking-params-file={out_dir / 'params.yaml'}",
