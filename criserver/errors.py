@@ -11,6 +11,7 @@ import grpc
 import structlog
 
 from pycri.common import errors
+from pycri.criserver.list_replies import passing_encoded
 
 log = structlog.get_logger("cri")
 
@@ -121,7 +122,7 @@ class CallInterceptor(grpc.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, handler.unary_unary),
                 request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                response_serializer=passing_encoded(handler.response_serializer),  # List replies' kept bytes
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(

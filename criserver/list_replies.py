@@ -2,21 +2,27 @@
 
 An item of those lists (a `Container`, a `PodSandbox`) changes only with its state: everything
 else in it is fixed at create. So each item's encoding (as an entry of the reply's repeated
-field 1) is kept under (id, state), and a reply is the entries of the items listed, parsed
-once in C (`FromString`), instead of a message built in Python per item per call. An entry
-whose state has changed is built again; an item's entry is dropped when it is deleted
-(`forget`, on its deleted event), and, should one be missed, entries of items not listed are
-dropped once there are many more of them than items listed.
+field 1) is kept under (id, state), and a reply is the entries of the items listed, joined,
+instead of a message built in Python per item per call. An entry whose state has
+changed is built again; an item's entry is dropped when it is deleted (`forget`, on its deleted
+event), and, should one be missed, entries of items not listed are dropped once there are many
+more of them than items listed.
+
+A reply is an `Encoded`: its bytes, which gRPC sends as they are (criserver.errors passes them
+through the method's serializer), so a reply of 110 kubelet containers (~100 KB) is neither
+parsed nor serialized again on each call; whoever reads it in the process (the Stream* calls,
+tests) gets the message, parsed once on first use.
 """
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 
 R = TypeVar("R", bound=Message)
+_UNPARSED: Any = object()
 REPEATED_FIELD_1 = b"\x0a"  # field 1, length-delimited: `containers` and `items` of the two replies
 SLACK = 4096  # entries kept beyond twice the listed ones before the unlisted are dropped
 
@@ -38,6 +44,48 @@ def entry(item: Message) -> bytes:
     return REPEATED_FIELD_1 + _varint(len(data)) + data
 
 
+class Encoded(Generic[R]):
+    """A reply message kept as its encoding (`data`); read as the message itself (attributes,
+    ==), which is parsed once, on first use."""
+
+    __slots__ = ("data", "reply_type", "_message")
+
+    def __init__(self, reply_type: type[R], data: bytes) -> None:
+        self.data = data
+        self.reply_type = reply_type
+        self._message: R = _UNPARSED
+
+    @property
+    def message(self) -> R:
+        if self._message is _UNPARSED:
+            self._message = self.reply_type.FromString(self.data)
+        return self._message
+
+    def SerializeToString(self) -> bytes:
+        return self.data
+
+    def __getattr__(self, name: str) -> Any:  # (only for what the slots above do not hold)
+        return getattr(self.message, name)
+
+    def __eq__(self, other: object) -> bool:
+        return self.message == (other.message if isinstance(other, Encoded) else other)
+
+    __hash__ = None  # type: ignore[assignment]  # (as a message's)
+
+    def __repr__(self) -> str:
+        return f"Encoded({self.reply_type.__name__}, {len(self.data)} bytes)"
+
+
+def passing_encoded(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """A method's response serializer that sends an `Encoded` reply's bytes as they are."""
+    if serializer is None:
+        return None
+
+    def serialize(response: Any) -> bytes:
+        return response.data if type(response) is Encoded else serializer(response)
+    return serialize
+
+
 class ListReplies(Generic[R]):
     """The replies of one List call, from entries kept per (id, state)."""
 
@@ -46,7 +94,7 @@ class ListReplies(Generic[R]):
         self._entries: dict[str, tuple[str, bytes]] = {}  # id -> (state, entry)
         self._lock = threading.Lock()
 
-    def reply(self, items: Iterable[tuple[str, str, Callable[[], Message]]]) -> R:
+    def reply(self, items: Iterable[tuple[str, str, Callable[[], Message]]]) -> Encoded[R]:
         """The reply listing `items`, in order: (id, state, a builder of the item's message)."""
         entries = self._entries
         parts = []
@@ -61,7 +109,7 @@ class ListReplies(Generic[R]):
             listed += 1
         if len(entries) > 2 * listed + SLACK:
             self._drop_unlisted(set(parts))
-        return self.reply_type.FromString(b"".join(parts))
+        return Encoded(self.reply_type, b"".join(parts))
 
     def forget(self, item_id: str) -> None:
         """Drop the entry of an item that is gone."""

@@ -18,7 +18,7 @@ from pycri.containers.service import ContainerService, NewContainer
 from pycri.containers.oci_config import Spec, User
 from pycri.containers.records import CREATED, EXITED, RUNNING, ContainerMount, ContainerRecord
 from pycri.criserver import list_streams, oci_spec, userns, validation
-from pycri.criserver.list_replies import ListReplies
+from pycri.criserver.list_replies import Encoded, ListReplies
 from pycri.images.service import ImageService
 from pycri.images.records import ImageRecord
 from pycri.sandbox import files
@@ -156,7 +156,7 @@ class PodCalls:
         """The pod's status as PodSandboxStatus reports it (without verbose info)."""
         return _sandbox_status(record)
 
-    def ListPodSandbox(self, request: cri.ListPodSandboxRequest, context: Any) -> cri.ListPodSandboxResponse:
+    def ListPodSandbox(self, request: cri.ListPodSandboxRequest, context: Any) -> Encoded[cri.ListPodSandboxResponse]:
         f = request.filter
         records = [r for r in self.sandboxes.list()
                    if (not f.id or r.id.startswith(f.id))
@@ -264,7 +264,7 @@ class PodCalls:
             self.containers.remove(record.id)
         return cri.RemoveContainerResponse()
 
-    def ListContainers(self, request: cri.ListContainersRequest, context: Any) -> cri.ListContainersResponse:
+    def ListContainers(self, request: cri.ListContainersRequest, context: Any) -> Encoded[cri.ListContainersResponse]:
         f = request.filter
         records = self.containers.list(None, lambda r: (
             (not f.id or r.id.startswith(f.id))

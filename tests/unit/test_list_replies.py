@@ -1,9 +1,17 @@
 """criserver/list_replies.py: a List reply from kept item entries is the reply built item by
-item; an item is built again only when its state changes; deleted items' entries go."""
+item; an item is built again only when its state changes; deleted items' entries go; the reply
+goes out over gRPC as its kept bytes."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+
 from pycri.api.cri import api_pb2 as cri
+from pycri.api.cri import api_pb2_grpc as cri_grpc
 from pycri.criserver import list_replies
+from pycri.criserver.errors import CallInterceptor
 from pycri.criserver.list_replies import ListReplies
 
 
@@ -60,3 +68,47 @@ def test_varint_lengths() -> None:
             value |= (byte & 0x7F) << shift
             shift += 7
         assert value == n and all(b & 0x80 for b in data[:-1]) and not data[-1] & 0x80
+
+
+def test_a_reply_reads_as_its_message_and_keeps_its_bytes() -> None:
+    replies = ListReplies(cri.ListContainersResponse)
+    items = [container(f"c{i}", cri.CONTAINER_RUNNING) for i in range(3)]
+    reply = replies.reply((c.id, "running", lambda c=c: c) for c in items)
+    expected = cri.ListContainersResponse(containers=items)
+    assert isinstance(reply, list_replies.Encoded)
+    assert reply.SerializeToString() is reply.data  # (map entries' order may differ from one encoding to the next)
+    assert cri.ListContainersResponse.FromString(reply.data) == expected
+    assert list(reply.containers) == items and reply == expected and expected == reply.message
+    assert reply.message is reply.message  # parsed once
+
+
+def test_passing_encoded_sends_the_kept_bytes_and_serializes_anything_else() -> None:
+    def refuse(message: object) -> bytes:
+        raise AssertionError("an Encoded reply is not serialized again")
+
+    reply = list_replies.Encoded(cri.ListPodSandboxResponse, b"\x0a\x02\x0a\x00")
+    serialize = list_replies.passing_encoded(refuse)
+    assert serialize is not None and serialize(reply) == b"\x0a\x02\x0a\x00"
+    plain = list_replies.passing_encoded(cri.VersionResponse.SerializeToString)
+    assert plain is not None and plain(cri.VersionResponse(version="1")) == b"\x0a\x011"
+    assert list_replies.passing_encoded(None) is None
+
+
+def test_over_grpc_through_the_interceptor_the_client_gets_the_message(tmp_path: Path) -> None:
+    items = [container(f"c{i}", cri.CONTAINER_RUNNING) for i in range(200)]  # ~90 KB: more than one HTTP/2 window
+    replies = ListReplies(cri.ListContainersResponse)
+
+    class Servicer(cri_grpc.RuntimeServiceServicer):
+        def ListContainers(self, request: object, context: object) -> object:
+            return replies.reply((c.id, "running", lambda c=c: c) for c in items)
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=1), interceptors=[CallInterceptor()])
+    cri_grpc.add_RuntimeServiceServicer_to_server(Servicer(), server)
+    server.add_insecure_port(f"unix:{tmp_path / 'cri.sock'}")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"unix:{tmp_path / 'cri.sock'}") as channel:
+            got = cri_grpc.RuntimeServiceStub(channel).ListContainers(cri.ListContainersRequest(), timeout=30)
+        assert got == cri.ListContainersResponse(containers=items)
+    finally:
+        server.stop(None)
