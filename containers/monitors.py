@@ -6,13 +6,23 @@ A descriptor is the runtime handler's (`RuntimeHandler.watch`); it polls readabl
 monitor has ended and stays so (level-triggered) until it is dropped. Watches are capped at
 half of the process's open-file limit: a container past the cap is not watched, and its exit
 is looked for as before, by asking its handler.
+
+The same epoll set can also hold an inotify descriptor on the directory where monitors write
+their exit files (`watch_directory`), so that a waiter (`wait`) also wakes when an exit file
+appears, also for a container whose monitor is not watched.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import select
 import threading
+from pathlib import Path
+
+IN_CLOSE_WRITE = 0x00000008  # a file opened for writing was closed
+IN_MOVED_TO = 0x00000080  # a file was renamed into the directory (a monitor writes a temporary name first)
+_READ_BYTES = 4096
 
 
 def default_cap() -> int:
@@ -32,6 +42,20 @@ class MonitorWatches:
         self._lock = threading.Lock()
         self._fds: dict[str, int] = {}  # container id -> descriptor
         self._ids: dict[int, str] = {}  # descriptor -> container id
+        self._directory: int | None = None  # inotify: files completed in the exit files' directory
+
+    def watch_directory(self, path: Path) -> bool:
+        """Have `wait` (and a waiting `ended`) also wake when a file is completed in `path`
+        (closed after writing, or renamed into it): a monitor's exit file. False when no inotify
+        descriptor can be had (no such directory, no inotify, out of watches)."""
+        with self._lock:
+            if self._directory is None:
+                fd = _inotify(path, IN_CLOSE_WRITE | IN_MOVED_TO)
+                if fd is None:
+                    return False
+                self._epoll.register(fd, select.EPOLLIN)
+                self._directory = fd
+            return True
 
     def full(self) -> bool:
         return len(self._fds) >= self.cap
@@ -82,15 +106,25 @@ class MonitorWatches:
 
     def ended(self, timeout: float = 0) -> set[str]:
         """The containers whose monitor has ended (waiting up to `timeout` seconds for one
-        when none has, or until `wake`)."""
-        events = self._epoll.poll(timeout, len(self._ids) + 1)
-        if timeout and any(fd == self._wake for fd, _ in events):
-            try:  # (a waiter takes the wake; a look without waiting leaves it)
-                os.eventfd_read(self._wake)
-            except BlockingIOError:
-                pass
+        when none has, or until `wake` or a file completed in the watched directory)."""
+        events = self._poll(timeout)
         with self._lock:
-            return {self._ids[fd] for fd, _ in events if fd in self._ids}
+            return {self._ids[fd] for fd in events if fd in self._ids}
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for a monitor to end (at once if one has), a file to be
+        completed in the watched directory, or `wake`: whether one of those happened."""
+        return bool(self._poll(timeout))
+
+    def _poll(self, timeout: float) -> list[int]:
+        """The descriptors that poll readable, waiting up to `timeout` seconds for one. A waiter
+        takes the wake and the directory's news (a look without waiting leaves them)."""
+        events = [fd for fd, _ in self._epoll.poll(timeout, len(self._ids) + 2)]
+        if timeout:
+            for fd in events:
+                if fd == self._wake or fd == self._directory:
+                    _drain(fd)
+        return events
 
     def wake(self) -> None:
         """End a wait in `ended` now (a watcher that is told to stop)."""
@@ -102,6 +136,9 @@ class MonitorWatches:
                 self._drop(container_id)
             self._epoll.close()
             os.close(self._wake)
+            if self._directory is not None:
+                os.close(self._directory)
+                self._directory = None
 
     def _drop(self, container_id: str) -> None:
         fd = self._fds.pop(container_id, None)
@@ -113,3 +150,27 @@ class MonitorWatches:
         except OSError:
             pass
         os.close(fd)
+
+
+def _drain(fd: int) -> None:
+    """Read a non-blocking descriptor (an eventfd, an inotify one) until it has nothing more."""
+    try:
+        while os.read(fd, _READ_BYTES):
+            pass
+    except (BlockingIOError, OSError):
+        pass
+
+
+def _inotify(path: Path, mask: int) -> int | None:
+    """A non-blocking inotify descriptor watching `path` for `mask`; None when there is none."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, AttributeError):
+        return None
+    if fd < 0:
+        return None
+    if libc.inotify_add_watch(fd, os.fsencode(path), ctypes.c_uint32(mask)) < 0:
+        os.close(fd)
+        return None
+    return fd

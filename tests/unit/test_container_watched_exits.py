@@ -147,6 +147,86 @@ def test_the_watcher_publishes_an_ended_monitor_at_once(tmp_path: Path) -> None:
     assert containers.table.get(record.id).state == EXITED  # type: ignore[union-attr]
 
 
+def test_the_watcher_notices_an_unwatched_containers_exit_file_at_once(tmp_path: Path) -> None:
+    fake = FakeHandler(watchable=False)
+    containers = service(tmp_path, fake)
+    record = running(containers, tmp_path)
+    stopped: list[str] = []
+    containers.events.subscribe(lambda event: stopped.append(event.subject_id) if event.kind == STOPPED else None)
+    watcher = ExitWatcher(containers, interval=60, sweep_interval=600).start()  # only the exit file wakes it
+    try:
+        fake.states.pop(record.id)
+        fake.exits[record.id] = ExitStatus(1, time.time_ns())
+        temporary = containers.exits / f".{record.id}.tmp"  # as conmon writes it: a temporary name, renamed
+        temporary.write_text("1")
+        temporary.rename(containers.exits / record.id)
+        deadline = time.monotonic() + DEADLINE
+        while not stopped and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        watcher.stop()
+    assert stopped == [record.id]
+
+
+def test_the_watcher_sleeps_long_while_nothing_happens_and_looks_often_after_a_wake(tmp_path: Path) -> None:
+    fake = FakeHandler()
+    containers = service(tmp_path, fake)
+    record = running(containers, tmp_path)
+    timeouts: list[float] = []
+    real_wait = containers.monitors.wait
+
+    def wait(timeout: float) -> bool:
+        timeouts.append(timeout)
+        return real_wait(timeout)
+    containers.monitors.wait = wait  # type: ignore[method-assign]
+    watcher = ExitWatcher(containers, interval=0.5, sweep_interval=600, idle_interval=300).start()
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while not timeouts and time.monotonic() < deadline:
+            time.sleep(0.01)
+        fake.lose(record.id)  # its monitor ends: the wait returns, and the next looks come every interval
+        while len(timeouts) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        watcher.stop()
+    assert timeouts[0] == 300 and timeouts[1] == 0.5
+    assert containers.table.get(record.id).state == EXITED  # type: ignore[union-attr]
+
+
+def test_without_exit_file_wakes_the_watcher_looks_every_interval(tmp_path: Path) -> None:
+    fake = FakeHandler()
+    containers = service(tmp_path, fake)
+    containers.monitors.watch_directory = lambda path: False  # type: ignore[method-assign]  # (no inotify)
+    timeouts: list[float] = []
+    real_wait = containers.monitors.wait
+
+    def wait(timeout: float) -> bool:
+        timeouts.append(timeout)
+        return real_wait(0)
+    containers.monitors.wait = wait  # type: ignore[method-assign]
+    watcher = ExitWatcher(containers, interval=0.5, sweep_interval=600, idle_interval=300).start()
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while len(timeouts) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        watcher.stop()
+    assert set(timeouts[:3]) == {0.5}
+
+
+def test_the_sweep_asks_only_about_what_watching_cannot_tell(tmp_path: Path) -> None:
+    fake = FakeHandler()
+    containers = service(tmp_path, fake)
+    records = [running(containers, tmp_path, f"c{i}") for i in range(3)]
+    before = asked(fake)
+    assert containers.sweep() == []
+    assert asked(fake) == before  # watched monitors that live: nobody asked
+    fake.states.pop(records[1].id)  # one wrote its exit file, its monitor not yet gone
+    fake.exits[records[1].id] = ExitStatus(2, time.time_ns())
+    (containers.exits / records[1].id).write_text("2")
+    assert containers.sweep() == [records[1].id]
+
+
 def test_the_sweep_finds_what_watching_missed(tmp_path: Path) -> None:
     fake = FakeHandler(watchable=False)
     containers = service(tmp_path, fake)
@@ -194,6 +274,22 @@ def test_watches_report_the_ended_ones_and_close_what_they_drop() -> None:
     assert watches.ended(DEADLINE) == {"b"} and time.monotonic() - started < DEADLINE
     assert watches.wait_ended("b", DEADLINE) is True
     watches.close()
+
+
+def test_a_waiter_wakes_when_a_file_is_completed_in_the_watched_directory(tmp_path: Path) -> None:
+    watches = MonitorWatches()
+    assert watches.watch_directory(tmp_path) and watches.watch_directory(tmp_path)  # (once is enough)
+    assert watches.wait(0) is False
+    (tmp_path / "c1.tmp").write_text("0")  # written and closed
+    assert watches.ended() == set() and watches.wait(DEADLINE) is True
+    assert watches.wait(0) is False  # the waiter took the news
+    (tmp_path / "c1.tmp").rename(tmp_path / "c1")
+    assert watches.ended(DEADLINE) == set()  # a waiting look wakes (no monitor ended), and takes the news too
+    assert watches.wait(0) is False
+    watches.close()
+    missing = MonitorWatches()
+    assert not missing.watch_directory(tmp_path / "missing") and missing.wait(0) is False
+    missing.close()
 
 
 def test_a_waiter_wakes_when_told_or_when_a_monitor_ends() -> None:
