@@ -478,10 +478,10 @@ class ContainerService:
         self.monitors.wake()
 
     def sweep(self) -> list[str]:
-        """Ask the handlers about every created or running container, watched or not (what
-        watching may have missed), publishing the stopped events of those that have exited;
-        the ids found."""
-        return [r.id for r in self.table.all() if r.state in (CREATED, RUNNING) and self._check_exit(r).state == EXITED]
+        """Ask the handlers about every created or running container but those whose watched
+        monitor lives and wrote no exit file (what watching may have missed: a monitor that died
+        unwatched), publishing the stopped events of those that have exited; the ids found."""
+        return [r.id for r in self.table.all() if r.state in (CREATED, RUNNING) and self.refresh(r).state == EXITED]
 
     # -- start-up -----------------------------------------------------------
 
