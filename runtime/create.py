@@ -8,14 +8,15 @@ init is killed, its cgroups removed and the state dir deleted (its mounts were o
 in its own mount namespace).
 
 Start-up: the first stage is forked as soon as the spec is read and checked, before the
-parent's heavier imports (cgroups, ctypes). On two cores the two then get ready side by
-side: the child imports the init's modules (rootfs, process, namespaces: runtime.init's)
-and loads libseccomp, while the parent imports the rest, makes the cgroups and moves the
-child into them (the first write to a cgroup.procs waits for an RCU grace period, see
-runtime.cgroup_lock). The child does
-nothing else before the parent's "go": it enters no namespace, makes no process and no
-kernel object, so everything it leaves behind is made inside the container's cgroups, as
-before; on any failure before "go" the parent kills and reaps it (stages.Started.abort).
+parent imports the cgroups package. On two cores the two then get ready side by side: the
+child imports the init's modules (rootfs, process, namespaces: runtime.init's) and ctypes,
+makes itself not dumpable and loads libseccomp, while the parent makes the cgroups and moves
+the child into them (the first write to a cgroup.procs waits for an RCU grace period, see
+runtime.cgroup_lock). The parent imports no ctypes and stays dumpable: it never enters the
+container's namespaces. The child does nothing else before the parent's "go": it enters no
+namespace, makes no process and no kernel object, so everything it leaves behind is made
+inside the container's cgroups, as before; on any failure before "go" the parent kills and
+reaps it (stages.Started.abort).
 """
 from __future__ import annotations
 
