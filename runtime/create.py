@@ -170,7 +170,10 @@ def create(store: StateStore, container_id: str, options: CreateOptions, kernel:
         if options.systemd_cgroup:
             manager, join_cgroups = _systemd_cgroup(spec, container_id, resources)
         else:
-            manager = cgroups.new_manager(spec.linux.cgroups_path, container_id, driver="cgroupfs")
+            try:
+                manager = cgroups.new_manager(spec.linux.cgroups_path, container_id, driver="cgroupfs")
+            except ValueError as e:  # linux.cgroupsPath: a bad path (runc: "invalid cgroup path")
+                raise RuntimeFailure(str(e)) from None
             manager.create()
             join_cgroups = manager.add
         init_pid = follow(started, join_cgroups=join_cgroups, timeout=INIT_TIMEOUT, id_maps=_id_maps(spec))

@@ -385,3 +385,19 @@ def _wait_for(predicate, timeout: float = 5.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def test_a_failure_after_the_first_stage_is_forked_leaves_nothing_behind(pycri: Runtime, make_bundle,
+                                                                          subreaper: set[int]) -> None:
+    """`create` forks the first stage before it makes the cgroups (runtime/create.py): when
+    those fail, the waiting first stage is killed and reaped with everything else."""
+    bundle = make_bundle("true")
+    bundle.linux["cgroupsPath"] = "/pycri-it/../escape"
+    bundle.write()
+    cid = new_id()
+    result = pycri.create(cid, bundle, check=False)
+    assert result.returncode == 1
+    assert b"create failed" in result.stderr and b"bad cgroup path" in result.stderr, result.stderr
+    assert not (pycri.root / cid).exists()
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert cid not in ps  # the first stage runs the runtime's command line
