@@ -5,7 +5,8 @@ name first, then renamed), then exits. `ExitWatcher` sleeps until a watched moni
 service's `MonitorWatches`, a pidfd per monitor) or an exit file appears in `<exits>` (an
 inotify descriptor in the same epoll set), and has the container service bring the containers
 with a new exit file or an ended monitor up to date, which publishes their stopped events: a
-container's exit is noticed at once. After something woke it, it also looks every `interval`
+container's exit is noticed at once (and those from before it started at its first look, at
+once). After something woke it, it also looks every `interval`
 seconds (0.5 s by default) for `busy_seconds`, for what a look left for later (an exit noticed
 while its start was under way); otherwise it sleeps up to `idle_interval` seconds, so that an
 idle node costs next to nothing. Without inotify it looks every `interval` seconds, as exit
@@ -40,9 +41,13 @@ class ExitWatcher:
         self.idle_interval = max(interval, idle_interval)
         self.busy_seconds = busy_seconds
         self._stop = threading.Event()
+        self._exit_files_wake = False  # whether an exit file appearing wakes the watcher (inotify)
         self._thread = threading.Thread(target=self._run, name="exit-watcher", daemon=True)
 
     def start(self) -> ExitWatcher:
+        # (the directory is watched before the thread runs: an exit file written once start has
+        # returned wakes it; the thread's first look, at once, finds those written before)
+        self._exit_files_wake = self.service.monitors.watch_directory(self.service.exits)
         self._thread.start()
         return self
 
@@ -54,15 +59,16 @@ class ExitWatcher:
 
     def _run(self) -> None:
         monitors = self.service.monitors
-        exit_files_wake = monitors.watch_directory(self.service.exits)
         next_sweep = time.monotonic() + self.sweep_interval
         busy_until = 0.0
+        first = True
         while not self._stop.is_set():
             woke = False
             try:
                 now = time.monotonic()
-                timeout = self.interval if not exit_files_wake or now < busy_until else self.idle_interval
-                woke = monitors.wait(max(0.0, min(timeout, next_sweep - now)))
+                timeout = self.interval if not self._exit_files_wake or now < busy_until else self.idle_interval
+                woke = monitors.wait(0 if first else max(0.0, min(timeout, next_sweep - now)))
+                first = False
                 if self._stop.is_set():
                     break
                 self.service.notice_exits()
