@@ -406,8 +406,11 @@ def _required(value: str, name: str) -> str:
     return value
 
 
+_SANDBOX_READY, _SANDBOX_NOTREADY = cri.SANDBOX_READY, cri.SANDBOX_NOTREADY  # (an enum wrapper's attribute is a Python lookup)
+
+
 def _sandbox_state(record: SandboxRecord) -> int:
-    return cri.PodSandboxState.SANDBOX_READY if record.state == READY else cri.PodSandboxState.SANDBOX_NOTREADY
+    return _SANDBOX_READY if record.state == READY else _SANDBOX_NOTREADY
 
 
 def _sandbox_metadata(record: SandboxRecord) -> cri.PodSandboxMetadata:
