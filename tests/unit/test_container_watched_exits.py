@@ -29,6 +29,13 @@ from tests.unit.test_container_service import new
 DEADLINE = 30.0
 
 
+def until(condition, seconds: float = DEADLINE) -> None:  # noqa: ANN001
+    """Poll `condition` until it holds or `seconds` pass (the assertions after say which)."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def service(tmp_path: Path, fake: FakeHandler, cap: int | None = None) -> ContainerService:
     containers = ContainerService(Database(tmp_path / "db.sqlite"), tmp_path / "containers", tmp_path / "exits",
                                   {"fake": fake}, "fake", RecordingSyscall())
@@ -138,9 +145,7 @@ def test_the_watcher_publishes_an_ended_monitor_at_once(tmp_path: Path) -> None:
     watcher = ExitWatcher(containers, interval=60, sweep_interval=600).start()  # only a monitor's end wakes it
     try:
         fake.lose(record.id)
-        deadline = time.monotonic() + DEADLINE
-        while not stopped and time.monotonic() < deadline:
-            time.sleep(0.01)
+        until(lambda: stopped)
     finally:
         watcher.stop()
     assert stopped == [record.id]
@@ -160,9 +165,7 @@ def test_the_watcher_notices_an_unwatched_containers_exit_file_at_once(tmp_path:
         temporary = containers.exits / f".{record.id}.tmp"  # as conmon writes it: a temporary name, renamed
         temporary.write_text("1")
         temporary.rename(containers.exits / record.id)
-        deadline = time.monotonic() + DEADLINE
-        while not stopped and time.monotonic() < deadline:
-            time.sleep(0.01)
+        until(lambda: stopped)
     finally:
         watcher.stop()
     assert stopped == [record.id]
@@ -181,12 +184,9 @@ def test_the_watcher_sleeps_long_while_nothing_happens_and_looks_often_after_a_w
     containers.monitors.wait = wait  # type: ignore[method-assign]
     watcher = ExitWatcher(containers, interval=0.5, sweep_interval=600, idle_interval=300).start()
     try:
-        deadline = time.monotonic() + DEADLINE
-        while len(timeouts) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        until(lambda: len(timeouts) >= 2)
         fake.lose(record.id)  # its monitor ends: the wait returns, and the next looks come every interval
-        while len(timeouts) < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        until(lambda: len(timeouts) >= 3)
     finally:
         watcher.stop()
     assert timeouts[:3] == [0, 300, 0.5]  # a first look at once, then a long sleep until the monitor's end
@@ -206,9 +206,7 @@ def test_without_exit_file_wakes_the_watcher_looks_every_interval(tmp_path: Path
     containers.monitors.wait = wait  # type: ignore[method-assign]
     watcher = ExitWatcher(containers, interval=0.5, sweep_interval=600, idle_interval=300).start()
     try:
-        deadline = time.monotonic() + DEADLINE
-        while len(timeouts) < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        until(lambda: len(timeouts) >= 4)
     finally:
         watcher.stop()
     assert timeouts[0] == 0 and set(timeouts[1:4]) == {0.5}
