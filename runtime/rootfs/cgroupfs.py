@@ -28,12 +28,12 @@ def cgroup_mounts(mountinfo: str = MOUNTINFO) -> list[MountInfo]:
 
 def hierarchy_mounts(kernel: Syscall, cgroup_root: str = "/sys/fs/cgroup") -> list[MountInfo] | None:
     """The v1 hierarchies mounted at <cgroup_root>/<name>, from one statmount per name
-    (Linux 6.8+), in mount order (as the table lists them): the mount table is generated whole on every read (~3 ms at
-    570 mounts, ~0.4 s at 7,000), this costs ~0.05 ms a hierarchy. Not hierarchies: names
-    that are no mount point (kind's empty directories for hierarchies the host has not
-    mounted) or no v1 cgroup, and symlinks (cpu -> cpu,cpuacct). None when the kernel cannot
-    say (no statmount, or no super options: before Linux 6.11): the caller reads the table
-    (`cgroup_mounts`)."""
+    (Linux 6.8+), in mount order (as the table lists them). The mount table is generated
+    whole on every read (~3 ms at 570 mounts, ~0.4 s at 7,000); this costs ~0.05 ms a
+    hierarchy. Not hierarchies: names that are no mount point (kind's empty directories for
+    hierarchies the host has not mounted) or no v1 cgroup, and symlinks (cpu -> cpu,cpuacct).
+    None when the kernel cannot say (no statmount, or no super options: before Linux 6.11):
+    the caller reads the table (`cgroup_mounts`)."""
     root = cgroup_root.rstrip("/")
     try:
         names = sorted(os.listdir(root))
