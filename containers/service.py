@@ -6,6 +6,16 @@ monitor keeps: the exit code, an oom mark); its exit file is <exits>/<id>. Its r
 written as `creating` before anything is made, so a crash half-way is found and undone by
 `recover()`; a failure half-way is undone at once.
 
+Never lose, never leak a container: removing one (RemoveContainer, or undoing a failed
+create) does every step even when one before failed (each failure logged), so the rootfs and
+image volumes are unmounted even when the runtime's delete fails. The row goes only when every
+step succeeded: while the runtime may still have the container, or something stays mounted,
+its row and its directory stay (never rm -rf through a mount), and the first failure is
+raised. A failed create's `creating` row that stays (a leftover: no create of this process is
+under way for it, `_creating`) is tried again by RemovePodSandbox of its pod
+(`remove_pod_containers`, which fails while one stays), by the exit watcher's periodic
+`sweep()`, and by `recover()` at start-up.
+
 Exits: a created or running container's monitor is watched (`MonitorWatches`, a pidfd per
 monitor). Until its monitor ends or writes an exit file, the container runs, and nobody asks
 its handler: List looks at all of them with one listdir of the exit directory and one
@@ -49,6 +59,8 @@ from pycri.store.db import Database
 log = structlog.get_logger("containers")
 EXIT_POLL_SECONDS = 0.05
 KILL_WAIT_SECONDS = 10.0
+# how long a pod's removal waits for a create under way in it (then FailedPrecondition: kubelet retries)
+CREATE_WAIT_SECONDS = 10.0
 WRITABLE_USAGE_TTL_NS = 10 * 10**9  # how long a walk of a writable layer's disk use is kept
 
 
@@ -110,6 +122,11 @@ class ContainerService:
         # held across a state change and its event, so a container's events go out in order
         self._transition = threading.RLock()
         self._starting: set[str] = set()  # ids whose start is under way: their exit is start's to notice
+        # id -> pod id of the creates under way in this process (their `creating` rows are no
+        # leftovers), under the lock; `_creates_done` is notified as each ends
+        self._creating: dict[str, str] = {}
+        self._creates_done = threading.Condition(self._transition)
+        self.create_wait = CREATE_WAIT_SECONDS
         self._exits_seen: set[str] = set()  # names in the exit directory at the last look (notice_exits)
         self.monitors = MonitorWatches()  # the live monitors of created and running containers
         self.runtime_deletes = RuntimeDeletes()  # exited containers are deleted from their runtime at once
@@ -168,8 +185,22 @@ class ContainerService:
             # the images it mounts as volumes, recorded before they are mounted (`image_volume_users`)
             image_volumes=sorted({v.image_id for v in new.image_volumes}),
         )
-        with self.db.transaction() as tx:
-            self.table.insert(tx, record)
+        with self._transition:  # (before the row exists: it is never taken for a leftover)
+            self._creating[record.id] = record.pod_id
+        try:
+            with self.db.transaction() as tx:
+                self.table.insert(tx, record)
+            self._make(record, new, runtime)
+        finally:
+            with self._transition:
+                del self._creating[record.id]
+                self._creates_done.notify_all()
+        log.info("container created", container_id=record.id, pod_sandbox_id=record.pod_id, pid=record.pid)
+        return record
+
+    def _make(self, record: ContainerRecord, new: NewContainer, runtime: RuntimeHandler) -> None:
+        """Make the container of the `creating` row `record`; on a failure, undo it (what cannot
+        be undone stays, with the row: a leftover) and raise the failure."""
         log_existed = bool(record.log_path) and os.path.lexists(record.log_path)
         try:
             paths = self.paths(record)
@@ -196,13 +227,12 @@ class ContainerService:
                     self.table.update(tx, record)
                 self._publish(CREATED_EVENT, record)
         except BaseException:
-            self._destroy(record)
+            with contextlib.suppress(Exception):  # (logged by _destroy; the create's failure is the one to report)
+                self._destroy(record)
             if record.log_path and not log_existed:  # kubelet counts restarts by the log files it finds
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(record.log_path)
             raise
-        log.info("container created", container_id=record.id, pod_sandbox_id=record.pod_id, pid=record.pid)
-        return record
 
     def start(self, container_id: str) -> ContainerRecord:
         record = self.get(container_id)
@@ -254,6 +284,55 @@ class ContainerService:
             self._destroy(record)
             self._publish(DELETED, record)
         log.info("container removed", container_id=record.id, pod_sandbox_id=record.pod_id)
+
+    def remove_pod_containers(self, pod_id: str) -> None:
+        """Remove every container of the pod, the leftovers of its failed creates too, before the
+        pod goes. A create under way in it is waited for (up to `create_wait` seconds; what it
+        made is then removed too), else FailedPrecondition: containerd's RemovePodSandbox does
+        not see a create under way (its container is stored at the end) and would let it outlive
+        the pod. Each container is tried; the first failure is raised (the pod must stay)."""
+        with self._transition:
+            if not self._creates_done.wait_for(lambda: pod_id not in self._creating.values(), self.create_wait):
+                raise FailedPrecondition(f"a container is being created in pod {pod_id}: try again")
+        first: Exception | None = None
+        for record in self.list(pod_id):
+            try:
+                self.remove(record.id)
+            except Exception as exc:
+                first = first or exc
+        try:
+            self.remove_leftovers(pod_id)
+        except Exception as exc:
+            first = first or exc
+        if first is not None:
+            raise first
+        with self._transition:  # (one started meanwhile: the pod is not ready, so it fails, or it is)
+            if pod_id in self._creating.values():
+                raise FailedPrecondition(f"a container is being created in pod {pod_id}: try again")
+
+    def leftovers(self, pod_id: str | None = None) -> list[ContainerRecord]:
+        """The `creating` rows (of one pod) that no create of this process is making: what a
+        failed create could not undo, or a crash left."""
+        with self._transition:
+            return [r for r in self.table.all(pod_id) if r.state == CREATING and r.id not in self._creating]
+
+    def remove_leftovers(self, pod_id: str | None = None) -> list[str]:
+        """Try again to remove the leftovers (of one pod); the ids removed. Each is tried; the
+        first failure is raised once all have been (those that failed stay)."""
+        removed: list[str] = []
+        first: Exception | None = None
+        for record in self.leftovers(pod_id):
+            log.info("removing a container a failed create or a crash left half-made", container_id=record.id,
+                     pod_sandbox_id=record.pod_id)
+            try:
+                self._destroy(record)
+            except Exception as exc:
+                first = first or exc
+            else:
+                removed.append(record.id)
+        if first is not None:
+            raise first
+        return removed
 
     def _exec_process(self, container_id: str, command: list[str], terminal: bool) -> tuple[ContainerRecord, dict[str, Any]]:
         record = self.get(container_id)
@@ -480,8 +559,15 @@ class ContainerService:
     def sweep(self) -> list[str]:
         """Ask the handlers about every created or running container but those whose watched
         monitor lives and wrote no exit file (what watching may have missed: a monitor that died
-        unwatched), publishing the stopped events of those that have exited; the ids found."""
-        return [r.id for r in self.table.all() if r.state in (CREATED, RUNNING) and self.refresh(r).state == EXITED]
+        unwatched), publishing the stopped events of those that have exited; the ids found.
+        Then try again to remove the leftovers of failed creates (a failure is logged: they
+        stay for the next sweep)."""
+        exited = [r.id for r in self.table.all() if r.state in (CREATED, RUNNING) and self.refresh(r).state == EXITED]
+        try:
+            self.remove_leftovers()
+        except Exception as exc:
+            log.warning("a container a failed create left stays until the next sweep", error=str(exc))
+        return exited
 
     # -- start-up -----------------------------------------------------------
 
@@ -489,8 +575,12 @@ class ContainerService:
         """Undo half-made containers; bring the state of the others up to date."""
         for record in self.table.all():
             if record.state == CREATING:
-                log.warning("removing a container a crash left half-made", container_id=record.id)
-                self._destroy(record)
+                log.warning("removing a container a crash or a failed create left half-made", container_id=record.id)
+                try:
+                    self._destroy(record)
+                except Exception as exc:  # (each step's failure is logged) the sweep tries again
+                    log.warning("a half-made container stays until the next sweep", container_id=record.id,
+                                error=str(exc))
             else:
                 self.refresh(record)  # (watches the monitors that live)
 
@@ -510,17 +600,42 @@ class ContainerService:
         self.events.publish(LifecycleEvent(kind, record.id, record.pod_id, time.time_ns()))
 
     def _destroy(self, record: ContainerRecord) -> None:
+        """Undo everything the container holds, each step even when one before failed (its
+        failure logged). Its files and its row go only when every step before succeeded (the
+        runtime has deleted it, nothing of it is mounted); else they stay for a retry, and the
+        first failure is raised. Every step may run again: a retry redoes them all."""
+        failures: list[Exception] = []
+
+        def step(name: str, action: Callable[[], object]) -> bool:
+            try:
+                action()
+            except Exception as exc:
+                log.warning("a step of removing a container failed", container_id=record.id, step=name,
+                            error=f"{type(exc).__name__}: {exc}")
+                failures.append(exc)
+                return False
+            return True
+
         self.monitors.discard(record.id)
         runtime = self.handlers.get(record.handler)
+        paths = self.paths(record)
         # (at once unless its exit was noticed since pycri started, when it was deleted then)
-        self.runtime_deletes.finish(record.id, functools.partial(runtime.delete, record.id, force=True)
-                                    if runtime is not None else lambda: None)
-        self._watcher(record).release(record.id, self.paths(record))
-        self._unmount(record.id)  # (unless its exit did)
-        self.trash.remove(self.root / record.id)
+        step("runtime delete", functools.partial(
+            self.runtime_deletes.finish, record.id,
+            functools.partial(runtime.delete, record.id, force=True) if runtime is not None else lambda: None))
+        step("release monitor", functools.partial(self._watcher(record).release, record.id, paths))
+        # (unless its exit did; also when the delete failed: a container that still lives has its own mounts)
+        directory = self.root / record.id
+        step("unmount rootfs", functools.partial(rootfs.unmount, self.syscall, directory / "rootfs" / "merged"))
+        step("unmount image volumes", functools.partial(image_volumes.unmount_all, self.syscall,
+                                                        directory / "image-volumes"))
+        if failures:  # its files stay: the runtime's delete may need them, a mount may be in them
+            raise failures[0]
+        if not step("remove files", functools.partial(self.trash.remove, directory)):
+            raise failures[0]
         with self._configs_lock:  # after the file has gone: a look at it since found it, or nothing
             self._configs.pop(record.id, None)
-        self.paths(record).exit_file.unlink(missing_ok=True)
+        paths.exit_file.unlink(missing_ok=True)
         with self.db.transaction() as tx:
             self.table.delete(tx, record.id)
         with self._configs_lock:  # (a stats call's walk that ends later keeps nothing: _writable_usage)

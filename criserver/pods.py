@@ -146,8 +146,8 @@ class PodCalls:
     def RemovePodSandbox(self, request: cri.RemovePodSandboxRequest, context: Any) -> cri.RemovePodSandboxResponse:
         record = self.sandboxes.find(_required(request.pod_sandbox_id, "pod_sandbox_id"))
         if record is not None:
-            for container in self.containers.list(record.id):
-                self.containers.remove(container.id)
+            # its containers first, the leftovers of failed creates too: while one stays, so does the pod
+            self.containers.remove_pod_containers(record.id)
             self.sandboxes.remove(record.id)
         return cri.RemovePodSandboxResponse()
 
