@@ -10,6 +10,7 @@ import contextlib
 import os
 import queue
 import shutil
+import stat
 import threading
 import uuid
 from dataclasses import dataclass
@@ -24,18 +25,33 @@ class Usage:
 
 def usage(path: Path) -> Usage:
     """Disk blocks in bytes and inodes used under `path` (hard links counted once). A file
-    removed while this walks (a container at work, or one being removed) is left out."""
+    removed while this walks (a container at work, or one being removed) is left out.
+
+    A scandir walk: each entry's lstat comes from its DirEntry (no path joined and looked up
+    again, as os.walk + os.lstat would), about half the cost for the small writable layers that
+    kubelet's stats calls ask about every 10 s per container. Symbolic links are not followed;
+    a directory reached twice (only through a bind mount) is counted and walked once."""
     seen: set[tuple[int, int]] = set()
     total = 0
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in dirnames + filenames:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except FileNotFoundError:
-                continue
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
+    pending = [os.fspath(path)]
+    while pending:
+        try:
+            directory = os.scandir(pending.pop())
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with directory as entries:
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if key in seen:
+                    continue
+                seen.add(key)
                 total += st.st_blocks * 512
+                if stat.S_ISDIR(st.st_mode):
+                    pending.append(entry.path)
     return Usage(total, len(seen) + 1)
 
 

@@ -2,6 +2,7 @@
 out, and the List call still answers for everything else."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -15,14 +16,16 @@ from pycri.criserver import stats
 def test_usage_leaves_out_a_file_removed_while_it_walks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("kept", "vanishing"):
         (tmp_path / name).write_bytes(b"x" * 8192)
-    real_lstat = os.lstat
+    real_scandir = os.scandir
 
-    def lstat(path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if str(path).endswith("vanishing"):
-            raise FileNotFoundError(path)
-        return real_lstat(path, *args, **kwargs)
+    @contextlib.contextmanager
+    def scandir(path):  # type: ignore[no-untyped-def]
+        with real_scandir(path) as it:
+            entries = list(it)  # listed, not yet looked at ...
+        (tmp_path / "vanishing").unlink(missing_ok=True)  # ... when the file goes
+        yield iter(entries)
 
-    monkeypatch.setattr(fs.os, "lstat", lstat)
+    monkeypatch.setattr(fs.os, "scandir", scandir)
     used = fs.usage(tmp_path)
     assert used.inodes == 2 and used.bytes >= 8192  # the directory and "kept"
 
