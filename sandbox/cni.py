@@ -61,6 +61,7 @@ CACHE_KIND = "pycri-cni-cache/1"
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 _TYPE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+_POD_ID = re.compile(r"^[0-9a-f]{64}-$")  # a sandbox id as pycri makes them, and the dash after it
 _ARG_VALUE = re.compile(r"^[^;=\x00]*$")
 _MAX_OUTPUT = 1 << 20
 
@@ -542,6 +543,16 @@ class CacheEntry:
     result: Mapping[str, Any] | None  # None: ADD did not finish
 
 
+@dataclass(frozen=True)
+class CachedAttachment:
+    """A cache entry and who it is for, as its file name says."""
+
+    container_id: str
+    ifname: str
+    path: Path
+    entry: CacheEntry
+
+
 class CniClient:
     """Attach pods to the CNI network of a conf dir, and detach them."""
 
@@ -648,6 +659,32 @@ class CniClient:
 
     def cache_path(self, network_name: str, container_id: str, ifname: str) -> Path:
         return self.cache_dir / f"{network_name}-{container_id}-{ifname}"
+
+    def cached_attachments(self) -> list[CachedAttachment]:
+        """Every readable entry of the cache, with the container id and interface its name holds
+        (`<network>-<container id>-<ifname>`: the network's name comes from the entry itself, and
+        a 64-hex-digit id is taken whole, so dashes in either name split right). Unreadable
+        entries and temporary files are skipped."""
+        try:
+            names = sorted(os.listdir(self.cache_dir))
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            if name.startswith("."):  # a write that a crash cut short (mkstemp's file)
+                continue
+            path = self.cache_dir / name
+            entry = _read_cache(path)
+            if entry is None or not name.startswith(entry.network.name + "-"):
+                continue
+            rest = name[len(entry.network.name) + 1:]
+            if _POD_ID.match(rest[:65]):  # a pycri sandbox id: the rest is the interface, dashes and all
+                container_id, ifname = rest[:64], rest[65:]
+            else:
+                container_id, _, ifname = rest.rpartition("-")
+            if container_id and ifname and _NAME.match(container_id):
+                found.append(CachedAttachment(container_id, ifname, path, entry))
+        return found
 
     # -- internals
 

@@ -12,18 +12,21 @@ name and bridge without ipMasq that `ensure_default()` writes, whoever wrote it)
 masqueraded once for the process (masquerade.ensure, a few iptables runs) at the first status()
 or setup() that sees it, not per pod; a failure is logged and tried again at the next call (pods
 still get their addresses meanwhile). Any other list is left to its own plugins.
+
+`release_orphans()`, called once at start-up by the sandbox service's recovery, DELs the
+attachments that no pod sandbox owns (killed daemons, failed DELs): the rule is in orphans.py.
 """
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import structlog
 
 from pycri.common.background import InBackground
-from pycri.sandbox import cni, default_network, masquerade
+from pycri.sandbox import cni, default_network, masquerade, orphans
 
 log = structlog.get_logger("sandbox.cni_network")
 
@@ -69,10 +72,14 @@ class CniNetwork:
         write_default: bool = True,
         timeout: float = cni.DEFAULT_TIMEOUT,
         iptables: masquerade.Runner | None = None,
+        owned_root: Path | None = None,
     ) -> None:
         """`state_dir` (e.g. /var/lib/pycri/cni) holds the result cache (results/); `iptables`
-        runs the masquerade's iptables commands (default: masquerade.IptablesRunner)."""
+        runs the masquerade's iptables commands (default: masquerade.IptablesRunner). `owned_root`
+        (default: the parent of `state_dir`, pycri's root) is where a network's host-local
+        dataDir must be for `release_orphans()` to read its leases (orphans.py)."""
         self.client = cni.CniClient(conf_dir, bin_dirs, state_dir / "results", timeout)
+        self.owned_root = Path(owned_root) if owned_root is not None else state_dir.parent
         self.write_default = write_default
         self.iptables = iptables
         self._masqueraded: set[tuple[str, str]] = set()  # (network name, subnet) made by this process
@@ -107,6 +114,23 @@ class CniNetwork:
 
     def teardown(self, sandbox: Pod, netns: Path | None) -> None:
         self.client.delete(self.attachment(sandbox, netns, ()))
+
+    def release_orphans(self, known: Collection[str], own_pins: Path) -> list[orphans.Orphan]:
+        """At start-up: DEL every attachment no pod sandbox owns (`known`: the ids of every sandbox
+        row, any state; `own_pins`: this daemon's pin root), as orphans.py's rule allows. Failures
+        are logged, never raised; returns what was released."""
+        run = self.iptables or masquerade.IptablesRunner()
+        try:
+            found = orphans.scan(self.client, self.owned_root, own_pins, run)
+        except OSError as exc:
+            log.error("cannot look for stale pod network state", error=str(exc))
+            return []
+        stale = orphans.orphans(found.traces, known, found.live_elsewhere)
+        if not stale:
+            return []
+        released = orphans.release(stale, self.client, run)
+        log.info("released stale pod network state", released=len(released), failed=len(stale) - len(released))
+        return released
 
     @staticmethod
     def attachment(sandbox: Pod, netns: Path | None, port_mappings: Sequence[Port]) -> cni.Attachment:

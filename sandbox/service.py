@@ -12,9 +12,10 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
@@ -66,6 +67,16 @@ class Network(Protocol):
 
     def teardown(self, sandbox: SandboxRecord, netns: Path | None) -> None:
         """Detach the pod; succeed when it is already detached."""
+        ...
+
+
+@runtime_checkable
+class ReleasesOrphans(Protocol):
+    """A network that can release, at start-up, what pods no sandbox row names left attached."""
+
+    def release_orphans(self, known: Collection[str], own_pins: Path) -> Any:
+        """Detach every attachment whose pod id is not in `known`; `own_pins` is this service's
+        pin root (a pod pinned anywhere else belongs to another daemon)."""
         ...
 
 
@@ -218,6 +229,10 @@ class SandboxService:
         return [r for r in self.table.records() if r.state != CREATING]
 
     def recover(self) -> None:
+        """Undo what a crash left: half-made sandboxes go, ready ones whose namespaces are gone
+        (a reboot) are detached and become not ready; then the network releases what no
+        sandbox row owns any more (`ReleasesOrphans`: leases and rules of pods whose DEL never
+        ran), when it can."""
         for record in self.table.records():
             if record.state == CREATING:
                 log.warning("removing a pod sandbox a crash left half-made", pod_sandbox_id=record.id)
@@ -234,6 +249,12 @@ class SandboxService:
                 record.state = NOTREADY
                 with self.db.transaction() as tx:
                     self.table.update(tx, record)
+        if isinstance(self.network, ReleasesOrphans):
+            known = {record.id for record in self.table.records()}
+            try:
+                self.network.release_orphans(known, self.ns_root)
+            except Exception as exc:  # the daemon starts all the same
+                log.error("releasing stale pod network state failed", error=str(exc))
 
     def _destroy(self, record: SandboxRecord) -> None:
         netns = record.namespaces.network

@@ -27,8 +27,10 @@ import pytest
 from pycri.common.errors import Unavailable
 from pycri.kernel.linux import LinuxSyscall
 from pycri.kernel.syscall import MNT_DETACH
-from pycri.sandbox import cni, default_network, masquerade, namespaces
+from pycri.sandbox import cni, default_network, masquerade, namespaces, orphans
 from pycri.sandbox.cni_network import CniNetwork
+from pycri.sandbox.service import SandboxService
+from pycri.store.db import Database
 
 BIN_DIRS = ["/opt/cni/bin", "/usr/lib/cni"]
 BRIDGE = "pycritest0"
@@ -509,3 +511,95 @@ def test_without_the_masquerade_the_pod_leaves_with_its_own_address(testnet: Tes
     ip = pod.add(testnet.client()).ips[0]
     assert masquerade_rules(masquerade.chain_name(default_network.DEFAULT_NAME, SUBNET)) == []
     assert source_seen_outside(pod, outside) == ip
+
+
+# -- start-up: what no pod sandbox owns (sandbox/orphans.py) ------------------------------------
+
+
+def masq_network(testnet: TestNet, tmp_path: Path, owned_root: Path | None = None) -> CniNetwork:
+    """The test network with the bridge's per-pod masquerade (as the benchmarks' networks have
+    it) and portmap, for a daemon whose root is `tmp_path/root`; its leases are under `owned_root`
+    (default: the test network's directory, which holds the dataDir)."""
+    doc = testnet.conflist()
+    doc["plugins"][0]["ipMasq"] = True
+    conf_dir = testnet.write_conf(tmp_path / "net.d", doc)
+    return CniNetwork(conf_dir, BIN_DIRS, tmp_path / "root" / "cni", write_default=False,
+                      owned_root=owned_root or testnet.directory)
+
+
+def traces_of(testnet: TestNet, network: CniNetwork, pod: Pod) -> dict[str, Any]:
+    """What the pod's attachment leaves on the host: its leases, its cache entry, the bridge's
+    masquerade chain, portmap's chains (CNI-DN-/CNI-SN- and the same hash) and rules naming it."""
+    chain = orphans.bridge_chain(NETWORK, pod.id)
+    rules = nat_rules()
+    return {
+        "leases": testnet.leases(),
+        "cached": network.client.cached(NETWORK, pod.id) is not None,
+        "bridge chain": f"-N {chain}" in rules,
+        "portmap chains": len([r for r in rules if r.startswith("-N CNI-") and chain[4:4 + 21] in r
+                               and r != f"-N {chain}"]),
+        "rules": len(rules_of(pod.id)),
+    }
+
+
+GONE = {"leases": [], "cached": False, "bridge chain": False, "portmap chains": 0, "rules": 0}
+
+
+@pytest.mark.parametrize("left", ["killed daemon", "no cache, no namespace", "nat rules only"])
+def test_start_up_releases_what_a_forgotten_pod_left(testnet: TestNet, pod: Pod, tmp_path: Path,
+                                                     left: str) -> None:
+    """A pod attached, then its daemon gone without a DEL and its row with it: the next start's
+    recovery DELs it from whatever is left (the cache; else the lease; else the nat rules' comments)
+    and removes the bridge's masquerade chain the plugin leaves when the namespace is gone."""
+    network = masq_network(testnet, tmp_path)
+    record = SimpleNamespace(id=pod.id, name="web", namespace="default", uid="uid-1")
+    port = SimpleNamespace(protocol="tcp", container_port=80, host_port=HOST_PORT + 4, host_ip="")
+    pod.attachments.append((network.client, pod.attachment()))  # so the fixture cleans up on failure
+    ip = network.setup(record, pod.netns, [port])[0]
+    before = traces_of(testnet, network, pod)
+    assert before["leases"] == [ip] and before["cached"] and before["bridge chain"]  # the chain's name is right
+    assert before["portmap chains"] == 1 and before["rules"] == 4
+    assert any(f"--dport {HOST_PORT + 4}" in r for r in nat_rules())
+    if left != "killed daemon":  # (a killed daemon leaves the pins: the namespace is still there)
+        namespaces.unpin(pod.directory)
+        network.client.cache_path(NETWORK, pod.id, "eth0").unlink()
+    if left == "nat rules only":
+        (testnet.data_dir / NETWORK / ip).unlink()
+    db = Database(tmp_path / "root" / "pycri.db")  # a daemon with no row for the pod
+    try:
+        # its pins are under tmp_path/ns: this service's own pin root, so the pod is its own
+        SandboxService(db, tmp_path / "root" / "sandboxes", tmp_path, network).recover()
+    finally:
+        db.close()
+    assert traces_of(testnet, network, pod) == GONE
+    assert not any(f"--dport {HOST_PORT + 4}" in r for r in nat_rules())
+    assert veths_on_bridge() == []
+
+
+def test_start_up_leaves_known_pods_and_other_daemons_pods_alone(testnet: TestNet, pod: Pod,
+                                                                 tmp_path: Path) -> None:
+    """Nothing of a pod is touched when it is a sandbox of this daemon (any state), when its
+    namespace is pinned by another daemon, or (without a cache entry) when its leases are not
+    under this daemon's root."""
+    network = masq_network(testnet, tmp_path)
+    record = SimpleNamespace(id=pod.id, name="web", namespace="default", uid="uid-1")
+    pod.attachments.append((network.client, pod.attachment()))
+    ip = network.setup(record, pod.netns, [])[0]
+    attached = traces_of(testnet, network, pod)
+    assert attached["leases"] == [ip] and attached["bridge chain"]
+
+    assert network.release_orphans({pod.id}, tmp_path / "ns") == []  # a sandbox of this daemon
+    assert traces_of(testnet, network, pod) == attached
+    # unknown here, but pinned under another daemon's pin root: a live pod of that daemon (its
+    # lease and rules are left; this daemon's own cache entry for the id would still go)
+    network.client.cache_path(NETWORK, pod.id, "eth0").rename(tmp_path / "kept-cache")
+    assert network.release_orphans(set(), tmp_path / "other-ns") == []
+    # leases under a dataDir outside this daemon's root: another daemon's, or another runtime's
+    namespaces.unpin(pod.directory)
+    elsewhere = masq_network(testnet, tmp_path, owned_root=tmp_path / "root")
+    assert elsewhere.release_orphans(set(), tmp_path / "ns") == []
+    assert traces_of(testnet, network, pod) == {**attached, "cached": False}
+    (tmp_path / "kept-cache").rename(network.client.cache_path(NETWORK, pod.id, "eth0"))
+    network.teardown(record, None)
+    orphans.remove_bridge_chain(NETWORK, pod.id, masquerade.IptablesRunner())  # (DEL without the namespace)
+    assert traces_of(testnet, network, pod) == GONE
