@@ -27,7 +27,7 @@ REPEATED_FIELD_1 = b"\x0a"  # field 1, length-delimited: `containers` and `items
 SLACK = 4096  # entries kept beyond twice the listed ones before the unlisted are dropped
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -41,7 +41,7 @@ def _varint(n: int) -> bytes:
 def entry(item: Message) -> bytes:
     """`item` as an entry of a reply's repeated field 1."""
     data = item.SerializeToString()
-    return REPEATED_FIELD_1 + _varint(len(data)) + data
+    return REPEATED_FIELD_1 + varint(len(data)) + data
 
 
 class Encoded(Generic[R]):
@@ -96,20 +96,19 @@ class ListReplies(Generic[R]):
 
     def reply(self, items: Iterable[tuple[str, str, Callable[[], Message]]]) -> Encoded[R]:
         """The reply listing `items`, in order: (id, state, a builder of the item's message)."""
-        entries = self._entries
-        parts = []
-        listed = 0
-        for item_id, state, build in items:
-            kept = entries.get(item_id)
-            if kept is None or kept[0] != state:
-                kept = (state, entry(build()))
-                with self._lock:
-                    entries[item_id] = kept
-            parts.append(kept[1])
-            listed += 1
-        if len(entries) > 2 * listed + SLACK:
+        parts = [self.entry_of(item_id, state, build) for item_id, state, build in items]
+        if len(self._entries) > 2 * len(parts) + SLACK:
             self._drop_unlisted(set(parts))
         return Encoded(self.reply_type, b"".join(parts))
+
+    def entry_of(self, item_id: str, state: str, build: Callable[[], Message]) -> bytes:
+        """The kept entry of one item in `state` (built and kept if there is none for it)."""
+        kept = self._entries.get(item_id)
+        if kept is None or kept[0] != state:
+            kept = (state, entry(build()))
+            with self._lock:
+                self._entries[item_id] = kept
+        return kept[1]
 
     def forget(self, item_id: str) -> None:
         """Drop the entry of an item that is gone."""

@@ -53,7 +53,9 @@ class RuntimeServicer(PodCalls, StatsCalls, ExecUrlCalls, ContainerEventCalls, a
         # ListContainers' and ListPodSandbox's items, encoded once per state; dropped on delete
         self.container_replies = ListReplies(cri.ListContainersResponse)
         self.sandbox_replies = ListReplies(cri.ListPodSandboxResponse)
+        self.stats_attributes = ListReplies(cri.ListContainerStatsResponse)  # ListContainerStats' attributes
         containers.events.subscribe(_forget_deleted(self.container_replies))
+        containers.events.subscribe(_forget_deleted(self.stats_attributes))
         sandboxes.events.subscribe(_forget_deleted(self.sandbox_replies))
         self.watch_lifecycle()  # GetContainerEvents
 

@@ -15,6 +15,7 @@ from pycri.api.cri import api_pb2 as cri
 from pycri.containers.service import ContainerService, ContainerStats
 from pycri.containers.records import ContainerRecord
 from pycri.criserver import list_streams, metrics, oci_spec
+from pycri.criserver.list_replies import REPEATED_FIELD_1, Encoded, ListReplies, varint
 from pycri.criserver.pods import _required, matches_labels
 from pycri.sandbox import netstats
 from pycri.sandbox.service import SandboxService
@@ -39,17 +40,22 @@ class CpuRates:
         return int((usage_ns - previous[1]) * 1e9 / (timestamp - previous[0]))
 
 
-def _cpu(key: str, stats: cgroups.Stats, timestamp: int, rates: CpuRates) -> cri.CpuUsage:
-    cpu = cri.CpuUsage(timestamp=timestamp)
+def _fill_cpu(cpu: cri.CpuUsage, key: str, stats: cgroups.Stats, timestamp: int, rates: CpuRates) -> None:
+    cpu.timestamp = timestamp
     cpu.usage_core_nano_seconds.value = stats.cpu_usage_ns
     rate = rates.rate(key, timestamp, stats.cpu_usage_ns)
     if rate is not None:
         cpu.usage_nano_cores.value = rate
+
+
+def _cpu(key: str, stats: cgroups.Stats, timestamp: int, rates: CpuRates) -> cri.CpuUsage:
+    cpu = cri.CpuUsage()
+    _fill_cpu(cpu, key, stats, timestamp, rates)
     return cpu
 
 
-def _memory(stats: cgroups.Stats, timestamp: int) -> cri.MemoryUsage:
-    memory = cri.MemoryUsage(timestamp=timestamp)
+def _fill_memory(memory: cri.MemoryUsage, stats: cgroups.Stats, timestamp: int) -> None:
+    memory.timestamp = timestamp
     memory.working_set_bytes.value = stats.memory_working_set
     memory.usage_bytes.value = stats.memory_usage
     # anonymous memory (v1 total_rss, v2 memory.stat anon) and the page faults, as containerd
@@ -59,7 +65,18 @@ def _memory(stats: cgroups.Stats, timestamp: int) -> cri.MemoryUsage:
     memory.major_page_faults.value = stats.pgmajfault
     if stats.memory_limit:
         memory.available_bytes.value = max(0, stats.memory_limit - stats.memory_working_set)
+
+
+def _memory(stats: cgroups.Stats, timestamp: int) -> cri.MemoryUsage:
+    memory = cri.MemoryUsage()
+    _fill_memory(memory, stats, timestamp)
     return memory
+
+
+def _container_attributes(record: ContainerRecord) -> cri.ContainerAttributes:
+    return cri.ContainerAttributes(
+        id=record.id, metadata=cri.ContainerMetadata(name=record.name, attempt=record.attempt),
+        labels=record.labels, annotations=record.annotations)
 
 
 def _network(interfaces: list[netstats.InterfaceStats], timestamp: int) -> cri.NetworkUsage:
@@ -107,33 +124,47 @@ class StatsCalls:
     containers: ContainerService
     cpu_rates: CpuRates
     stream_chunk: tuple[int, int]  # items and bytes per Stream* message (PodCalls has the default)
+    stats_attributes: ListReplies[cri.ListContainerStatsResponse]  # each container's attributes, encoded once
 
-    def _container_stats(self, record: ContainerRecord) -> cri.ContainerStats:
+    def _container_usage(self, record: ContainerRecord) -> cri.ContainerStats:
+        """A container's stats without their attributes: this sample's figures."""
         sample: ContainerStats = self.containers.stats(record, brief=True)
-        out = cri.ContainerStats(attributes=cri.ContainerAttributes(
-            id=record.id, metadata=cri.ContainerMetadata(name=record.name, attempt=record.attempt),
-            labels=record.labels, annotations=record.annotations))
+        out = cri.ContainerStats()
         if sample.cgroup is not None:
-            out.cpu.CopyFrom(_cpu(record.id, sample.cgroup, sample.timestamp, self.cpu_rates))
-            out.memory.CopyFrom(_memory(sample.cgroup, sample.timestamp))
-        layer = cri.FilesystemUsage(timestamp=sample.timestamp, fs_id=cri.FilesystemIdentifier(
-            mountpoint=str(self.containers.root)))
+            _fill_cpu(out.cpu, record.id, sample.cgroup, sample.timestamp, self.cpu_rates)
+            _fill_memory(out.memory, sample.cgroup, sample.timestamp)
+        layer = out.writable_layer
+        layer.timestamp = sample.timestamp
+        layer.fs_id.mountpoint = str(self.containers.root)
         layer.used_bytes.value = sample.writable_bytes
         layer.inodes_used.value = sample.writable_inodes
-        out.writable_layer.CopyFrom(layer)
         return out
+
+    def _container_stats(self, record: ContainerRecord) -> cri.ContainerStats:
+        out = self._container_usage(record)
+        out.attributes.CopyFrom(_container_attributes(record))
+        return out
+
+    def _container_stats_entry(self, record: ContainerRecord) -> bytes:
+        """A container's stats as an entry of ListContainerStatsResponse.stats: its attributes
+        (fixed at create, so encoded once: `stats_attributes`, field 1 of ContainerStats) and
+        this sample's fields, joined."""
+        fields = self.stats_attributes.entry_of(record.id, "", lambda: _container_attributes(record)) \
+            + self._container_usage(record).SerializeToString()
+        return REPEATED_FIELD_1 + varint(len(fields)) + fields
 
     def ContainerStats(self, request: cri.ContainerStatsRequest, context: Any) -> cri.ContainerStatsResponse:
         record = self.containers.get(_required(request.container_id, "container_id"))
         return cri.ContainerStatsResponse(stats=self._container_stats(record))
 
-    def ListContainerStats(self, request: cri.ListContainerStatsRequest, context: Any) -> cri.ListContainerStatsResponse:
+    def ListContainerStats(self, request: cri.ListContainerStatsRequest,
+                           context: Any) -> Encoded[cri.ListContainerStatsResponse]:
         f = request.filter
         records = self.containers.list(None, lambda r: (
             (not f.id or r.id.startswith(f.id))
             and (not f.pod_sandbox_id or r.pod_id.startswith(f.pod_sandbox_id))
             and matches_labels(r.labels, f.label_selector)))
-        return cri.ListContainerStatsResponse(stats=[self._container_stats(r) for r in records])
+        return Encoded(cri.ListContainerStatsResponse, b"".join(self._container_stats_entry(r) for r in records))
 
     def StreamContainerStats(self, request: cri.StreamContainerStatsRequest,
                              context: Any) -> Iterator[cri.StreamContainerStatsResponse]:

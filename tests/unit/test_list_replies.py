@@ -62,7 +62,7 @@ def test_forget_and_the_unlisted_are_dropped() -> None:
 
 def test_varint_lengths() -> None:
     for n in (0, 1, 127, 128, 300, 16_384, 2**21 + 5):
-        data = list_replies._varint(n)
+        data = list_replies.varint(n)
         value, shift = 0, 0
         for byte in data:
             value |= (byte & 0x7F) << shift

@@ -1,0 +1,42 @@
+"""ListContainerStats sent as kept bytes: each container's attributes are encoded once (they
+are fixed at create) and joined with the sample's figures; the reply reads as the message the
+ContainerStats call builds, and a removed container's kept attributes go with it."""
+from __future__ import annotations
+
+from pycri.api.cri import api_pb2 as cri
+from pycri.criserver.list_replies import Encoded
+from tests.unit.test_cri_service import CriUnderTest, t  # noqa: F401 (t is a fixture)
+
+
+def _without_times(stats: cri.ContainerStats) -> cri.ContainerStats:
+    copy = cri.ContainerStats()
+    copy.CopyFrom(stats)
+    for usage in (copy.cpu, copy.memory, copy.writable_layer):
+        usage.ClearField("timestamp")
+    copy.cpu.ClearField("usage_nano_cores")  # a rate from the sample before, which differs per call
+    return copy
+
+
+def test_listed_stats_read_as_each_containers_own(t: CriUnderTest) -> None:
+    pod_id = t.run_pod("web")
+    ids = [t.create(pod_id, f"c{n}") for n in range(3)]
+    reply = t.servicer.ListContainerStats(cri.ListContainerStatsRequest(), None)
+    assert isinstance(reply, Encoded)
+    listed = cri.ListContainerStatsResponse.FromString(reply.data).stats
+    assert [s.attributes.id for s in listed] == ids
+    for item in listed:
+        alone = t.call("ContainerStats", cri.ContainerStatsRequest(container_id=item.attributes.id)).stats
+        assert _without_times(item) == _without_times(alone)
+        assert item.attributes.metadata.name.startswith("c") and item.writable_layer.fs_id.mountpoint
+
+
+def test_attributes_are_kept_once_and_dropped_with_the_container(t: CriUnderTest) -> None:
+    pod_id = t.run_pod("web")
+    first, second = t.create(pod_id, "a"), t.create(pod_id, "b")
+    t.call("ListContainerStats", cri.ListContainerStatsRequest())
+    kept = t.servicer.stats_attributes.entry_of(first, "", lambda: None)  # (no build: it is kept)
+    assert kept and t.servicer.stats_attributes.entry_of(second, "", lambda: None)
+    t.call("RemoveContainer", cri.RemoveContainerRequest(container_id=first))
+    assert first not in t.servicer.stats_attributes._entries
+    listed = t.call("ListContainerStats", cri.ListContainerStatsRequest()).stats
+    assert [s.attributes.id for s in listed] == [second]
