@@ -24,6 +24,7 @@ from pycri.containers.oci_config import Mount
 from pycri.containers.records import CREATING, EXITED
 from pycri.containers.service import ContainerService
 from pycri.kernel.fake import RecordingSyscall
+from pycri.store.db import Database
 from tests.unit.test_container_service import new, running
 from tests.unit.test_cri_service import CriUnderTest, new_test_cri_service
 
@@ -45,7 +46,6 @@ def syscall() -> RecordingSyscall:
 
 @pytest.fixture
 def containers(tmp_path: Path, fake: FakeHandler, syscall: RecordingSyscall) -> ContainerService:
-    from pycri.store.db import Database
     return ContainerService(Database(tmp_path / "db.sqlite"), tmp_path / "containers", tmp_path / "exits",
                             {"fake": fake}, "fake", syscall)
 
