@@ -19,6 +19,8 @@ torn down) and removed after a successful DEL. That first write is fsynced (an I
 outlives a power loss, and its DEL needs the network it came from); the second, which adds the
 result, is not: the result serves DEL and CHECK of a live attachment, which a power loss ends
 (the namespace and the rules go with the reboot), and a DEL without it still releases the lease.
+`cached_attachments()` lists the entries: at start-up, those of pods no sandbox row names are
+DELed (orphans.py).
 
 CHECK runs the plugins in order with the cached result (not for lists before 0.4.0 or with
 disableCheck).

@@ -280,6 +280,8 @@ def scan(client: cni.CniClient, owned_root: Path, own_pins: Path, run: Runner | 
             else:
                 log.warning("cannot list the nat table: stale pod rules are not looked for",
                             error=(listed.stderr or listed.stdout).strip()[-500:])
+    # the mount table is read after the traces: a live pod of another daemon is pinned before its
+    # ADD and unpinned after its DEL, so a trace seen above has its pin seen here while it lives
     if mountinfo is None:
         mountinfo = Path("/proc/self/mountinfo").read_text()
     return Scan(traces, pinned_elsewhere(own_pins, mountinfo))
