@@ -133,6 +133,7 @@ class ContainerService:
         # config.json of each container, parsed: pycri alone writes it (create, update_resources),
         # and keeps this copy then; read once after a restart (under the lock, as it is written)
         self._configs: dict[str, _Config] = {}
+        self._managers: dict[str, cgroups.CgroupManager] = {}  # container id -> its cgroup's manager (_cgroup)
         self._usage: dict[str, tuple[int, Usage]] = {}  # container id -> (when, its writable layer's use)
         self._configs_lock = threading.Lock()
         # (an id and its log path never change, and pathlib costs ~20 us a look)
@@ -412,13 +413,24 @@ class ContainerService:
         if record.state not in (CREATED, RUNNING):
             return ContainerStats(now, None, upper.bytes, upper.inodes)
         try:
-            path = self.spec(record).linux.cgroups_path
-            manager = cgroups.new_manager(path, record.id)
+            manager = self._cgroup(record)
             cgroup = manager.usage() if brief else manager.stats()
             procs = manager.process_stats() if processes else None
         except (OSError, ValueError, cgroups.CgroupError):
             cgroup, procs = None, None
         return ContainerStats(now, cgroup, upper.bytes, upper.inodes, procs)
+
+    def _cgroup(self, record: ContainerRecord) -> cgroups.CgroupManager:
+        """The manager of the container's cgroup, made once per container (its path and the
+        host's hierarchies stay what they were at create): kubelet's stats ask about every
+        container every 10 s, and finding the hierarchies again each time was a third of that."""
+        manager = self._managers.get(record.id)
+        if manager is None:
+            manager = cgroups.new_manager(self.spec(record).linux.cgroups_path, record.id)
+            with self._configs_lock:  # kept only while the container exists (_destroy drops it)
+                if self.table.get(record.id) is not None:
+                    self._managers[record.id] = manager
+        return manager
 
     def _writable_usage(self, record: ContainerRecord, now: int) -> Usage:
         """The writable layer's disk use, walked again when the last walk is WRITABLE_USAGE_TTL_NS
@@ -640,6 +652,7 @@ class ContainerService:
             self.table.delete(tx, record.id)
         with self._configs_lock:  # (a stats call's walk that ends later keeps nothing: _writable_usage)
             self._usage.pop(record.id, None)
+            self._managers.pop(record.id, None)
 
     def _signal(self, runtime: RuntimeHandler, record: ContainerRecord, sig: int) -> None:
         try:

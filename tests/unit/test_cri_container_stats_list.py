@@ -3,7 +3,11 @@ are fixed at create) and joined with the sample's figures; the reply reads as th
 ContainerStats call builds, and a removed container's kept attributes go with it."""
 from __future__ import annotations
 
+import pytest
+
+from pycri import cgroups
 from pycri.api.cri import api_pb2 as cri
+from pycri.containers import service as service_module
 from pycri.criserver.list_replies import Encoded
 from tests.unit.test_cri_service import CriUnderTest, t  # noqa: F401 (t is a fixture)
 
@@ -40,3 +44,26 @@ def test_attributes_are_kept_once_and_dropped_with_the_container(t: CriUnderTest
     assert first not in t.servicer.stats_attributes._entries
     listed = t.call("ListContainerStats", cri.ListContainerStatsRequest()).stats
     assert [s.attributes.id for s in listed] == [second]
+
+
+def test_each_containers_cgroup_is_found_once_and_forgotten_with_it(t: CriUnderTest,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[str] = []
+
+    class Cgroup:  # (the figures of a container's cgroup: what a stats call reads each time)
+        def usage(self) -> cgroups.Stats:
+            return cgroups.Stats(cpu_usage_ns=1000, memory_usage=4096)
+
+    def new_manager(cgroups_path: str, container_id: str) -> Cgroup:
+        made.append(container_id)
+        return Cgroup()
+
+    monkeypatch.setattr(service_module.cgroups, "new_manager", new_manager)
+    pod_id = t.run_pod("web")
+    first, second = t.create(pod_id, "a"), t.create(pod_id, "b")
+    for _ in range(3):
+        listed = t.call("ListContainerStats", cri.ListContainerStatsRequest()).stats
+        assert [s.memory.usage_bytes.value for s in listed] == [4096, 4096]
+    assert sorted(made) == sorted([first, second])
+    t.call("RemoveContainer", cri.RemoveContainerRequest(container_id=first))
+    assert first not in t.servicer.containers._managers and second in t.servicer.containers._managers
