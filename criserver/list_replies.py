@@ -118,3 +118,36 @@ class ListReplies(Generic[R]):
     def _drop_unlisted(self, listed: set[bytes]) -> None:
         with self._lock:
             self._entries = {k: v for k, v in self._entries.items() if v[1] in listed}
+
+
+class KeptReplies(Generic[R]):
+    """Replies of a per-item call (ContainerStatus) kept as their encoding while what they show
+    stays the same: `reply(item_id, version, build)` gives the kept one if `version` equals the
+    one it was built for, else builds it again. A version holds the objects it came from (a
+    tuple of values, and objects compared by identity with `is`), so no object a kept reply was
+    built from can be freed and another take its place. `forget` drops an item's on its
+    deleted event."""
+
+    def __init__(self, reply_type: type[R]) -> None:
+        self.reply_type = reply_type
+        self._kept: dict[str, tuple[tuple[Any, ...], tuple[Any, ...], Encoded[R]]] = {}
+        self._lock = threading.Lock()
+
+    def reply(self, item_id: str, values: tuple[Any, ...], objects: tuple[Any, ...],
+              build: Callable[[], R]) -> Encoded[R]:
+        """The reply for `item_id` whose content depends on `values` (compared with ==) and
+        `objects` (compared with `is`)."""
+        kept = self._kept.get(item_id)
+        if kept is not None and kept[0] == values and all(a is b for a, b in zip(kept[1], objects)):
+            return kept[2]
+        encoded = Encoded(self.reply_type, build().SerializeToString())
+        with self._lock:
+            self._kept[item_id] = (values, objects, encoded)
+        return encoded
+
+    def forget(self, item_id: str) -> None:
+        with self._lock:
+            self._kept.pop(item_id, None)
+
+    def __contains__(self, item_id: str) -> bool:
+        return item_id in self._kept

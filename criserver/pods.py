@@ -18,7 +18,7 @@ from pycri.containers.service import ContainerService, NewContainer
 from pycri.containers.oci_config import Spec, User
 from pycri.containers.records import CREATED, EXITED, RUNNING, ContainerMount, ContainerRecord
 from pycri.criserver import list_streams, oci_spec, userns, validation
-from pycri.criserver.list_replies import Encoded, ListReplies
+from pycri.criserver.list_replies import Encoded, KeptReplies, ListReplies
 from pycri.images.service import ImageService
 from pycri.images.records import ImageRecord
 from pycri.sandbox import files
@@ -100,6 +100,12 @@ class PodCalls:
     def sandbox_replies(self) -> ListReplies[cri.ListPodSandboxResponse]:
         """ListPodSandbox's items, encoded once per state (the servicer drops a deleted one's)."""
         return ListReplies(cri.ListPodSandboxResponse)
+
+    @functools.cached_property
+    def status_replies(self) -> KeptReplies[cri.ContainerStatusResponse]:
+        """ContainerStatus replies (not verbose), kept while the container's state and spec stay
+        (the servicer drops a deleted one's)."""
+        return KeptReplies(cri.ContainerStatusResponse)
 
     # -- pod sandboxes -----------------------------------------------------
 
@@ -301,9 +307,17 @@ class PodCalls:
             context, lambda: self.ListContainers(cri.ListContainersRequest(filter=request.filter), context).containers,
             lambda batch: cri.StreamContainersResponse(containers=batch), *self.stream_chunk)
 
-    def ContainerStatus(self, request: cri.ContainerStatusRequest, context: Any) -> cri.ContainerStatusResponse:
+    def ContainerStatus(self, request: cri.ContainerStatusRequest,
+                        context: Any) -> cri.ContainerStatusResponse | Encoded[cri.ContainerStatusResponse]:
         record = self.containers.get(_required(request.container_id, "container_id"))
         spec = self._spec(record)
+        if not request.verbose:  # (kubelet's log manager asks about every container every 10 s)
+            # what of a status can change: the state and what goes with it, and the spec (its
+            # resources, replaced by UpdateContainerResources); the rest is fixed at create
+            return self.status_replies.reply(
+                record.id, (record.state, record.started_at, record.finished_at, record.exit_code, record.reason,
+                            record.message), (spec,),
+                lambda: cri.ContainerStatusResponse(status=self.full_container_status(record, spec)))
         info = {}
         if request.verbose:  # the container's config.json, as containerd's verbose status has it
             head = json.dumps({

@@ -16,7 +16,7 @@ from pycri.containers.service import ContainerService
 from pycri.criserver import oci_spec
 from pycri.criserver.events import ContainerEventCalls
 from pycri.criserver.exec_urls import ExecUrlCalls
-from pycri.criserver.list_replies import ListReplies
+from pycri.criserver.list_replies import KeptReplies, ListReplies
 from pycri.criserver.pods import PodCalls
 from pycri.criserver.stats import CpuRates, StatsCalls
 from pycri.images.service import ImageService
@@ -56,6 +56,7 @@ class RuntimeServicer(PodCalls, StatsCalls, ExecUrlCalls, ContainerEventCalls, a
         self.stats_attributes = ListReplies(cri.ListContainerStatsResponse)  # ListContainerStats' attributes
         containers.events.subscribe(_forget_deleted(self.container_replies))
         containers.events.subscribe(_forget_deleted(self.stats_attributes))
+        containers.events.subscribe(_forget_deleted(self.status_replies))
         sandboxes.events.subscribe(_forget_deleted(self.sandbox_replies))
         self.watch_lifecycle()  # GetContainerEvents
 
@@ -89,8 +90,8 @@ class RuntimeServicer(PodCalls, StatsCalls, ExecUrlCalls, ContainerEventCalls, a
         return cri.RuntimeConfigResponse(linux=cri.LinuxRuntimeConfiguration(cgroup_driver=driver))
 
 
-def _forget_deleted(replies: ListReplies[Any]) -> Callable[[LifecycleEvent], None]:
-    """A listener that drops a deleted item's kept List entry."""
+def _forget_deleted(replies: ListReplies[Any] | KeptReplies[Any]) -> Callable[[LifecycleEvent], None]:
+    """A listener that drops a deleted item's kept List entry or reply."""
     def listener(event: LifecycleEvent) -> None:
         if event.kind == DELETED:
             replies.forget(event.subject_id)
