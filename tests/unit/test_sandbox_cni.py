@@ -594,3 +594,31 @@ def test_the_cache_is_fsynced_before_the_plugins_run_and_not_for_the_result(
     assert events == ["fsync", "plugin"]  # the entry that names the network is durable first
     entry = c.cached("testnet", CID)
     assert entry is not None and entry.result is not None and entry.result["ips"] == RESULT_10["ips"]
+
+
+def test_a_chained_portmap_without_port_mappings_is_not_run(tmp_path: Path, plugins: Path) -> None:
+    write_plugin(plugins / "portmap", RECORDER.format(python=sys.executable))
+    write_conf(tmp_path / "net.d", "10.conflist", conflist(tmp_path, [
+        {"type": "rec-a", "result": RESULT_10}, {"type": "portmap", "capabilities": {"portMappings": True}}]))
+    c = client(tmp_path, plugins)
+    result = c.add(attachment())  # no host ports: portmap would print its prevResult as it came
+    assert result.ips == ("10.1.0.5", "fd00::5")
+    assert c.cached("testnet", CID).result["ips"] == RESULT_10["ips"]
+    c.check(attachment())
+    c.delete(attachment())  # ... and do nothing on DEL and CHECK
+    assert [(e["type"], e["command"]) for e in calls(tmp_path)] == [("rec-a", "ADD"), ("rec-a", "CHECK"),
+                                                                   ("rec-a", "DEL")]
+    (tmp_path / "calls.log").unlink()
+    mapped = attachment(port_mappings=(cni.PortMapping(18080, 8080),))
+    c.add(mapped)
+    c.delete(mapped)
+    assert [(e["type"], e["command"]) for e in calls(tmp_path)] == [
+        ("rec-a", "ADD"), ("portmap", "ADD"), ("portmap", "DEL"), ("rec-a", "DEL")]
+
+
+def test_a_portmap_first_in_its_list_still_runs(tmp_path: Path, plugins: Path) -> None:
+    write_plugin(plugins / "portmap", RECORDER.format(python=sys.executable))
+    write_conf(tmp_path / "net.d", "10.conflist", conflist(tmp_path, [
+        {"type": "portmap", "capabilities": {"portMappings": True}, "result": RESULT_10}]))
+    client(tmp_path, plugins).add(attachment())
+    assert [(e["type"], e["command"]) for e in calls(tmp_path)] == [("portmap", "ADD")]
