@@ -72,6 +72,14 @@ def pss_kib(pid: int) -> int:
     return int(match.group(1)) if match else 0
 
 
+def mounts_under(directory: Path) -> list[str]:
+    """The mount points at or below `directory` (from this process's mount table)."""
+    prefix = str(directory).rstrip("/") + "/"
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        points = [line.split(" ")[4].replace("\\040", " ") for line in f]
+    return [p for p in points if p == str(directory) or p.startswith(prefix)]
+
+
 @dataclass
 class Proc:
     pid: int
@@ -139,6 +147,10 @@ class Daemon:
 
     def prepare(self) -> None:
         """Fresh root, state and work directories; the CNI network; the crictl config."""
+        mounted = mounts_under(self.root)
+        if mounted:  # a wipe would delete the rows and go on through the rootfs mounts, into their files
+            raise SystemExit(f"{self.root} still has {len(mounted)} mounts (first: {mounted[0]}): an earlier "
+                             f"daemon's containers are there; take them down first (`down`, or umount)")
         for d in (self.root, self.state, self.work):
             shutil.rmtree(d, ignore_errors=True)
             d.mkdir(parents=True)

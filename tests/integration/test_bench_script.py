@@ -62,3 +62,26 @@ def test_smoke_run_measures_every_step_and_leaves_nothing(tmp_path: Path) -> Non
     assert "| operation | pycri | containerd | ratio |" in out.read_text()
     assert not list(Path("/sys/fs/cgroup").glob("*/pycri-bench-*"))
     assert "/run/pycri-bench" not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_a_fresh_start_refuses_a_root_with_mounts_in_it(tmp_path: Path) -> None:
+    """A root whose containers are still mounted is not wiped (the wipe deleted their rows and
+    went on through the overlays into their files): the run stops and says so."""
+    from hack.bench import runtimes
+
+    root = tmp_path / "root"
+    merged = root / "containers" / "c1" / "rootfs" / "merged"
+    merged.mkdir(parents=True)
+    (root / "pycri.db").write_text("rows")
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(merged)], check=True)
+    try:
+        (merged / "a-file").write_text("in the container")
+        daemon = runtimes.Daemon("mounted-test", root, tmp_path / "state", tmp_path / "state" / "sock",
+                                 subnet="10.250.0.0/24", bridge="none0")
+        assert runtimes.mounts_under(root) == [str(merged)]
+        with pytest.raises(SystemExit, match="still has 1 mounts"):
+            daemon.prepare()
+        assert (root / "pycri.db").read_text() == "rows" and (merged / "a-file").exists()
+    finally:
+        subprocess.run(["umount", str(merged)], check=True)
+    assert runtimes.mounts_under(root) == []
