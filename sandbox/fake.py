@@ -77,6 +77,7 @@ class FakeInfra(Recorder):
 
     running: dict[str, Infra] = field(default_factory=dict)  # pod id -> its infra process
     _pids: itertools.count[int] = field(default_factory=lambda: itertools.count(1 << 22))  # above pid_max
+    warmed: int = 0  # warm_up calls
 
     def start(self, pod_namespaces: dict[str, str], id_maps: IdMaps | None, sandbox_id: str) -> Infra:
         self._record("start", dict(pod_namespaces), id_maps, sandbox_id)
@@ -92,6 +93,9 @@ class FakeInfra(Recorder):
     def stop_strays(self, sandbox_id: str) -> None:
         self._record("stop_strays", sandbox_id)
         self.running.pop(sandbox_id, None)
+
+    def warm_up(self) -> None:
+        self.warmed += 1
 
 
 @dataclass

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+import structlog
+
 from pycri import cgroups
 from pycri.cgroups import systemd
 from pycri.cgroups.systemd_dbus import SystemdBus, SystemdError
@@ -16,6 +18,9 @@ from pycri.cgroups.systemd_dbus import SystemdBus, SystemdError
 from pycri.sandbox import infra, namespaces
 from pycri.sandbox.infra import Infra
 from pycri.sandbox.namespaces import IdMaps
+from pycri.sandbox.warm_launcher import WarmLauncherGone
+
+log = structlog.get_logger("pycri.sandbox.host")
 
 
 class NamespacePins(Protocol):
@@ -44,6 +49,10 @@ class InfraProcesses(Protocol):
 
     def stop_strays(self, sandbox_id: str) -> None:
         """Stop the infra processes of `sandbox_id` that no record names."""
+        ...
+
+    def warm_up(self) -> None:
+        """Get ready to start infra processes fast (at daemon start-up); never fails."""
         ...
 
 
@@ -83,10 +92,30 @@ class HostNamespacePins:
 
 
 class HostInfraProcesses:
-    """catatonit, started by sandbox/pause.py (sandbox/infra.py)."""
+    """catatonit, started by sandbox/pause.py (sandbox/infra.py), through a warm launcher
+    (sandbox/warm_launcher.py) started at the first pod that needs one."""
+
+    def __init__(self, warm: bool = True) -> None:
+        self.warm = infra.WarmLauncher(infra.PYTHON, infra.SRC_ROOT, infra.START_TIMEOUT) if warm else None
 
     def start(self, pod_namespaces: dict[str, str], id_maps: IdMaps | None, sandbox_id: str) -> Infra:
-        return infra.start(pod_namespaces, id_maps.to_dict() if id_maps is not None else None, sandbox_id=sandbox_id)
+        return infra.start(pod_namespaces, id_maps.to_dict() if id_maps is not None else None, sandbox_id=sandbox_id,
+                           warm=self.warm)
+
+    def warm_up(self) -> None:
+        """Start the warm launcher now, at daemon start-up: one process for the daemon's life, so
+        that it counts with the idle daemon and not against the first pods (a failure is logged:
+        pods then start with cold launchers until one starts)."""
+        if self.warm is not None:
+            try:
+                self.warm.start()
+            except WarmLauncherGone as exc:
+                log.warning("no warm infra launcher", error=str(exc))
+
+    def close(self) -> None:
+        """End the warm launcher, if one was started."""
+        if self.warm is not None:
+            self.warm.close()
 
     def stop(self, process: Infra) -> None:
         infra.stop(process)

@@ -41,6 +41,7 @@ import structlog
 
 from pycri.common.errors import Unavailable
 from pycri.sandbox.pause import bootstrap
+from pycri.sandbox.warm_launcher import LaunchError, WarmLauncher, WarmLauncherGone
 
 log = structlog.get_logger("sandbox.infra")
 
@@ -160,25 +161,51 @@ PYTHON = str(Path(sys.executable).resolve())
 SRC_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
-def launcher_command(namespaces: dict[str, str], uid: int, gid: int, pause: str,
-                     python: str = PYTHON, sandbox_id: str = "", pause_fd: int | None = None) -> list[str]:
-    command = [python, "-IS", "-c", bootstrap(SRC_ROOT), "--uid", str(uid), "--gid", str(gid), "--sandbox", sandbox_id]
+def launcher_args(namespaces: dict[str, str], uid: int, gid: int, pause: str, sandbox_id: str = "",
+                  pause_fd: int | None = None) -> list[str]:
+    """The launcher's options and pause binary (sandbox/pause.py parse_args)."""
+    args = ["--uid", str(uid), "--gid", str(gid), "--sandbox", sandbox_id]
     for kind in ("user", "network", "ipc", "uts"):
         if namespaces.get(kind):
-            command += [f"--{kind}", str(namespaces[kind])]
+            args += [f"--{kind}", str(namespaces[kind])]
     if pause_fd is not None:
-        command += ["--pause-fd", str(pause_fd)]
-    return [*command, pause]
+        args += ["--pause-fd", str(pause_fd)]
+    return [*args, pause]
+
+
+def launcher_command(namespaces: dict[str, str], uid: int, gid: int, pause: str,
+                     python: str = PYTHON, sandbox_id: str = "", pause_fd: int | None = None) -> list[str]:
+    return [python, "-IS", "-c", bootstrap(SRC_ROOT), *launcher_args(namespaces, uid, gid, pause, sandbox_id, pause_fd)]
 
 
 def start(namespaces: dict[str, str] | None = None, id_maps: dict[str, list[dict[str, int]]] | None = None,
-          python: str = PYTHON, sandbox_id: str = "") -> Infra:
+          python: str = PYTHON, sandbox_id: str = "", warm: WarmLauncher | None = None) -> Infra:
     """Start the infra process of pod `sandbox_id` in the pod's pinned `namespaces` (kind -> path:
-    user, network, ipc, uts; those missing stay the host's) with the pod's `id_maps` (IdMaps.to_dict())."""
+    user, network, ipc, uts; those missing stay the host's) with the pod's `id_maps` (IdMaps.to_dict()),
+    by the `warm` launcher when there is one (a cold `python -IS` launcher when it is gone)."""
     uid, gid = infra_ids(id_maps)
     pause = pause_binary()
     pause_fd = sealed_pause(pause)
-    command = launcher_command(namespaces or {}, uid, gid, pause, python, sandbox_id, pause_fd)
+    pid = None
+    if warm is not None:
+        try:
+            pid = warm.launch(launcher_args(namespaces or {}, uid, gid, pause, sandbox_id), pause_fd)
+        except WarmLauncherGone as exc:
+            log.warning("starting a pod's infra process without the warm launcher", pod_sandbox_id=sandbox_id,
+                        error=str(exc))
+        except LaunchError as exc:
+            raise Unavailable(f"the pod's infra process did not start: {exc}") from None
+    if pid is None:
+        pid = _cold_start(launcher_command(namespaces or {}, uid, gid, pause, python, sandbox_id, pause_fd), pause_fd)
+    start_time = _start_time(pid)
+    if start_time is None or not _ns_differs(pid):
+        stop_process(pid, start_time)
+        raise Unavailable("the pod's infra process exited at once")
+    return Infra(pid, start_time)
+
+
+def _cold_start(command: list[str], pause_fd: int | None) -> int:
+    """A launcher of its own (`python -IS`); the pid it printed."""
     try:
         done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=START_TIMEOUT, start_new_session=True, cwd="/",
@@ -189,12 +216,7 @@ def start(namespaces: dict[str, str] | None = None, id_maps: dict[str, list[dict
     if done.returncode != 0 or not done.stdout.strip().isdigit():
         detail = done.stderr.strip().splitlines()[-1:] or [f"launcher exited with status {done.returncode}"]
         raise Unavailable(f"the pod's infra process did not start: {detail[0]}")
-    pid = int(done.stdout.strip())
-    start_time = _start_time(pid)
-    if start_time is None or not _ns_differs(pid):
-        stop_process(pid, start_time)
-        raise Unavailable("the pod's infra process exited at once")
-    return Infra(pid, start_time)
+    return int(done.stdout.strip())
 
 
 def stop(infra: Infra) -> None:

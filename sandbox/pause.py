@@ -191,14 +191,15 @@ def _child(kernel: Syscall, args: LauncherArgs, binary: bytes | None, cap_last: 
             os._exit(127)
 
 
-def main(argv: list[str] | None = None) -> int:
+class LaunchFailed(Exception):
+    """The infra process did not start (the message says why)."""
+
+
+def launch(args: LauncherArgs) -> int:
+    """Steps 1-5 above, up to the exec of the pause binary in the new PID namespace; its host pid.
+    Raises LaunchFailed when the child reported a failure before its exec."""
     from pycri.kernel.linux import LinuxSyscall
 
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-    except ValueError as exc:
-        print(exc, file=sys.stderr)
-        return 2
     kernel = LinuxSyscall()
     binary: bytes | None = None
     if args.pause_fd >= 0:
@@ -219,12 +220,108 @@ def main(argv: list[str] | None = None) -> int:
     chunks = []
     while chunk := os.read(read_end, 4096):
         chunks.append(chunk)
+    os.close(read_end)
     if chunks:
         os.waitpid(pid, 0)
-        print(f"the infra process failed: {b''.join(chunks).decode(errors='replace')}", file=sys.stderr)
+        raise LaunchFailed(f"the infra process failed: {b''.join(chunks).decode(errors='replace')}")
+    return pid
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        pid = launch(args)
+    except LaunchFailed as exc:
+        print(exc, file=sys.stderr)
         return 1
     print(pid, flush=True)
     return 0
+
+
+# -- the warm launcher (sandbox/warm_launcher.py) ------------------------------------------------
+
+REQUEST_BYTES = 65536
+
+
+def serve(channel: int, owner: int) -> None:
+    """The warm launcher: a single-threaded interpreter with this module and pycri.kernel.linux
+    imported that forks a launcher per request, so a pod's infra process starts without an
+    interpreter's start-up. A request on the socket `channel` (from pycri, `owner`) is the
+    launcher's argv (NUL-separated, without --pause-fd) with descriptors: a socket for the reply
+    ("pid N" or "error MESSAGE"), then the pause memfd if there is one. The forked child is a
+    launcher as `main` is one (its own session, cwd /, stdin/stdout/stderr /dev/null), and
+    exits once it has replied. Ends at EOF on `channel`, and with its owner (PR_SET_PDEATHSIG)."""
+    import signal
+    import socket
+
+    from pycri.kernel.linux import LinuxSyscall
+    from pycri.kernel.syscall import PR_SET_PDEATHSIG
+
+    LinuxSyscall().prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != owner:  # the owner died before the signal was asked for
+        return
+    signal.signal(signal.SIGCHLD, _reap)  # launchers exit once they have replied
+    listener = socket.socket(fileno=channel)
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(listener, REQUEST_BYTES, 2)
+        except OSError:
+            return
+        if not message:
+            return
+        pid = os.fork()
+        if pid == 0:
+            listener.close()
+            _launch_for(message, fds)  # (never returns)
+        for fd in fds:
+            os.close(fd)
+
+
+def _reap(signum: int, frame: object) -> None:
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _launch_for(message: bytes, fds: list[int]) -> None:
+    """In the forked child: launch, reply, exit."""
+    import signal
+
+    status = 1
+    reply = fds[0] if fds else -1
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.setsid()
+        os.chdir("/")
+        null = os.open("/dev/null", os.O_RDWR)
+        for target in (0, 1, 2):
+            os.dup2(null, target)
+        argv = message.decode().split("\0")
+        if len(fds) > 1:
+            argv = [*argv[:-1], "--pause-fd", str(fds[1]), argv[-1]]
+        text = f"pid {launch(parse_args(argv))}"
+        status = 0
+    except BaseException as exc:  # noqa: BLE001 - the reply says what went wrong
+        text = f"error {exc}"
+    try:
+        if reply >= 0:
+            os.write(reply, text.encode()[:REQUEST_BYTES])
+    finally:
+        os._exit(status)
+
+
+def serve_bootstrap(src_root: str, channel: int, owner: int) -> str:
+    """The `-c` program of `python -IS` for the warm launcher (as `bootstrap`)."""
+    return ("import sys; p = type(sys)('pycri'); "
+            f"p.__path__ = [{src_root!r}]; sys.modules['pycri'] = p; "
+            "from pycri.sandbox.pause import launch, serve; "
+            f"serve({channel}, {owner})")
 
 
 def run() -> None:

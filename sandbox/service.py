@@ -232,7 +232,7 @@ class SandboxService:
         """Undo what a crash left: half-made sandboxes go, ready ones whose namespaces are gone
         (a reboot) are detached and become not ready; then the network releases what no
         sandbox row owns any more (`ReleasesOrphans`: leases and rules of pods whose DEL never
-        ran), when it can."""
+        ran), when it can; and the infra processes' launcher is warmed up."""
         for record in self.table.records():
             if record.state == CREATING:
                 log.warning("removing a pod sandbox a crash left half-made", pod_sandbox_id=record.id)
@@ -255,6 +255,7 @@ class SandboxService:
                 self.network.release_orphans(known, self.ns_root)
             except Exception as exc:  # the daemon starts all the same
                 log.error("releasing stale pod network state failed", error=str(exc))
+        self.infra.warm_up()  # (the warm infra launcher, for pods that share their PID namespace)
 
     def _destroy(self, record: SandboxRecord) -> None:
         netns = record.namespaces.network

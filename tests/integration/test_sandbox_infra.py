@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pycri.sandbox import infra
+from pycri.sandbox.warm_launcher import WarmLauncher
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
@@ -21,17 +22,28 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def started() -> Iterator[list[infra.Infra]]:
-    """Infra processes the test starts (stopped at its end)."""
-    processes: list[infra.Infra] = []
+class Started(list):  # type: ignore[type-arg]
+    """Infra processes a test started, and the warm launcher that started them (None: cold)."""
+
+    warm: WarmLauncher | None = None
+
+
+@pytest.fixture(params=["cold", "warm"])
+def started(request: pytest.FixtureRequest) -> Iterator[Started]:
+    """Infra processes the test starts (stopped at its end), by a launcher of their own (cold)
+    or the warm launcher (sandbox/warm_launcher.py)."""
+    processes = Started()
+    if request.param == "warm":
+        processes.warm = WarmLauncher(infra.PYTHON, infra.SRC_ROOT, infra.START_TIMEOUT)
     yield processes
     for process in processes:
         infra.stop(process)
+    if processes.warm is not None:
+        processes.warm.close()
 
 
-def start(started: list[infra.Infra], name: str) -> infra.Infra:
-    process = infra.start(sandbox_id=f"it-{name}-{os.getpid()}")
+def start(started: Started, name: str) -> infra.Infra:
+    process = infra.start(sandbox_id=f"it-{name}-{os.getpid()}", warm=started.warm)
     started.append(process)
     return process
 
@@ -60,7 +72,7 @@ def poll(condition, what: str, seconds: float = 30.0) -> None:  # noqa: ANN001
         time.sleep(0.05)
 
 
-def test_every_pod_runs_one_shared_copy_in_an_empty_root(started: list[infra.Infra]) -> None:
+def test_every_pod_runs_one_shared_copy_in_an_empty_root(started: Started) -> None:
     first, second = start(started, "a"), start(started, "b")
     for process in (first, second):
         assert os.readlink(f"/proc/{process.pid}/exe") == "/memfd:catatonit (deleted)"
@@ -80,7 +92,7 @@ def test_every_pod_runs_one_shared_copy_in_an_empty_root(started: list[infra.Inf
          "each PID 1 holds under 256 kB of its own")
 
 
-def test_pid_1_reaps_orphans_and_its_death_is_seen(started: list[infra.Infra]) -> None:
+def test_pid_1_reaps_orphans_and_its_death_is_seen(started: Started) -> None:
     process = start(started, "reap")
     # an orphan in the pod's PID namespace: the shell backgrounds a sleep and exits at once
     subprocess.run(["nsenter", "--target", str(process.pid), "--pid", "--", "/bin/sh", "-c", "sleep 1000 &"],
@@ -103,7 +115,7 @@ def test_pid_1_reaps_orphans_and_its_death_is_seen(started: list[infra.Infra]) -
             sleeper.wait()
 
 
-def test_without_a_memfd_the_pod_gets_a_copy_of_its_own(started: list[infra.Infra],
+def test_without_a_memfd_the_pod_gets_a_copy_of_its_own(started: Started,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(infra, "sealed_pause", lambda path: None)  # as where vm.memfd_noexec=2
     process = start(started, "copy")

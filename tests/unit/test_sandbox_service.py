@@ -62,3 +62,11 @@ def test_the_pod_files_are_written_without_fsync(tmp_path: Path, monkeypatch: py
     assert synced == [] and written[files.HOSTS].read_text().count("10.88.0.2") == 1
     files.write_atomic(tmp_path / "other", "x")  # any other file: durable, fsynced
     assert len(synced) == 1
+
+
+def test_recovery_warms_the_infra_launcher_up(service: SandboxService) -> None:
+    """At start-up (recover): the warm launcher starts with the daemon, counted with it, not
+    with the first pods that share their PID namespace."""
+    assert service.infra.warmed == 0  # type: ignore[attr-defined]
+    service.recover()
+    assert service.infra.warmed == 1  # type: ignore[attr-defined]
