@@ -296,6 +296,8 @@ def _launch_for(message: bytes, fds: list[int]) -> None:
     status = 1
     reply = fds[0] if fds else -1
     try:
+        for fd in fds:  # (SCM_RIGHTS gives them without close-on-exec: the pause binary gets none)
+            os.set_inheritable(fd, False)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
         os.chdir("/")
