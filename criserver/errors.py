@@ -11,6 +11,8 @@ import grpc
 import structlog
 
 from pycri.common import errors
+from pycri.criserver.call_executor import mark
+from pycri.criserver.call_log import CallLog
 from pycri.criserver.list_replies import passing_encoded
 
 log = structlog.get_logger("cri")
@@ -104,8 +106,11 @@ class CallInterceptor(grpc.ServerInterceptor):
     also counts the calls under way, so that stopping pycri waits for their handlers: gRPC's
     server.stop() cancels the calls but returns while their threads still run (a pull, say)."""
 
-    def __init__(self) -> None:
+    def __init__(self, call_log: CallLog | None = None) -> None:
         self._counted = _Active()
+        self._log = call_log or CallLog()
+        # method -> (the handler gRPC gave, its wrapper): made once per method, not per call
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no call's handler runs; False if some still did after `timeout` seconds."""
@@ -117,16 +122,25 @@ class CallInterceptor(grpc.ServerInterceptor):
         handler = continuation(details)
         if handler is None:
             return handler
-        method = details.method.rsplit("/", 1)[-1]
+        kept = self._wrapped.get(details.method)
+        if kept is not None and kept[0] is handler:
+            return kept[1]
+        wrapped = self._wrap(details.method.rsplit("/", 1)[-1], handler)
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: Any) -> Any:
+        """The handler of `method`'s calls: `handler`'s behaviour, logged, mapped and counted,
+        marked with the method's name (for criserver.call_executor)."""
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary),
+                mark(self._unary(method, handler.unary_unary), method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=passing_encoded(handler.response_serializer),  # List replies' kept bytes
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._streaming(method, handler.unary_stream),
+                mark(self._streaming(method, handler.unary_stream), method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -153,7 +167,7 @@ class CallInterceptor(grpc.ServerInterceptor):
                     response = inner(request, context)
             except Exception as exc:  # mapped to a status, never lost
                 _fail(context, method, start, ids, exc)
-            log.info("cri call", method=method, duration_ms=_ms(start), code="OK", **ids)
+            self._log.ok(method, _ms(start), ids)
             return response
         return call
 
@@ -168,7 +182,7 @@ class CallInterceptor(grpc.ServerInterceptor):
                         yield response
             except Exception as exc:  # mapped to a status, never lost
                 _fail(context, method, start, ids, exc, messages=sent)
-            log.info("cri call", method=method, duration_ms=_ms(start), code="OK", messages=sent, **ids)
+            self._log.ok(method, _ms(start), ids, messages=sent)
         return call
 
 

@@ -8,7 +8,6 @@ import stat
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -19,6 +18,7 @@ from pycri.containers.conmon import ConmonHandler
 from pycri.containers.exit_watcher import ExitWatcher
 from pycri.containers.service import ContainerService
 from pycri.criserver import admin_servicer
+from pycri.criserver.call_executor import QUICK_METHODS, CallExecutor
 from pycri.criserver.config import Config, to_toml
 from pycri.criserver.errors import CallInterceptor
 from pycri.criserver.image_servicer import ImageServicer
@@ -91,7 +91,8 @@ class Daemon:
         socket_path.parent.mkdir(parents=True, exist_ok=True)
         socket_path.unlink(missing_ok=True)
         server = grpc.server(
-            ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="cri"),
+            # the quick calls run in gRPC's polling thread, the others in a pool (call_executor)
+            CallExecutor(QUICK_METHODS, max_workers=WORKERS, thread_name_prefix="cri"),
             interceptors=[self.calls],
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
