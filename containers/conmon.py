@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -95,16 +96,18 @@ class ConmonHandler:
     def create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False, stdin_once: bool = False,
                tty: bool = False) -> int:
         """Start conmon, which creates the container; the container's pid once it reports it."""
+        return self.begin_create(container_id, paths, stdin=stdin, stdin_once=stdin_once, tty=tty).wait()
+
+    def begin_create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False,
+                     stdin_once: bool = False, tty: bool = False) -> ConmonCreation:
+        """Start conmon, which creates the container: back once conmon has daemonized (its
+        parent has exited); the runtime's create goes on, and the container's pid comes on
+        conmon's sync pipe (`ConmonCreation.wait`)."""
         paths.exit_file.parent.mkdir(parents=True, exist_ok=True)
         paths.persist.mkdir(parents=True, exist_ok=True)
         args = self._conmon_args(container_id, paths, stdin=stdin, stdin_once=stdin_once, tty=tty)
-        report, conmon_err = _spawn(args, paths.bundle)
-        pid = int(report.get("data", report.get("pid", -1))) if report else -1
-        if pid <= 0:
-            message = (report or {}).get("message") or runtime_message(tail(paths.bundle / "runtime.log")) \
-                or runtime_message(conmon_err)
-            raise RuntimeFailed(f"{self.name} could not create the container: {message or 'conmon gave no reason'}")
-        return pid
+        sync, conmon_err = _start(args, paths.bundle)
+        return ConmonCreation(self.name, sync, conmon_err, paths.bundle / "runtime.log")
 
     def _conmon_args(self, container_id: str, paths: ContainerPaths, *, stdin: bool, stdin_once: bool,
                      tty: bool) -> list[str]:
@@ -203,9 +206,47 @@ class ConmonHandler:
         _reap(conmon_pidfile(paths))
 
 
-def _spawn(args: list[str], bundle: Path) -> tuple[dict[str, Any] | None, str]:
-    """Run conmon until it has daemonized; what it reported on the sync pipe, and its stderr."""
-    read_end, write_end = os.pipe()
+class ConmonCreation:
+    """A container conmon is creating: the read end of conmon's sync pipe, on which it writes
+    the container's pid (or the runtime's error) once the runtime's create has ended."""
+
+    def __init__(self, handler: str, sync: int, conmon_err: str, runtime_log: Path) -> None:
+        self.handler = handler
+        self.conmon_err = conmon_err
+        self.runtime_log = runtime_log
+        self._sync = sync
+        self._lock = threading.Lock()
+        self._result: int | RuntimeFailed | None = None
+
+    def ready(self) -> bool:
+        if self._result is not None:
+            return True
+        readable, _, _ = select.select([self._sync], [], [], 0)
+        return bool(readable)
+
+    def wait(self) -> int:
+        with self._lock:
+            if self._result is None:
+                try:
+                    report = _read_sync(self._sync)
+                finally:
+                    os.close(self._sync)
+                pid = int(report.get("data", report.get("pid", -1))) if report else -1
+                if pid > 0:
+                    self._result = pid
+                else:
+                    message = (report or {}).get("message") or runtime_message(tail(self.runtime_log)) \
+                        or runtime_message(self.conmon_err)
+                    self._result = RuntimeFailed(
+                        f"{self.handler} could not create the container: {message or 'conmon gave no reason'}")
+        if isinstance(self._result, RuntimeFailed):
+            raise self._result
+        return self._result
+
+
+def _start(args: list[str], bundle: Path) -> tuple[int, str]:
+    """Run conmon until it has daemonized; the read end of its sync pipe, and its stderr."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
         env = {**runtime_env(), "_OCI_SYNCPIPE": str(write_end)}
         process = subprocess.Popen(
@@ -215,18 +256,22 @@ def _spawn(args: list[str], bundle: Path) -> tuple[dict[str, Any] | None, str]:
         os.close(write_end)
         write_end = -1
         _, err = process.communicate(timeout=CREATE_TIMEOUT)
-        report = _read_sync(read_end)
-    finally:
+    except BaseException:
         os.close(read_end)
+        raise
+    finally:
         if write_end >= 0:
             os.close(write_end)
-    return report, err.decode(errors="replace")
+    return read_end, err.decode(errors="replace")
 
 
 def _read_sync(fd: int) -> dict[str, Any] | None:
     data = b""
     deadline = time.monotonic() + CREATE_TIMEOUT
-    while b"\n" not in data and time.monotonic() < deadline:
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
         chunk = os.read(fd, 4096)
         if not chunk:
             break

@@ -6,14 +6,53 @@ through a pipe whose write end closes when the container exits or its monitor is
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from pycri.common.recorder import Recorder
-from pycri.containers.handler import ContainerPaths, ExecResult, ExitStatus, HandlerFeatures, StreamIO
+from pycri.containers.handler import (
+    ContainerPaths, Created, Creation, ExecResult, ExitStatus, HandlerFeatures, StreamIO,
+)
 
 CREATED, RUNNING = "created", "running"
+
+
+class FakeCreation:
+    """A creation a test ends: `succeed()` (the runtime has the container) or `fail(error)`;
+    `wait` blocks until then."""
+
+    def __init__(self) -> None:
+        self._ended = threading.Event()
+        self._error: Exception | None = None
+        self._handler: FakeHandler | None = None
+        self.container_id = ""
+        self.pid = 0
+        self.waited = threading.Event()  # set once someone waits for it
+
+    def begin(self, handler: FakeHandler, container_id: str, pid: int) -> None:
+        self._handler, self.container_id, self.pid = handler, container_id, pid
+
+    def succeed(self) -> None:
+        assert self._handler is not None
+        self._handler.states[self.container_id] = CREATED
+        self._ended.set()
+
+    def fail(self, error: Exception) -> None:
+        self._error = error
+        self._ended.set()
+
+    def ready(self) -> bool:
+        return self._ended.is_set()
+
+    def wait(self) -> int:
+        self.waited.set()
+        if not self._ended.wait(60):
+            raise TimeoutError("the test never ended this creation")
+        if self._error is not None:
+            raise self._error
+        return self.pid
 
 
 @dataclass
@@ -28,6 +67,7 @@ class FakeHandler(Recorder):
     handler_features: HandlerFeatures = HandlerFeatures()
     next_pid: int = 1000
     watchable: bool = True
+    creation: FakeCreation | None = None  # the next begin_create's, when a test wants to end it itself
     # container id -> the write end of its watch pipe, open while its monitor "lives"
     monitors: dict[str, int] = field(default_factory=dict)
 
@@ -57,10 +97,21 @@ class FakeHandler(Recorder):
 
     def create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False, stdin_once: bool = False,
                tty: bool = False) -> int:
+        return self.begin_create(container_id, paths, stdin=stdin, stdin_once=stdin_once, tty=tty).wait()
+
+    def begin_create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False,
+                     stdin_once: bool = False, tty: bool = False) -> Creation:
+        """Recorded as "create" (an injected failure of "create" raises here, before the monitor
+        is on its way). With `creations` set to a FakeCreation, that one is given (and taken):
+        a creation the test ends when it wants, with a pid or a failure."""
         self._record("create", container_id, paths, stdin, stdin_once, tty)
-        self.states[container_id] = CREATED
         self.next_pid += 1
-        return self.next_pid
+        if self.creation is not None:
+            creation, self.creation = self.creation, None
+            creation.begin(self, container_id, self.next_pid)
+            return creation
+        self.states[container_id] = CREATED
+        return Created(self.next_pid)
 
     def start(self, container_id: str) -> None:
         self._record("start", container_id)

@@ -66,6 +66,32 @@ class StreamIO:
     gone: threading.Event | None = None  # set when the client has left (attach then ends)
 
 
+class Creation(Protocol):
+    """A container's creation under way in its runtime (`RuntimeHandler.begin_create`)."""
+
+    def ready(self) -> bool:
+        """Whether `wait` would return (or raise) at once."""
+        ...
+
+    def wait(self) -> int:
+        """The container's pid once its runtime has created it; raises RuntimeFailed (with the
+        runtime's reason) when it could not."""
+        ...
+
+
+@dataclass(frozen=True)
+class Created:
+    """A creation that is over: the container's pid."""
+
+    pid: int
+
+    def ready(self) -> bool:
+        return True
+
+    def wait(self) -> int:
+        return self.pid
+
+
 class RuntimeHandler(Protocol):
     """Runs containers and watches them; `name` is the CRI runtime_handler it serves."""
 
@@ -74,6 +100,13 @@ class RuntimeHandler(Protocol):
     def create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False, stdin_once: bool = False,
                tty: bool = False) -> int:
         """Create the container from paths.bundle, with a monitor watching it; its pid."""
+        ...
+
+    def begin_create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False,
+                     stdin_once: bool = False, tty: bool = False) -> Creation:
+        """`create` that returns once its monitor is on its way, before the runtime has created
+        the container (what the runtime did: `Creation.wait`). What fails before (the monitor
+        would not start) raises here."""
         ...
 
     def start(self, container_id: str) -> None: ...

@@ -43,11 +43,11 @@ import structlog
 
 from pycri import cgroups
 
-from pycri.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from pycri.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, RuntimeFailed
 from pycri.common.fs import Trash, Usage, usage
 from pycri.common.lifecycle import CREATED as CREATED_EVENT, DELETED, STARTED, STOPPED, LifecycleEvent, Publisher
 from pycri.containers import image_volumes, rootfs
-from pycri.containers.handler import ContainerPaths, ExecResult, ExitStatus, RuntimeHandler, StreamIO
+from pycri.containers.handler import ContainerPaths, Creation, ExecResult, ExitStatus, RuntimeHandler, StreamIO
 from pycri.containers.image_volumes import ImageVolume
 from pycri.containers.monitors import MonitorWatches
 from pycri.containers.oci_config import IdMapping, Resources, Spec, User
@@ -61,6 +61,9 @@ EXIT_POLL_SECONDS = 0.05
 KILL_WAIT_SECONDS = 10.0
 # how long a pod's removal waits for a create under way in it (then FailedPrecondition: kubelet retries)
 CREATE_WAIT_SECONDS = 10.0
+# a container its runtime could not create, found at start (CreateContainer returns before the
+# runtime has made it): exited, with containerd's reason and exit code for a task that did not start
+START_ERROR, START_ERROR_EXIT_CODE = "StartError", 128
 WRITABLE_USAGE_TTL_NS = 10 * 10**9  # how long a walk of a writable layer's disk use is kept
 
 
@@ -79,6 +82,16 @@ class _Config:
 
     spec: Spec
     text: str  # json.dumps(spec.to_dict())
+
+
+class _Pending:
+    """A created container whose runtime's creation is under way (ContainerService._settle)."""
+
+    def __init__(self, creation: Creation) -> None:
+        self.creation = creation
+        self.lock = threading.Lock()  # held by the one that waits for it; the others then find it settled
+        self.settled = False
+        self.error: Exception | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,8 @@ class ContainerService:
         # leftovers), under the lock; `_creates_done` is notified as each ends
         self._creating: dict[str, str] = {}
         self._creates_done = threading.Condition(self._transition)
+        # id -> the runtime's creation of a created container still under way (`_settle`)
+        self._pending: dict[str, _Pending] = {}
         self.create_wait = CREATE_WAIT_SECONDS
         self._exits_seen: set[str] = set()  # names in the exit directory at the last look (notice_exits)
         self.monitors = MonitorWatches()  # the live monitors of created and running containers
@@ -196,13 +211,19 @@ class ContainerService:
             with self._transition:
                 del self._creating[record.id]
                 self._creates_done.notify_all()
-        log.info("container created", container_id=record.id, pod_sandbox_id=record.pod_id, pid=record.pid)
-        return record
+        pending = self._pending.get(record.id)
+        if pending is not None and pending.creation.ready():
+            self._settle_quietly(record.id)
+        elif pending is not None:  # (what start, stop or remove wait for, if they come first)
+            threading.Thread(target=self._settle_quietly, args=(record.id,), name="settle-create", daemon=True).start()
+        log.info("container created", container_id=record.id, pod_sandbox_id=record.pod_id)
+        return self.table.get(record.id) or record
 
     def _make(self, record: ContainerRecord, new: NewContainer, runtime: RuntimeHandler) -> None:
         """Make the container of the `creating` row `record`; on a failure, undo it (what cannot
         be undone stays, with the row: a leftover) and raise the failure."""
         log_existed = bool(record.log_path) and os.path.lexists(record.log_path)
+        creation: Creation | None = None
         try:
             paths = self.paths(record)
             # searchable, not listable: a user-namespaced pod's root passes through to its rootfs
@@ -219,15 +240,20 @@ class ContainerService:
                 self._configs[record.id] = _Config(spec, text)
             if record.log_path:
                 Path(record.log_path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            record.pid = runtime.create(record.id, paths, stdin=record.stdin, stdin_once=record.stdin_once,
-                                        tty=spec.process.terminal)
-            self._watch(record)
+            creation = runtime.begin_create(record.id, paths, stdin=record.stdin, stdin_once=record.stdin_once,
+                                            tty=spec.process.terminal)
             with self._transition:
                 record.state = CREATED
                 with self.db.transaction() as tx:
                     self.table.update(tx, record)
+                self._pending[record.id] = _Pending(creation)
                 self._publish(CREATED_EVENT, record)
         except BaseException:
+            if creation is not None:  # (what the runtime makes meanwhile is deleted with the rest)
+                with contextlib.suppress(Exception):
+                    creation.wait()
+                with self._transition:
+                    self._pending.pop(record.id, None)
             with contextlib.suppress(Exception):  # (logged by _destroy; the create's failure is the one to report)
                 self._destroy(record)
             if record.log_path and not log_existed:  # kubelet counts restarts by the log files it finds
@@ -237,6 +263,11 @@ class ContainerService:
 
     def start(self, container_id: str) -> ContainerRecord:
         record = self.get(container_id)
+        if record.id in self._pending:
+            self._settle(record.id)  # (its failure is the start's: as containerd's StartError)
+            record = self.get(record.id)
+        if record.state == EXITED and record.reason == START_ERROR:
+            raise RuntimeFailed(record.message)
         if record.state != CREATED:
             raise FailedPrecondition(f"container {record.id} is {record.state}, not created")
         with self._transition:
@@ -255,6 +286,7 @@ class ContainerService:
 
     def stop(self, container_id: str, timeout: float) -> ContainerRecord:
         """Stop signal, then SIGKILL after `timeout` seconds; stopping a stopped container succeeds."""
+        self._settle_quietly(self.get(container_id).id)
         record = self.get(container_id)
         if record.state not in (CREATED, RUNNING):
             return record
@@ -279,6 +311,8 @@ class ContainerService:
         record = self.table.get(container_id)
         if record is None:
             return
+        self._settle_quietly(record.id)
+        record = self.table.get(record.id) or record
         if self.refresh(record).state in (CREATED, RUNNING):
             self.stop(record.id, 0)
         with self._transition:
@@ -363,6 +397,7 @@ class ContainerService:
 
     def update_resources(self, container_id: str, resources: Resources) -> ContainerRecord:
         """Apply new cgroup limits to a running or created container and keep them in its spec."""
+        self._settle_quietly(self.get(container_id).id)
         record = self.get(container_id)
         if record.state not in (CREATED, RUNNING):
             raise FailedPrecondition(f"container {record.id} is {record.state}: its resources cannot change")
@@ -445,6 +480,63 @@ class ContainerService:
                 self._usage[record.id] = (now, upper)
         return upper
 
+    # -- creations under way ------------------------------------------------
+
+    def _settle(self, container_id: str) -> None:
+        """Wait for the runtime's creation of the container, if it is under way, and bring its
+        row up to date: its pid and watched monitor, or, when the runtime could not create it,
+        exited with StartError (exit code 128), as containerd marks a container whose task did
+        not start, deleted from its runtime and unmounted as an exited one. That failure is
+        raised to the callers that waited for it (start reports it)."""
+        pending = self._pending.get(container_id)
+        if pending is None:
+            return
+        with pending.lock:
+            if not pending.settled:
+                try:
+                    pid = pending.creation.wait()
+                except Exception as exc:
+                    pending.error = exc
+                    self._creation_failed(container_id, exc)
+                else:
+                    self._created(container_id, pid)
+                finally:
+                    pending.settled = True
+                    with self._transition:
+                        self._pending.pop(container_id, None)
+        if pending.error is not None:
+            raise pending.error
+
+    def _settle_quietly(self, container_id: str) -> None:
+        """`_settle`, its failure left in the row (StartError) and the log."""
+        with contextlib.suppress(Exception):
+            self._settle(container_id)
+
+    def _created(self, container_id: str, pid: int) -> None:
+        with self._transition:
+            record = self.table.get(container_id)
+            if record is None:
+                return
+            record.pid = pid
+            with self.db.transaction() as tx:
+                self.table.update(tx, record)
+        self._watch(record)
+
+    def _creation_failed(self, container_id: str, error: Exception) -> None:
+        log.warning("the runtime could not create a container", container_id=container_id, error=str(error))
+        with self._transition:
+            record = self.table.get(container_id)
+            if record is None or record.state != CREATED:
+                return
+            record.state, record.exit_code, record.reason = EXITED, START_ERROR_EXIT_CODE, START_ERROR
+            record.message, record.finished_at = str(error), time.time_ns()
+            with self.db.transaction() as tx:
+                self.table.update(tx, record)
+            self._publish(STOPPED, record)
+        runtime = self.handlers.get(record.handler)
+        if runtime is not None:
+            self.runtime_deletes.start(record.id, functools.partial(self._delete_exited, runtime, record.id))
+
     # -- queries ------------------------------------------------------------
 
     def get(self, container_id: str) -> ContainerRecord:
@@ -512,7 +604,10 @@ class ContainerService:
             self.monitors.add(record.id, fd)
 
     def _check_exit(self, record: ContainerRecord) -> ContainerRecord:
-        """`refresh`, asking the handler (and watching the monitor from now on if it lives)."""
+        """`refresh`, asking the handler (and watching the monitor from now on if it lives).
+        A container whose creation is under way is created: `_settle` says what became of it."""
+        if record.id in self._pending:
+            return record
         self._watch(record)  # first: an end after the handler's answer below makes it readable
         status = self._watcher(record).exit_status(record.id, self.paths(record))
         if status is None:
@@ -600,9 +695,12 @@ class ContainerService:
 
     def _delete_exited(self, runtime: RuntimeHandler, container_id: str) -> None:
         """What an exit lets go of at once, as containerd's task delete: the container in its
-        runtime, then its rootfs and image volume mounts (their files stay until remove)."""
-        runtime.delete(container_id, force=True)
-        self._unmount(container_id)
+        runtime, then its rootfs and image volume mounts (their files stay until remove), those
+        even when the delete failed (as `_destroy` does; remove tries the delete again)."""
+        try:
+            runtime.delete(container_id, force=True)
+        finally:
+            self._unmount(container_id)
 
     def _unmount(self, container_id: str) -> None:
         rootfs.unmount(self.syscall, self.root / container_id / "rootfs" / "merged")

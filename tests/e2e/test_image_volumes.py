@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -114,13 +115,20 @@ def test_bad_image_volumes(pycri: Pycri, handler: str) -> None:  # noqa: F811
                                         image=cri.ImageSpec(image="pycri/not-pulled:1")))
     assert absent.code() == grpc.StatusCode.NOT_FOUND and "pull it first" in absent.details()
 
-    # the runtime refuses a mount over /proc after the image volume is mounted: nothing stays
+    # the runtime refuses a mount over /proc after the image volume is mounted (its failure is
+    # the start's): the volume is unmounted at once, and once the container is removed nothing stays
     ctr = pycri.base / "ctr-late.json"
     ctr.write_text(json.dumps({"metadata": {"name": "late"}, "image": {"image": "busybox"}, "command": ["true"],
                                "mounts": [volume("/v", VOLUME_IMAGE),
                                           {"container_path": "/proc/pycri", "host_path": "/tmp"}], "linux": {}}))
-    result = pycri.crictl("create", pod, str(ctr), str(pycri.base / "pod-badvol.json"), check=False)
-    assert result.returncode != 0
+    late = pycri.crictl("create", pod, str(ctr), str(pycri.base / "pod-badvol.json")).stdout.strip()
+    assert pycri.crictl("start", late, check=False).returncode != 0
+    deadline = time.monotonic() + 30
+    while mounted_under(pycri):
+        assert time.monotonic() < deadline, "the image volume of a container that failed to start stays mounted"
+        time.sleep(0.05)
+    assert pycri.crictl("rmi", VOLUME_IMAGE, check=False).returncode != 0  # the container holds it until removed
+    pycri.crictl("rm", late)
     assert pycri.crictl_json("ps", "-a")["containers"] == []
     assert mounted_under(pycri) == [] and os.listdir(pycri.root / "containers") == []
     pycri.crictl("rmi", VOLUME_IMAGE)  # no failed create holds on to it

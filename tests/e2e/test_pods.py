@@ -263,17 +263,27 @@ def test_bad_input(pycri: Pycri, handler: str) -> None:
 
 
 def test_failed_create_leaves_nothing(pycri: Pycri, handler: str) -> None:
+    """What the runtime refuses fails the start (CreateContainer returns once the runtime's create
+    is on its way, as containerd's does before its task exists): the container is then exited
+    with StartError and its rootfs unmounted at once; once removed, nothing of it is left."""
     pod = pycri.run_pod("broken", runtime=handler)
     pycri.crictl("pull", "busybox")
     before = sorted(os.listdir(pycri.root / "containers"))
-    # the runtime refuses a mount over /proc: create fails half-way, after the rootfs is mounted
+    # the runtime refuses a mount over /proc: its create fails half-way, after the rootfs is mounted
     ctr = pycri.base / "ctr-bad.json"
     ctr.write_text(json.dumps({"metadata": {"name": "bad"}, "image": {"image": "busybox"}, "command": ["true"],
                                "mounts": [{"container_path": "/proc/pycri", "host_path": "/tmp"}], "linux": {},
                                "log_path": "bad/0.log"}))
-    result = pycri.crictl("create", pod, str(ctr), str(pycri.base / "pod-broken.json"), check=False)
-    assert result.returncode != 0
-    assert not (pycri.base / "logs" / "broken" / "bad" / "0.log").exists()  # kubelet counts restarts by these
+    container = pycri.crictl("create", pod, str(ctr), str(pycri.base / "pod-broken.json")).stdout.strip()
+    result = pycri.crictl("start", container, check=False)
+    assert result.returncode != 0 and "could not create the container" in result.stderr, result.stderr
+    status = pycri.crictl_json("inspect", container)["status"]
+    assert (status["state"], status["reason"], status["exitCode"]) == ("CONTAINER_EXITED", "StartError", 128)
+    deadline = time.monotonic() + 30
+    while container in Path("/proc/self/mountinfo").read_text():  # (unmounted as an exited container is)
+        assert time.monotonic() < deadline, "the rootfs of a container that failed to start stays mounted"
+        time.sleep(0.05)
+    pycri.crictl("rm", container)
     assert sorted(os.listdir(pycri.root / "containers")) == before
     assert str(pycri.root / "containers") not in Path("/proc/self/mountinfo").read_text()
     assert pycri.crictl_json("ps", "-a")["containers"] == []

@@ -160,14 +160,14 @@ class Blocked:
 
     def __init__(self, handler: FakeHandler) -> None:
         self.entered, self.released = threading.Event(), threading.Event()
-        self._create = handler.create
+        self._create = handler.begin_create
 
-        def create(*args: Any, **kwargs: Any) -> int:
+        def create(*args: Any, **kwargs: Any) -> Any:
             self.entered.set()
             assert self.released.wait(DEADLINE)
             return self._create(*args, **kwargs)
 
-        handler.create = create  # type: ignore[method-assign]
+        handler.begin_create = create  # type: ignore[method-assign]
 
 
 def test_the_sweep_leaves_a_create_under_way_alone(containers: ContainerService, fake: FakeHandler,
