@@ -154,20 +154,20 @@ def ensure(name: str, subnet: str, run: Runner | None = None) -> bool:
         rebuild = present != masq.listing()
         if rebuild:
             log.warning("the masquerade chain has other rules: rebuilding it", chain=chain, rules=present)
-            _checked(run, ["-t", TABLE, "-F", chain])
+            checked(run, ["-t", TABLE, "-F", chain])
     else:  # no such chain (iptables-nft says so in words of its own: any failure here counts as missing)
-        _checked(run, ["-t", TABLE, "-N", chain])
+        checked(run, ["-t", TABLE, "-N", chain])
         rebuild = True
     if rebuild:
         for rule in masq.chain_rules():
-            _checked(run, ["-t", TABLE, "-A", chain, *rule])
+            checked(run, ["-t", TABLE, "-A", chain, *rule])
         changed = True
     check = run(["-t", TABLE, "-C", "POSTROUTING", *masq.jump()])
     if check.returncode == 1:  # iptables -C: 1 when there is no such rule
-        _checked(run, ["-t", TABLE, "-A", "POSTROUTING", *masq.jump()])
+        checked(run, ["-t", TABLE, "-A", "POSTROUTING", *masq.jump()])
         changed = True
     elif check.returncode != 0:
-        raise _error(["-t", TABLE, "-C", "POSTROUTING", *masq.jump()], check)
+        raise iptables_error(["-t", TABLE, "-C", "POSTROUTING", *masq.jump()], check)
     if changed:
         log.info("masquerading the pod network's traffic out of the host", network=name, subnet=masq.subnet,
                  chain=chain)
@@ -184,19 +184,20 @@ def remove(name: str, subnet: str, run: Runner | None = None) -> bool:
             break
         removed = True
     if run(["-t", TABLE, "-S", masq.chain]).returncode == 0:
-        _checked(run, ["-t", TABLE, "-F", masq.chain])
-        _checked(run, ["-t", TABLE, "-X", masq.chain])
+        checked(run, ["-t", TABLE, "-F", masq.chain])
+        checked(run, ["-t", TABLE, "-X", masq.chain])
         removed = True
     return removed
 
 
-def _checked(run: Runner, args: list[str]) -> Outcome:
+def checked(run: Runner, args: list[str]) -> Outcome:
+    """iptables `args` through `run`; its outcome, or MasqueradeError with what it said."""
     outcome = run(args)
     if outcome.returncode != 0:
-        raise _error(args, outcome)
+        raise iptables_error(args, outcome)
     return outcome
 
 
-def _error(args: list[str], outcome: Outcome) -> MasqueradeError:
+def iptables_error(args: list[str], outcome: Outcome) -> MasqueradeError:
     detail = (outcome.stderr or outcome.stdout).strip()[-500:] or "(no output)"
     return MasqueradeError(f"iptables -w {' '.join(args)} failed with status {outcome.returncode}: {detail}")

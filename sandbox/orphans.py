@@ -50,7 +50,7 @@ from typing import Protocol
 import structlog
 
 from pycri.sandbox import cni
-from pycri.sandbox.masquerade import MasqueradeError, Outcome, Runner
+from pycri.sandbox.masquerade import MasqueradeError, Runner, checked, iptables_error
 
 log = structlog.get_logger("sandbox.orphans")
 
@@ -315,30 +315,19 @@ def remove_bridge_chain(network_name: str, container_id: str, run: Runner) -> bo
     True when anything was there. Raises MasqueradeError when iptables refuses a deletion."""
     chain = bridge_chain(network_name, container_id)
     removed = False
-    listed = _checked(run, ["-t", NAT, "-S", "POSTROUTING"])
+    listed = checked(run, ["-t", NAT, "-S", "POSTROUTING"])
     for rule in listed.stdout.splitlines():
         if rule.startswith("-A POSTROUTING ") and rule.split(" -j ")[-1].split() == [chain]:
-            _checked(run, ["-t", NAT, "-D", *shlex.split(rule)[1:]])
+            checked(run, ["-t", NAT, "-D", *shlex.split(rule)[1:]])
             removed = True
     present = run(["-t", NAT, "-S", chain])
     if present.returncode == 0:
-        _checked(run, ["-t", NAT, "-F", chain])
-        _checked(run, ["-t", NAT, "-X", chain])
+        checked(run, ["-t", NAT, "-F", chain])
+        checked(run, ["-t", NAT, "-X", chain])
         removed = True
     elif present.returncode != 1:  # 1: no such chain (in words of its own with iptables-nft)
-        raise _error(["-t", NAT, "-S", chain], present)
+        raise iptables_error(["-t", NAT, "-S", chain], present)
     if removed:
         log.info("removed a stale masquerade chain", chain=chain, network=network_name, container_id=container_id)
     return removed
 
-
-def _checked(run: Runner, args: list[str]) -> Outcome:
-    outcome = run(args)
-    if outcome.returncode != 0:
-        raise _error(args, outcome)
-    return outcome
-
-
-def _error(args: list[str], outcome: Outcome) -> MasqueradeError:
-    detail = (outcome.stderr or outcome.stdout).strip()[-500:] or "(no output)"
-    return MasqueradeError(f"iptables -w {' '.join(args)} failed with status {outcome.returncode}: {detail}")

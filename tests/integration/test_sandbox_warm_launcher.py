@@ -8,26 +8,18 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from pycri.common.errors import Unavailable
 from pycri.sandbox import infra
 from pycri.sandbox.warm_launcher import WarmLauncher
+from tests.integration.test_sandbox_infra import poll
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
     pytest.mark.skipif(shutil.which(infra.PAUSE_BINARY) is None, reason="catatonit is not installed"),
 ]
-
-
-def poll(condition, what: str, seconds: float = 30.0) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not in {seconds} s: {what}")
-        time.sleep(0.05)
 
 
 def gone(pid: int) -> bool:
@@ -76,6 +68,7 @@ OWNER = """
 import sys
 from pycri.sandbox import infra
 from pycri.sandbox.warm_launcher import WarmLauncher
+from tests.integration.test_sandbox_infra import poll
 warm = WarmLauncher(infra.PYTHON, infra.SRC_ROOT, infra.START_TIMEOUT)
 process = infra.start(sandbox_id="warm-owner", warm=warm)
 print("PIDS", warm.pid, process.pid, process.start_time, flush=True)

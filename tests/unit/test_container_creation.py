@@ -18,26 +18,9 @@ from pycri.containers.oci_config import Resources
 from pycri.containers.records import CREATED, EXITED, RUNNING
 from pycri.containers.service import START_ERROR, START_ERROR_EXIT_CODE, ContainerService
 from pycri.kernel.fake import RecordingSyscall
-from pycri.store.db import Database
-from tests.unit.test_container_service import new
+from tests.unit.test_container_service import containers, fake, new, syscall  # noqa: F401 (fixtures)
 
 DEADLINE = 30.0
-
-
-@pytest.fixture
-def fake() -> FakeHandler:
-    return FakeHandler(name="fake")
-
-
-@pytest.fixture
-def syscall() -> RecordingSyscall:
-    return RecordingSyscall()
-
-
-@pytest.fixture
-def containers(tmp_path: Path, fake: FakeHandler, syscall: RecordingSyscall) -> ContainerService:
-    return ContainerService(Database(tmp_path / "db.sqlite"), tmp_path / "containers", tmp_path / "exits",
-                            {"fake": fake}, "fake", syscall)
 
 
 def events(containers: ContainerService) -> list[tuple[str, str]]:

@@ -24,30 +24,13 @@ from pycri.containers.oci_config import Mount
 from pycri.containers.records import CREATING, EXITED
 from pycri.containers.service import ContainerService
 from pycri.kernel.fake import RecordingSyscall
-from pycri.store.db import Database
-from tests.unit.test_container_service import new, running
+from tests.unit.test_container_service import containers, fake, new, running, syscall  # noqa: F401 (fixtures)
 from tests.unit.test_cri_service import CriUnderTest, new_test_cri_service
 
 DEADLINE = 30.0
 IMAGE_ID = "sha256:" + "7" * 64
 # what a broken pycri-runtime gave last time, for create and for delete alike
 BROKEN = "pycri-runtime failed: ModuleNotFoundError: No module named 'pycri.runtime.init'"
-
-
-@pytest.fixture
-def fake() -> FakeHandler:
-    return FakeHandler(name="fake")
-
-
-@pytest.fixture
-def syscall() -> RecordingSyscall:
-    return RecordingSyscall()
-
-
-@pytest.fixture
-def containers(tmp_path: Path, fake: FakeHandler, syscall: RecordingSyscall) -> ContainerService:
-    return ContainerService(Database(tmp_path / "db.sqlite"), tmp_path / "containers", tmp_path / "exits",
-                            {"fake": fake}, "fake", syscall)
 
 
 def unmounted(syscall: RecordingSyscall) -> list[str]:
