@@ -237,10 +237,12 @@ def crictl_start(daemon: Daemon, results: Results, samples: int, round_no: int) 
 
 # ------------------------------------------------------------------------------ memory
 def own_pss_kib(daemon: Daemon) -> tuple[int, int, int]:
-    """PSS of the runtime's own processes, of those but the daemon, and how many there are."""
+    """PSS of the runtime's own processes, of those but the daemon (and what it keeps for its life:
+    pycri's warm infra launcher), and how many there are."""
     pids = daemon.own_pids()
     pss = {p: pss_kib(p) for p in pids}
-    return sum(pss.values()), sum(v for p, v in pss.items() if p != daemon.daemon_pid()), len(pids)
+    fixed = daemon.daemon_pids()
+    return sum(pss.values()), sum(v for p, v in pss.items() if p not in fixed), len(pids)
 
 
 def settle(seconds: float = 2.0) -> None:
@@ -340,7 +342,7 @@ def steady_state(daemon: Daemon, results: Results, pods: int, seconds: float, ro
         settle()
         kubelet_like_poll(client, 5)  # warm-up: the first calls of a kind may allocate
         pids = daemon.own_pids()
-        monitors = pids - {daemon.daemon_pid()}
+        monitors = pids - daemon.daemon_pids()
         pss_before = pss_kib(daemon.daemon_pid())
         ticks_before, monitor_ticks_before = cpu_ticks(pids), cpu_ticks(monitors)
         t = time.monotonic()

@@ -72,6 +72,9 @@ def pss_kib(pid: int) -> int:
     return int(match.group(1)) if match else 0
 
 
+WARM_LAUNCHER = "from pycri.sandbox.pause import launch, serve"  # its command line (pause.serve_bootstrap)
+
+
 def mounts_under(directory: Path) -> list[str]:
     """The mount points at or below `directory` (from this process's mount table)."""
     prefix = str(directory).rstrip("/") + "/"
@@ -248,6 +251,10 @@ class Daemon:
         assert self.process is not None
         return self.process.pid
 
+    def daemon_pids(self) -> set[int]:
+        """The daemon and what it keeps for its whole life (not per pod)."""
+        return {self.daemon_pid()}
+
     def own_pids(self) -> set[int]:
         """The runtime's own processes: daemon, monitors, infra/pause; not the containers' workloads."""
         raise NotImplementedError
@@ -372,6 +379,12 @@ class PycriDaemon(Daemon):
         ns_root = self.state / "ns"
         if str(ns_root) in Path("/proc/self/mountinfo").read_text():
             subprocess.run(["umount", "-l", str(ns_root)], check=False)
+
+    def daemon_pids(self) -> set[int]:
+        """The daemon and its warm infra launcher (sandbox/warm_launcher.py: one for the daemon's
+        life, started with it, not per pod)."""
+        daemon = self.daemon_pid()
+        return {daemon} | {p.pid for p in processes() if p.ppid == daemon and any(WARM_LAUNCHER in a for a in p.cmdline)}
 
     def own_pids(self) -> set[int]:
         procs = processes()

@@ -208,3 +208,10 @@ def test_cpu_ticks_of_this_process_grow_and_a_gone_process_counts_nothing() -> N
         pass
     assert measure.cpu_ticks({os.getpid()}) > before
     assert measure.cpu_ticks({2 ** 30}) == 0
+
+
+def test_the_bench_knows_the_warm_launcher_by_its_command_line() -> None:
+    """The warm infra launcher counts with the daemon (it is not per pod): found by its -c program."""
+    from pycri.sandbox.pause import serve_bootstrap
+
+    assert runtimes.WARM_LAUNCHER in serve_bootstrap("/src", 3, 1)
