@@ -286,8 +286,7 @@ class ContainerService:
 
     def stop(self, container_id: str, timeout: float) -> ContainerRecord:
         """Stop signal, then SIGKILL after `timeout` seconds; stopping a stopped container succeeds."""
-        self._settle_quietly(self.get(container_id).id)
-        record = self.get(container_id)
+        record = self._settled(self.get(container_id))
         if record.state not in (CREATED, RUNNING):
             return record
         runtime = self.handler(record.handler)
@@ -311,8 +310,7 @@ class ContainerService:
         record = self.table.get(container_id)
         if record is None:
             return
-        self._settle_quietly(record.id)
-        record = self.table.get(record.id) or record
+        record = self._settled(record)
         if self.refresh(record).state in (CREATED, RUNNING):
             self.stop(record.id, 0)
         with self._transition:
@@ -397,8 +395,7 @@ class ContainerService:
 
     def update_resources(self, container_id: str, resources: Resources) -> ContainerRecord:
         """Apply new cgroup limits to a running or created container and keep them in its spec."""
-        self._settle_quietly(self.get(container_id).id)
-        record = self.get(container_id)
+        record = self._settled(self.get(container_id))
         if record.state not in (CREATED, RUNNING):
             raise FailedPrecondition(f"container {record.id} is {record.state}: its resources cannot change")
         self.handler(record.handler).update(record.id, resources.to_dict())
@@ -511,6 +508,13 @@ class ContainerService:
         """`_settle`, its failure left in the row (StartError) and the log."""
         with contextlib.suppress(Exception):
             self._settle(container_id)
+
+    def _settled(self, record: ContainerRecord) -> ContainerRecord:
+        """`record` once its creation under way, if any, has settled (the row as it is then)."""
+        if record.id not in self._pending:
+            return record
+        self._settle_quietly(record.id)
+        return self.table.get(record.id) or record
 
     def _created(self, container_id: str, pid: int) -> None:
         with self._transition:
