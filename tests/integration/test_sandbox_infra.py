@@ -82,8 +82,11 @@ def test_every_pod_runs_one_shared_copy_in_an_empty_root(started: Started) -> No
         assert not [fd for fd in fds if "memfd" in fd], fds  # its mapping only, no descriptor
         # nothing of pycri's or of a launcher's (no descriptor was open at its exec but stdio on
         # /dev/null: catatonit's own signalfd takes the lowest free number, 3)
-        numbered = {fd: os.readlink(f"/proc/{process.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{process.pid}/fd")}
-        assert numbered == {"0": "/dev/null", "1": "/dev/null", "2": "/dev/null", "3": "anon_inode:[signalfd]"}
+        def numbered(pid: int = process.pid) -> dict[str, str]:
+            return {fd: os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+
+        poll(lambda: "anon_inode:[signalfd]" in numbered().values(), "catatonit's signalfd, made after its exec")
+        assert numbered() == {"0": "/dev/null", "1": "/dev/null", "2": "/dev/null", "3": "anon_inode:[signalfd]"}
     assert os.stat(f"/proc/{first.pid}/exe").st_ino == os.stat(f"/proc/{second.pid}/exe").st_ino
     # the binary's pages are shared: each PID 1 holds little of its own (kB; a copy of
     # catatonit of its own is ~700). A page counts as shared once the second process has

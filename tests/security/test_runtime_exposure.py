@@ -90,7 +90,13 @@ def test_a_created_containers_init_is_not_exposed(pycri: Pycri) -> None:
     pod = pycri.run_pod("exposure-init")
     ctr = pycri.create(pod, "exposure-init", "waiting", ["sleep", "3600"], linux={
         "security_context": {"capabilities": {"drop_capabilities": ["ALL"]}}})
-    pid = int((pycri.root / "containers" / ctr / "bundle" / "pidfile").read_text())
+    # (CreateContainer returns once the runtime's create is on its way: its pid file comes after)
+    pidfile = pycri.root / "containers" / ctr / "bundle" / "pidfile"
+    deadline = time.monotonic() + 60
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert time.monotonic() < deadline, "the runtime wrote no pid file"
+        time.sleep(0.05)
+    pid = int(pidfile.read_text())
     cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
     assert b"pycri-runtime" in cmdline, "the init has exec'd already"
     for path in (f"/proc/{pid}/exe", f"/proc/{pid}/environ"):
