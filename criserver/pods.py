@@ -68,9 +68,9 @@ def _sandbox_filter(f: cri.PodSandboxFilter) -> Callable[[SandboxRecord], bool] 
                       and matches_labels(r.labels, selector))
 
 
-def _container_filter(f: cri.ContainerFilter) -> Callable[[ContainerRecord], bool]:
-    """ListContainers' filter but the state (which needs the state brought up to date first) as a
-    test of a record."""
+def container_filter(f: cri.ContainerFilter | cri.ContainerStatsFilter) -> Callable[[ContainerRecord], bool]:
+    """ListContainers' filter but the state (which needs the state brought up to date first), or
+    ListContainerStats' filter, as a test of a record."""
     prefix, pod_prefix, selector = f.id, f.pod_sandbox_id, dict(f.label_selector)
     if not prefix and not pod_prefix and not selector:
         return _everything
@@ -297,7 +297,7 @@ class PodCalls:
 
     def ListContainers(self, request: cri.ListContainersRequest, context: Any) -> Encoded[cri.ListContainersResponse]:
         f = request.filter
-        records = self.containers.list(None, _container_filter(f))
+        records = self.containers.list(None, container_filter(f))
         if f.HasField("state"):
             records = [r for r in records if CONTAINER_STATES[r.state] == f.state.state]
         return self.container_replies.reply((r.id, r.state, lambda r=r: _container(r)) for r in records)

@@ -16,7 +16,7 @@ from pycri.containers.service import ContainerService, ContainerStats
 from pycri.containers.records import ContainerRecord
 from pycri.criserver import list_streams, metrics, oci_spec
 from pycri.criserver.list_replies import REPEATED_FIELD_1, Encoded, ListReplies, varint
-from pycri.criserver.pods import _required, matches_labels
+from pycri.criserver.pods import _required, container_filter, matches_labels
 from pycri.sandbox import netstats
 from pycri.sandbox.service import SandboxService
 from pycri.sandbox.records import READY, SandboxRecord
@@ -159,11 +159,7 @@ class StatsCalls:
 
     def ListContainerStats(self, request: cri.ListContainerStatsRequest,
                            context: Any) -> Encoded[cri.ListContainerStatsResponse]:
-        f = request.filter
-        records = self.containers.list(None, lambda r: (
-            (not f.id or r.id.startswith(f.id))
-            and (not f.pod_sandbox_id or r.pod_id.startswith(f.pod_sandbox_id))
-            and matches_labels(r.labels, f.label_selector)))
+        records = self.containers.list(None, container_filter(request.filter))
         return Encoded(cri.ListContainerStatsResponse, b"".join(self._container_stats_entry(r) for r in records))
 
     def StreamContainerStats(self, request: cri.StreamContainerStatsRequest,

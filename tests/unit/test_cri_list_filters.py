@@ -38,16 +38,20 @@ def test_sandbox_filter() -> None:
 
 
 def test_container_filter() -> None:
-    assert pods._container_filter(cri.ContainerFilter()) is pods._everything
+    assert pods.container_filter(cri.ContainerFilter()) is pods._everything
     records = [SimpleNamespace(id="c1", pod_id="p1", labels={"n": "web"}),
                SimpleNamespace(id="c2", pod_id="p2", labels={"n": "web"}),
                SimpleNamespace(id="d3", pod_id="p1", labels={"n": "db"})]
 
     def kept(**fields: object) -> list[str]:
-        keep = pods._container_filter(cri.ContainerFilter(**fields))  # type: ignore[arg-type]
+        keep = pods.container_filter(cri.ContainerFilter(**fields))  # type: ignore[arg-type]
         return [r.id for r in records if keep(r)]
 
     assert kept(id="c") == ["c1", "c2"]
     assert kept(pod_sandbox_id="p1") == ["c1", "d3"]
     assert kept(label_selector={"n": "web"}) == ["c1", "c2"]
     assert kept(pod_sandbox_id="p1", label_selector={"n": "web"}, id="c") == ["c1"]
+    # ListContainerStats' filter has the same fields, and goes through the same test
+    stats_keep = pods.container_filter(cri.ContainerStatsFilter(pod_sandbox_id="p1", label_selector={"n": "web"}))
+    assert [r.id for r in records if stats_keep(r)] == ["c1"]
+    assert pods.container_filter(cri.ContainerStatsFilter()) is pods._everything
