@@ -93,11 +93,6 @@ class ConmonHandler:
 
     # -- conmon -------------------------------------------------------------
 
-    def create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False, stdin_once: bool = False,
-               tty: bool = False) -> int:
-        """Start conmon, which creates the container; the container's pid once it reports it."""
-        return self.begin_create(container_id, paths, stdin=stdin, stdin_once=stdin_once, tty=tty).wait()
-
     def begin_create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False,
                      stdin_once: bool = False, tty: bool = False) -> ConmonCreation:
         """Start conmon, which creates the container: back once conmon has daemonized (its

@@ -95,10 +95,6 @@ class FakeHandler(Recorder):
 
     # -- RuntimeHandler ---------------------------------------------------------
 
-    def create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False, stdin_once: bool = False,
-               tty: bool = False) -> int:
-        return self.begin_create(container_id, paths, stdin=stdin, stdin_once=stdin_once, tty=tty).wait()
-
     def begin_create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False,
                      stdin_once: bool = False, tty: bool = False) -> Creation:
         """Recorded as "create" (an injected failure of "create" raises here, before the monitor

@@ -97,16 +97,12 @@ class RuntimeHandler(Protocol):
 
     name: str
 
-    def create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False, stdin_once: bool = False,
-               tty: bool = False) -> int:
-        """Create the container from paths.bundle, with a monitor watching it; its pid."""
-        ...
-
     def begin_create(self, container_id: str, paths: ContainerPaths, *, stdin: bool = False,
                      stdin_once: bool = False, tty: bool = False) -> Creation:
-        """`create` that returns once its monitor is on its way, before the runtime has created
-        the container (what the runtime did: `Creation.wait`). What fails before (the monitor
-        would not start) raises here."""
+        """Create the container from paths.bundle, with a monitor watching it: back once the
+        monitor is on its way, before the runtime has created the container (its pid, or the
+        runtime's failure: `Creation.wait`). What fails before (the monitor would not start)
+        raises here."""
         ...
 
     def start(self, container_id: str) -> None: ...
