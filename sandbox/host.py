@@ -93,7 +93,7 @@ class HostNamespacePins:
 
 class HostInfraProcesses:
     """catatonit, started by sandbox/pause.py (sandbox/infra.py), through a warm launcher
-    (sandbox/warm_launcher.py) started at the first pod that needs one."""
+    (sandbox/warm_launcher.py) started at daemon start-up (`warm_up`)."""
 
     def __init__(self, warm: bool = True) -> None:
         self.warm = infra.WarmLauncher(infra.PYTHON, infra.SRC_ROOT, infra.START_TIMEOUT) if warm else None
@@ -111,11 +111,6 @@ class HostInfraProcesses:
                 self.warm.start()
             except WarmLauncherGone as exc:
                 log.warning("no warm infra launcher", error=str(exc))
-
-    def close(self) -> None:
-        """End the warm launcher, if one was started."""
-        if self.warm is not None:
-            self.warm.close()
 
     def stop(self, process: Infra) -> None:
         infra.stop(process)

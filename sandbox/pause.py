@@ -119,9 +119,12 @@ def parse_args(argv: list[str]) -> LauncherArgs:
 def bootstrap(src_root: str) -> str:
     """The `-c` program of `python -IS`: the pycri package made by hand (its path: the folder
     that holds sandbox/ and kernel/), then run()."""
-    return ("import sys; p = type(sys)('pycri'); "
-            f"p.__path__ = [{src_root!r}]; sys.modules['pycri'] = p; "
-            "from pycri.sandbox.pause import run; run()")
+    return _package(src_root) + "from pycri.sandbox.pause import run; run()"
+
+
+def _package(src_root: str) -> str:
+    """The start of a `-c` program that makes the `pycri` package by hand (no site-packages)."""
+    return f"import sys; p = type(sys)('pycri'); p.__path__ = [{src_root!r}]; sys.modules['pycri'] = p; "
 
 
 def last_cap() -> int:
@@ -320,10 +323,7 @@ def _launch_for(message: bytes, fds: list[int]) -> None:
 
 def serve_bootstrap(src_root: str, channel: int, owner: int) -> str:
     """The `-c` program of `python -IS` for the warm launcher (as `bootstrap`)."""
-    return ("import sys; p = type(sys)('pycri'); "
-            f"p.__path__ = [{src_root!r}]; sys.modules['pycri'] = p; "
-            "from pycri.sandbox.pause import launch, serve; "
-            f"serve({channel}, {owner})")
+    return _package(src_root) + f"from pycri.sandbox.pause import launch, serve; serve({channel}, {owner})"
 
 
 def run() -> None:
