@@ -543,8 +543,8 @@ class ContainerService:
 
     # -- queries ------------------------------------------------------------
 
-    def get(self, container_id: str) -> ContainerRecord:
-        """The container with this id (or unique id prefix), with its state refreshed."""
+    def get(self, container_id: str, wait: bool = True) -> ContainerRecord:
+        """The container with this id (or unique id prefix), with its state refreshed (`refresh`)."""
         record = self.table.get(container_id)
         if record is None and container_id:
             matches = self.table.with_prefix(container_id)
@@ -553,7 +553,7 @@ class ContainerService:
             record = matches[0] if matches else None
         if record is None or record.state == CREATING:
             raise NotFound(f"container {container_id!r} not found")
-        return self.refresh(record)
+        return self.refresh(record, wait)
 
     def image_volume_users(self, image_id: str) -> list[str]:
         """The containers (half-made ones too) that mount the image `image_id` as a volume."""
@@ -570,18 +570,24 @@ class ContainerService:
         except NotFound:
             return None
 
-    def list(self, pod_id: str | None = None, keep: Callable[[ContainerRecord], bool] = lambda r: True) -> list[ContainerRecord]:
-        """The containers (of one pod) that `keep` keeps, oldest first, their states up to date."""
+    def list(self, pod_id: str | None = None, keep: Callable[[ContainerRecord], bool] = lambda r: True,
+             wait: bool = True) -> list[ContainerRecord]:
+        """The containers (of one pod) that `keep` keeps, oldest first, their states up to date
+        (`wait`: as `refresh`)."""
         suspects = self._suspects()
-        return [self._check_exit(r) if r.state in (CREATED, RUNNING) and (
+        return [self._check_exit(r, wait) if r.state in (CREATED, RUNNING) and (
                     r.id in suspects or not self.monitors.watching(r.id)) else r
                 for r in self.table.all(pod_id) if r.state != CREATING and keep(r)]
 
-    def refresh(self, record: ContainerRecord) -> ContainerRecord:
-        """Bring a created or running container's state up to date from the exit its monitor recorded."""
+    def refresh(self, record: ContainerRecord, wait: bool = True) -> ContainerRecord:
+        """Bring a created or running container's state up to date from the exit its monitor
+        recorded. Without `wait`, never wait for a container change under way (the lock
+        `_transition`): an exit found meanwhile is left for the exit watcher (or that change)
+        to record, and the container shows its last state until then. The status and List
+        calls, which may run in gRPC's polling thread (criserver/call_executor.py), refresh so."""
         if record.state not in (CREATED, RUNNING) or self._quiet(record):
             return record
-        return self._check_exit(record)
+        return self._check_exit(record, wait)
 
     def _quiet(self, record: ContainerRecord) -> bool:
         """Whether the container's watched monitor still lives and has written no exit file
@@ -607,7 +613,7 @@ class ContainerService:
         if fd is not None:
             self.monitors.add(record.id, fd)
 
-    def _check_exit(self, record: ContainerRecord) -> ContainerRecord:
+    def _check_exit(self, record: ContainerRecord, wait: bool = True) -> ContainerRecord:
         """`refresh`, asking the handler (and watching the monitor from now on if it lives).
         A container whose creation is under way is created: `_settle` says what became of it."""
         if record.id in self._pending:
@@ -616,7 +622,9 @@ class ContainerService:
         status = self._watcher(record).exit_status(record.id, self.paths(record))
         if status is None:
             return record
-        with self._transition:
+        if not self._transition.acquire(blocking=wait):
+            return record  # a change under way: the exit watcher records this exit (its monitor has ended)
+        try:
             if record.id in self._starting:  # start notices it once the container counts as started
                 return record
             self.monitors.discard(record.id)
@@ -633,6 +641,8 @@ class ContainerService:
                 runtime = self.handlers.get(record.handler)
                 if runtime is not None:
                     self.runtime_deletes.start(record.id, functools.partial(self._delete_exited, runtime, record.id))
+        finally:
+            self._transition.release()
         return record
 
     def notice_exits(self) -> list[str]:

@@ -21,12 +21,17 @@ messages move). The quick methods (`QUICK_METHODS`) read what the daemon keeps i
   only for dict operations); right after an image write (before the writer has loaded it
   again) the catalog is read from the database.
 
+- ListPodSandbox: the sandbox table's copy in memory.
+- ContainerStatus, ListContainers: the container table's copy in memory, and for a container
+  whose monitor may have ended (a `stat` of its exit file and a poll of its monitor's pidfd
+  say), its exit file. Recording an exit takes the lock that container changes hold across
+  runtime calls (containers/service.py `_transition`); these calls never wait for it
+  (`ContainerService.refresh(wait=False)`): while a change holds it, an exit found is left for
+  the exit watcher to record, and the container shows its last state until then.
+
 The database's lock (store/db.py) is held only across SQL: a write transaction's statements
 and its commit, never across an exec, a mount or the network. So the longest any of them can
-wait is one commit. ContainerStatus and the List calls of containers and pods are not quick:
-they may ask a runtime about a container that exited, under the lock container changes hold
-across runtime calls (containers/service.py `_transition`). Streaming calls, and calls of
-any method not named, go to the pool.
+wait is one commit. Streaming calls, and calls of any method not named, go to the pool.
 
 The polling thread's side of a call is grpc's own (grpc/_server.py: `_receive_message`,
 `_unary_response_in_pool`); where the installed grpc does not have it as this module expects
@@ -42,7 +47,8 @@ import structlog
 
 log = structlog.get_logger("pycri")
 
-QUICK_METHODS = frozenset({"Version", "RuntimeConfig", "PodSandboxStatus", "ImageStatus", "ListImages"})
+QUICK_METHODS = frozenset({"Version", "RuntimeConfig", "PodSandboxStatus", "ListPodSandbox", "ContainerStatus",
+                           "ListContainers", "ImageStatus", "ListImages"})
 METHOD_ATTRIBUTE = "cri_method"  # set on a call's behaviour by the call interceptor (criserver.errors)
 
 try:  # grpc's own steps of a unary call (grpc/_server.py), as of grpcio 1.85

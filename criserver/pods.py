@@ -297,7 +297,7 @@ class PodCalls:
 
     def ListContainers(self, request: cri.ListContainersRequest, context: Any) -> Encoded[cri.ListContainersResponse]:
         f = request.filter
-        records = self.containers.list(None, container_filter(f))
+        records = self.containers.list(None, container_filter(f), wait=False)  # (may run in gRPC's polling thread)
         if f.HasField("state"):
             records = [r for r in records if CONTAINER_STATES[r.state] == f.state.state]
         return self.container_replies.reply((r.id, r.state, lambda r=r: _container(r)) for r in records)
@@ -309,7 +309,7 @@ class PodCalls:
 
     def ContainerStatus(self, request: cri.ContainerStatusRequest,
                         context: Any) -> cri.ContainerStatusResponse | Encoded[cri.ContainerStatusResponse]:
-        record = self.containers.get(_required(request.container_id, "container_id"))
+        record = self.containers.get(_required(request.container_id, "container_id"), wait=False)  # (as ListContainers)
         spec = self._spec(record)
         if not request.verbose:  # (kubelet's log manager asks about every container every 10 s)
             # what of a status can change: the state and what goes with it, and the spec (its

@@ -119,7 +119,8 @@ def test_an_unmarked_behaviour_or_another_kind_of_call_goes_to_the_pool() -> Non
 
 def test_the_daemons_quick_methods_are_status_and_list_reads_only() -> None:
     # each was checked not to wait on a lock held across a slow operation (call_executor's docstring)
-    assert QUICK_METHODS == {"Version", "RuntimeConfig", "PodSandboxStatus", "ImageStatus", "ListImages"}
+    assert QUICK_METHODS == {"Version", "RuntimeConfig", "PodSandboxStatus", "ListPodSandbox", "ContainerStatus",
+                             "ListContainers", "ImageStatus", "ListImages"}
 
 
 def test_an_error_in_an_inline_call_maps_to_its_status(served: Any) -> None:
@@ -198,6 +199,10 @@ def test_the_quick_methods_do_not_wait_for_the_locks_slow_operations_hold(tmp_pa
 
     t = new_test_cri_service(tmp_path)
     pod_id = t.run_pod()
+    running, exited = (t.create(pod_id, name) for name in ("running", "exited"))
+    t.start(running)
+    t.start(exited)
+    t.handler.exit(exited, 1)  # an exit not recorded yet: the calls below find it with the lock held
     containers, images = t.servicer.containers, t.servicer.images
     image_servicer = ImageServicer(images, containers.image_users)
     locks = [containers._transition, containers._configs_lock, images._use_lock, images.puller.leases.lock,
@@ -220,6 +225,9 @@ def test_the_quick_methods_do_not_wait_for_the_locks_slow_operations_hold(tmp_pa
         answered["Version"] = t.call("Version", cri.VersionRequest())
         answered["RuntimeConfig"] = t.call("RuntimeConfig", cri.RuntimeConfigRequest())
         answered["PodSandboxStatus"] = t.pod_status(pod_id)
+        answered["ListPodSandbox"] = t.pods()
+        answered["ContainerStatus"] = [t.status(running), t.status(exited)]
+        answered["ListContainers"] = t.containers()
         image = cri.ImageSpec(image=t.image.repo_tags[0])
         answered["ImageStatus"] = image_servicer.ImageStatus(cri.ImageStatusRequest(image=image), FakeContext())
         answered["ListImages"] = image_servicer.ListImages(cri.ListImagesRequest(), FakeContext())
@@ -235,5 +243,11 @@ def test_the_quick_methods_do_not_wait_for_the_locks_slow_operations_hold(tmp_pa
         holder.join(WAIT)
     assert set(answered) == QUICK_METHODS
     assert answered["PodSandboxStatus"].id == pod_id
+    assert [p.id for p in answered["ListPodSandbox"]] == [pod_id]
+    # the exit stays for the exit watcher (or the change under way) to record
+    assert [s.state for s in answered["ContainerStatus"]] == [cri.CONTAINER_RUNNING] * 2
+    assert {c.id: c.state for c in answered["ListContainers"]} == {running: cri.CONTAINER_RUNNING,
+                                                                  exited: cri.CONTAINER_RUNNING}
+    assert t.status(exited).state == cri.CONTAINER_EXITED  # (once the lock is free)
     assert answered["ImageStatus"].image.id == t.image.id
     assert [i.id for i in answered["ListImages"].images] == [t.image.id]

@@ -326,3 +326,43 @@ def test_conmon_watch_is_a_pidfd_of_the_live_monitor(tmp_path: Path) -> None:
         monitor.wait()
     gone = ConmonHandler("pycri", "/bin/false", tmp_path, monitor_pid=lambda pidfile, cid: None)
     assert gone.watch("c", paths) is None
+
+
+def test_status_and_list_without_wait_never_wait_for_a_change_under_way(tmp_path: Path) -> None:
+    # ContainerStatus and ListContainers run in gRPC's polling thread: an exit found while another
+    # thread holds the transition lock (a remove, a start) is left for the exit watcher to record
+    fake = FakeHandler()
+    containers = service(tmp_path, fake)
+    record = running(containers, tmp_path)
+    fake.exit(record.id, 2)
+    held, release = threading.Event(), threading.Event()
+
+    def change_under_way() -> None:
+        with containers._transition:
+            held.set()
+            release.wait(DEADLINE)
+
+    holder = threading.Thread(target=change_under_way)
+    holder.start()
+    seen: list[str] = []
+    try:
+        assert held.wait(DEADLINE)
+        reader = threading.Thread(target=lambda: seen.extend(
+            [containers.get(record.id, wait=False).state, *(r.state for r in containers.list(wait=False))]))
+        reader.start()
+        reader.join(DEADLINE)  # (a reader that waited for the lock would still be waiting: the holder waits for us)
+        assert not reader.is_alive()
+        assert seen == [RUNNING, RUNNING]  # its last state, until the exit is recorded
+        stopped: list[str] = []
+        containers.events.subscribe(lambda event: stopped.append(event.subject_id) if event.kind == STOPPED else None)
+        watcher = ExitWatcher(containers, interval=60, sweep_interval=600).start()
+        try:
+            release.set()
+            until(lambda: stopped)
+        finally:
+            watcher.stop()
+    finally:
+        release.set()
+        holder.join(DEADLINE)
+    assert stopped == [record.id]
+    assert (containers.get(record.id, wait=False).state, containers.get(record.id).exit_code) == (EXITED, 2)
