@@ -75,10 +75,25 @@ class ProcessStats(_Fields):
     __slots__ = ("processes", "file_descriptors", "sockets")
 
 
+class FileReader:
+    """How a manager reads its files: each afresh (this one), or by descriptors kept open
+    (cgroups.kept_files, `CgroupManager.keep_files`)."""
+
+    def read(self, path: str) -> str:
+        return read_text(path)
+
+    def close(self) -> None:
+        """Let go of what it holds (nothing here)."""
+
+
+PLAIN = FileReader()
+
+
 class CgroupManager:
     """One container's cgroup, in every hierarchy it lives in."""
 
     version = 0
+    files: FileReader = PLAIN  # how usage() reads its files (keep_files: by kept descriptors)
     # the systemd unit holding this cgroup (cgroups.systemd: slice, prefix, name, unit); None
     # for a cgroupfs cgroup. Saved in to_state, restored by manager_from_state.
     systemd: dict[str, str] | None = None
@@ -113,6 +128,19 @@ class CgroupManager:
     def procs_dir(self) -> str | None:
         """The directory whose cgroup.procs lists the container's processes."""
         raise NotImplementedError
+
+    def keep_files(self) -> None:
+        """Read usage()'s files by descriptors kept open from now on (cgroups.kept_files),
+        until `close_files`: for a manager asked about its usage again and again."""
+        if self.files is PLAIN:
+            from pycri.cgroups.kept_files import KeptFiles
+
+            self.files = KeptFiles()
+
+    def close_files(self) -> None:
+        """Close the descriptors `keep_files` kept; later reads open each file afresh."""
+        files, self.files = self.files, PLAIN
+        files.close()
 
     def pids(self) -> list[int]:
         directory = self.procs_dir()
@@ -175,7 +203,7 @@ def write_file(directory: str, name: str, value: str | int) -> None:
 READ_SIZE = 65536  # every cgroup file this reads is far smaller: one read(2) holds it
 
 
-def _read_text(path: str) -> str:
+def read_text(path: str) -> str:
     """The file's text by os.open/os.read: half the cost of open() for these small files
     (no buffered reader, text wrapper or fstat), which stats read by the dozen per container."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -188,13 +216,13 @@ def _read_text(path: str) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-def read_file(directory: str, name: str) -> str:
-    return _read_text(os.path.join(directory, name)).strip()
+def read_file(directory: str, name: str, files: FileReader = PLAIN) -> str:
+    return files.read(os.path.join(directory, name)).strip()
 
 
-def read_int(directory: str, name: str, default: int = 0) -> int:
+def read_int(directory: str, name: str, default: int = 0, files: FileReader = PLAIN) -> int:
     try:
-        text = read_file(directory, name)
+        text = read_file(directory, name, files)
     except OSError:
         return default
     if text == "max":
@@ -205,11 +233,11 @@ def read_int(directory: str, name: str, default: int = 0) -> int:
         return default
 
 
-def read_keyed(directory: str, name: str) -> dict[str, int]:
+def read_keyed(directory: str, name: str, files: FileReader = PLAIN) -> dict[str, int]:
     """A flat keyed file (memory.stat, cpu.stat): `key value` lines."""
     result: dict[str, int] = {}
     try:
-        text = _read_text(os.path.join(directory, name))
+        text = files.read(os.path.join(directory, name))
     except OSError:
         return result
     for line in text.splitlines():

@@ -11,8 +11,8 @@ import errno
 import os
 
 from pycri.cgroups.base import (
-    CgroupError, CgroupManager, IoDevice, Stats, make_dirs, read_file, read_int, read_keyed, read_pressure,
-    remove_dir, write_file,
+    PLAIN, CgroupError, CgroupManager, FileReader, IoDevice, Stats, make_dirs, read_file, read_int, read_keyed,
+    read_pressure, remove_dir, write_file,
 )
 from pycri.cgroups.paths import resolve_path
 
@@ -216,16 +216,16 @@ class V1Manager(CgroupManager):
             write_file(path, "memory.oom_control", 1)
 
     def usage(self) -> Stats:
-        stats = Stats()
+        stats, files = Stats(), self.files
         cpuacct = self.controller("cpuacct")
         if cpuacct:
-            stats.cpu_usage_ns = read_int(cpuacct, "cpuacct.usage")
+            stats.cpu_usage_ns = read_int(cpuacct, "cpuacct.usage", files=files)
         memory = self.controller("memory")
         if memory:
-            _brief_memory(memory, stats)
+            _brief_memory(memory, stats, files)
         pids = self.controller("pids")
         if pids:
-            stats.pids_current = read_int(pids, "pids.current")
+            stats.pids_current = read_int(pids, "pids.current", files=files)
         return stats
 
     def stats(self) -> Stats:
@@ -263,13 +263,13 @@ class V1Manager(CgroupManager):
         return stats
 
 
-def _brief_memory(memory: str, stats: Stats) -> dict[str, int]:
+def _brief_memory(memory: str, stats: Stats, files: FileReader = PLAIN) -> dict[str, int]:
     """The memory figures CRI carries (usage(); stats() goes on from them); memory.stat's lines."""
-    usage = read_int(memory, "memory.usage_in_bytes")
-    detail = read_keyed(memory, "memory.stat")
+    usage = read_int(memory, "memory.usage_in_bytes", files=files)
+    detail = read_keyed(memory, "memory.stat", files)
     stats.memory_usage = usage
     stats.memory_working_set = max(0, usage - detail.get("total_inactive_file", 0))
-    stats.memory_limit = _limit(read_int(memory, "memory.limit_in_bytes"))
+    stats.memory_limit = _limit(read_int(memory, "memory.limit_in_bytes", files=files))
     stats.memory_rss = detail.get("total_rss", 0)
     stats.pgfault = detail.get("pgfault", 0)
     stats.pgmajfault = detail.get("pgmajfault", 0)

@@ -204,18 +204,19 @@ class V2Manager(CgroupManager):
         return stats
 
     def usage(self) -> Stats:
-        stats = Stats()
-        stats.cpu_usage_ns = read_keyed(self.dir, "cpu.stat").get("usage_usec", 0) * 1000
+        stats, files = Stats(), self.files
+        stats.cpu_usage_ns = read_keyed(self.dir, "cpu.stat", files).get("usage_usec", 0) * 1000
         self._brief_memory(stats)
-        stats.pids_current = read_int(self.dir, "pids.current")
+        stats.pids_current = read_int(self.dir, "pids.current", files=files)
         return stats
 
     def _brief_memory(self, stats: Stats) -> dict[str, int]:
         """The memory figures CRI carries (usage(); stats() goes on from them); memory.stat's lines."""
-        detail = read_keyed(self.dir, "memory.stat")
-        stats.memory_usage = read_int(self.dir, "memory.current")
+        files = self.files
+        detail = read_keyed(self.dir, "memory.stat", files)
+        stats.memory_usage = read_int(self.dir, "memory.current", files=files)
         stats.memory_working_set = max(0, stats.memory_usage - detail.get("inactive_file", 0))
-        stats.memory_limit = read_int(self.dir, "memory.max")
+        stats.memory_limit = read_int(self.dir, "memory.max", files=files)
         stats.memory_rss = detail.get("anon", 0)
         stats.pgfault = detail.get("pgfault", 0)
         stats.pgmajfault = detail.get("pgmajfault", 0)

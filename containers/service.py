@@ -461,6 +461,7 @@ class ContainerService:
             manager = cgroups.new_manager(self.spec(record).linux.cgroups_path, record.id)
             with self._configs_lock:  # kept only while the container exists (_destroy drops it)
                 if self.table.get(record.id) is not None:
+                    manager.keep_files()  # its usage files stay open while it runs (cgroups/kept_files.py)
                     self._managers[record.id] = manager
         return manager
 
@@ -637,6 +638,9 @@ class ContainerService:
             with self.db.transaction() as tx:
                 self.table.update(tx, record)
             if current is not None and current.state in (CREATED, RUNNING):
+                manager = self._managers.get(record.id)
+                if manager is not None:  # an exited container's stats read no cgroup file
+                    manager.close_files()
                 self._publish(STOPPED, record)
                 runtime = self.handlers.get(record.handler)
                 if runtime is not None:
@@ -764,7 +768,9 @@ class ContainerService:
             self.table.delete(tx, record.id)
         with self._configs_lock:  # (a stats call's walk that ends later keeps nothing: _writable_usage)
             self._usage.pop(record.id, None)
-            self._managers.pop(record.id, None)
+            manager = self._managers.pop(record.id, None)
+        if manager is not None:
+            manager.close_files()
 
     def _signal(self, runtime: RuntimeHandler, record: ContainerRecord, sig: int) -> None:
         try:

@@ -50,3 +50,39 @@ def test_usage_matches_stats_on_what_cri_reports(busy_cgroup: cgroups.CgroupMana
         assert abs(getattr(brief, name) - getattr(full, name)) <= 1 << 20, name
         assert getattr(brief, name) >= 8 << 20, name
     assert 0 < brief.pgfault <= full.pgfault and brief.pgmajfault <= full.pgmajfault
+
+
+def test_kept_files_read_the_cgroups_figures_afresh(busy_cgroup: cgroups.CgroupManager) -> None:
+    # cgroups/kept_files.py: a kept descriptor, read again at offset 0, gives the file's text as
+    # the kernel makes it now (a third pid, a new limit), not the text of its first read
+    busy_cgroup.keep_files()
+    try:
+        assert busy_cgroup.usage().pids_current == 2
+        assert len(busy_cgroup.files) >= 4  # type: ignore[arg-type]
+        extra = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: busy_cgroup.add(os.getpid()))
+        try:
+            busy_cgroup.apply(Resources(memory=MemoryResources(limit=128 << 20)))
+            brief = busy_cgroup.usage()
+            assert (brief.pids_current, brief.memory_limit) == (3, 128 << 20)
+        finally:
+            extra.kill()
+            extra.wait()
+        assert busy_cgroup.usage().pids_current == 2
+    finally:
+        busy_cgroup.close_files()
+    assert busy_cgroup.files is cgroups.base.PLAIN
+
+
+def test_a_kept_file_of_a_removed_cgroup_reads_as_a_plain_read_does() -> None:
+    manager = cgroups.new_manager(f"/pycri-usage-test-{uuid.uuid4().hex[:8]}", "c")
+    manager.create()
+    manager.keep_files()
+    try:
+        assert manager.usage().pids_current == 0
+        kept = len(manager.files)  # type: ignore[arg-type]
+        manager.destroy()
+        assert manager.usage().pids_current == 0  # (read_int's default: the file is gone)
+        assert len(manager.files) < kept  # type: ignore[arg-type]  # the dead descriptors were let go
+    finally:
+        manager.close_files()
+        manager.destroy()

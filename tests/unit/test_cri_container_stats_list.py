@@ -49,14 +49,24 @@ def test_attributes_are_kept_once_and_dropped_with_the_container(t: CriUnderTest
 def test_each_containers_cgroup_is_found_once_and_forgotten_with_it(t: CriUnderTest,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     made: list[str] = []
+    managers: dict[str, Cgroup] = {}
 
     class Cgroup:  # (the figures of a container's cgroup: what a stats call reads each time)
+        kept = False  # its files are kept open (cgroups/kept_files.py)
+
         def usage(self) -> cgroups.Stats:
             return cgroups.Stats(cpu_usage_ns=1000, memory_usage=4096)
 
+        def keep_files(self) -> None:
+            self.kept = True
+
+        def close_files(self) -> None:
+            self.kept = False
+
     def new_manager(cgroups_path: str, container_id: str) -> Cgroup:
         made.append(container_id)
-        return Cgroup()
+        managers[container_id] = Cgroup()
+        return managers[container_id]
 
     monkeypatch.setattr(service_module.cgroups, "new_manager", new_manager)
     pod_id = t.run_pod("web")
@@ -65,5 +75,11 @@ def test_each_containers_cgroup_is_found_once_and_forgotten_with_it(t: CriUnderT
         listed = t.call("ListContainerStats", cri.ListContainerStatsRequest()).stats
         assert [s.memory.usage_bytes.value for s in listed] == [4096, 4096]
     assert sorted(made) == sorted([first, second])
+    assert managers[first].kept and managers[second].kept
     t.call("RemoveContainer", cri.RemoveContainerRequest(container_id=first))
     assert first not in t.servicer.containers._managers and second in t.servicer.containers._managers
+    assert not managers[first].kept and managers[second].kept  # its files closed with it
+    t.start(second)
+    t.handler.exit(second, 0)
+    assert t.status(second).state == cri.CONTAINER_EXITED
+    assert not managers[second].kept  # an exited container's stats read no cgroup file
