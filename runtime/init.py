@@ -26,7 +26,7 @@ import os
 from pycri.kernel.syscall import Syscall
 from pycri.runtime import namespaces, rootfs, sysctl
 from pycri.runtime.errors import RuntimeFailure
-from pycri.runtime.process import console, setup
+from pycri.runtime.process import setup
 from pycri.runtime.spec import Spec
 from pycri.runtime.stages import run_child
 from pycri.runtime.sync import Channel
@@ -41,6 +41,8 @@ USERNS_TIMEOUT = 30.0
 
 def stage_namespaces(to_parent: Channel, from_parent: Channel, kernel: Syscall, spec: Spec,
                      options: InitOptions) -> None:
+    if options.console_fd >= 0:  # a terminal: stage_init's module, loaded as the host's root (as this one)
+        from pycri.runtime.process import console  # noqa: F401
     go = from_parent.receive()
     if go.get("type") != "go":
         raise RuntimeFailure(f"unexpected message from the runtime: {go}")
@@ -92,6 +94,8 @@ def stage_init(to_parent: Channel, kernel: Syscall, spec: Spec, options: InitOpt
         raise RuntimeFailure(f"set hostname: {e.strerror or e}") from None
     rootfs.prepare(kernel, spec, no_pivot=options.no_pivot)
     if options.console_fd >= 0:
+        from pycri.runtime.process import console  # loaded by stage_namespaces
+
         console.setup_console(kernel, options.console_fd, mount_dev_console=True)  # closes the socket
     sysctl.write_all(spec.linux.sysctl)
     rootfs.finalize(kernel, spec)

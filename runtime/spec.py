@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 
-from pycri.kernel import idmap
 from pycri.kernel.record import Record
 from pycri.runtime import jsonlite
 from pycri.runtime.errors import RuntimeFailure
@@ -197,7 +196,9 @@ class IdMapping(Record):
 
 
 def id_map_text(mappings: list[IdMapping]) -> str:
-    """The contents of a uid_map or gid_map file."""
+    """The contents of a uid_map or gid_map file (containers with a user namespace of their own)."""
+    from pycri.kernel import idmap
+
     return idmap.id_map_text((m.container_id, m.host_id, m.size) for m in mappings)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import time
 
-from pycri.kernel import idmap
 from pycri.runtime.errors import RuntimeFailure
 from pycri.runtime.state import read_proc_stat
 from pycri.runtime.sync import ChannelClosed, channel_pair
@@ -176,6 +175,8 @@ def _exited_early(state: _Launch) -> str:
 
 def write_id_maps(pid: int, uid_map: str, gid_map: str, proc: str = "/proc") -> None:
     """The maps of a child's new user namespace (root on the host: setgroups stays allowed)."""
+    from pycri.kernel import idmap
+
     try:
         idmap.write_id_maps(pid, uid_map, gid_map, proc)
     except idmap.IdMapError as e:

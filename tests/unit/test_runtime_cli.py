@@ -136,6 +136,28 @@ def test_commands_import_only_the_light_standard_library(tmp_path: Path, argv: l
     assert not unexpected, f"start-up imports beyond the budget: {unexpected}"
 
 
+# Own modules that only some containers need, never loaded by a plain create: user namespaces
+# (idmap), terminals (process.console), seccomp, the systemd cgroup driver, the other commands.
+ONLY_SOME_CONTAINERS = ("pycri.kernel.idmap", "pycri.runtime.process.console", "pycri.runtime.seccomp",
+                        "pycri.cgroups.systemd", "pycri.cgroups.systemd_dbus", "pycri.runtime.commands")
+
+
+def test_create_loads_what_only_some_containers_need_only_for_them(tmp_path: Path) -> None:
+    """The modules of a create without a user namespace, terminal, seccomp or systemd: its own
+    (cli, create) and its first stage's (init, kernel.linux, the cgroups of this host), loaded
+    in a fresh -IS interpreter through the launcher's package bootstrap; sys.modules after."""
+    dest = write_launcher(tmp_path / "pycri-runtime", src_root=Path(__file__).resolve().parents[2])
+    python = dest.read_text().splitlines()[0][2:].split()[0]
+    bootstrap = "".join(line + "\n" for line in dest.read_text().splitlines()[2:6])  # `pycri`, made by hand
+    program = bootstrap + (
+        "import pycri.runtime.cli, pycri.runtime.create, pycri.runtime.init, pycri.kernel.linux, pycri.cgroups\n"
+        "print('\\n'.join(sorted(m for m in sys.modules if m.startswith('pycri.'))))\n")
+    result = subprocess.run([python, "-IS", "-c", program], capture_output=True, text=True, check=True)
+    loaded = set(result.stdout.split())
+    assert {"pycri.runtime.create", "pycri.runtime.init", "pycri.runtime.process.setup"} <= loaded, result.stdout
+    assert not loaded & set(ONLY_SOME_CONTAINERS), sorted(loaded & set(ONLY_SOME_CONTAINERS))
+
+
 @pytest.mark.parametrize("value", [
     {"a": 1, "b": [1, 2.5, None, True, False], "c": {"d": "é\n\"x\"", "e": {}}, "f": [], "g": -3},
     [], "text", 0, {"nested": [[{"x": [1]}]]},
