@@ -90,6 +90,7 @@ def test_launcher(tmp_path: Path) -> None:
     assert dest.read_text().splitlines()[0] == f"#!{Path(sys.executable).resolve()} -IS"
     out = subprocess.run([str(dest), "--version"], capture_output=True, text=True, check=True).stdout
     assert out.startswith("pycri-runtime version")
+    assert "gc.disable()" in text.splitlines()[3]  # before any import of ours
     with pytest.raises(ValueError):
         write_launcher(tmp_path / "x", python=Path("python3"))
 
@@ -100,8 +101,9 @@ OWN_PACKAGES = ("pycri",)  # pycri.runtime, pycri.cgroups, pycri.kernel
 # stay out): the small commands need os and the JSON accelerator; create and exec also
 # ctypes (for the syscalls Python 3.11 lacks) and select (to wait for their children).
 # tests/integration/test_runtime_startup.py checks the same over a real container's life.
+# (gc: built in, for the launcher's gc.disable().)
 LIGHT = frozenset({"__future__", "_collections_abc", "_stat", "stat", "genericpath", "posixpath", "os", "_json",
-                   "errno", "time"})
+                   "errno", "time", "gc"})
 SYSCALLS = LIGHT | {"ctypes", "_ctypes", "ctypes._endian", "struct", "_struct", "types", "select"}
 
 
@@ -148,7 +150,8 @@ def test_create_loads_what_only_some_containers_need_only_for_them(tmp_path: Pat
     in a fresh -IS interpreter through the launcher's package bootstrap; sys.modules after."""
     dest = write_launcher(tmp_path / "pycri-runtime", src_root=Path(__file__).resolve().parents[2])
     python = dest.read_text().splitlines()[0][2:].split()[0]
-    bootstrap = "".join(line + "\n" for line in dest.read_text().splitlines()[2:6])  # `pycri`, made by hand
+    lines = dest.read_text().splitlines()
+    bootstrap = "".join(line + "\n" for line in lines[2:lines.index("sys.modules['pycri'] = pycri") + 1])
     program = bootstrap + (
         "import pycri.runtime.cli, pycri.runtime.create, pycri.runtime.init, pycri.kernel.linux, pycri.cgroups\n"
         "print('\\n'.join(sorted(m for m in sys.modules if m.startswith('pycri.'))))\n")
