@@ -70,12 +70,21 @@ class FakeHandler(Recorder):
     creation: FakeCreation | None = None  # the next begin_create's, when a test wants to end it itself
     # container id -> the write end of its watch pipe, open while its monitor "lives"
     monitors: dict[str, int] = field(default_factory=dict)
+    # containers whose process has died but whose monitor has not recorded the exit yet (`die`)
+    dying: set[str] = field(default_factory=set)
 
     # -- what a test does to the containers ------------------------------------
+
+    def die(self, container_id: str) -> None:
+        """The container's process dies; its monitor records the exit only at `exit` (the
+        moment between: the runtime says it is not running, and no exit is known yet)."""
+        self.states.pop(container_id, None)
+        self.dying.add(container_id)
 
     def exit(self, container_id: str, code: int, *, oom_killed: bool = False) -> None:
         """The container exits with `code` (its monitor records it, then ends)."""
         self.states.pop(container_id, None)
+        self.dying.discard(container_id)
         self.exits[container_id] = ExitStatus(code, time.time_ns(), oom_killed=oom_killed)
         self._end_monitor(container_id)
 
@@ -145,7 +154,7 @@ class FakeHandler(Recorder):
 
     def exit_status(self, container_id: str, paths: ContainerPaths) -> ExitStatus | None:
         self._record("exit_status", container_id)
-        if container_id in self.states:
+        if container_id in self.states or container_id in self.dying:
             return None
         return self.exits.get(container_id, ExitStatus(255, time.time_ns(), lost=True))
 

@@ -58,6 +58,10 @@ from pycri.store.db import Database
 
 log = structlog.get_logger("containers")
 EXIT_POLL_SECONDS = 0.05
+# A container whose process has died is "not running" to its runtime at once, and exited to pycri
+# once its monitor has reaped it and written the exit file: a signal that fails in between waits
+# (waking when the monitor ends) this long for the exit before stop reports the failure.
+EXIT_RECORD_SECONDS = 5.0
 KILL_WAIT_SECONDS = 10.0
 # how long a pod's removal waits for a create under way in it (then FailedPrecondition: kubelet retries)
 CREATE_WAIT_SECONDS = 10.0
@@ -128,6 +132,7 @@ class ContainerService:
         self.default_handler = default_handler
         self.syscall = syscall
         self.kill_wait = KILL_WAIT_SECONDS  # how long stop waits for a container to die of SIGKILL
+        self.exit_record_wait = EXIT_RECORD_SECONDS  # how long a failed signal waits for an exit to be recorded
         self.table = ContainerTable(db)
         self.db = db
         # created, started, stopped (also when noticed on its own exit) and deleted, in order per container
@@ -775,8 +780,8 @@ class ContainerService:
     def _signal(self, runtime: RuntimeHandler, record: ContainerRecord, sig: int) -> None:
         try:
             runtime.kill(record.id, sig)
-        except Exception as exc:  # it may have exited between refresh and kill
-            if self.refresh(record).state == EXITED:
+        except Exception as exc:  # it may have died between refresh and kill, its exit not recorded yet
+            if self._wait_exit(record, self.exit_record_wait):
                 return
             raise FailedPrecondition(f"cannot signal container {record.id}: {exc}") from exc
 

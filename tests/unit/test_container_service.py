@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -175,9 +177,33 @@ def test_a_signal_that_cannot_be_sent_fails_stop(containers: ContainerService, f
                                                  tmp_path: Path) -> None:
     record = running(containers, tmp_path)
     fake.failures["kill"] = RuntimeFailed("fake kill failed")
+    containers.exit_record_wait = 0.2  # (it never exits: how long stop looks for an exit before failing)
     with pytest.raises(FailedPrecondition):
         containers.stop(record.id, 10)
     assert containers.get(record.id).state == RUNNING
+
+
+def test_stop_of_a_container_that_died_before_its_exit_was_recorded_succeeds(
+        containers: ContainerService, fake: FakeHandler, tmp_path: Path) -> None:
+    # critest's "HostNetwork is false" container exits at once: StopPodSandbox's kill came after the
+    # runtime saw it die and before conmon had reaped it and written the exit file
+    record = running(containers, tmp_path)
+    fake.die(record.id)  # its runtime says it is not running; no exit is known yet
+
+    def monitor_records_the_exit() -> None:
+        deadline = time.monotonic() + 30
+        while not fake.called("kill") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        fake.exit(record.id, 0)
+
+    monitor = threading.Thread(target=monitor_records_the_exit)
+    monitor.start()
+    try:
+        stopped = containers.stop(record.id, 10)
+    finally:
+        monitor.join(30)
+    assert (stopped.state, stopped.exit_code) == (EXITED, 0)
+    assert len(fake.called("kill")) == 1
 
 
 def test_stop_fails_when_sigkill_does_not_end_it(containers: ContainerService, fake: FakeHandler,
