@@ -8,6 +8,8 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pycri.cgroups.resources import Resources
 
 
@@ -208,11 +210,17 @@ def read_text(path: str) -> str:
     (no buffered reader, text wrapper or fstat), which stats read by the dozen per container."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        chunks = [os.read(fd, READ_SIZE)]
-        while len(chunks[-1]) == READ_SIZE:  # (never for a cgroup file: just in case)
-            chunks.append(os.read(fd, READ_SIZE))
+        return read_fd_text(fd, lambda fd, offset: os.read(fd, READ_SIZE))
     finally:
         os.close(fd)
+
+
+def read_fd_text(fd: int, read_at: Callable[[int, int], bytes]) -> str:
+    """The text of an open file, read by `read_at(fd, offset)` in READ_SIZE pieces until a short
+    one (os.read from where the descriptor is; cgroups.kept_files preads from offset 0)."""
+    chunks = [read_at(fd, 0)]
+    while len(chunks[-1]) == READ_SIZE:  # (never for a cgroup file: just in case)
+        chunks.append(read_at(fd, READ_SIZE * len(chunks)))
     return b"".join(chunks).decode(errors="replace")
 
 

@@ -19,7 +19,7 @@ import os
 import resource
 import threading
 
-from pycri.cgroups.base import READ_SIZE, FileReader, read_text
+from pycri.cgroups.base import READ_SIZE, FileReader, read_fd_text, read_text
 
 
 def default_cap() -> int:
@@ -85,7 +85,4 @@ class KeptFiles(FileReader):
 
 
 def _pread_text(fd: int) -> str:
-    chunks = [os.pread(fd, READ_SIZE, 0)]
-    while len(chunks[-1]) == READ_SIZE:  # (never for a cgroup file: just in case)
-        chunks.append(os.pread(fd, READ_SIZE, READ_SIZE * len(chunks)))
-    return b"".join(chunks).decode(errors="replace")
+    return read_fd_text(fd, lambda fd, offset: os.pread(fd, READ_SIZE, offset))
