@@ -125,3 +125,11 @@ class FakeCgroups(Recorder):
     def destroy(self, cgroup_parent: str, sandbox_id: str) -> None:
         self._record("destroy", cgroup_parent, sandbox_id)
         self.existing.discard((cgroup_parent, sandbox_id))
+
+    def remove_stale(self, sandbox_id: str) -> bool:
+        self._record("remove_stale", sandbox_id)
+        key = (self.default_parent(sandbox_id), sandbox_id)
+        if key not in self.existing:
+            return False
+        self.existing.discard(key)
+        return True

@@ -68,6 +68,12 @@ class PodCgroups(Protocol):
 
     def destroy(self, cgroup_parent: str, sandbox_id: str) -> None: ...
 
+    def remove_stale(self, sandbox_id: str) -> bool:
+        """At start-up, for a pod no sandbox row names any more (a daemon killed, its database
+        lost): remove the cgroup `default_parent` names if it is there and empty; one with
+        processes or children stays, and nothing waits. True when one was removed."""
+        ...
+
     def join_infra(self, cgroup_parent: str, sandbox_id: str, pid: int) -> None:
         """Put the pod's infra process in the pod cgroup, where the driver wants one."""
         ...
@@ -132,6 +138,17 @@ class HostPodCgroups:
     def destroy(self, cgroup_parent: str, sandbox_id: str) -> None:
         cgroups.new_manager(cgroup_parent, sandbox_id, driver="cgroupfs").destroy()
 
+    def remove_stale(self, sandbox_id: str) -> bool:
+        manager = cgroups.new_manager(self.default_parent(sandbox_id), sandbox_id, driver="cgroupfs")
+        if not manager.exists():
+            return False
+        try:
+            manager.destroy(timeout=0)  # (rmdir: refused while a process or a child cgroup is in it)
+        except cgroups.CgroupError as exc:
+            log.warning("a stale pod cgroup is in use: left alone", pod_sandbox_id=sandbox_id, error=str(exc))
+            return False
+        return True
+
     def join_infra(self, cgroup_parent: str, sandbox_id: str, pid: int) -> None:
         pass
 
@@ -165,6 +182,11 @@ class SystemdPodCgroups:
         # others (made as the parent of a scope's) is removed here
         manager = systemd.new_manager(systemd.slice_path(_slice(cgroup_parent)), root=self.root, init=self.init)
         self._call(lambda bus: systemd.stop_scope(bus, manager))
+
+    def remove_stale(self, sandbox_id: str) -> bool:
+        # a slice is stopped through systemd, which kills what is in it: never for a pod this
+        # daemon cannot vouch for; an empty transient slice costs systemd a unit, nothing more
+        return False
 
     def _infra_manager(self, cgroup_parent: str, sandbox_id: str) -> cgroups.CgroupManager:
         return systemd.new_manager(systemd.SystemdPath(_slice(cgroup_parent), "pycri", sandbox_id), root=self.root,

@@ -12,7 +12,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -70,13 +70,20 @@ class Network(Protocol):
         ...
 
 
+class ReleasedPod(Protocol):
+    """A pod whose network state no sandbox row named, released (sandbox.orphans.Orphan)."""
+
+    @property
+    def container_id(self) -> str: ...
+
+
 @runtime_checkable
 class ReleasesOrphans(Protocol):
     """A network that can release, at start-up, what pods no sandbox row names left attached."""
 
-    def release_orphans(self, known: Collection[str], own_pins: Path) -> Any:
+    def release_orphans(self, known: Collection[str], own_pins: Path) -> Sequence[ReleasedPod]:
         """Detach every attachment whose pod id is not in `known`; `own_pins` is this service's
-        pin root (a pod pinned anywhere else belongs to another daemon)."""
+        pin root (a pod pinned anywhere else belongs to another daemon). Returns what it released."""
         ...
 
 
@@ -252,9 +259,17 @@ class SandboxService:
         if isinstance(self.network, ReleasesOrphans):
             known = {record.id for record in self.table.records()}
             try:
-                self.network.release_orphans(known, self.ns_root)
+                released = self.network.release_orphans(known, self.ns_root)
             except Exception as exc:  # the daemon starts all the same
                 log.error("releasing stale pod network state failed", error=str(exc))
+            else:
+                # the pod cgroup pycri made for such a pod (no parent given) goes with it, if empty
+                for pod_id in {orphan.container_id for orphan in released} - known:
+                    try:
+                        if self.cgroups.remove_stale(pod_id):
+                            log.info("removed the cgroup of a pod no sandbox row names", pod_sandbox_id=pod_id)
+                    except Exception as exc:  # noqa: BLE001 - the daemon starts all the same
+                        log.warning("removing a stale pod cgroup failed", pod_sandbox_id=pod_id, error=str(exc))
         self.infra.warm_up()  # (the warm infra launcher, for pods that share their PID namespace)
 
     def _destroy(self, record: SandboxRecord) -> None:

@@ -17,12 +17,18 @@ from typing import Any
 
 import pytest
 
+from pycri import cgroups
 from tests.e2e.harness import Pycri
 
 BRIDGE = "pycrio0"
 NETWORK = "pycri-orphans"
 SUBNET = "10.196.0.0/24"
 HOST_PORT = 18196
+
+
+def pod_cgroup(pod_id: str) -> cgroups.CgroupManager:
+    """The cgroup pycri makes for a pod whose config names no parent (sandbox/host.py)."""
+    return cgroups.new_manager(f"/pycri/{pod_id}", pod_id, driver="cgroupfs")
 
 
 def nat_rules() -> list[str]:
@@ -82,6 +88,7 @@ def test_a_start_takes_down_what_pods_no_row_names_left(tmp_path: Path, registri
                                                          "host_port": HOST_PORT}])
         before = traces(pod_id, data_dir)
         assert len(before["leases"]) == 1 and len(before["chains"]) == 2 and len(before["rules"]) >= 4
+        assert pod_cgroup(pod_id).exists()  # pycri's own (crictl's pod names no parent)
         pycri.kill()
         pycri.unmount_pin_root()  # (its namespace goes: the bridge plugin's DEL cannot reach it)
         if wiped == "database":
@@ -93,9 +100,12 @@ def test_a_start_takes_down_what_pods_no_row_names_left(tmp_path: Path, registri
         assert pycri.crictl_json("pods")["items"] == []
         assert traces(pod_id, data_dir) == {"rules": [], "chains": [], "leases": []}
         assert "releasing pod network state that no pod sandbox owns" in pycri.log.read_text()
+        assert not pod_cgroup(pod_id).exists()  # (empty: the pod had no process of its own)
     finally:
         pycri.stop()
         pycri.unmount_pin_root()
         if pod_id:
             remove_rules_of(pod_id)
         subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+        if pod_id and pod_cgroup(pod_id).exists():
+            pod_cgroup(pod_id).destroy()

@@ -8,7 +8,7 @@ import json
 import stat
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -329,9 +329,11 @@ def test_nothing_is_read_from_a_lease_dir_outside_the_root(tmp_path: Path) -> No
 
 
 class ReleasingNetwork(FakeNetwork):
+    released: list[Any] = []  # what release_orphans returns
+
     def release_orphans(self, known: Any, own_pins: Path) -> list[Any]:
         self._record("release_orphans", set(known), own_pins)
-        return []
+        return list(self.released)
 
 
 def test_recovery_releases_orphans_knowing_every_row_left(tmp_path: Path) -> None:
@@ -353,6 +355,31 @@ def test_recovery_releases_orphans_knowing_every_row_left(tmp_path: Path) -> Non
     assert service.get(ready.id).state == READY and service.get(stopped.id).state == NOTREADY
     # the half-made pod was torn down before: its id is not known, so what DEL left of it goes too
     assert network.calls[-1][0] == "release_orphans"
+
+
+class ReleasedOrphan(NamedTuple):
+    container_id: str
+
+
+def test_recovery_removes_the_own_cgroup_of_each_pod_it_released(tmp_path: Path) -> None:
+    # a killed daemon whose database was lost: its pod's network state and its pod cgroup
+    # (/pycri/<id>, made because kubelet gave no parent) are left; a cgroup pycri does not
+    # make for a pod (kubelet's parent) is never touched, nor one of a pod with a row
+    OTHER = "d" * 64  # noqa: N806 - a pod kubelet gave a parent
+    cgroups = FakeCgroups()
+    network = ReleasingNetwork()
+    service = SandboxService(Database(tmp_path / "db.sqlite"), tmp_path / "sandboxes", tmp_path / "state", network,
+                             pins=FakePins(), infra=FakeInfra(), cgroups=cgroups)
+    from tests.unit.test_sandbox_service import new_pod
+
+    alive = service.run(new_pod("alive"))
+    cgroups.existing |= {(f"/pycri/{GONE}", GONE), ("/kubepods/pod1", OTHER)}
+    network.released = [ReleasedOrphan(GONE), ReleasedOrphan(OTHER), ReleasedOrphan(alive.id)]
+    service.recover()
+    assert sorted(cgroups.called("remove_stale")) == sorted([(GONE,), (OTHER,)])  # (not the pod with a row)
+    assert (f"/pycri/{GONE}", GONE) not in cgroups.existing
+    assert ("/kubepods/pod1", OTHER) in cgroups.existing
+    assert (f"/pycri/{alive.id}", alive.id) in cgroups.existing
 
 
 def test_recovery_goes_on_when_releasing_fails_or_the_network_cannot(tmp_path: Path) -> None:
