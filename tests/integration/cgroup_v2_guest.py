@@ -6,7 +6,7 @@ in one boot, the tests whose cgroup v2 half cannot run on the host:
 
 - tests/unit/test_cgroups_v1.py, tests/unit/test_cgroups_v2.py (the managers),
 - tests/integration (the runtime against the real kernel; layout-aware, see conftest.LAYOUT),
-  but not the outer tests themselves,
+  but not the outer tests themselves nor those that touch no cgroup (`NOT_CGROUP`),
 - tests/v2 (v2 only: the eBPF device filter, OOM kills, memory.oom.group, the daemon on v2),
 - tests/e2e/test_pods.py -k life_cycle (a pod's life cycle through crictl; the registry runs
   inside the guest, on loopback).
@@ -41,7 +41,13 @@ TARGETS = (
     "tests/e2e/test_pods.py::test_life_cycle",
 )
 OUTER = ("tests/integration/test_in_cgroup_v2.py",)
-TIMEOUT = 1200  # about 300 s here; 7 min for the integration tests alone under heavy load
+# integration tests that touch no cgroup, left out of the guest (they run on the host): building
+# and installing the wheel took 54 of the guest's 916 s (2026-12-07)
+NOT_CGROUP = ("tests/integration/test_package.py",)
+# a deadline for a guest that hangs, not a check of its speed: the run took ~300 s here on
+# 2026-12-06 and 830-1000 s in the CI runs of 2026-12-07 (one UML CPU, as the suites grew);
+# 1200 s left too little room, 2400 s still ends well inside CI's 90 minutes
+TIMEOUT = 2400
 
 
 @dataclass
@@ -113,7 +119,7 @@ def guest_results() -> GuestRun:
         junit = results / "junit.xml"
         command = " ".join([
             shlex.quote(sys.executable), "-m", "pytest", *TARGETS, "-q", "-p", "no:cacheprovider", "-rfEs",
-            *(f"--ignore={path}" for path in OUTER), f"--junitxml={shlex.quote(str(junit))}",
+            *(f"--ignore={path}" for path in OUTER + NOT_CGROUP), f"--junitxml={shlex.quote(str(junit))}",
         ])
         started = time.monotonic()
         process = subprocess.Popen([str(CHECKOUT / "hack" / "run-in-v2.sh"), command], cwd=CHECKOUT,
