@@ -329,7 +329,7 @@ def test_nothing_is_read_from_a_lease_dir_outside_the_root(tmp_path: Path) -> No
 
 
 class ReleasingNetwork(FakeNetwork):
-    released: list[Any] = []  # what release_orphans returns
+    released: tuple[Any, ...] = ()  # what release_orphans returns (a test sets it)
 
     def release_orphans(self, known: Any, own_pins: Path) -> list[Any]:
         self._record("release_orphans", set(known), own_pins)
@@ -374,7 +374,7 @@ def test_recovery_removes_the_own_cgroup_of_each_pod_it_released(tmp_path: Path)
 
     alive = service.run(new_pod("alive"))
     cgroups.existing |= {(f"/pycri/{GONE}", GONE), ("/kubepods/pod1", OTHER)}
-    network.released = [ReleasedOrphan(GONE), ReleasedOrphan(OTHER), ReleasedOrphan(alive.id)]
+    network.released = (ReleasedOrphan(GONE), ReleasedOrphan(OTHER), ReleasedOrphan(alive.id))
     service.recover()
     assert sorted(cgroups.called("remove_stale")) == sorted([(GONE,), (OTHER,)])  # (not the pod with a row)
     assert (f"/pycri/{GONE}", GONE) not in cgroups.existing
